@@ -1,0 +1,116 @@
+"""The waiting requests of one endpoint, earliest deadline first, bounded.
+
+Pure data structure: times are plain floats (seconds on the owner's
+monotonic clock) passed in by the caller; nothing here reads a clock.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request waiting in the broker.
+
+    ``frames`` ([meta, *body]) are opaque to the broker and forwarded as they
+    are. ``rows`` counts rows along the batch dimension; requests share a batch
+    only when their ``batch_key`` is equal.
+    """
+
+    request_id: bytes
+    gateway: bytes
+    deadline: float
+    arrived: float
+    frames: list
+    rows: int = 1
+    batch_key: bytes = b""
+    attempts: int = 0
+    seq: int = field(default=0, compare=False)
+
+
+class EndpointQueue:
+    """Requests waiting for one endpoint, ordered by deadline (ties: arrival order)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[Pending]:
+        """The waiting requests in no particular order."""
+        return (entry[2] for entry in self._heap)
+
+    def push(self, item: Pending, force: bool = False) -> bool:
+        """Add a request; False (and nothing added) when the queue is full.
+
+        ``force`` admits a request past the capacity: for requeueing work that
+        was already accepted, which must never be dropped for lack of room.
+        """
+        if len(self._heap) >= self.capacity and not force:
+            return False
+        item.seq = next(self._seq)
+        heapq.heappush(self._heap, (item.deadline, item.seq, item))
+        return True
+
+    def head(self) -> Pending | None:
+        """The request with the earliest deadline, left in the queue."""
+        return self._heap[0][2] if self._heap else None
+
+    def pop_expired(self, now: float) -> list[Pending]:
+        """Remove and return every request whose deadline is at or before ``now``."""
+        expired = []
+        while self._heap and self._heap[0][0] <= now:
+            expired.append(heapq.heappop(self._heap)[2])
+        return expired
+
+    def compatible(self, limit_rows: int) -> tuple[int, int, float]:
+        """For the head's batch key: (requests, rows) that ``take`` would return for
+        ``limit_rows``, and the earliest arrival among them. (0, 0, inf) when empty."""
+        head = self.head()
+        if head is None:
+            return 0, 0, float("inf")
+        count = rows = 0
+        earliest = float("inf")
+        for _, _, item in sorted(self._heap):
+            if item.batch_key != head.batch_key:
+                continue
+            if count and rows + item.rows > limit_rows:
+                break
+            count += 1
+            rows += item.rows
+            earliest = min(earliest, item.arrived)
+        return count, rows, earliest
+
+    def take(self, limit_rows: int) -> list[Pending]:
+        """Remove the head and, in deadline order, the requests sharing its batch key,
+        as long as their rows fit in ``limit_rows`` (the head is always taken)."""
+        if not self._heap:
+            return []
+        first = heapq.heappop(self._heap)[2]
+        taken, rows, skipped = [first], first.rows, []
+        while self._heap and rows < limit_rows:
+            entry = heapq.heappop(self._heap)
+            item = entry[2]
+            if item.batch_key != first.batch_key:
+                skipped.append(entry)
+                continue
+            if rows + item.rows > limit_rows:
+                skipped.append(entry)
+                break
+            taken.append(item)
+            rows += item.rows
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        return taken
+
+    def drain(self) -> list[Pending]:
+        """Remove and return everything, earliest deadline first."""
+        items = [entry[2] for entry in sorted(self._heap)]
+        self._heap.clear()
+        return items

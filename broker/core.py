@@ -1,0 +1,389 @@
+"""The broker's routing logic, without sockets: messages and clock ticks in, messages out.
+
+:class:`BrokerCore` receives the frames that arrived on the frontend (from
+gateways) and the backend (from workers) together with the current time, and
+emits frames through two send callables. The daemon around it owns the
+sockets and the clock. Payload frames are forwarded as received, never decoded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from batching.policy import BatchLimits, BatchPolicy
+from batching.queue import EndpointQueue, Pending
+from broker.registry import WorkerRegistry, WorkerState
+from broker.stats import EndpointStats
+from zeroserve import protocol as p
+from zeroserve.protocol import Command, Status
+
+log = logging.getLogger("zeroserve.broker")
+
+Send = Callable[[list], None]
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """The queue, batching policy and statistics of one service endpoint."""
+
+    service: str
+    name: str
+    queue: EndpointQueue
+    policy: BatchPolicy
+    retry_on_worker_loss: bool = True
+    stats: EndpointStats = field(default_factory=EndpointStats)
+    wake_at: float | None = None
+
+
+@dataclass(eq=False)
+class InFlight:
+    """A batch sent to a worker and not yet answered."""
+
+    worker: WorkerState
+    endpoint: Endpoint
+    items: list  # list[Pending]
+    sent_at: float
+    answered: set = field(default_factory=set)  # request ids already answered (deadline)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """What the core needs from the settings."""
+
+    heartbeat_s: float = 1.0
+    liveness: int = 3
+    max_queue: int = 1000
+    retry_after_s: int = 1
+    max_attempts: int = 3
+    max_timeout_ms: int = 600_000
+    batching_overrides: dict = field(default_factory=dict)
+
+    @property
+    def liveness_s(self) -> float:
+        return self.heartbeat_s * self.liveness
+
+
+class BrokerCore:
+    """Routes requests from gateways to workers and replies back; see the module docstring."""
+
+    def __init__(self, config: BrokerConfig, send_front: Send, send_back: Send,
+                 now: float) -> None:
+        self.config = config
+        self._send_front = send_front
+        self._send_back = send_back
+        self.broker_id = os.urandom(4).hex()
+        self.started = now
+        self.registry = WorkerRegistry(config.liveness_s)
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self._by_service: dict[str, list[Endpoint]] = {}
+        self._in_flight: dict[int, InFlight] = {}
+        self._limbo: list[tuple[str, str, Pending]] = []  # requests for not-yet-known services
+        self._next_batch = 1
+        self._next_heartbeat = now
+        self.dropped = 0
+
+    # ------------------------------------------------------------ frontend
+
+    def on_frontend(self, frames: Sequence, now: float) -> None:
+        """Handle one message from a gateway: ``[identity, ZS1, command, ...]``."""
+        if len(frames) < 3:
+            return self._drop("frontend", "too few frames")
+        gateway = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
+        try:
+            command, rest = p.split_command(frames[1:])
+            if command is Command.REQUEST:
+                self._on_request(gateway, p.parse_request(rest), now)
+            elif command is Command.CONTROL:
+                self._on_control(gateway, p.parse_control(rest), now)
+            else:
+                raise p.ProtocolError(f"command {command.name} is not valid on the frontend")
+        except p.ProtocolError as exc:
+            self._drop("frontend", str(exc))
+
+    def _reply(self, gateway: bytes, reply: p.Reply) -> None:
+        self._send_front([gateway, *reply.to_frames()])
+
+    def _on_request(self, gateway: bytes, req: p.Request, now: float) -> None:
+        timeout_s = min(req.timeout_ms, self.config.max_timeout_ms) / 1000.0
+        item = Pending(req.request_id, gateway, now + timeout_s, now, [req.meta, *req.body],
+                       max(req.rows, 1), req.batch_key)
+        self._admit(req.service, req.endpoint, item, now)
+
+    def _admit(self, service: str, endpoint_name: str, item: Pending, now: float) -> None:
+        endpoint = self.endpoints.get((service, endpoint_name))
+        if endpoint is None:
+            if service in self.registry.services:
+                return self._reply(item.gateway, p.error_reply(
+                    item.request_id, Status.NOT_FOUND,
+                    f"service '{service}' has no endpoint '{endpoint_name}'"))
+            if now - self.started < self.config.liveness_s * 2:
+                self._limbo.append((service, endpoint_name, item))
+                return None
+            return self._reply(item.gateway, p.error_reply(
+                item.request_id, Status.NOT_FOUND, f"unknown service '{service}'"))
+        if not endpoint.queue.push(item):
+            endpoint.stats.rejected += 1
+            return self._reply(item.gateway, p.error_reply(
+                item.request_id, Status.QUEUE_FULL,
+                f"queue for {service}/{endpoint_name} is full ({endpoint.queue.capacity} waiting)",
+                retry_after_s=self.config.retry_after_s))
+        endpoint.policy.arrived(now, item.rows)
+        self._pump(service, now)
+
+    def _on_control(self, gateway: bytes, ctl: p.Control, now: float) -> None:
+        if ctl.op is p.ControlOp.PING:
+            answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
+        elif ctl.op is p.ControlOp.MODELS:
+            answer = {"broker_id": self.broker_id, "services": {
+                name: {"endpoints": eps, "workers": self.registry.count(name)}
+                for name, eps in self.registry.services.items()}}
+        else:
+            answer = self.stats(now)
+        self._reply(gateway, p.Reply(ctl.request_id, Status.OK, p.pack_map(answer)))
+
+    # ------------------------------------------------------------ backend
+
+    def on_backend(self, frames: Sequence, now: float) -> None:
+        """Handle one message from a worker: ``[identity, ZS1, command, ...]``."""
+        if len(frames) < 3:
+            return self._drop("backend", "too few frames")
+        identity = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
+        try:
+            command, rest = p.split_command(frames[1:])
+            if command is Command.READY:
+                return self._on_ready(identity, p.parse_ready(rest), now)
+            worker = self.registry.touch(identity, now)
+            if worker is None:
+                # unknown (e.g. this broker restarted): ask it to register again
+                self._send_back([identity, *p.disconnect()])
+                if command is Command.RESULT:
+                    log.info("broker: dropped a result from unregistered worker %s",
+                             identity.hex())
+                return None
+            if command is Command.RESULT:
+                self._on_result(worker, p.parse_result(rest), now)
+            elif command is Command.DISCONNECT:
+                self._on_disconnect(worker, now)
+            elif command is not Command.HEARTBEAT:
+                raise p.ProtocolError(f"command {command.name} is not valid on the backend")
+        except p.ProtocolError as exc:
+            self._drop("backend", str(exc))
+
+    def _on_ready(self, identity: bytes, ready: p.Ready, now: float) -> None:
+        old = self.registry.remove(identity)
+        if old is not None:
+            self._recover(old, now, "registered again")
+        for name, desc in ready.endpoints.items():
+            self._endpoint(ready.service, name, desc)
+        self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
+                               ready.slots, now)
+        log.info("broker: worker %s joined, serving %s (%s) with %d slots", ready.worker_id,
+                 ready.service, ", ".join(sorted(ready.endpoints)), ready.slots)
+        waiting, self._limbo = self._limbo, []
+        for service, endpoint, item in waiting:
+            if service == ready.service:
+                self._admit(service, endpoint, item, now)
+            else:
+                self._limbo.append((service, endpoint, item))
+        self._pump(ready.service, now)
+
+    def _endpoint(self, service: str, name: str, desc: dict) -> Endpoint:
+        key = (service, name)
+        override = self.config.batching_overrides.get(f"{service}.{name}", {})
+        limits = BatchLimits(
+            max_batch_size=int(override.get("max_batch_size", desc.get("max_batch_size", 1)))
+            if desc.get("batchable") else 1,
+            max_latency_s=float(override.get("max_latency_ms", desc.get("max_latency_ms", 0)))
+            / 1000.0 if desc.get("batchable") else 0.0)
+        endpoint = self.endpoints.get(key)
+        if endpoint is None:
+            endpoint = Endpoint(service, name, EndpointQueue(self.config.max_queue),
+                                BatchPolicy(limits))
+            self.endpoints[key] = endpoint
+            self._by_service.setdefault(service, []).append(endpoint)
+        elif endpoint.policy.limits != limits:
+            endpoint.policy = BatchPolicy(limits)
+        endpoint.retry_on_worker_loss = bool(desc.get("retry_on_worker_loss", True))
+        return endpoint
+
+    def _on_result(self, worker: WorkerState, result: p.Result, now: float) -> None:
+        flight = self._in_flight.pop(result.batch_id, None)
+        if flight is None or flight.worker is not worker:
+            log.info("broker: result for unknown batch %d from worker %s dropped",
+                     result.batch_id, worker.worker_id)
+            return None
+        self.registry.release(worker, result.batch_id)
+        rows = sum(it.rows for it in flight.items)
+        flight.endpoint.policy.observe(rows, result.exec_s)
+        flight.endpoint.stats.record_batch(rows, len(flight.items), result.exec_s)
+        for ri in result.items:
+            gateway = self._gateway_of(flight, ri.request_id)
+            if gateway is not None:
+                flight.endpoint.stats.record_status(ri.status)
+                self._reply(gateway, p.Reply(ri.request_id, ri.status, ri.frames[0],
+                                             ri.frames[1:]))
+        if worker.draining and not worker.in_flight:
+            self.registry.remove(worker.identity)
+            self._send_back([worker.identity, *p.disconnect()])
+            log.info("broker: worker %s drained and left", worker.worker_id)
+        self._pump(worker.service, now)
+
+    @staticmethod
+    def _gateway_of(flight: InFlight, request_id: bytes) -> bytes | None:
+        if request_id in flight.answered:
+            return None
+        for item in flight.items:
+            if item.request_id == request_id:
+                flight.answered.add(request_id)
+                return item.gateway
+        return None
+
+    def _on_disconnect(self, worker: WorkerState, now: float) -> None:
+        self.registry.drain(worker.identity)
+        log.info("broker: worker %s is draining (%d batches in flight)", worker.worker_id,
+                 len(worker.in_flight))
+        if not worker.in_flight:
+            self.registry.remove(worker.identity)
+            self._send_back([worker.identity, *p.disconnect()])
+
+    # ------------------------------------------------------------ dispatch
+
+    def _pump(self, service: str, now: float) -> None:
+        """Dispatch waiting work of ``service`` while workers have free slots."""
+        endpoints = self._by_service.get(service, ())
+        while self.registry.has_free(service):
+            best, best_rows = None, 0
+            free = self.registry.free_slots(service)
+            busy = self.registry.busy_slots(service)
+            for endpoint in endpoints:
+                head = endpoint.queue.head()
+                if head is None:
+                    continue
+                decision = endpoint.policy.decide(endpoint.queue, now, free, busy)
+                endpoint.wake_at = decision.wake_at
+                if decision.take_rows > 0 and (best is None or
+                                               head.deadline < best.queue.head().deadline):
+                    best, best_rows = endpoint, decision.take_rows
+            if best is None:
+                return
+            self._dispatch(best, best.queue.take(best_rows), now)
+
+    def _dispatch(self, endpoint: Endpoint, items: list, now: float) -> None:
+        batch_id = self._next_batch
+        self._next_batch += 1
+        worker = self.registry.acquire(endpoint.service, batch_id)
+        assert worker is not None, "dispatch without a free worker"
+        self._in_flight[batch_id] = InFlight(worker, endpoint, items, now)
+        for it in items:
+            it.attempts += 1
+            endpoint.stats.record_wait(now - it.arrived)
+        batch = p.Batch(batch_id, endpoint.name, [
+            p.BatchItem(it.request_id, max(int((it.deadline - now) * 1000), 1), it.frames)
+            for it in items])
+        self._send_back([worker.identity, *batch.to_frames()])
+
+    # ------------------------------------------------------------ time
+
+    def on_tick(self, now: float) -> None:
+        """Expire deadlines, evict silent workers, send heartbeats, run batching timers."""
+        for endpoint in self.endpoints.values():
+            expired = endpoint.queue.pop_expired(now)
+            if expired:
+                self._expire_waiting(endpoint, expired)
+        for flight in self._in_flight.values():
+            for item in flight.items:
+                if item.deadline <= now and item.request_id not in flight.answered:
+                    flight.answered.add(item.request_id)
+                    flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
+                    self._reply(item.gateway, p.error_reply(
+                        item.request_id, Status.DEADLINE_EXCEEDED,
+                        "deadline exceeded while the request was executing"))
+        for worker in self.registry.expired(now):
+            self.registry.remove(worker.identity)
+            self._recover(worker, now, f"missed heartbeats for {now - worker.last_seen:.1f}s")
+        if self._limbo and now - self.started >= self.config.liveness_s * 2:
+            waiting, self._limbo = self._limbo, []
+            for service, endpoint, item in waiting:
+                self._admit(service, endpoint, item, now)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_s
+            for worker in self.registry:
+                self._send_back([worker.identity, *p.heartbeat()])
+        for service, endpoints in self._by_service.items():
+            if any(e.wake_at is not None and e.wake_at <= now for e in endpoints):
+                self._pump(service, now)
+
+    def _expire_waiting(self, endpoint: Endpoint, expired: list) -> None:
+        workers = self.registry.count(endpoint.service)
+        for item in expired:
+            if workers:
+                status, message = Status.DEADLINE_EXCEEDED, (
+                    f"deadline exceeded after {1000 * (item.deadline - item.arrived):.0f} ms "
+                    "waiting in the queue; the request was not executed")
+            else:
+                status, message = Status.NO_WORKER, (
+                    f"no worker serves '{endpoint.service}' (waited until the deadline)")
+            endpoint.stats.record_status(status)
+            self._reply(item.gateway, p.error_reply(item.request_id, status, message))
+
+    def _recover(self, worker: WorkerState, now: float, why: str) -> None:
+        """Requeue (or fail) the unanswered requests of a worker that is gone."""
+        requeued = failed = 0
+        for batch_id in list(worker.in_flight):
+            flight = self._in_flight.pop(batch_id, None)
+            if flight is None:
+                continue
+            for item in flight.items:
+                if item.request_id in flight.answered:
+                    continue
+                retry = (flight.endpoint.retry_on_worker_loss and item.deadline > now
+                         and item.attempts < self.config.max_attempts)
+                if retry:
+                    flight.endpoint.queue.push(item, force=True)
+                    requeued += 1
+                else:
+                    failed += 1
+                    self._reply(item.gateway, p.error_reply(
+                        item.request_id, Status.INTERNAL,
+                        f"worker {worker.worker_id} was lost while running the request"))
+        worker.in_flight.clear()
+        log.warning("broker: evicted worker %s (%s), requeued %d requests, failed %d",
+                    worker.worker_id, why, requeued, failed)
+        self._pump(worker.service, now)
+
+    def next_wake(self, now: float) -> float:
+        """Seconds until ``on_tick`` has something to do at the latest."""
+        wake = self._next_heartbeat
+        for endpoint in self.endpoints.values():
+            if endpoint.wake_at is not None:
+                wake = min(wake, endpoint.wake_at)
+        return max(0.0, min(wake - now, 0.02))
+
+    # ------------------------------------------------------------ reporting
+
+    def stats(self, now: float) -> dict:
+        """Workers, queues and per-endpoint batching figures, for the STATS control call."""
+        return {
+            "broker_id": self.broker_id,
+            "uptime_s": now - self.started,
+            "workers": [{"worker_id": w.worker_id, "service": w.service, "slots": w.slots,
+                         "in_flight": len(w.in_flight), "draining": w.draining,
+                         "last_heartbeat_s": now - w.last_seen} for w in self.registry],
+            "endpoints": {f"{e.service}.{e.name}": {
+                "queued": len(e.queue), **e.stats.summary(),
+                "max_batch_size": e.policy.limits.max_batch_size,
+                "max_latency_ms": e.policy.limits.max_latency_s * 1000,
+                "latency_model": {"a_s_per_row": e.policy.model.a, "b_s": e.policy.model.b,
+                                  "samples": e.policy.model.samples}}
+                for e in self.endpoints.values()},
+            "malformed_dropped": self.dropped,
+        }
+
+    def _drop(self, socket: str, reason: str) -> None:
+        self.dropped += 1
+        if self.dropped <= 10 or self.dropped % 1000 == 0:
+            log.warning("broker: dropped malformed message on %s (%s); %d dropped so far",
+                        socket, reason, self.dropped)
+

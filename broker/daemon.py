@@ -1,0 +1,111 @@
+"""The broker's socket loop: binds the frontend and backend ROUTERs and feeds BrokerCore."""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import zmq
+
+from broker.core import BrokerConfig, BrokerCore
+from zeroserve.config import Settings
+
+log = logging.getLogger("zeroserve.broker")
+
+_DRAIN_PER_WAKE = 512  # messages read from one socket before looking at the other
+
+
+def config_from(settings: Settings) -> BrokerConfig:
+    """The broker's part of the settings."""
+    return BrokerConfig(
+        heartbeat_s=settings.get("heartbeat.interval_s"),
+        liveness=settings.get("heartbeat.liveness"),
+        max_queue=settings.get("broker.max_queue"),
+        retry_after_s=settings.get("broker.retry_after_s"),
+        max_attempts=settings.get("broker.max_attempts"),
+        max_timeout_ms=int(settings.get("request.max_timeout_s") * 1000),
+        batching_overrides=settings.get("batching.overrides"),
+    )
+
+
+class BrokerDaemon:
+    """Owns the sockets and the clock; every decision is BrokerCore's."""
+
+    def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self.context = context or zmq.Context.instance()
+        self.frontend = self.context.socket(zmq.ROUTER)
+        self.backend = self.context.socket(zmq.ROUTER)
+        for sock in (self.frontend, self.backend):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+        self.core = BrokerCore(config_from(settings), self._send_front, self._send_back,
+                               time.monotonic())
+        self._running = False
+
+    def _send_front(self, frames: list) -> None:
+        self.frontend.send_multipart(frames, copy=False)
+
+    def _send_back(self, frames: list) -> None:
+        self.backend.send_multipart(frames, copy=False)
+
+    def bind(self) -> tuple[str, str]:
+        """Bind both sockets; return the endpoints actually bound (port 0 resolved)."""
+        self.frontend.bind(self.settings.get("broker.frontend"))
+        self.backend.bind(self.settings.get("broker.backend"))
+        return (self.frontend.getsockopt(zmq.LAST_ENDPOINT).decode(),
+                self.backend.getsockopt(zmq.LAST_ENDPOINT).decode())
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        core = self.core
+        self._running = True
+        next_tick = 0.0
+        while self._running:
+            now = time.monotonic()
+            if now >= next_tick:
+                core.on_tick(now)
+                next_tick = now + core.next_wake(now)
+            ready = dict(poller.poll(max(0.0, next_tick - now) * 1000))
+            if self.backend in ready:
+                self._drain(self.backend, core.on_backend)
+            if self.frontend in ready:
+                self._drain(self.frontend, core.on_frontend)
+
+    def _drain(self, sock: zmq.Socket, handle) -> None:
+        for _ in range(_DRAIN_PER_WAKE):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            handle(frames, time.monotonic())
+
+    def close(self) -> None:
+        self.frontend.close(0)
+        self.backend.close(0)
+
+
+def run(settings: Settings) -> int:
+    """Run the broker until SIGINT or SIGTERM; return the exit code."""
+    daemon = BrokerDaemon(settings)
+    try:
+        front, back = daemon.bind()
+    except zmq.ZMQError as exc:
+        log.error("broker: cannot bind: %s", exc)
+        return 1
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    log.info("broker %s: frontend (gateways) on %s, backend (workers) on %s",
+             daemon.core.broker_id, front, back)
+    try:
+        daemon.serve_forever()
+    finally:
+        daemon.close()
+        log.info("broker %s: stopped", daemon.core.broker_id)
+    return 0

@@ -1,0 +1,112 @@
+"""Which workers serve what, their free slots (credits) and their liveness.
+
+Pure: times are floats passed in by the caller. Load balancing is credit
+based: a worker advertises slots, only workers with a free slot get work, and
+among them the least recently used goes first.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class WorkerState:
+    """A registered worker as the broker sees it."""
+
+    identity: bytes
+    worker_id: str
+    service: str
+    slots: int
+    last_seen: float
+    in_flight: set = field(default_factory=set)  # batch ids
+    draining: bool = False
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else self.slots - len(self.in_flight)
+
+
+class WorkerRegistry:
+    """Workers per service, with least-recently-used choice among those with a free slot."""
+
+    def __init__(self, liveness_s: float) -> None:
+        self.liveness_s = liveness_s
+        self._workers: dict[bytes, WorkerState] = {}
+        self._idle: dict[str, OrderedDict[bytes, None]] = {}
+        self.services: dict[str, dict] = {}  # service -> endpoint descriptions, kept after leaving
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __iter__(self):
+        return iter(list(self._workers.values()))
+
+    def get(self, identity: bytes) -> WorkerState | None:
+        return self._workers.get(identity)
+
+    def register(self, identity: bytes, worker_id: str, service: str, endpoints: dict,
+                 slots: int, now: float) -> WorkerState:
+        """Add a worker (a known identity registering again is replaced: call ``remove`` first
+        to recover its in-flight work)."""
+        self.services[service] = endpoints
+        worker = WorkerState(identity, worker_id, service, slots, now)
+        self._workers[identity] = worker
+        self._idle.setdefault(service, OrderedDict())[identity] = None
+        return worker
+
+    def touch(self, identity: bytes, now: float) -> WorkerState | None:
+        worker = self._workers.get(identity)
+        if worker is not None:
+            worker.last_seen = now
+        return worker
+
+    def remove(self, identity: bytes) -> WorkerState | None:
+        worker = self._workers.pop(identity, None)
+        if worker is not None:
+            self._idle.get(worker.service, OrderedDict()).pop(identity, None)
+        return worker
+
+    def drain(self, identity: bytes) -> WorkerState | None:
+        """Stop giving a worker new work; it stays registered until its batches return."""
+        worker = self._workers.get(identity)
+        if worker is not None:
+            worker.draining = True
+            self._idle.get(worker.service, OrderedDict()).pop(identity, None)
+        return worker
+
+    def acquire(self, service: str, batch_id: int) -> WorkerState | None:
+        """Take a slot on the least recently used worker with one free, or None."""
+        idle = self._idle.get(service)
+        if not idle:
+            return None
+        identity, _ = idle.popitem(last=False)
+        worker = self._workers[identity]
+        worker.in_flight.add(batch_id)
+        if worker.free > 0:
+            idle[identity] = None  # most recently used now
+        return worker
+
+    def release(self, worker: WorkerState, batch_id: int) -> None:
+        """Give back the slot that ``batch_id`` held."""
+        worker.in_flight.discard(batch_id)
+        if worker.free > 0 and worker.identity in self._workers:
+            idle = self._idle.setdefault(worker.service, OrderedDict())
+            if worker.identity not in idle:
+                idle[worker.identity] = None
+
+    def free_slots(self, service: str) -> int:
+        return sum(w.free for w in self._workers.values() if w.service == service)
+
+    def has_free(self, service: str) -> bool:
+        return bool(self._idle.get(service))
+
+    def busy_slots(self, service: str) -> int:
+        return sum(len(w.in_flight) for w in self._workers.values() if w.service == service)
+
+    def count(self, service: str) -> int:
+        return sum(1 for w in self._workers.values() if w.service == service and not w.draining)
+
+    def expired(self, now: float) -> list[WorkerState]:
+        """Workers not heard from within the liveness window (not removed: the caller does)."""
+        return [w for w in self._workers.values() if now - w.last_seen > self.liveness_s]

@@ -1,0 +1,51 @@
+"""Per-endpoint figures the broker keeps: batch sizes, queue wait, execution time, outcomes."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from zeroserve.protocol import Status
+
+
+@dataclass
+class EndpointStats:
+    """Counters for one endpoint; times in seconds."""
+
+    requests: int = 0
+    batches: int = 0
+    rejected: int = 0
+    rows: int = 0
+    exec_s_total: float = 0.0
+    wait_s_total: float = 0.0
+    wait_s_max: float = 0.0
+    waits: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+
+    def record_batch(self, rows: int, requests: int, exec_s: float) -> None:
+        self.batches += 1
+        self.requests += requests
+        self.rows += rows
+        self.exec_s_total += exec_s
+        self.batch_sizes[rows] += 1
+
+    def record_wait(self, seconds: float) -> None:
+        self.waits += 1
+        self.wait_s_total += seconds
+        self.wait_s_max = max(self.wait_s_max, seconds)
+
+    def record_status(self, status: Status) -> None:
+        self.statuses[int(status)] += 1
+
+    def summary(self) -> dict:
+        return {
+            "requests": self.requests,
+            "batches": self.batches,
+            "rejected_queue_full": self.rejected,
+            "mean_batch_size": self.rows / self.batches if self.batches else 0.0,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "mean_exec_ms": 1000 * self.exec_s_total / self.batches if self.batches else 0.0,
+            "mean_queue_wait_ms": 1000 * self.wait_s_total / self.waits if self.waits else 0.0,
+            "max_queue_wait_ms": 1000 * self.wait_s_max,
+            "statuses": dict(self.statuses),
+        }

@@ -1,0 +1,200 @@
+"""The gateway's one DEALER connection to the broker, shared by every HTTP and gRPC call.
+
+Requests are matched to replies by an 8-byte id. Every call has a deadline
+here too, so a caller never waits forever even if the broker vanishes. The
+link pings the broker to know it is alive; when the broker's id changes (it
+restarted), requests still waiting are sent again to the new broker.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from zeroserve import protocol as p
+from zeroserve.protocol import Command, Status
+from zeroserve.schema import Field
+
+log = logging.getLogger("zeroserve.gateway")
+
+_GRACE_S = 1.0  # how long past a request's deadline the gateway waits for the broker's 504
+
+
+@dataclass
+class EndpointInfo:
+    """What the gateway knows of an endpoint, from the broker's MODELS answer."""
+
+    service: str
+    name: str
+    inputs: list[Field]
+    output: Field
+    batchable: bool
+    max_batch_size: int
+    batch_dim: int
+
+
+class BrokerLink:
+    """Sends requests and control calls to the broker and awaits their replies."""
+
+    def __init__(self, address: str, heartbeat_s: float, liveness: int,
+                 schema_refresh_s: float) -> None:
+        self.address = address
+        self.heartbeat_s = heartbeat_s
+        self.liveness_s = heartbeat_s * liveness
+        self.schema_refresh_s = schema_refresh_s
+        self.context = zmq.asyncio.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self._ids = itertools.count(1)
+        self._pending: dict[bytes, tuple[asyncio.Future, list]] = {}
+        self.broker_id: str | None = None
+        self.last_heard = 0.0
+        self.services: dict[str, dict] = {}  # name -> {"endpoints": ..., "workers": n}
+        self._endpoints: dict[tuple[str, str], EndpointInfo] = {}
+        self._models_at = 0.0
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.sock.connect(self.address)
+        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._ping())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for fut, _ in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        self.sock.close(0)
+        self.context.term()
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_heard < self.liveness_s
+
+    # ------------------------------------------------------------ calls
+
+    def _next_id(self) -> bytes:
+        return struct.pack(">Q", next(self._ids))
+
+    async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> p.Reply:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (fut, frames)
+        try:
+            await self.sock.send_multipart(frames, copy=False)
+            return await asyncio.wait_for(fut, wait_s)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
+                      body: list, rows: int = 1, batch_key: bytes = b"") -> p.Reply:
+        """Send one request; return the broker's reply (a 504 reply if none comes in time)."""
+        request_id = self._next_id()
+        frames = p.Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
+                           body, rows, batch_key).to_frames()
+        try:
+            return await self._exchange(request_id, frames, timeout_s + _GRACE_S)
+        except asyncio.TimeoutError:
+            return p.error_reply(request_id, Status.DEADLINE_EXCEEDED,
+                                 "no answer from the broker before the deadline")
+
+    async def control(self, op: p.ControlOp, args: dict | None = None,
+                      timeout_s: float = 2.0) -> dict:
+        """Make a control call; raise TimeoutError if the broker does not answer."""
+        request_id = self._next_id()
+        reply = await self._exchange(
+            request_id, p.Control(request_id, op, args or {}).to_frames(), timeout_s)
+        return p.unpack_map(reply.meta, "control answer")
+
+    # ------------------------------------------------------------ schemas
+
+    async def endpoint(self, service: str, name: str) -> EndpointInfo | None:
+        """The schema of an endpoint, refreshing from the broker once if unknown."""
+        info = self._endpoints.get((service, name))
+        if info is None and time.monotonic() - self._models_at > 0.05:
+            await self.refresh_models()
+            info = self._endpoints.get((service, name))
+        return info
+
+    async def refresh_models(self) -> None:
+        try:
+            answer = await self.control(p.ControlOp.MODELS, timeout_s=1.0)
+        except asyncio.TimeoutError:
+            return
+        self._models_at = time.monotonic()
+        self.services = answer.get("services", {})
+        endpoints = {}
+        for service, info in self.services.items():
+            for name, desc in info.get("endpoints", {}).items():
+                try:
+                    endpoints[(service, name)] = EndpointInfo(
+                        service, name, [Field.from_description(d) for d in desc["inputs"]],
+                        Field.from_description(desc["output"]), bool(desc.get("batchable")),
+                        int(desc.get("max_batch_size", 1)), int(desc.get("batch_dim", 0)))
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("gateway: ignoring bad schema of %s.%s: %s", service, name, exc)
+        self._endpoints.update(endpoints)
+
+    # ------------------------------------------------------------ background
+
+    async def _receive(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            self.last_heard = time.monotonic()
+            try:
+                command, rest = p.split_command(frames)
+                if command is not Command.REPLY:
+                    raise p.ProtocolError(f"unexpected {command.name} from the broker")
+                reply = p.parse_reply(rest)
+            except p.ProtocolError as exc:
+                log.warning("gateway: dropped malformed message from the broker (%s)", exc)
+                continue
+            entry = self._pending.get(reply.request_id)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(reply)
+
+    async def _ping(self) -> None:
+        while True:
+            try:
+                answer = await self.control(p.ControlOp.PING, timeout_s=self.liveness_s)
+            except asyncio.TimeoutError:
+                log.warning("gateway: broker %s did not answer for %.1fs", self.address,
+                            self.liveness_s)
+                continue
+            broker_id = answer.get("broker_id")
+            if broker_id != self.broker_id:
+                if self.broker_id is not None:
+                    await self._resend(broker_id)
+                else:
+                    log.info("gateway: connected to broker %s at %s", broker_id, self.address)
+                self.broker_id = broker_id
+            stale = time.monotonic() - self._models_at > self.schema_refresh_s
+            if stale or not any(s.get("workers") for s in self.services.values()):
+                await self.refresh_models()
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _resend(self, broker_id: str) -> None:
+        waiting = [frames for fut, frames in self._pending.values()
+                   if not fut.done() and frames[1] == Command.REQUEST.value]
+        log.warning("gateway: broker restarted (%s -> %s), re-sending %d waiting requests",
+                    self.broker_id, broker_id, len(waiting))
+        for frames in waiting:
+            await self.sock.send_multipart(frames, copy=False)
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def describe(self) -> dict[str, Any]:
+        return {"broker": self.address, "broker_id": self.broker_id, "alive": self.alive,
+                "services": {k: v.get("workers", 0) for k, v in self.services.items()}}

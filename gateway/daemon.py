@@ -1,0 +1,59 @@
+"""The gateway process: one asyncio loop serving HTTP (tornado) over one broker link."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import tornado.httpserver
+import tornado.web
+
+from gateway.broker_link import BrokerLink
+from gateway.rest import routes
+from zeroserve.config import Settings
+
+log = logging.getLogger("zeroserve.gateway")
+
+
+def make_app(link: BrokerLink, settings: Settings) -> tornado.web.Application:
+    """The tornado application of every HTTP route."""
+    return tornado.web.Application(
+        routes(link, settings.get("request.default_timeout_s"),
+               settings.get("request.max_timeout_s")))
+
+
+async def serve(settings: Settings) -> int:
+    link = BrokerLink(settings.get("gateway.broker"), settings.get("heartbeat.interval_s"),
+                      settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"))
+    link.start()
+    server = tornado.httpserver.HTTPServer(
+        make_app(link, settings), decompress_request=True,
+        max_body_size=settings.get("gateway.max_body_bytes"), xheaders=True)
+    host, port = settings.get("gateway.http_host"), settings.get("gateway.http_port")
+    try:
+        server.listen(port, address=host)
+    except OSError as exc:
+        log.error("gateway: cannot listen on %s:%s: %s", host, port, exc)
+        await link.close()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("gateway: HTTP on %s:%d, broker %s", host, port, link.address)
+    await stop.wait()
+    log.info("gateway: stopping, %d requests in flight", link.pending_count())
+    server.stop()
+    for _ in range(50):
+        if not link.pending_count():
+            break
+        await asyncio.sleep(0.1)
+    await server.close_all_connections()
+    await link.close()
+    log.info("gateway: stopped")
+    return 0
+
+
+def run(settings: Settings) -> int:
+    """Run the gateway until SIGINT or SIGTERM; return the exit code."""
+    return asyncio.run(serve(settings))

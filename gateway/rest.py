@@ -1,0 +1,190 @@
+"""The REST route: ``POST /{service}/{endpoint}`` with JSON or msgpack, and health paths.
+
+A JSON body is an object of named inputs (arrays as nested lists); a msgpack
+body (``application/msgpack``) is the codec's format with every tensor inline,
+as ``zeroserve.Client`` sends it. The answer comes back in the same format
+(or the one named by ``Accept``). Every error is ``{"error": message}`` with
+the HTTP status of :class:`zeroserve.protocol.Status`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import tornado.web
+
+from batching.tensors import batch_key, row_count
+from gateway.broker_link import BrokerLink
+from zeroserve import codec
+from zeroserve.protocol import Status, error_message
+from zeroserve.schema import InvalidInput, validate_inputs
+
+log = logging.getLogger("zeroserve.gateway")
+
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
+TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
+
+
+class RequestFailed(Exception):
+    """An error that becomes an HTTP error answer; the one place for the mapping."""
+
+    def __init__(self, status: Status, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(value: Any) -> bytes:
+    return json.dumps(value, default=_json_default, allow_nan=False).encode()
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Shared error writing for the gateway's handlers."""
+
+    link: BrokerLink
+
+    def initialize(self, link: BrokerLink, default_timeout_s: float,
+                   max_timeout_s: float) -> None:
+        self.link = link
+        self.default_timeout_s = default_timeout_s
+        self.max_timeout_s = max_timeout_s
+
+    def fail(self, exc: RequestFailed) -> None:
+        self.set_status(exc.status.http_status)
+        if exc.retry_after is not None:
+            self.set_header("Retry-After", str(exc.retry_after))
+        self.set_header("Content-Type", "application/json")
+        self.finish(to_json({"error": str(exc)}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(to_json({"error": self._reason}))
+
+
+class InvokeHandler(BaseHandler):
+    """``POST /{service}/{endpoint}``."""
+
+    async def post(self, service: str, endpoint: str) -> None:
+        try:
+            await self._invoke(service, endpoint)
+        except RequestFailed as exc:
+            self.fail(exc)
+
+    def _timeout(self) -> float:
+        raw = self.request.headers.get(TIMEOUT_HEADER)
+        if raw is None:
+            return self.default_timeout_s
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value > 0):
+            raise RequestFailed(Status.BAD_REQUEST, f"{TIMEOUT_HEADER} must be a positive "
+                                                    f"number of seconds, got {raw!r}")
+        return min(value, self.max_timeout_s)
+
+    def _wants_msgpack(self, sent_msgpack: bool) -> bool:
+        accept = self.request.headers.get("Accept", "")
+        if any(t in accept for t in _MSGPACK_TYPES):
+            return True
+        return sent_msgpack and "application/json" not in accept
+
+    def _parse_body(self, is_msgpack: bool) -> Any:
+        body = self.request.body
+        if not body:
+            raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
+        try:
+            if is_msgpack:
+                return codec.decode(body)
+            return json.loads(body)
+        except (codec.CodecError, ValueError) as exc:
+            kind = "msgpack" if is_msgpack else "JSON"
+            raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
+
+    async def _invoke(self, service: str, endpoint: str) -> None:
+        info = await self.link.endpoint(service, endpoint)
+        if info is None:
+            if service in self.link.services:
+                raise RequestFailed(Status.NOT_FOUND,
+                                    f"service '{service}' has no endpoint '{endpoint}'")
+            raise RequestFailed(Status.NOT_FOUND, f"unknown service '{service}'")
+        ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
+        is_msgpack = ctype.strip().lower() in _MSGPACK_TYPES
+        timeout_s = self._timeout()
+        try:
+            inputs = validate_inputs(info.inputs, self._parse_body(is_msgpack))
+        except InvalidInput as exc:
+            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+        rows, key = 1, b""
+        if info.batchable:
+            arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
+            rows, key = row_count(arrays, info.batch_dim), batch_key(arrays, info.batch_dim)
+        meta, frames = codec.encode(inputs)
+        reply = await self.link.request(service, endpoint, timeout_s, meta, frames, rows, key)
+        if reply.status is not Status.OK:
+            retry = None
+            if reply.status is Status.QUEUE_FULL:
+                retry = 1
+            raise RequestFailed(reply.status, error_message(reply), retry)
+        try:
+            value = codec.decode(reply.meta, reply.body)
+        except codec.CodecError as exc:
+            raise RequestFailed(Status.INTERNAL, f"worker sent an undecodable answer: {exc}")
+        if self._wants_msgpack(is_msgpack):
+            self.set_header("Content-Type", MSGPACK)
+            meta, _ = codec.encode(value, threshold=1 << 62)
+            self.finish(meta)
+        else:
+            self.set_header("Content-Type", "application/json")
+            try:
+                self.finish(to_json(value))
+            except (TypeError, ValueError) as exc:
+                raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}")
+
+
+class HealthHandler(BaseHandler):
+    """``GET /healthz``: the gateway process is up."""
+
+    def get(self) -> None:
+        self.finish({"status": "ok"})
+
+
+class ReadyHandler(BaseHandler):
+    """``GET /readyz``: the broker answers and at least one worker serves."""
+
+    def get(self) -> None:
+        state = self.link.describe()
+        workers = sum(state["services"].values())
+        if not self.link.alive:
+            self.set_status(503)
+            state["reason"] = "the broker does not answer"
+        elif workers == 0:
+            self.set_status(503)
+            state["reason"] = "no worker has registered"
+        self.set_header("Content-Type", "application/json")
+        self.finish(to_json(state))
+
+
+def routes(link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> list:
+    args = {"link": link, "default_timeout_s": default_timeout_s,
+            "max_timeout_s": max_timeout_s}
+    return [
+        (r"/healthz", HealthHandler, args),
+        (r"/readyz", ReadyHandler, args),
+        (r"/([^/]+)/([^/]+)", InvokeHandler, args),
+    ]
+

@@ -1,0 +1,182 @@
+"""Start and stop real zeroserve daemons for tests; nothing outlives the test."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TEST_SERVICES = Path(__file__).resolve().parent / "services.py"
+
+# fast liveness so that failure tests finish in seconds
+FAST_ENV = {
+    "ZEROSERVE_HEARTBEAT_INTERVAL_S": "0.2",
+    "ZEROSERVE_HEARTBEAT_LIVENESS": "3",
+    "ZEROSERVE_WORKER_RECONNECT_MAX_S": "0.5",
+    "ZEROSERVE_GATEWAY_SCHEMA_REFRESH_S": "0.5",
+    "ZEROSERVE_LOG_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """One daemon subprocess and its log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=str(ROOT))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; return the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class Cluster:
+    """Daemons of one test, on free loopback ports."""
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.frontend_port = free_port()
+        self.backend_port = free_port()
+        self.http_port = free_port()
+        self.daemons: list[Daemon] = []
+        self._n = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _start(self, name: str, args: list[str], extra_env: dict | None = None) -> Daemon:
+        self._n += 1
+        env = {**self.env, **(extra_env or {})}
+        daemon = Daemon(name, [sys.executable, "-m", *args],
+                        self.tmp / f"{self._n:02d}-{name}.log", env)
+        self.daemons.append(daemon)
+        return daemon
+
+    def broker(self, *extra: str, env: dict | None = None) -> Daemon:
+        return self._start("broker", [
+            "broker", "--frontend", f"tcp://127.0.0.1:{self.frontend_port}",
+            "--backend", f"tcp://127.0.0.1:{self.backend_port}", *extra], env)
+
+    def gateway(self, *extra: str, env: dict | None = None) -> Daemon:
+        return self._start("gateway", [
+            "gateway", "--broker", f"tcp://127.0.0.1:{self.frontend_port}",
+            "--http", str(self.http_port), "--host", "127.0.0.1", *extra], env)
+
+    def worker(self, service: str = "mlp.py:MLP", *extra: str, env: dict | None = None) -> Daemon:
+        target = service if ":" in service and "/" in service else str(EXAMPLES / service)
+        return self._start("worker", [
+            "worker", target, "--broker", f"tcp://127.0.0.1:{self.backend_port}", *extra], env)
+
+    def test_worker(self, cls: str, *extra: str, env: dict | None = None) -> Daemon:
+        return self.worker(f"{TEST_SERVICES}:{cls}", *extra, env=env)
+
+    def start(self, service: str = "mlp.py:MLP", workers: int = 1) -> "Cluster":
+        self.broker()
+        self.gateway()
+        for _ in range(workers):
+            self.worker(service)
+        self.wait_ready(workers)
+        return self
+
+    def stop(self) -> None:
+        """Stop every daemon: workers first, then gateways, then brokers."""
+        order = {"worker": 0, "gateway": 1, "broker": 2}
+        for daemon in sorted(self.daemons, key=lambda d: order.get(d.name, 3)):
+            daemon.stop(timeout=5.0)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def post(self, path: str, body: Any, timeout: float = 30.0,
+             headers: dict | None = None) -> tuple[int, Any, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST", headers={
+            "Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null"), dict(err.headers)
+
+    def stats(self) -> dict:
+        """The broker's statistics, through a control call on the frontend."""
+        from zeroserve.admin import broker_stats
+
+        return broker_stats(f"tcp://127.0.0.1:{self.frontend_port}")
+
+    def wait_ready(self, workers: int = 1, service: str | None = None,
+                   timeout: float = 30.0) -> None:
+        """Wait until the gateway answers /readyz and ``workers`` workers have registered."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for d in self.daemons:
+                if not d.alive():
+                    raise RuntimeError(f"{d.name} exited with {d.proc.returncode}:\n{d.log()}")
+            try:
+                status, body = self.get("/readyz", timeout=1.0)
+                last = body
+                if status == 200:
+                    counts = body.get("services", {})
+                    total = counts.get(service, 0) if service else sum(counts.values())
+                    if total >= workers:
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {d.name}\n{d.log()[-2000:]}" for d in self.daemons)
+        raise TimeoutError(f"cluster not ready after {timeout}s (last {last}):\n{logs}")

@@ -1,0 +1,24 @@
+"""Shared fixtures: real daemons as subprocesses on ephemeral loopback ports."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster import Cluster  # noqa: E402
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """A cluster with nothing started; whatever the test starts is stopped afterwards."""
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()

@@ -1,0 +1,94 @@
+"""The tensor codec: round trips of every dtype, zero copy for large arrays, bad input rejected."""
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from zeroserve import codec
+
+NUMERIC = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+           "float16", "float32", "float64", "complex64", "complex128"]
+
+
+def roundtrip(value, **kw):
+    meta, frames = codec.encode(value, **kw)
+    return codec.decode(meta, [bytes(f) for f in frames])
+
+
+@pytest.mark.parametrize("dtype", NUMERIC)
+@pytest.mark.parametrize("size", [0, 3, 5000])
+def test_every_numeric_dtype_round_trips_inline_and_framed(dtype, size):
+    arr = (np.arange(size) % 7).astype(dtype)
+    out = roundtrip({"a": arr})["a"]
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_strings_and_bytes_round_trip():
+    value = {"u": np.array([["ab", "c"], ["d", "éè"]]), "s": np.array([b"xy", b"z"]),
+             "o": np.array(["a", "bcd"], dtype=object)}
+    out = roundtrip(value)
+    np.testing.assert_array_equal(out["u"], value["u"])
+    np.testing.assert_array_equal(out["s"], value["s"])
+    assert out["o"].tolist() == ["a", "bcd"]
+
+
+def test_python_values_and_numpy_scalars_round_trip():
+    value = [1, 2.5, "x", b"y", None, True, {"k": np.float32(1.5), "t": (1, 2)}]
+    assert roundtrip(value) == [1, 2.5, "x", b"y", None, True, {"k": 1.5, "t": [1, 2]}]
+
+
+def test_large_array_is_sent_and_received_without_copy():
+    arr = np.ones((512, 512), np.float32)
+    meta, frames = codec.encode(arr)
+    assert len(frames) == 1 and np.shares_memory(frames[0], arr)
+    received = bytearray(frames[0].tobytes())
+    out = codec.decode(meta, [received])
+    assert np.shares_memory(out, np.frombuffer(received, np.uint8))
+
+
+def test_non_contiguous_array_round_trips():
+    arr = np.arange(4000, dtype=np.int32).reshape(40, 100)[:, ::3]
+    np.testing.assert_array_equal(roundtrip(arr), arr)
+
+
+@pytest.mark.parametrize("value", [object(), np.array([1, None], dtype=object),
+                                   np.zeros(2, dtype="datetime64[s]")])
+def test_unsupported_values_are_refused(value):
+    with pytest.raises(codec.CodecError):
+        codec.encode(value)
+
+
+def test_frame_of_wrong_size_is_rejected():
+    meta, frames = codec.encode(np.zeros(1000, np.float32))
+    with pytest.raises(codec.CodecError, match="needs 4000 bytes"):
+        codec.decode(meta, [bytes(100)])
+
+
+def test_reference_to_missing_frame_is_rejected():
+    meta, _ = codec.encode(np.zeros(1000, np.float32))
+    with pytest.raises(codec.CodecError, match="frame"):
+        codec.decode(meta, [])
+
+
+@pytest.mark.parametrize("dtype", ["O", "V8", "M8[s]", "nonsense"])
+def test_forbidden_dtype_in_header_is_rejected(dtype):
+    ext = msgpack.ExtType(1, msgpack.packb([dtype, [1], b"\0" * 8]))
+    with pytest.raises(codec.CodecError):
+        codec.decode(msgpack.packb(ext))
+
+
+def test_garbage_is_rejected_not_crashing():
+    for junk in [b"\xc1", b"\x92\x01", b"\xd4\x01\x00", b"\xc7\x03\x02abc"]:
+        with pytest.raises(codec.CodecError):
+            codec.decode(junk)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(st.sampled_from(NUMERIC), hnp.array_shapes(min_dims=0, max_dims=4,
+                                                            max_side=20)))
+def test_any_numeric_array_round_trips(arr):
+    out = roundtrip(arr, threshold=64)
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)

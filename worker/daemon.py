@@ -1,0 +1,169 @@
+"""The worker's socket loop: registers with the broker, runs batches, heartbeats, drains."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from worker.runner import BatchRunner, run_blocking_in
+from zeroserve import protocol as p
+from zeroserve.config import Settings
+from zeroserve.protocol import Command
+from zeroserve.service import ServiceSpec
+
+log = logging.getLogger("zeroserve.worker")
+
+
+class WorkerDaemon:
+    """One connection to the broker at a time; reconnects with backoff when it goes silent."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.broker = settings.get("worker.broker")
+        self.slots = settings.get("worker.slots")
+        self.heartbeat_s = settings.get("heartbeat.interval_s")
+        self.liveness_s = self.heartbeat_s * settings.get("heartbeat.liveness")
+        self.reconnect_min = settings.get("worker.reconnect_min_s")
+        self.reconnect_max = settings.get("worker.reconnect_max_s")
+        self.drain_timeout = settings.get("worker.drain_timeout_s")
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.context = zmq.asyncio.Context()
+        self.sock: zmq.asyncio.Socket | None = None
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="endpoint")
+        self.runner: BatchRunner | None = None
+        self._in_flight: set[asyncio.Task] = set()
+        self._last_broker = 0.0
+        self._draining = False
+        self._acknowledged = False
+        self._drained = asyncio.Event()
+        self._reconnect = asyncio.Event()
+
+    def _ready(self) -> list:
+        return p.Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
+                       {"pid": os.getpid(), "host": socket.gethostname()}).to_frames()
+
+    def _connect(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.connect(self.broker)
+        self._last_broker = time.monotonic()
+
+    async def _send(self, frames: list) -> None:
+        assert self.sock is not None
+        await self.sock.send_multipart(frames, copy=False)
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        instance = self.spec.cls()
+        self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.begin_drain)
+        backoff = self.reconnect_min
+        while not self._drained.is_set():
+            self._connect()
+            await self._send(self._ready())
+            log.info("worker %s: serving %s (%s) from broker %s with %d slots", self.worker_id,
+                     self.spec.name, ", ".join(sorted(self.spec.endpoints)), self.broker,
+                     self.slots)
+            heard = await self._session()
+            if self._drained.is_set():
+                break
+            backoff = self.reconnect_min if heard else min(backoff * 2, self.reconnect_max)
+            log.warning("worker %s: broker silent for %.1fs, reconnecting in %.1fs",
+                        self.worker_id, self.liveness_s, backoff)
+            await asyncio.sleep(backoff)
+        self.pool.shutdown(wait=True)
+        if self.sock is not None:
+            self.sock.close(1000)
+        log.info("worker %s: stopped", self.worker_id)
+        return 0
+
+    async def _session(self) -> bool:
+        """Serve one connection until the broker goes silent or draining ends.
+        Returns whether the broker was heard from at all."""
+        self._reconnect.clear()
+        start = self._last_broker
+        tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._heartbeat())]
+        stop = asyncio.create_task(self._drained.wait())
+        again = asyncio.create_task(self._reconnect.wait())
+        await asyncio.wait([stop, again], return_when=asyncio.FIRST_COMPLETED)
+        for t in (*tasks, stop, again):
+            t.cancel()
+        await asyncio.gather(*tasks, stop, again, return_exceptions=True)
+        return self._last_broker > start
+
+    async def _receive(self) -> None:
+        assert self.sock is not None
+        sock = self.sock
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            self._last_broker = time.monotonic()
+            try:
+                command, rest = p.split_command(frames)
+                if command is Command.BATCH:
+                    task = asyncio.create_task(self._run(p.parse_batch(rest)))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._done)
+                elif command is Command.DISCONNECT:
+                    if self._draining:
+                        self._maybe_drained(acknowledged=True)
+                    else:
+                        log.info("worker %s: broker does not know us, registering again",
+                                 self.worker_id)
+                        await self._send(self._ready())
+            except p.ProtocolError as exc:
+                log.warning("worker %s: dropped malformed message from broker (%s)",
+                            self.worker_id, exc)
+
+    async def _run(self, batch: p.Batch) -> None:
+        assert self.runner is not None
+        result = await self.runner.run(batch)
+        await self._send(result.to_frames())
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: batch failed: %r", self.worker_id, task.exception())
+        if self._draining:
+            self._maybe_drained()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if time.monotonic() - self._last_broker > self.liveness_s:
+                if self._draining:
+                    self._drained.set()  # no broker to drain to; in-flight work is lost anyway
+                self._reconnect.set()
+                return
+            await self._send(p.heartbeat())
+
+    def begin_drain(self) -> None:
+        """Stop taking work: tell the broker, finish what we hold, then stop."""
+        if self._draining:
+            return
+        self._draining = True
+        log.info("worker %s: draining %d in-flight batches", self.worker_id,
+                 len(self._in_flight))
+        asyncio.get_running_loop().call_later(self.drain_timeout, self._drained.set)
+        asyncio.ensure_future(self._send(p.disconnect()))
+
+    def _maybe_drained(self, acknowledged: bool = False) -> None:
+        self._acknowledged = self._acknowledged or acknowledged
+        if self._acknowledged and not self._in_flight:
+            self._drained.set()
+
+
+def run(spec: ServiceSpec, settings: Settings) -> int:
+    """Run a worker for ``spec`` until SIGTERM/SIGINT (drains first); return the exit code."""
+    daemon = WorkerDaemon(spec, settings)
+    return asyncio.run(daemon.serve())

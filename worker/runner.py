@@ -1,0 +1,122 @@
+"""Runs one BATCH against the user's service instance and builds the RESULT; no sockets.
+
+For a batchable endpoint the requests' tensors are merged along the batch
+dimension, the user function is called once, and the output is split back by
+each request's row count. Otherwise each request is one call.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from batching.tensors import BatchMergeError, BatchSplitError, merge, split
+from zeroserve import codec, protocol as p
+from zeroserve.protocol import Status
+from zeroserve.service import EndpointSpec, ServiceSpec
+
+log = logging.getLogger("zeroserve.worker")
+
+
+class UserError(Exception):
+    """The user's endpoint raised; the message is ``Type: message`` without a traceback."""
+
+
+def _error_item(request_id: bytes, status: Status, message: str, **extra: Any) -> p.ResultItem:
+    return p.ResultItem(request_id, status, [p.pack_map({"error": message, **extra})])
+
+
+def _ok_item(request_id: bytes, value: Any) -> p.ResultItem:
+    try:
+        meta, frames = codec.encode(value)
+    except codec.CodecError as exc:
+        return _error_item(request_id, Status.USER_ERROR,
+                           f"the endpoint returned a value that cannot be sent: {exc}")
+    return p.ResultItem(request_id, Status.OK, [meta, *frames])
+
+
+class BatchRunner:
+    """Executes batches for one loaded service instance.
+
+    ``call_sync`` runs a blocking function off the event loop (the worker
+    passes its thread pool); the runner itself never blocks the loop.
+    """
+
+    def __init__(self, spec: ServiceSpec, instance: Any,
+                 call_sync: Callable[[Callable[[], Any]], Any]) -> None:
+        self.spec = spec
+        self.instance = instance
+        self._call_sync = call_sync
+
+    async def run(self, batch: p.Batch) -> p.Result:
+        """Run every live request of ``batch``; never raises for a request's own failure."""
+        endpoint = self.spec.endpoints.get(batch.endpoint)
+        if endpoint is None:
+            return p.Result(batch.batch_id, 0.0, [
+                _error_item(it.request_id, Status.NOT_FOUND,
+                            f"service '{self.spec.name}' has no endpoint '{batch.endpoint}'")
+                for it in batch.items])
+        items: list[p.ResultItem] = []
+        live: list[tuple[bytes, dict]] = []
+        for it in batch.items:
+            if it.timeout_ms <= 0:
+                items.append(_error_item(it.request_id, Status.DEADLINE_EXCEEDED,
+                                         "deadline exceeded before execution"))
+                continue
+            try:
+                inputs = codec.decode(it.frames[0], it.frames[1:])
+                if not isinstance(inputs, dict):
+                    raise codec.CodecError("inputs must be a map of names to values")
+            except codec.CodecError as exc:
+                items.append(_error_item(it.request_id, Status.BAD_REQUEST, str(exc)))
+                continue
+            live.append((it.request_id, inputs))
+        started = time.monotonic()
+        if live:
+            if endpoint.batchable and len(live) > 1:
+                items.extend(await self._run_merged(endpoint, live))
+            else:
+                for request_id, inputs in live:
+                    items.append(await self._run_one(endpoint, request_id, inputs))
+        return p.Result(batch.batch_id, time.monotonic() - started, items)
+
+    async def _invoke(self, endpoint: EndpointSpec, inputs: dict) -> Any:
+        method = getattr(self.instance, endpoint.method)
+        try:
+            if endpoint.is_async:
+                return await method(**inputs)
+            return await self._call_sync(lambda: method(**inputs))
+        except Exception as exc:  # user code: report, keep serving
+            log.warning("worker: %s.%s raised %s: %s", self.spec.name, endpoint.name,
+                        type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            raise UserError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _run_one(self, endpoint: EndpointSpec, request_id: bytes,
+                       inputs: dict) -> p.ResultItem:
+        try:
+            return _ok_item(request_id, await self._invoke(endpoint, inputs))
+        except UserError as exc:
+            return _error_item(request_id, Status.USER_ERROR, str(exc))
+
+    async def _run_merged(self, endpoint: EndpointSpec,
+                          live: list[tuple[bytes, dict]]) -> list[p.ResultItem]:
+        ids = [rid for rid, _ in live]
+        try:
+            merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)
+            output = await self._invoke(endpoint, merged)
+            pieces = split(output, counts, endpoint.batch_dim)
+        except (BatchMergeError, BatchSplitError) as exc:
+            return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
+        except UserError as exc:
+            return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
+        return [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
+
+
+def run_blocking_in(loop: asyncio.AbstractEventLoop, pool: Any) -> Callable:
+    """A ``call_sync`` that runs functions in ``pool`` and awaits them on ``loop``."""
+
+    def call_sync(fn: Callable[[], Any]) -> Any:
+        return loop.run_in_executor(pool, fn)
+
+    return call_sync

@@ -1,0 +1,125 @@
+"""The ``zeroserve`` command: broker, gateway, worker, and serve (all of them on this host).
+
+Each command only parses options into :class:`zeroserve.config.Settings` and
+calls the daemon's ``run``; ``python -m broker|gateway|worker`` use the same
+commands.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from zeroserve.config import ConfigError, Settings, load_settings
+
+_COMMON = [
+    click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                 help="YAML file of settings (see docs/configuration.md); flags and "
+                      "ZEROSERVE_* variables override it."),
+    click.option("--heartbeat-interval", "heartbeat.interval_s", type=float,
+                 help="Seconds between heartbeats [default: 1.0]."),
+    click.option("--liveness", "heartbeat.liveness", type=int,
+                 help="Missed heartbeats before a peer is declared dead [default: 3]."),
+    click.option("--log-level", "log.level",
+                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                 help="Log verbosity [default: INFO]."),
+]
+
+
+def common_options(func: Callable) -> Callable:
+    for option in reversed(_COMMON):
+        func = option(func)
+    return func
+
+
+def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
+    try:
+        settings = load_settings(config_file, options)
+    except (ConfigError, OSError) as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=settings.get("log.level").upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(message)s")
+    return settings
+
+
+@click.command("broker")
+@click.option("--frontend", "broker.frontend",
+              help="Address to bind for gateways [default: tcp://127.0.0.1:5555]; use "
+                   "tcp://0.0.0.0:5555 to accept gateways from other hosts.")
+@click.option("--backend", "broker.backend",
+              help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
+@click.option("--max-queue", "broker.max_queue", type=int,
+              help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
+@common_options
+def broker_command(config_file: str | None, **options: Any) -> None:
+    """Run the broker: routes requests from gateways to workers, with queues and batching."""
+    import broker
+
+    sys.exit(broker.run(_settings(config_file, options)))
+
+
+@click.command("gateway")
+@click.option("--broker", "gateway.broker",
+              help="The broker's frontend address [default: tcp://127.0.0.1:5555].")
+@click.option("--http", "gateway.http_port", type=int, help="HTTP port [default: 8000].")
+@click.option("--host", "gateway.http_host", help="HTTP bind address [default: 0.0.0.0].")
+@click.option("--timeout", "request.default_timeout_s", type=float,
+              help="Deadline of a request that names none, in seconds [default: 30].")
+@common_options
+def gateway_command(config_file: str | None, **options: Any) -> None:
+    """Run a gateway: serves HTTP and forwards each call to the broker."""
+    import gateway
+
+    sys.exit(gateway.run(_settings(config_file, options)))
+
+
+@click.command("worker")
+@click.argument("service")
+@click.option("--broker", "worker.broker",
+              help="The broker's backend address [default: tcp://127.0.0.1:5556].")
+@click.option("--slots", "worker.slots", type=int,
+              help="Requests (batches) this worker runs at once [default: 2].")
+@common_options
+def worker_command(service: str, config_file: str | None, **options: Any) -> None:
+    """Run a worker for SERVICE (path/file.py:Class or package.module:Class)."""
+    import worker
+    from zeroserve.service import load_service
+
+    settings = _settings(config_file, options)
+    try:
+        spec = load_service(service)
+    except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
+        raise click.UsageError(f"cannot load service {service}: {exc}") from None
+    sys.exit(worker.run(spec, settings))
+
+
+@click.command("serve")
+@click.argument("service")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Worker processes to start.")
+@click.option("--http-port", "gateway.http_port", type=int, help="HTTP port [default: 8000].")
+@click.option("--host", "gateway.http_host", help="HTTP bind address [default: 0.0.0.0].")
+@click.option("--frontend", help="Broker frontend address [default: tcp://127.0.0.1:5555].")
+@click.option("--backend", help="Broker backend address [default: tcp://127.0.0.1:5556].")
+@click.option("--slots", "worker.slots", type=int, help="Slots per worker [default: 2].")
+@common_options
+def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
+                  config_file: str | None, **options: Any) -> None:
+    """Serve SERVICE on this host: a broker, a gateway and --workers workers, each a process."""
+    from zeroserve.embedded import serve
+
+    settings = _settings(config_file, options)
+    sys.exit(serve(service, workers, settings, config_file, frontend, backend, options))
+
+
+@click.group()
+@click.version_option(package_name="zeroserve")
+def main() -> None:
+    """zeroserve: serve models from a cluster of processes joined by ZeroMQ."""
+
+
+for _command in (broker_command, gateway_command, worker_command, serve_command):
+    main.add_command(_command)

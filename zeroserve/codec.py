@@ -1,0 +1,151 @@
+"""The tensor codec: Python values with numpy arrays <-> one msgpack frame + raw frames.
+
+``encode(value)`` returns ``(meta, frames)``. ``meta`` is msgpack; numpy arrays
+of at least :data:`FRAME_THRESHOLD` bytes travel as their own frames, which are
+views of the array's memory (no copy: send them with ``copy=False`` and keep
+the array alive until sent). Smaller arrays are inlined in ``meta``.
+
+``decode(meta, frames)`` rebuilds the value; arrays that arrived in frames are
+read-only views of those frames (``np.frombuffer``), not copies.
+
+Supported: None, bool, int, float, str, bytes, list, tuple (as list), dict,
+numpy scalars (as Python scalars) and arrays of every numeric dtype, bool,
+float16, fixed-width bytes (``S``) and strings (``U`` or object arrays of str).
+Anything else raises :class:`CodecError`; nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
+
+_EXT_INLINE = 1   # [dtype, shape, raw bytes]
+_EXT_FRAME = 2    # [dtype, shape, frame index]
+_EXT_STRINGS = 3  # [kind "U" | "O", shape, flat list of str]
+
+_NUMERIC_KINDS = frozenset("biufcS")
+MAX_DIMS = 32
+
+
+class CodecError(ValueError):
+    """A value that cannot be encoded, or bytes that do not decode to a valid value."""
+
+
+def _array_header(arr: np.ndarray) -> list:
+    return [arr.dtype.str, list(arr.shape)]
+
+
+def encode(value: Any, threshold: int = FRAME_THRESHOLD) -> tuple[bytes, list]:
+    """Encode ``value``; return the metadata frame and the list of raw tensor frames."""
+    frames: list = []
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return _encode_array(obj, frames, threshold)
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, tuple):
+            return list(obj)
+        raise CodecError(f"cannot encode a value of type {type(obj).__name__}")
+
+    try:
+        meta = msgpack.packb(value, default=default, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(str(exc)) from None
+    return meta, frames
+
+
+def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtType:
+    kind = arr.dtype.kind
+    if kind == "U" or kind == "O":
+        flat = arr.reshape(-1).tolist()
+        if kind == "O" and not all(isinstance(s, (str, bytes)) for s in flat):
+            raise CodecError("object arrays may hold only str or bytes")
+        return msgpack.ExtType(_EXT_STRINGS, msgpack.packb(
+            [kind, list(arr.shape), flat], use_bin_type=True))
+    if kind not in _NUMERIC_KINDS:
+        raise CodecError(f"arrays of dtype {arr.dtype} cannot be sent")
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
+    raw = arr.reshape(-1).view(np.uint8) if arr.size else b""
+    if arr.nbytes >= threshold:
+        frames.append(raw)
+        return msgpack.ExtType(_EXT_FRAME, msgpack.packb(
+            [*_array_header(arr), len(frames) - 1]))
+    return msgpack.ExtType(_EXT_INLINE, msgpack.packb(
+        [*_array_header(arr), bytes(raw)], use_bin_type=True))
+
+
+def _check_header(dtype_str: Any, shape: Any) -> tuple[np.dtype, tuple]:
+    if not isinstance(dtype_str, str) or not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise CodecError("malformed array header")
+    try:
+        dtype = np.dtype(dtype_str)
+    except TypeError:
+        raise CodecError(f"unknown dtype {dtype_str!r}") from None
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise CodecError(f"dtype {dtype_str!r} is not allowed")
+    if not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise CodecError(f"bad array shape {shape!r}")
+    return dtype, tuple(shape)
+
+
+def _from_buffer(dtype: np.dtype, shape: tuple, buf: Any) -> np.ndarray:
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != len(buf):
+        raise CodecError(f"array of {dtype} {list(shape)} needs {count * dtype.itemsize} bytes, "
+                         f"frame has {len(buf)}")
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+
+
+def _buffer(frame: Any) -> memoryview:
+    buf = getattr(frame, "buffer", None)  # zmq.Frame received with copy=False
+    view = memoryview(frame if buf is None else buf)
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
+    """Decode a metadata frame and its raw frames back into a value."""
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        try:
+            header = msgpack.unpackb(data, raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise CodecError(f"malformed array: {exc}") from None
+        if not isinstance(header, list) or len(header) != 3:
+            raise CodecError("malformed array header")
+        if code == _EXT_STRINGS:
+            kind, shape, flat = header
+            if kind not in ("U", "O") or not isinstance(flat, list) or not isinstance(shape, list):
+                raise CodecError("malformed string array")
+            arr = np.empty(len(flat), dtype=object)
+            arr[:] = flat
+            try:
+                arr = arr.reshape(shape)
+            except (ValueError, TypeError):
+                raise CodecError(f"string array shape {shape!r} does not fit {len(flat)} items")
+            return arr.astype(str) if kind == "U" else arr
+        dtype, shape = _check_header(header[0], header[1])
+        if code == _EXT_INLINE:
+            if not isinstance(header[2], bytes):
+                raise CodecError("inline array data must be bytes")
+            return _from_buffer(dtype, shape, header[2])
+        if code == _EXT_FRAME:
+            index = header[2]
+            if not isinstance(index, int) or not 0 <= index < len(frames):
+                raise CodecError(f"array refers to frame {index!r}, message has {len(frames)}")
+            return _from_buffer(dtype, shape, _buffer(frames[index]))
+        raise CodecError(f"unknown extension type {code}")
+
+    raw = getattr(meta, "bytes", meta)
+    try:
+        return msgpack.unpackb(raw, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except CodecError:
+        raise
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
+        raise CodecError(f"malformed payload: {exc}") from None

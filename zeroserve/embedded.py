@@ -1,0 +1,121 @@
+"""``zeroserve serve``: a broker, a gateway and N workers on this host, one process each.
+
+The supervisor starts the daemons, waits until the gateway is ready, and on
+SIGINT/SIGTERM stops them in order: workers first (they drain), then the
+gateway, then the broker. Children get SIGTERM if the supervisor dies.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from zeroserve.config import Settings
+
+log = logging.getLogger("zeroserve.serve")
+
+_READY_TIMEOUT_S = 120.0
+
+
+def _die_with_parent() -> None:  # runs in the child before exec (Linux only)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def connect_address(bind: str) -> str:
+    """The address to connect to for a bind address (``*`` and 0.0.0.0 become loopback)."""
+    return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+
+
+def _child_env(options: dict[str, Any]) -> dict[str, str]:
+    env = dict(os.environ)
+    for path, value in options.items():
+        if value is not None:
+            env["ZEROSERVE_" + path.replace(".", "_").upper()] = str(value)
+    return env
+
+
+def serve(service: str, workers: int, settings: Settings, config_file: str | None,
+          frontend: str | None, backend: str | None, options: dict[str, Any]) -> int:
+    """Run the embedded cluster until a signal; return the exit code."""
+    frontend = frontend or settings.get("broker.frontend")
+    backend = backend or settings.get("broker.backend")
+    port = settings.get("gateway.http_port")
+    base = [sys.executable, "-m"]
+    extra = ["--config", config_file] if config_file else []
+    env = _child_env(options)
+    specs = [("broker", base + ["broker", "--frontend", frontend, "--backend", backend] + extra)]
+    specs.append(("gateway", base + ["gateway", "--broker", connect_address(frontend)] + extra))
+    for i in range(workers):
+        specs.append((f"worker-{i + 1}", base + ["worker", service, "--broker",
+                                                 connect_address(backend)] + extra))
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    procs: list[tuple[str, subprocess.Popen]] = []
+    for name, argv in specs:
+        procs.append((name, subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)))
+    log.info("serve: started broker, gateway and %d workers (pids %s)", workers,
+             " ".join(str(p.pid) for _, p in procs))
+    url = f"http://127.0.0.1:{port}/readyz"
+    ready_by = time.monotonic() + _READY_TIMEOUT_S
+    ready = False
+    code = 0
+    while not stopping:
+        dead = [(n, p.returncode) for n, p in procs if p.poll() is not None]
+        if dead:
+            log.error("serve: %s exited unexpectedly (code %s); stopping the rest",
+                      dead[0][0], dead[0][1])
+            code = 1
+            break
+        if not ready:
+            ready = _is_ready(url)
+            if ready:
+                log.info("serve: ready, serving %s at http://localhost:%d (Ctrl-C stops)",
+                         service, port)
+            elif time.monotonic() > ready_by:
+                log.error("serve: not ready after %.0fs; see the logs above", _READY_TIMEOUT_S)
+                code = 1
+                break
+        time.sleep(0.2)
+    _stop_all(procs, settings.get("worker.drain_timeout_s"))
+    return code
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop_all(procs: list[tuple[str, subprocess.Popen]], drain_s: float) -> None:
+    workers = [p for n, p in procs if n.startswith("worker")]
+    others = [p for n, p in procs if not n.startswith("worker")]
+    for group, grace in ((workers, drain_s + 2), (others[1:], 10.0), (others[:1], 10.0)):
+        for proc in group:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in group:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    log.info("serve: stopped")

@@ -1,0 +1,142 @@
+"""Input and output schemas of endpoints, and validation of incoming values.
+
+A schema is a list of :class:`Field`; it travels from worker to broker to
+gateway as plain dicts (``Field.describe`` / ``Field.from_description``), and
+the gateway validates every request against it before anything reaches the
+broker.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KINDS = ("tensor", "int", "float", "str", "bool", "list", "dict", "any")
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
+    "list": (list, tuple), "dict": (dict,),
+}
+
+
+class InvalidInput(ValueError):
+    """A request input that does not match the endpoint's schema."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"input '{name}': {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """Declares a numpy input or output: ``Annotated[np.ndarray, Tensor("float32", (-1, 64))]``.
+
+    ``dtype`` None accepts any numeric dtype; in ``shape`` -1 (or None) is a
+    dimension of any size, and ``shape`` None accepts any shape.
+    """
+
+    dtype: str | None = None
+    shape: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named input (or the output) of an endpoint."""
+
+    name: str
+    kind: str = "any"
+    dtype: str | None = None
+    shape: tuple | None = None
+    required: bool = True
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "dtype": self.dtype,
+                "shape": None if self.shape is None else list(self.shape),
+                "required": self.required}
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "Field":
+        kind = desc.get("kind", "any")
+        if kind not in KINDS:
+            raise ValueError(f"unknown field kind {kind!r}")
+        shape = desc.get("shape")
+        return cls(str(desc["name"]), kind, desc.get("dtype"),
+                   None if shape is None else tuple(-1 if d is None else int(d) for d in shape),
+                   bool(desc.get("required", True)))
+
+
+def _check_shape(field: Field, shape: tuple) -> None:
+    if field.shape is None:
+        return
+    if len(shape) != len(field.shape) or any(
+            want not in (-1, got) for want, got in zip(field.shape, shape)):
+        want = "[" + ", ".join("-1" if d == -1 else str(d) for d in field.shape) + "]"
+        raise InvalidInput(field.name, f"shape {list(shape)} does not match {want}")
+
+
+def coerce_tensor(field: Field, value: Any) -> np.ndarray:
+    """Turn a JSON list or a decoded array into an array of the field's dtype and shape."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        if isinstance(value, (str, bytes, dict)) or value is None:
+            raise InvalidInput(field.name, f"expected an array, got {type(value).__name__}")
+        try:
+            arr = np.asarray(value)
+        except ValueError as exc:  # ragged nested lists
+            raise InvalidInput(field.name, f"not a rectangular array ({exc})") from None
+    if arr.dtype.kind == "O":
+        raise InvalidInput(field.name, "not a rectangular array of numbers or strings")
+    if field.dtype is not None:
+        want = np.dtype(field.dtype)
+        if arr.dtype != want:
+            if want.kind in "US" and arr.dtype.kind in "US":
+                arr = arr.astype(want.kind)
+            elif arr.dtype.kind in "US" or want.kind in "US" or not np.can_cast(
+                    arr.dtype, want, casting="same_kind"):
+                raise InvalidInput(field.name, f"dtype {arr.dtype} cannot be used as {want}")
+            else:
+                arr = arr.astype(want)
+    elif arr.dtype.kind not in "biufcUS":
+        raise InvalidInput(field.name, f"dtype {arr.dtype} is not supported")
+    _check_shape(field, arr.shape)
+    return arr
+
+
+def coerce_value(field: Field, value: Any) -> Any:
+    """Validate one input value against its field; return it in the form the endpoint takes."""
+    if field.kind == "tensor":
+        return coerce_tensor(field, value)
+    if field.kind == "any":
+        return value
+    if isinstance(value, np.generic):
+        value = value.item()
+    types = _PY_TYPES[field.kind]
+    if not isinstance(value, types) or (field.kind in ("int", "float") and isinstance(value, bool)):
+        raise InvalidInput(field.name, f"expected {field.kind}, got {type(value).__name__}")
+    if field.kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise InvalidInput(field.name, "must be a finite number")
+    return list(value) if field.kind == "list" else value
+
+
+def validate_inputs(fields: list[Field], values: Any) -> dict[str, Any]:
+    """Check a request's inputs against the schema; raise :class:`InvalidInput` with the reason."""
+    if not isinstance(values, dict):
+        raise InvalidInput("(body)", f"expected an object of named inputs, got "
+                                     f"{type(values).__name__}")
+    known = {f.name for f in fields}
+    for name in values:
+        if name not in known:
+            raise InvalidInput(str(name), f"unknown input; expected {sorted(known)}")
+    out = {}
+    for field in fields:
+        if field.name not in values:
+            if field.required:
+                raise InvalidInput(field.name, "missing")
+            continue
+        out[field.name] = coerce_value(field, values[field.name])
+    return out

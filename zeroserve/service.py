@@ -1,0 +1,207 @@
+"""The service API: ``@zeroserve.service`` on a class, ``@zeroserve.api`` on its methods.
+
+Inputs and outputs come from the method's type hints (``np.ndarray``, int,
+float, str, bool, list, dict, or ``Annotated[np.ndarray, Tensor(dtype, shape)]``)
+or from ``inputs=`` / ``outputs=`` given to ``@api``. Endpoints may be plain or
+``async def``. A worker creates the service instance once and calls endpoints
+on it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from zeroserve.schema import Field, Tensor
+
+_API_ATTR = "__zeroserve_api__"
+_SERVICE_ATTR = "__zeroserve_service__"
+_HINT_KINDS = {int: "int", float: "float", str: "str", bool: "bool", list: "list",
+               dict: "dict", np.ndarray: "tensor"}
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    """What ``@api`` was given, before the service decorator resolves the schema."""
+
+    name: str | None
+    batchable: bool
+    max_batch_size: int
+    max_latency_ms: float
+    batch_dim: int
+    inputs: dict | None
+    outputs: Any
+    retry_on_worker_loss: bool
+
+
+@dataclass
+class EndpointSpec:
+    """One callable endpoint of a service and everything the cluster needs to know of it."""
+
+    name: str
+    method: str
+    inputs: list[Field]
+    output: Field
+    is_async: bool
+    batchable: bool = False
+    max_batch_size: int = 1
+    max_latency_ms: float = 0.0
+    batch_dim: int = 0
+    retry_on_worker_loss: bool = True
+
+    def describe(self) -> dict:
+        """The plain-dict form sent in READY and served to gateways."""
+        return {
+            "inputs": [f.describe() for f in self.inputs],
+            "output": self.output.describe(),
+            "batchable": self.batchable,
+            "max_batch_size": self.max_batch_size if self.batchable else 1,
+            "max_latency_ms": self.max_latency_ms if self.batchable else 0.0,
+            "batch_dim": self.batch_dim,
+            "retry_on_worker_loss": self.retry_on_worker_loss,
+        }
+
+
+@dataclass
+class ServiceSpec:
+    """A user's service class and its endpoints."""
+
+    name: str
+    cls: type
+    endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {name: ep.describe() for name, ep in self.endpoints.items()}
+
+
+def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool = False,
+        max_batch_size: int = 64, max_latency_ms: float = 20.0, batch_dim: int = 0,
+        inputs: dict | None = None, outputs: Any = None,
+        retry_on_worker_loss: bool = True) -> Any:
+    """Mark a method of a service class as an endpoint, served at ``/{service}/{name}``.
+
+    ``name`` defaults to the method name. ``batchable`` lets the broker merge
+    concurrent requests along ``batch_dim`` into one call of at most
+    ``max_batch_size`` rows, waiting at most ``max_latency_ms`` for a batch to
+    fill. ``inputs`` maps argument names to a type or :class:`Tensor`
+    (overriding the hints); ``outputs`` does the same for the return value.
+    ``retry_on_worker_loss`` re-sends a request to another worker when its
+    worker dies mid-request (set False for endpoints with side effects).
+    """
+    if max_batch_size < 1:
+        raise ValueError("max_batch_size must be at least 1")
+    if max_latency_ms < 0:
+        raise ValueError("max_latency_ms must not be negative")
+    options = ApiOptions(name, batchable, max_batch_size, max_latency_ms, batch_dim, inputs,
+                         outputs, retry_on_worker_loss)
+
+    def mark(func: Callable) -> Callable:
+        setattr(func, _API_ATTR, options)
+        return func
+
+    return mark(fn) if fn is not None else mark
+
+
+def _field_from_hint(name: str, hint: Any, required: bool) -> Field:
+    if isinstance(hint, Tensor):
+        return Field(name, "tensor", hint.dtype, hint.shape, required)
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *extras = typing.get_args(hint)
+        for extra in extras:
+            if isinstance(extra, Tensor):
+                return Field(name, "tensor", extra.dtype,
+                             None if extra.shape is None else tuple(
+                                 -1 if d is None else int(d) for d in extra.shape), required)
+        hint = base
+    origin = typing.get_origin(hint) or hint
+    kind = _HINT_KINDS.get(origin, "any")
+    return Field(name, kind, None, None, required)
+
+
+def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # unresolved forward references: fall back to untyped
+        hints = {}
+    params = list(inspect.signature(func).parameters.values())[1:]  # drop self
+    declared = options.inputs or {}
+    inputs = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"endpoint {func.__name__}: *args/**kwargs are not supported")
+        hint = declared.get(p.name, hints.get(p.name, Any))
+        inputs.append(_field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
+    out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
+    return EndpointSpec(
+        name=options.name or func.__name__, method=func.__name__, inputs=inputs,
+        output=_field_from_hint("output", out_hint, True),
+        is_async=inspect.iscoroutinefunction(func), batchable=options.batchable,
+        max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
+        batch_dim=options.batch_dim, retry_on_worker_loss=options.retry_on_worker_loss)
+
+
+def service(cls: type | None = None, *, name: str | None = None) -> Any:
+    """Declare a class as a zeroserve service; ``name`` defaults to the class name in lower case.
+
+    The class is instantiated once per worker with no arguments.
+    """
+
+    def mark(klass: type) -> type:
+        spec = ServiceSpec(name or klass.__name__.lower(), klass)
+        for attr in dir(klass):
+            func = getattr(klass, attr, None)
+            options = getattr(func, _API_ATTR, None)
+            if options is not None:
+                ep = _endpoint(func, options)
+                if ep.name in spec.endpoints:
+                    raise TypeError(f"service {spec.name}: endpoint {ep.name!r} declared twice")
+                spec.endpoints[ep.name] = ep
+        if not spec.endpoints:
+            raise TypeError(f"service {spec.name} has no @zeroserve.api endpoint")
+        setattr(klass, _SERVICE_ATTR, spec)
+        return klass
+
+    return mark(cls) if cls is not None else mark
+
+
+def service_spec(cls: type) -> ServiceSpec:
+    """The :class:`ServiceSpec` of a class decorated with ``@service``."""
+    spec = getattr(cls, _SERVICE_ATTR, None)
+    if not isinstance(spec, ServiceSpec):
+        raise TypeError(f"{cls.__name__} is not decorated with @zeroserve.service")
+    return spec
+
+
+def load_service(target: str) -> ServiceSpec:
+    """Load ``path/file.py:Class`` or ``package.module:Class`` named by an operator.
+
+    Only the command line calls this: nothing a request names is ever imported.
+    """
+    module_ref, sep, attr = target.rpartition(":")
+    if not sep or not module_ref or not attr:
+        raise ValueError(f"service {target!r} must look like path/file.py:Class or module:Class")
+    if module_ref.endswith(".py") or "/" in module_ref:
+        path = Path(module_ref).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        mod_name = f"zeroserve_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_ref)
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise AttributeError(f"{module_ref} has no attribute {attr!r}")
+    return service_spec(cls)
