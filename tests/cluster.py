@@ -40,6 +40,7 @@ class Daemon:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")
+        self.stopped = False  # stopped or killed on purpose by the test
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, cwd=str(ROOT))
 
@@ -56,6 +57,7 @@ class Daemon:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; return the exit code."""
+        self.stopped = True
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -67,12 +69,14 @@ class Daemon:
         return self.proc.returncode
 
     def kill(self) -> None:
+        self.stopped = True
         if self.alive():
             self.proc.kill()
             self.proc.wait()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 
@@ -165,7 +169,7 @@ class Cluster:
         last: Any = None
         while time.monotonic() < deadline:
             for d in self.daemons:
-                if not d.alive():
+                if not d.alive() and not d.stopped:
                     raise RuntimeError(f"{d.name} exited with {d.proc.returncode}:\n{d.log()}")
             try:
                 status, body = self.get("/readyz", timeout=1.0)

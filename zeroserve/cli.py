@@ -18,11 +18,11 @@ _COMMON = [
     click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
                  help="YAML file of settings (see docs/configuration.md); flags and "
                       "ZEROSERVE_* variables override it."),
-    click.option("--heartbeat-interval", "heartbeat.interval_s", type=float,
+    click.option("--heartbeat-interval", "heartbeat__interval_s", type=float,
                  help="Seconds between heartbeats [default: 1.0]."),
-    click.option("--liveness", "heartbeat.liveness", type=int,
+    click.option("--liveness", "heartbeat__liveness", type=int,
                  help="Missed heartbeats before a peer is declared dead [default: 3]."),
-    click.option("--log-level", "log.level",
+    click.option("--log-level", "log__level",
                  type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
                  help="Log verbosity [default: INFO]."),
 ]
@@ -35,8 +35,9 @@ def common_options(func: Callable) -> Callable:
 
 
 def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
+    dotted = {name.replace("__", "."): value for name, value in options.items()}
     try:
-        settings = load_settings(config_file, options)
+        settings = load_settings(config_file, dotted)
     except (ConfigError, OSError) as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(
@@ -46,12 +47,12 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
 
 
 @click.command("broker")
-@click.option("--frontend", "broker.frontend",
+@click.option("--frontend", "broker__frontend",
               help="Address to bind for gateways [default: tcp://127.0.0.1:5555]; use "
                    "tcp://0.0.0.0:5555 to accept gateways from other hosts.")
-@click.option("--backend", "broker.backend",
+@click.option("--backend", "broker__backend",
               help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
-@click.option("--max-queue", "broker.max_queue", type=int,
+@click.option("--max-queue", "broker__max_queue", type=int,
               help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
 @common_options
 def broker_command(config_file: str | None, **options: Any) -> None:
@@ -62,11 +63,11 @@ def broker_command(config_file: str | None, **options: Any) -> None:
 
 
 @click.command("gateway")
-@click.option("--broker", "gateway.broker",
+@click.option("--broker", "gateway__broker",
               help="The broker's frontend address [default: tcp://127.0.0.1:5555].")
-@click.option("--http", "gateway.http_port", type=int, help="HTTP port [default: 8000].")
-@click.option("--host", "gateway.http_host", help="HTTP bind address [default: 0.0.0.0].")
-@click.option("--timeout", "request.default_timeout_s", type=float,
+@click.option("--http", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
+@click.option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
+@click.option("--timeout", "request__default_timeout_s", type=float,
               help="Deadline of a request that names none, in seconds [default: 30].")
 @common_options
 def gateway_command(config_file: str | None, **options: Any) -> None:
@@ -78,9 +79,9 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 
 @click.command("worker")
 @click.argument("service")
-@click.option("--broker", "worker.broker",
+@click.option("--broker", "worker__broker",
               help="The broker's backend address [default: tcp://127.0.0.1:5556].")
-@click.option("--slots", "worker.slots", type=int,
+@click.option("--slots", "worker__slots", type=int,
               help="Requests (batches) this worker runs at once [default: 2].")
 @common_options
 def worker_command(service: str, config_file: str | None, **options: Any) -> None:
@@ -100,11 +101,11 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @click.argument("service")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Worker processes to start.")
-@click.option("--http-port", "gateway.http_port", type=int, help="HTTP port [default: 8000].")
-@click.option("--host", "gateway.http_host", help="HTTP bind address [default: 0.0.0.0].")
+@click.option("--http-port", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
+@click.option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
 @click.option("--frontend", help="Broker frontend address [default: tcp://127.0.0.1:5555].")
 @click.option("--backend", help="Broker backend address [default: tcp://127.0.0.1:5556].")
-@click.option("--slots", "worker.slots", type=int, help="Slots per worker [default: 2].")
+@click.option("--slots", "worker__slots", type=int, help="Slots per worker [default: 2].")
 @common_options
 def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
                   config_file: str | None, **options: Any) -> None:

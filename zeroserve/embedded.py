@@ -38,9 +38,9 @@ def connect_address(bind: str) -> str:
 
 def _child_env(options: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
-    for path, value in options.items():
+    for name, value in options.items():
         if value is not None:
-            env["ZEROSERVE_" + path.replace(".", "_").upper()] = str(value)
+            env["ZEROSERVE_" + name.replace("__", "_").upper()] = str(value)
     return env
 
 

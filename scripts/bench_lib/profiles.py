@@ -1,0 +1,156 @@
+"""What the benchmark measures, as data: servers, runs, checks and the profiles grouping them.
+
+A profile is a fixed load (connections, wrk threads) applied to a few runs,
+each a server plus the route that is hit, and checks that compare two runs
+of the same profile, measured in the same invocation. Adding a profile is
+adding an entry to :data:`PROFILES`; nothing else changes.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EchoServer:
+    """The bare tornado baseline, answering the reference ``model``'s output to every POST."""
+
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"tornado echo ({self.model})"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """``zeroserve serve SERVICE --workers N [serve_args]`` with ``env`` added to its environment.
+
+    ``service`` is a path relative to the repository root, e.g. ``examples/mlp.py:MLP``.
+    """
+
+    service: str
+    workers: int = 1
+    serve_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        name = self.service.rsplit(":", 1)[-1]
+        extra = " " + " ".join(self.serve_args) if self.serve_args else ""
+        plural = "s" if self.workers != 1 else ""
+        return f"zeroserve {name} {self.workers} worker{plural}{extra}"
+
+
+ServerSpec = EchoServer | Cluster
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured window: ``server`` loaded on ``route`` (``POST``); ``label`` names it in a profile."""
+
+    label: str
+    server: ServerSpec
+    route: str
+
+
+class Measure(enum.Enum):
+    """How a check compares its subject run with its baseline run."""
+
+    THROUGHPUT_RATIO = "throughput_ratio"  # subject ok req/s / baseline ok req/s; higher is better
+    ADDED_P50_MS = "added_p50_ms"          # subject p50 - baseline p50, in ms; lower is better
+    ADDED_P99_MS = "added_p99_ms"          # subject p99 - baseline p99, in ms; lower is better
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self is Measure.THROUGHPUT_RATIO
+
+
+@dataclass(frozen=True)
+class Check:
+    """Compare run ``subject`` with run ``baseline`` of the same profile.
+
+    ``bound`` is the target: a minimum when the measure is better higher, a
+    maximum otherwise; ``None`` reports the figure without a target.
+    """
+
+    subject: str
+    baseline: str
+    measure: Measure
+    bound: float | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A load (``connections`` over ``threads`` wrk threads, closed loop) and what it compares.
+
+    ``model`` names the reference model in ``examples/reference_models.py``
+    whose single-row input is the request body and whose answer the echo
+    baseline sends back.
+    """
+
+    name: str
+    summary: str
+    model: str
+    connections: int
+    threads: int
+    runs: tuple[Run, ...]
+    checks: tuple[Check, ...] = field(default=())
+
+    def run(self, label: str) -> Run:
+        for run in self.runs:
+            if run.label == label:
+                return run
+        raise KeyError(f"profile {self.name} has no run {label!r}")
+
+
+MLP = "examples/mlp.py:MLP"
+GPU_SIM = "examples/gpu_sim.py:GpuSim"
+_ECHO_MLP = Run("echo", EchoServer("mlp"), "/mlp/predict")
+_ZEROSERVE_MLP = Run("zeroserve", Cluster(MLP, workers=1), "/mlp/predict")
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile(
+        name="overhead-c1",
+        summary="latency one request at a time adds over a bare tornado echo (mlp, 1 worker)",
+        model="mlp", connections=1, threads=1,
+        runs=(_ECHO_MLP, _ZEROSERVE_MLP),
+        checks=(Check("zeroserve", "echo", Measure.ADDED_P50_MS, bound=1.5),),
+    ),
+    Profile(
+        name="overhead-c64",
+        summary="throughput at 64 connections relative to a bare tornado echo (mlp, 1 worker)",
+        model="mlp", connections=64, threads=2,
+        runs=(_ECHO_MLP, _ZEROSERVE_MLP),
+        checks=(Check("zeroserve", "echo", Measure.THROUGHPUT_RATIO, bound=0.4),),
+    ),
+    Profile(
+        name="batching-c64",
+        summary="what adaptive batching buys on gpu_sim at 64 connections (1 worker): "
+                "batchable endpoint vs the same model unbatched",
+        model="gpu_sim", connections=64, threads=2,
+        runs=(
+            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
+            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
+        ),
+        checks=(
+            Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),
+            Check("batched", "unbatched", Measure.ADDED_P99_MS),
+        ),
+    ),
+    Profile(
+        name="scale-workers",
+        summary="gpu_sim unbatched at 64 connections with 1, 2 and 4 workers",
+        model="gpu_sim", connections=64, threads=2,
+        runs=tuple(
+            Run(f"{n} worker{'s' if n > 1 else ''}", Cluster(GPU_SIM, workers=n),
+                "/gpu_sim/predict_unbatched")
+            for n in (1, 2, 4)),
+        checks=(
+            Check("2 workers", "1 worker", Measure.THROUGHPUT_RATIO),
+            Check("4 workers", "1 worker", Measure.THROUGHPUT_RATIO),
+        ),
+    ),
+)}
+
+DEFAULT_PROFILES = ("overhead-c1", "overhead-c64")

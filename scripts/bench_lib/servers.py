@@ -1,0 +1,230 @@
+"""Servers under test as subprocesses: free ports, readiness, one smoke request, teardown.
+
+Every server starts in a session of its own (so a terminal's Ctrl-C reaches
+only the harness, which then stops it) and with a parent-death signal (so it
+does not outlive a harness that is killed outright). :meth:`ServerProcess.stop`
+sends SIGTERM, then SIGKILL to the whole process group after a grace, and
+sweeps the group for anything the server left behind.
+"""
+from __future__ import annotations
+
+import ctypes
+import http.client
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench_lib.profiles import Cluster, EchoServer, ServerSpec
+
+ECHO_SCRIPT = Path(__file__).resolve().parent / "echo_server.py"
+
+
+class ServerFailed(Exception):
+    """A server exited, never became ready, or answered the smoke request wrongly."""
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports the kernel reports free (bound to port 0, read back)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def _die_with_parent() -> None:  # runs in the child before exec; Linux only
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None,
+                 timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """One request to 127.0.0.1:``port`` (no proxy); return (status, body). Raises OSError."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class ServerProcess:
+    """One server under test, listening on ``http_port``; its output goes to ``log_path``."""
+
+    def __init__(self, spec: ServerSpec, argv: list[str], http_port: int, log_path: Path,
+                 cwd: Path, env: dict[str, str], stop_grace_s: float) -> None:
+        self.spec = spec
+        self.argv = argv
+        self.http_port = http_port
+        self.log_path = log_path
+        self.stop_grace_s = stop_grace_s
+        self._log = open(log_path, "wb")
+        self._log.write(("$ " + shlex.join(argv) + "\n").encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env=env, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait_ready(self, timeout_s: float, progress: "Progress") -> float:
+        """Poll ``GET /readyz`` until 200; return seconds taken. Raises ServerFailed."""
+        start = time.monotonic()
+        while True:
+            waited = time.monotonic() - start
+            if not self.alive():
+                raise ServerFailed(f"{self.spec.label} exited with code {self.proc.returncode} "
+                                   f"before it was ready; last lines of {self.log_path}:\n"
+                                   f"{self.log_tail()}")
+            try:
+                status, _ = http_request(self.http_port, "GET", "/readyz", timeout_s=1.0)
+                if status == 200:
+                    return waited
+            except OSError:
+                pass
+            if waited > timeout_s:
+                raise ServerFailed(f"{self.spec.label} not ready after {timeout_s:.0f}s; "
+                                   f"last lines of {self.log_path}:\n{self.log_tail()}")
+            progress.tick(waited)
+            time.sleep(0.2)
+
+    def smoke(self, route: str, body: bytes, retry_s: float = 10.0) -> bytes:
+        """POST ``body`` to ``route`` until a 200 (retrying ``retry_s``); return the answer."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                status, answer = http_request(self.http_port, "POST", route, body)
+            except OSError as exc:
+                status, answer = 0, str(exc).encode()
+            if status == 200:
+                return answer
+            if time.monotonic() > deadline or not self.alive():
+                raise ServerFailed(f"{self.spec.label}: POST {route} answered {status}: "
+                                   f"{answer[:300]!r}")
+            time.sleep(0.25)
+
+    def stop(self) -> list[int]:
+        """Stop the server and everything in its process group; return pids left behind."""
+        pgid = self.proc.pid  # start_new_session: the server leads its own group
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(pgid, signal.SIGKILL)
+                self.proc.wait()
+        left = _sweep_group(pgid)
+        self._log.close()
+        return left
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids of live (not zombie) processes in group ``pgid``; Linux /proc, else a kill probe."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces, so split after the last ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _sweep_group(pgid: int, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM, then SIGKILL, whatever is still alive in ``pgid``; return pids that survived."""
+    if not _live_group_members(pgid):
+        return []
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _live_group_members(pgid):
+            return []
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+    time.sleep(0.2)
+    return _live_group_members(pgid)
+
+
+class Progress:
+    """A one-line progress indicator on stderr: ``starting X on :port ... 3s``."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._shown = -1
+        sys.stderr.write(f"  {what} ...")
+        sys.stderr.flush()
+
+    def tick(self, waited_s: float) -> None:
+        if int(waited_s) > self._shown:
+            self._shown = int(waited_s)
+            if self._shown > 0:
+                sys.stderr.write(f" {self._shown}s")
+                sys.stderr.flush()
+
+    def end(self, message: str) -> None:
+        sys.stderr.write(f" {message}\n")
+        sys.stderr.flush()
+
+
+def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: Path,
+                 zeroserve_cmd: list[str], index: int) -> ServerProcess:
+    """Start ``spec`` on free loopback ports; its log goes to ``work_dir/logs``."""
+    logs = work_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if isinstance(spec, EchoServer):
+        (port,) = free_ports(1)
+        argv = [sys.executable, str(ECHO_SCRIPT), "--port", str(port),
+                "--body-file", str(answer_file)]
+        log_path = logs / f"{index:02d}-echo-{spec.model}.log"
+        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=5.0)
+    if isinstance(spec, Cluster):
+        port, frontend, backend = free_ports(3)
+        argv = zeroserve_cmd + [
+            spec.service, "--workers", str(spec.workers), "--http-port", str(port),
+            "--host", "127.0.0.1",
+            "--frontend", f"tcp://127.0.0.1:{frontend}",
+            "--backend", f"tcp://127.0.0.1:{backend}",
+            *spec.serve_args]
+        env.update(dict(spec.env))
+        name = spec.service.rsplit(":", 1)[-1].lower()
+        log_path = logs / f"{index:02d}-zeroserve-{name}-w{spec.workers}.log"
+        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=20.0)
+    raise TypeError(f"unknown server spec {spec!r}")

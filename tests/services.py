@@ -1,0 +1,76 @@
+"""Services used only by the integration tests."""
+import asyncio
+import os
+import time
+from typing import Annotated
+
+import numpy as np
+
+import zeroserve
+
+Vec = Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, 4))]
+
+
+@zeroserve.service(name="probe")
+class Probe:
+    """Endpoints that misbehave on purpose, and one that says which worker ran it."""
+
+    @zeroserve.api
+    def whoami(self) -> dict:
+        return {"pid": os.getpid()}
+
+    @zeroserve.api
+    def sleep(self, seconds: float) -> dict:
+        time.sleep(seconds)
+        return {"pid": os.getpid(), "slept": seconds}
+
+    @zeroserve.api
+    async def async_sleep(self, seconds: float) -> dict:
+        await asyncio.sleep(seconds)
+        return {"pid": os.getpid(), "slept": seconds}
+
+    @zeroserve.api
+    def fail(self, message: str) -> str:
+        raise ValueError(message)
+
+    @zeroserve.api
+    def double(self, x: Vec) -> Vec:
+        return x * 2
+
+    @zeroserve.api
+    def bad_output(self) -> dict:
+        return {"not": object()}  # cannot be encoded
+
+
+@zeroserve.service(name="batchy")
+class Batchy:
+    """A batchable endpoint that records the batch sizes it saw."""
+
+    @zeroserve.api(batchable=True, max_batch_size=32, max_latency_ms=50)
+    def tag(self, x: Vec) -> Vec:
+        time.sleep(0.02)
+        out = x.copy()
+        out[:, 3] = x.shape[0]  # each row learns the size of its batch
+        return out
+
+    @zeroserve.api(batchable=True, max_batch_size=8, max_latency_ms=20)
+    def wrong_rows(self, x: Vec) -> Vec:
+        return x[:1]
+
+
+@zeroserve.service(name="ledger")
+class Ledger:
+    """Remembers which tags it executed, to prove what ran and what did not."""
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+
+    @zeroserve.api
+    def mark(self, tag: str, seconds: float = 0.0) -> str:
+        self.tags.append(tag)
+        time.sleep(seconds)
+        return tag
+
+    @zeroserve.api
+    def executed(self) -> list:
+        return self.tags
