@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from zeroserve import protocol as p
+from zeroserve.loopsocket import LoopSocket
 from zeroserve.protocol import Command, Status
 from zeroserve.schema import Field
 
@@ -40,6 +40,11 @@ class EndpointInfo:
     batch_dim: int
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
 class BrokerLink:
     """Sends requests and control calls to the broker and awaits their replies."""
 
@@ -49,11 +54,8 @@ class BrokerLink:
         self.heartbeat_s = heartbeat_s
         self.liveness_s = heartbeat_s * liveness
         self.schema_refresh_s = schema_refresh_s
-        self.context = zmq.asyncio.Context()
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.context = zmq.Context()
+        self._socket: LoopSocket | None = None
         self._ids = itertools.count(1)
         self._pending: dict[bytes, tuple[asyncio.Future, list]] = {}
         self.broker_id: str | None = None
@@ -66,8 +68,13 @@ class BrokerLink:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self.sock.connect(self.address)
-        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._ping())]
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(self.address)
+        self._socket = LoopSocket(sock, self._on_message)
+        self._tasks = [asyncio.create_task(self._ping())]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -76,7 +83,8 @@ class BrokerLink:
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.cancel()
-        self.sock.close(0)
+        if self._socket is not None:
+            self._socket.close()
         self.context.term()
 
     @property
@@ -89,12 +97,17 @@ class BrokerLink:
         return struct.pack(">Q", next(self._ids))
 
     async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> p.Reply:
-        fut = asyncio.get_running_loop().create_future()
+        """Send ``frames`` and await the reply; raise TimeoutError after ``wait_s``."""
+        assert self._socket is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._pending[request_id] = (fut, frames)
+        expiry = loop.call_later(wait_s, _expire, fut)
         try:
-            await self.sock.send_multipart(frames, copy=False)
-            return await asyncio.wait_for(fut, wait_s)
+            self._socket.send(frames)
+            return await fut
         finally:
+            expiry.cancel()
             self._pending.pop(request_id, None)
 
     async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
@@ -148,21 +161,19 @@ class BrokerLink:
 
     # ------------------------------------------------------------ background
 
-    async def _receive(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart(copy=False)
-            self.last_heard = time.monotonic()
-            try:
-                command, rest = p.split_command(frames)
-                if command is not Command.REPLY:
-                    raise p.ProtocolError(f"unexpected {command.name} from the broker")
-                reply = p.parse_reply(rest)
-            except p.ProtocolError as exc:
-                log.warning("gateway: dropped malformed message from the broker (%s)", exc)
-                continue
-            entry = self._pending.get(reply.request_id)
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(reply)
+    def _on_message(self, frames: list) -> None:
+        self.last_heard = time.monotonic()
+        try:
+            command, rest = p.split_command(frames)
+            if command is not Command.REPLY:
+                raise p.ProtocolError(f"unexpected {command.name} from the broker")
+            reply = p.parse_reply(rest)
+        except p.ProtocolError as exc:
+            log.warning("gateway: dropped malformed message from the broker (%s)", exc)
+            return
+        entry = self._pending.get(reply.request_id)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(reply)
 
     async def _ping(self) -> None:
         while True:
@@ -189,8 +200,9 @@ class BrokerLink:
                    if not fut.done() and frames[1] == Command.REQUEST.value]
         log.warning("gateway: broker restarted (%s -> %s), re-sending %d waiting requests",
                     self.broker_id, broker_id, len(waiting))
+        assert self._socket is not None
         for frames in waiting:
-            await self.sock.send_multipart(frames, copy=False)
+            self._socket.send(frames)
 
     def pending_count(self) -> int:
         return len(self._pending)

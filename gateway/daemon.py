@@ -15,11 +15,19 @@ from zeroserve.config import Settings
 log = logging.getLogger("zeroserve.gateway")
 
 
+def _log_errors_only(handler: tornado.web.RequestHandler) -> None:
+    """Access log: nothing for successes (the hot path logs nothing), one line per error."""
+    status = handler.get_status()
+    if status >= 400:
+        log.log(logging.WARNING if status >= 500 else logging.INFO, "gateway: %d %s %s",
+                status, handler.request.method, handler.request.uri)
+
+
 def make_app(link: BrokerLink, settings: Settings) -> tornado.web.Application:
     """The tornado application of every HTTP route."""
     return tornado.web.Application(
         routes(link, settings.get("request.default_timeout_s"),
-               settings.get("request.max_timeout_s")))
+               settings.get("request.max_timeout_s")), log_function=_log_errors_only)
 
 
 async def serve(settings: Settings) -> int:

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from worker.runner import BatchRunner, run_blocking_in
 from zeroserve import protocol as p
 from zeroserve.config import Settings
+from zeroserve.loopsocket import LoopSocket
 from zeroserve.protocol import Command
 from zeroserve.service import ServiceSpec
 
@@ -35,8 +35,8 @@ class WorkerDaemon:
         self.reconnect_max = settings.get("worker.reconnect_max_s")
         self.drain_timeout = settings.get("worker.drain_timeout_s")
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-        self.context = zmq.asyncio.Context()
-        self.sock: zmq.asyncio.Socket | None = None
+        self.context = zmq.Context()
+        self.sock: LoopSocket | None = None
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="endpoint")
         self.runner: BatchRunner | None = None
         self._in_flight: set[asyncio.Task] = set()
@@ -52,15 +52,17 @@ class WorkerDaemon:
 
     def _connect(self) -> None:
         if self.sock is not None:
-            self.sock.close(0)
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.connect(self.broker)
+            self.sock.close()
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(self.broker)
+        self.sock = LoopSocket(sock, self._on_message)
         self._last_broker = time.monotonic()
 
-    async def _send(self, frames: list) -> None:
+    def _send(self, frames: list) -> None:
         assert self.sock is not None
-        await self.sock.send_multipart(frames, copy=False)
+        self.sock.send(frames)
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -71,7 +73,7 @@ class WorkerDaemon:
         backoff = self.reconnect_min
         while not self._drained.is_set():
             self._connect()
-            await self._send(self._ready())
+            self._send(self._ready())
             log.info("worker %s: serving %s (%s) from broker %s with %d slots", self.worker_id,
                      self.spec.name, ", ".join(sorted(self.spec.endpoints)), self.broker,
                      self.slots)
@@ -85,6 +87,7 @@ class WorkerDaemon:
         self.pool.shutdown(wait=True)
         if self.sock is not None:
             self.sock.close(1000)
+        self.context.term()
         log.info("worker %s: stopped", self.worker_id)
         return 0
 
@@ -93,7 +96,7 @@ class WorkerDaemon:
         Returns whether the broker was heard from at all."""
         self._reconnect.clear()
         start = self._last_broker
-        tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._heartbeat())]
+        tasks = [asyncio.create_task(self._heartbeat())]
         stop = asyncio.create_task(self._drained.wait())
         again = asyncio.create_task(self._reconnect.wait())
         await asyncio.wait([stop, again], return_when=asyncio.FIRST_COMPLETED)
@@ -102,33 +105,29 @@ class WorkerDaemon:
         await asyncio.gather(*tasks, stop, again, return_exceptions=True)
         return self._last_broker > start
 
-    async def _receive(self) -> None:
-        assert self.sock is not None
-        sock = self.sock
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            self._last_broker = time.monotonic()
-            try:
-                command, rest = p.split_command(frames)
-                if command is Command.BATCH:
-                    task = asyncio.create_task(self._run(p.parse_batch(rest)))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._done)
-                elif command is Command.DISCONNECT:
-                    if self._draining:
-                        self._maybe_drained(acknowledged=True)
-                    else:
-                        log.info("worker %s: broker does not know us, registering again",
-                                 self.worker_id)
-                        await self._send(self._ready())
-            except p.ProtocolError as exc:
-                log.warning("worker %s: dropped malformed message from broker (%s)",
-                            self.worker_id, exc)
+    def _on_message(self, frames: list) -> None:
+        self._last_broker = time.monotonic()
+        try:
+            command, rest = p.split_command(frames)
+            if command is Command.BATCH:
+                task = asyncio.ensure_future(self._run(p.parse_batch(rest)))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            elif command is Command.DISCONNECT:
+                if self._draining:
+                    self._maybe_drained(acknowledged=True)
+                else:
+                    log.info("worker %s: broker does not know us, registering again",
+                             self.worker_id)
+                    self._send(self._ready())
+        except p.ProtocolError as exc:
+            log.warning("worker %s: dropped malformed message from broker (%s)",
+                        self.worker_id, exc)
 
     async def _run(self, batch: p.Batch) -> None:
         assert self.runner is not None
         result = await self.runner.run(batch)
-        await self._send(result.to_frames())
+        self._send(result.to_frames())
 
     def _done(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
@@ -145,7 +144,7 @@ class WorkerDaemon:
                     self._drained.set()  # no broker to drain to; in-flight work is lost anyway
                 self._reconnect.set()
                 return
-            await self._send(p.heartbeat())
+            self._send(p.heartbeat())
 
     def begin_drain(self) -> None:
         """Stop taking work: tell the broker, finish what we hold, then stop."""
@@ -155,7 +154,7 @@ class WorkerDaemon:
         log.info("worker %s: draining %d in-flight batches", self.worker_id,
                  len(self._in_flight))
         asyncio.get_running_loop().call_later(self.drain_timeout, self._drained.set)
-        asyncio.ensure_future(self._send(p.disconnect()))
+        self._send(p.disconnect())
 
     def _maybe_drained(self, acknowledged: bool = False) -> None:
         self._acknowledged = self._acknowledged or acknowledged

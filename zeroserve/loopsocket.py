@@ -1,0 +1,95 @@
+"""A ZeroMQ socket driven by an asyncio loop without a future per message.
+
+zmq.asyncio creates futures and callbacks for every send and receive; on the
+hot path of a gateway or a worker that costs more than the routing itself.
+:class:`LoopSocket` instead registers the socket's file descriptor with the
+loop, drains every waiting message into a callback when it becomes readable,
+and sends without blocking (the socket's send high-water mark is unlimited, so
+a send only waits where ZeroMQ has no pipe yet; those are queued and flushed
+when the socket turns writable).
+
+The descriptor that ZeroMQ exposes is edge-triggered: any operation on the
+socket may consume the edge, so after every send the socket is checked again
+for waiting input.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Callable
+
+import zmq
+
+log = logging.getLogger("zeroserve")
+
+
+class LoopSocket:
+    """One DEALER (or any) socket, its messages delivered to ``on_message(frames)``.
+
+    Frames are received with ``copy=False`` (``zmq.Frame``); ``on_message`` runs
+    on the loop and must not block.
+    """
+
+    def __init__(self, sock: zmq.Socket, on_message: Callable[[list], None],
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.sock = sock
+        self._on_message = on_message
+        self._loop = loop or asyncio.get_running_loop()
+        self._backlog: deque[list] = deque()
+        self._check_scheduled = False
+        self._fd = sock.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._drain)
+        self._closed = False
+
+    def send(self, frames: list) -> None:
+        """Queue ``frames`` for sending; never blocks the loop."""
+        if self._closed:
+            return
+        if not self._backlog:
+            try:
+                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._backlog.append(frames)
+                self._loop.call_later(0.005, self._flush)
+        else:
+            self._backlog.append(frames)
+        self._schedule_check()
+
+    def _flush(self) -> None:
+        while self._backlog and not self._closed:
+            try:
+                self.sock.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._loop.call_later(0.005, self._flush)
+                return
+            self._backlog.popleft()
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        if not self._check_scheduled:
+            self._check_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._check_scheduled = False
+        if self._closed:
+            return
+        sock = self.sock
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._on_message(frames)
+            except Exception:  # a handler bug must not stop the socket
+                log.exception("error while handling a message")
+        self._schedule_check()  # more waiting: yield to the loop, then go on
+
+    def close(self, linger_ms: int = 0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self.sock.close(linger_ms)
