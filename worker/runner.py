@@ -14,6 +14,7 @@ from typing import Any, Callable
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
 from zeroserve import codec, protocol as p
 from zeroserve.protocol import Status
+from worker.placement import Placement
 from zeroserve.service import EndpointSpec, ServiceSpec
 
 log = logging.getLogger("zeroserve.worker")
@@ -40,7 +41,8 @@ class BatchRunner:
     """Executes batches for one loaded service instance.
 
     ``call_sync`` runs a blocking function off the event loop (the worker
-    passes its thread pool); the runner itself never blocks the loop.
+    passes its thread pool). Sync endpoints that prove fast run inline
+    instead (see ``worker.placement``), so the loop is only ever held briefly.
     """
 
     def __init__(self, spec: ServiceSpec, instance: Any,
@@ -48,6 +50,7 @@ class BatchRunner:
         self.spec = spec
         self.instance = instance
         self._call_sync = call_sync
+        self._placement = {name: Placement() for name in spec.endpoints}
 
     async def run(self, batch: p.Batch) -> p.Result:
         """Run every live request of ``batch``; never raises for a request's own failure."""
@@ -83,10 +86,17 @@ class BatchRunner:
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict) -> Any:
         method = getattr(self.instance, endpoint.method)
+        placement = self._placement[endpoint.name]
         try:
             if endpoint.is_async:
                 return await method(**inputs)
-            return await self._call_sync(lambda: method(**inputs))
+            started = time.perf_counter()
+            try:
+                if placement.inline:
+                    return method(**inputs)
+                return await self._call_sync(lambda: method(**inputs))
+            finally:
+                placement.observe(time.perf_counter() - started)
         except Exception as exc:  # user code: report, keep serving
             log.warning("worker: %s.%s raised %s: %s", self.spec.name, endpoint.name,
                         type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))

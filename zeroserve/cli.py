@@ -116,11 +116,37 @@ def serve_command(service: str, workers: int, frontend: str | None, backend: str
     sys.exit(serve(service, workers, settings, config_file, frontend, backend, options))
 
 
+@click.command("status")
+@click.option("--broker", "address", default="tcp://127.0.0.1:5555", show_default=True,
+              help="The broker's frontend address.")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw statistics as JSON.")
+def status_command(address: str, watch: bool, as_json: bool) -> None:
+    """Show the broker's workers, queues, batch sizes and fitted latency model."""
+    import json
+    import time
+
+    from zeroserve.admin import broker_stats
+    from zeroserve.status import render
+
+    while True:
+        try:
+            stats = broker_stats(address)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from None
+        text = json.dumps(stats, indent=2) if as_json else render(stats)
+        click.echo(("\x1b[2J\x1b[H" if watch else "") + text)
+        if not watch:
+            return
+        time.sleep(1.0)
+
+
 @click.group()
 @click.version_option(package_name="zeroserve")
 def main() -> None:
     """zeroserve: serve models from a cluster of processes joined by ZeroMQ."""
 
 
-for _command in (broker_command, gateway_command, worker_command, serve_command):
+for _command in (broker_command, gateway_command, worker_command, serve_command,
+                 status_command):
     main.add_command(_command)

@@ -208,14 +208,21 @@ def error_reply(request_id: bytes, status: Status, message: str, **extra: Any) -
     return Reply(request_id, status, pack_map({"error": message, **extra}))
 
 
-def error_message(reply: Reply) -> str:
-    """The message of an error REPLY (or a generic one if the meta has none)."""
+def error_details(reply: Reply) -> dict:
+    """The meta map of an error REPLY: ``{"error": message, ...}`` (a generic message if absent)."""
     try:
         meta = unpack_map(reply.meta, "reply meta")
     except ProtocolError:
-        return f"status {int(reply.status)}"
-    return str(meta.get("error", f"status {int(reply.status)}")) if isinstance(meta, dict) \
-        else f"status {int(reply.status)}"
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {}
+    meta.setdefault("error", f"status {int(reply.status)}")
+    return meta
+
+
+def error_message(reply: Reply) -> str:
+    """The message of an error REPLY."""
+    return str(error_details(reply)["error"])
 
 
 class ControlOp(str, enum.Enum):

@@ -112,3 +112,13 @@ def test_every_command_has_help_that_explains_its_options(args, option):
     assert out.returncode == 0, out.stderr
     assert option in out.stdout and "--heartbeat-interval" in out.stdout or args[-2:] == [
         "zeroserve", "--help"]
+
+
+def test_status_command_shows_workers_and_endpoint_figures(cluster):
+    cluster.start("mlp.py:MLP")
+    assert cluster.post("/mlp/predict", {"x": [[0.0] * 64]})[0] == 200
+    out = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--broker",
+                          f"tcp://127.0.0.1:{cluster.frontend_port}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "mlp.predict" in out.stdout and "serving" in out.stdout
