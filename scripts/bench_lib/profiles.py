@@ -47,7 +47,10 @@ ServerSpec = EchoServer | Cluster
 
 @dataclass(frozen=True)
 class Run:
-    """One measured window: ``server`` loaded on ``route`` (``POST``); ``label`` names it in a profile."""
+    """One measured window: ``POST`` load on ``route`` of ``server``.
+
+    ``label`` names the run within its profile; checks refer to runs by it.
+    """
 
     label: str
     server: ServerSpec

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib.profiles import Cluster, EchoServer, ServerSpec
@@ -40,7 +41,10 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def _die_with_parent() -> None:  # runs in the child before exec; Linux only
+def _prepare_child() -> None:
+    """Runs in the child before exec: unblock the signals the harness may hold (a signal
+    mask survives exec) and ask for SIGTERM when the harness dies (Linux only)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -64,8 +68,10 @@ class ServerProcess:
     """One server under test, listening on ``http_port``; its output goes to ``log_path``."""
 
     def __init__(self, spec: ServerSpec, argv: list[str], http_port: int, log_path: Path,
-                 cwd: Path, env: dict[str, str], stop_grace_s: float) -> None:
+                 cwd: Path, env: dict[str, str], stop_grace_s: float,
+                 control_address: str | None = None) -> None:
         self.spec = spec
+        self.control_address = control_address  # the broker's frontend, for STATS
         self.argv = argv
         self.http_port = http_port
         self.log_path = log_path
@@ -75,7 +81,7 @@ class ServerProcess:
         self._log.flush()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
                                      env=env, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_prepare_child)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -85,7 +91,7 @@ class ServerProcess:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    def wait_ready(self, timeout_s: float, progress: "Progress") -> float:
+    def wait_ready(self, timeout_s: float, progress: Progress) -> float:
         """Poll ``GET /readyz`` until 200; return seconds taken. Raises ServerFailed."""
         start = time.monotonic()
         while True:
@@ -121,19 +127,40 @@ class ServerProcess:
                                    f"{answer[:300]!r}")
             time.sleep(0.25)
 
-    def stop(self) -> list[int]:
-        """Stop the server and everything in its process group; return pids left behind."""
+    def stop(self) -> StopReport:
+        """Stop the server and everything in its process group; say how it went."""
         pgid = self.proc.pid  # start_new_session: the server leads its own group
+        start = time.monotonic()
+        killed = False
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:
+                killed = True
                 _signal_group(pgid, signal.SIGKILL)
                 self.proc.wait()
         left = _sweep_group(pgid)
         self._log.close()
-        return left
+        return StopReport(self.proc.returncode, time.monotonic() - start, killed, left)
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """How a server stopped: its exit code, after how long, whether it needed SIGKILL
+    (``killed``), and the pids of its process group still alive after the sweep."""
+
+    exit_code: int | None
+    seconds: float
+    killed: bool
+    left: list[int]
+
+    def describe(self) -> str:
+        how = (f"killed after the {self.seconds:.1f}s grace" if self.killed
+               else f"exit code {self.exit_code}, {self.seconds:.1f}s")
+        if self.left:
+            how += f"; pids {self.left} still alive after SIGKILL"
+        return how
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -226,5 +253,6 @@ def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: P
         env.update(dict(spec.env))
         name = spec.service.rsplit(":", 1)[-1].lower()
         log_path = logs / f"{index:02d}-zeroserve-{name}-w{spec.workers}.log"
-        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=20.0)
+        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=20.0,
+                             control_address=f"tcp://127.0.0.1:{frontend}")
     raise TypeError(f"unknown server spec {spec!r}")

@@ -1,0 +1,186 @@
+"""Run the selected profiles: start each server once, measure its runs, always stop it.
+
+Runs that share a server (the same echo, the same cluster) are measured one
+after another while it is up, so at most one server runs at any time and the
+two cores are shared only between it and wrk.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_lib import broker_stats
+from bench_lib.payloads import Payload, answer_matches, build_payload, load_reference_models
+from bench_lib.profiles import EchoServer, Profile, Run, ServerSpec
+from bench_lib.report import RunOutcome
+from bench_lib.servers import Progress, ServerFailed, ServerProcess, start_server
+from bench_lib.wrk import WrkFailed, WrkRunner
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, so starting or stopping a server is not cut."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to load and where things are; seconds throughout."""
+
+    repo: Path
+    work_dir: Path
+    duration_s: float
+    warmup_s: float
+    ready_timeout_s: float
+    zeroserve_cmd: tuple[str, ...]
+
+
+def plan(profiles: list[Profile],
+         only_baseline: bool) -> list[tuple[ServerSpec, list[tuple[Profile, Run]]]]:
+    """Group the runs of ``profiles`` by server, in order of first appearance."""
+    groups: dict[ServerSpec, list[tuple[Profile, Run]]] = {}
+    for profile in profiles:
+        for run in profile.runs:
+            if only_baseline and not isinstance(run.server, EchoServer):
+                continue
+            groups.setdefault(run.server, []).append((profile, run))
+    return list(groups.items())
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+class Bench:
+    """Measures runs with ``wrk`` against servers it starts and stops itself."""
+
+    def __init__(self, settings: Settings, wrk: WrkRunner) -> None:
+        self.settings = settings
+        self.wrk = wrk
+        self._models = load_reference_models(settings.repo / "examples" / "reference_models.py")
+        self._payloads: dict[str, tuple[Payload, Path, Path]] = {}
+        self._stats_warned = False
+
+    def payload(self, model: str) -> tuple[Payload, Path, Path]:
+        """The payload of ``model`` and the files holding its request and answer bodies."""
+        if model not in self._payloads:
+            payload = build_payload(self._models, model)
+            folder = self.settings.work_dir / "payloads"
+            folder.mkdir(parents=True, exist_ok=True)
+            request_file = folder / f"{model}.request.json"
+            answer_file = folder / f"{model}.answer.json"
+            request_file.write_bytes(payload.request)
+            answer_file.write_bytes(payload.answer)
+            self._payloads[model] = (payload, request_file, answer_file)
+        return self._payloads[model]
+
+    def execute(self, profiles: list[Profile], only_baseline: bool,
+                outcomes: list[RunOutcome]) -> None:
+        """Measure every run, appending to ``outcomes`` as it goes (so that an
+        interrupted invocation still has what was measured)."""
+        for index, (spec, runs) in enumerate(plan(profiles, only_baseline)):
+            self._measure_server(index, spec, runs, outcomes)
+
+    def _measure_server(self, index: int, spec: ServerSpec, runs: list[tuple[Profile, Run]],
+                        outcomes: list[RunOutcome]) -> None:
+        model = spec.model if isinstance(spec, EchoServer) else runs[0][0].model
+        _, _, answer_file = self.payload(model)
+        server: ServerProcess | None = None
+        try:
+            with signals_deferred():
+                server = start_server(spec, repo=self.settings.repo,
+                                      work_dir=self.settings.work_dir,
+                                      answer_file=answer_file,
+                                      zeroserve_cmd=list(self.settings.zeroserve_cmd),
+                                      index=index)
+            progress = Progress(f"starting {spec.label} on 127.0.0.1:{server.http_port}")
+            try:
+                ready_s = server.wait_ready(self.settings.ready_timeout_s, progress)
+            except ServerFailed:
+                progress.end("failed")
+                raise
+            progress.end(f"ready in {ready_s:.1f}s")
+            for profile, run in runs:
+                outcomes.append(self._measure_run(server, profile, run, ready_s))
+        except ServerFailed as exc:
+            _say(f"  error: {exc}")
+            for profile, run in runs:
+                if not any(o.profile is profile and o.run is run for o in outcomes):
+                    outcomes.append(RunOutcome(profile, run, error=str(exc)))
+        finally:
+            if server is not None:
+                with signals_deferred():
+                    report = server.stop()
+                warn = "warning: " if report.killed or report.left else ""
+                _say(f"  {warn}stopped {spec.label} ({report.describe()})")
+
+    def _measure_run(self, server: ServerProcess, profile: Profile, run: Run,
+                     ready_s: float) -> RunOutcome:
+        payload, request_file, _ = self.payload(profile.model)
+        outcome = RunOutcome(profile, run, ready_s=ready_s)
+        name = f"{profile.name} / {run.label}"
+        try:
+            answer = server.smoke(run.route, payload.request)
+            outcome.answer_matches = answer_matches(payload, answer)
+            if not outcome.answer_matches:
+                _say(f"  warning: {name}: POST {run.route} answered {answer[:120]!r}, "
+                     "not the reference model's output")
+            url = f"http://127.0.0.1:{server.http_port}{run.route}"
+            load = (url, request_file, profile.threads, profile.connections)
+            if self.settings.warmup_s > 0:
+                _say(f"  {name}: warm-up {self.settings.warmup_s:g}s")
+                self.wrk.run(*load, self.settings.warmup_s)
+            _say(f"  {name}: measuring {self.settings.duration_s:g}s at "
+                 f"{profile.connections} connection(s), {profile.threads} wrk thread(s)")
+            before = self._broker_snapshot(server)
+            started = time.monotonic()
+            result = self.wrk.run(*load, self.settings.duration_s)
+            outcome.result = result
+            after = self._broker_snapshot(server)
+            if before is not None and after is not None:
+                try:
+                    outcome.batching = broker_stats.window(
+                        before, after, broker_stats.endpoint_key(run.route))
+                except broker_stats.StatsUnavailable as exc:
+                    self._warn_stats(exc)
+            _say(f"  {name}: {result.rps:,.0f} req/s ({result.ok_rps:,.0f} ok), "
+                 f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                 f"{result.responses_other} non-2xx, {result.errors} socket errors"
+                 + (f", {outcome.batching.batches:,} model calls of "
+                    f"{outcome.batching.mean_batch_size:.1f} rows" if outcome.batching else "")
+                 + f" [{time.monotonic() - started:.1f}s]")
+            if not server.alive():
+                raise ServerFailed(f"{server.spec.label} died during the run; see "
+                                   f"{server.log_path}")
+        except (ServerFailed, WrkFailed) as exc:
+            outcome.error = str(exc)
+            _say(f"  error: {name}: {exc}")
+        return outcome
+
+    def _broker_snapshot(self, server: ServerProcess) -> dict | None:
+        """The broker's STATS, or None (echo server, or statistics unavailable)."""
+        if server.control_address is None:
+            return None
+        try:
+            return broker_stats.snapshot(sys.executable, server.control_address,
+                                         self.settings.repo)
+        except broker_stats.StatsUnavailable as exc:
+            self._warn_stats(exc)
+            return None
+
+    def _warn_stats(self, exc: Exception) -> None:
+        if not self._stats_warned:
+            self._stats_warned = True
+            _say(f"  warning: no broker statistics (batch sizes left blank): {exc}")
