@@ -19,7 +19,7 @@ import tornado.web
 from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink
 from zeroserve import codec
-from zeroserve.protocol import Status, error_message
+from zeroserve.protocol import Status, error_details
 from zeroserve.schema import InvalidInput, validate_inputs
 
 log = logging.getLogger("zeroserve.gateway")
@@ -136,10 +136,9 @@ class InvokeHandler(BaseHandler):
         meta, frames = codec.encode(inputs)
         reply = await self.link.request(service, endpoint, timeout_s, meta, frames, rows, key)
         if reply.status is not Status.OK:
-            retry = None
-            if reply.status is Status.QUEUE_FULL:
-                retry = 1
-            raise RequestFailed(reply.status, error_message(reply), retry)
+            details = error_details(reply)
+            raise RequestFailed(reply.status, str(details["error"]),
+                                details.get("retry_after_s"))
         try:
             value = codec.decode(reply.meta, reply.body)
         except codec.CodecError as exc:
