@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from batching.policy import BatchLimits, BatchPolicy
 from batching.queue import EndpointQueue, Pending
@@ -254,7 +254,7 @@ class BrokerCore:
         """Dispatch waiting work of ``service`` while workers have free slots."""
         endpoints = self._by_service.get(service, ())
         while self.registry.has_free(service):
-            best, best_rows = None, 0
+            best, best_rows, best_deadline = None, 0, float("inf")
             free = self.registry.free_slots(service)
             busy = self.registry.busy_slots(service)
             for endpoint in endpoints:
@@ -263,9 +263,8 @@ class BrokerCore:
                     continue
                 decision = endpoint.policy.decide(endpoint.queue, now, free, busy)
                 endpoint.wake_at = decision.wake_at
-                if decision.take_rows > 0 and (best is None or
-                                               head.deadline < best.queue.head().deadline):
-                    best, best_rows = endpoint, decision.take_rows
+                if decision.take_rows > 0 and head.deadline < best_deadline:
+                    best, best_rows, best_deadline = endpoint, decision.take_rows, head.deadline
             if best is None:
                 return
             self._dispatch(best, best.queue.take(best_rows), now)
@@ -305,8 +304,8 @@ class BrokerCore:
             self._recover(worker, now, f"missed heartbeats for {now - worker.last_seen:.1f}s")
         if self._limbo and now - self.started >= self.config.liveness_s * 2:
             waiting, self._limbo = self._limbo, []
-            for service, endpoint, item in waiting:
-                self._admit(service, endpoint, item, now)
+            for service, endpoint_name, item in waiting:
+                self._admit(service, endpoint_name, item, now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for worker in self.registry:

@@ -72,7 +72,7 @@ class BrokerDaemon:
             if now >= next_tick:
                 core.on_tick(now)
                 next_tick = now + core.next_wake(now)
-            ready = dict(poller.poll(max(0.0, next_tick - now) * 1000))
+            ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
                 self._drain(self.backend, core.on_backend)
             if self.frontend in ready:

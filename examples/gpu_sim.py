@@ -8,9 +8,9 @@ waiting at most 20 ms for a batch to fill).
 from typing import Annotated
 
 import numpy as np
+from reference_models import gpu_sim
 
 import zeroserve
-from reference_models import gpu_sim
 
 Row = Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, 64))]
 Out = Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, 10))]

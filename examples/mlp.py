@@ -7,9 +7,9 @@
 from typing import Annotated
 
 import numpy as np
+from reference_models import mlp
 
 import zeroserve
-from reference_models import mlp
 
 
 @zeroserve.service(name="mlp")

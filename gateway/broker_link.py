@@ -42,7 +42,7 @@ class EndpointInfo:
 
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
-        fut.set_exception(asyncio.TimeoutError())
+        fut.set_exception(TimeoutError())
 
 
 class BrokerLink:
@@ -118,7 +118,7 @@ class BrokerLink:
                            body, rows, batch_key).to_frames()
         try:
             return await self._exchange(request_id, frames, timeout_s + _GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return p.error_reply(request_id, Status.DEADLINE_EXCEEDED,
                                  "no answer from the broker before the deadline")
 
@@ -143,7 +143,7 @@ class BrokerLink:
     async def refresh_models(self) -> None:
         try:
             answer = await self.control(p.ControlOp.MODELS, timeout_s=1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         self._models_at = time.monotonic()
         self.services = answer.get("services", {})
@@ -179,11 +179,11 @@ class BrokerLink:
         while True:
             try:
                 answer = await self.control(p.ControlOp.PING, timeout_s=self.liveness_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("gateway: broker %s did not answer for %.1fs", self.address,
                             self.liveness_s)
                 continue
-            broker_id = answer.get("broker_id")
+            broker_id = str(answer.get("broker_id"))
             if broker_id != self.broker_id:
                 if self.broker_id is not None:
                     await self._resend(broker_id)

@@ -142,7 +142,8 @@ class InvokeHandler(BaseHandler):
         try:
             value = codec.decode(reply.meta, reply.body)
         except codec.CodecError as exc:
-            raise RequestFailed(Status.INTERNAL, f"worker sent an undecodable answer: {exc}")
+            raise RequestFailed(Status.INTERNAL,
+                                f"worker sent an undecodable answer: {exc}") from None
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
             meta, _ = codec.encode(value, threshold=1 << 62)
@@ -152,7 +153,8 @@ class InvokeHandler(BaseHandler):
             try:
                 self.finish(to_json(value))
             except (TypeError, ValueError) as exc:
-                raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}")
+                raise RequestFailed(Status.USER_ERROR,
+                                    f"answer cannot be sent as JSON: {exc}") from None
 
 
 class HealthHandler(BaseHandler):

@@ -124,7 +124,7 @@ class Cluster:
     def test_worker(self, cls: str, *extra: str, env: dict | None = None) -> Daemon:
         return self.worker(f"{TEST_SERVICES}:{cls}", *extra, env=env)
 
-    def start(self, service: str = "mlp.py:MLP", workers: int = 1) -> "Cluster":
+    def start(self, service: str = "mlp.py:MLP", workers: int = 1) -> Cluster:
         self.broker()
         self.gateway()
         for _ in range(workers):

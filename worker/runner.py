@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
-from zeroserve import codec, protocol as p
-from zeroserve.protocol import Status
 from worker.placement import Placement
+from zeroserve import codec
+from zeroserve import protocol as p
+from zeroserve.protocol import Status
 from zeroserve.service import EndpointSpec, ServiceSpec
 
 log = logging.getLogger("zeroserve.worker")

@@ -14,8 +14,15 @@ Write a service::
 serve it with ``zeroserve serve file.py:MLP`` and call it with
 ``zeroserve.Client("http://localhost:8000").call("mlp", "predict", x=array)``.
 """
-from zeroserve.client import (BadRequest, Client, DeadlineExceeded, NotFound, Overloaded,
-                              ServerError, ZeroserveError)
+from zeroserve.client import (
+                              BadRequest,
+                              Client,
+                              DeadlineExceeded,
+                              NotFound,
+                              Overloaded,
+                              ServerError,
+                              ZeroserveError,
+)
 from zeroserve.schema import Tensor
 from zeroserve.service import api, service
 

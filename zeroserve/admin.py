@@ -11,7 +11,7 @@ from zeroserve import protocol as p
 def control(address: str, op: p.ControlOp, args: dict | None = None,
             timeout_s: float = 3.0) -> dict:
     """Make one control call on the broker at ``address``; raise TimeoutError if it is silent."""
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

@@ -15,7 +15,8 @@ Anything else raises :class:`CodecError`; nothing is ever unpickled.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -123,12 +124,13 @@ def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
             kind, shape, flat = header
             if kind not in ("U", "O") or not isinstance(flat, list) or not isinstance(shape, list):
                 raise CodecError("malformed string array")
-            arr = np.empty(len(flat), dtype=object)
-            arr[:] = flat
+            flat_arr = np.empty(len(flat), dtype=object)
+            flat_arr[:] = flat
             try:
-                arr = arr.reshape(shape)
+                arr = flat_arr.reshape(shape)
             except (ValueError, TypeError):
-                raise CodecError(f"string array shape {shape!r} does not fit {len(flat)} items")
+                raise CodecError(
+                    f"string array shape {shape!r} does not fit {len(flat)} items") from None
             return arr.astype(str) if kind == "U" else arr
         dtype, shape = _check_header(header[0], header[1])
         if code == _EXT_INLINE:

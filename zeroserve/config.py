@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Any, cast
 
 import yaml
 from simple_di import container, providers
@@ -49,7 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_timeout_s": 600.0,
     },
     "batching": {
-        "overrides": {},                      # {"service.endpoint": {max_batch_size, max_latency_ms}}
+        "overrides": {},  # {"service.endpoint": {"max_batch_size": n, "max_latency_ms": ms}}
     },
     "log": {
         "level": "INFO",
@@ -120,7 +121,7 @@ class Settings:
     """The container of every setting; ``settings.config.heartbeat.interval_s.get()``."""
 
     config: providers.Configuration = field(
-        default_factory=lambda: providers.Configuration(copy.deepcopy(DEFAULTS)))
+        default_factory=lambda: providers.Configuration(cast(Any, copy.deepcopy(DEFAULTS))))
 
     def get(self, path: str) -> Any:
         """The value at ``section.key``."""
@@ -145,5 +146,5 @@ def load_settings(config_file: str | None = None, overrides: Mapping[str, Any] |
     _merge(values, env_layer(os.environ if environ is None else environ), "environment")
     _merge(values, dotted(overrides or {}), "command line")
     settings = Settings()
-    settings.config.set(values)
+    settings.config.set(cast(Any, values))
     return settings

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
@@ -38,7 +38,9 @@ class LoopSocket:
         self._loop = loop or asyncio.get_running_loop()
         self._backlog: deque[list] = deque()
         self._check_scheduled = False
-        self._fd = sock.getsockopt(zmq.FD)
+        fd = sock.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
+        self._fd = fd
         self._loop.add_reader(self._fd, self._drain)
         self._closed = False
 

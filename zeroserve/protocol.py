@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any
 
 import msgpack
 
 PROTOCOL = b"ZS1"
 
-Frame = Union[bytes, memoryview, Any]  # bytes or a zmq.Frame received with copy=False
+Frame = Any  # bytes, memoryview, or a zmq.Frame received with copy=False
 
 
 class Command(bytes, enum.Enum):
@@ -76,7 +77,7 @@ _BATCH_ID = struct.Struct(">Q")
 
 def _raw(frame: Frame) -> bytes:
     """The bytes of a routing frame (a zmq.Frame received with copy=False, or bytes)."""
-    data = getattr(frame, "bytes", frame)
+    data: Any = getattr(frame, "bytes", frame)
     return data if isinstance(data, bytes) else bytes(data)
 
 
@@ -155,7 +156,8 @@ class Request:
 def parse_request(rest: Sequence[Frame]) -> Request:
     """Parse the frames after the command of a REQUEST."""
     if len(rest) < 5:
-        raise ProtocolError(f"REQUEST has {len(rest)} frames after the command, at least 5 expected")
+        raise ProtocolError(
+            f"REQUEST has {len(rest)} frames after the command, at least 5 expected")
     request_id = _raw(rest[0])
     if not request_id:
         raise ProtocolError("REQUEST has an empty request id")
@@ -225,7 +227,7 @@ def error_message(reply: Reply) -> str:
     return str(error_details(reply)["error"])
 
 
-class ControlOp(str, enum.Enum):
+class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     """Control calls a gateway (or an operator tool) makes on the broker's frontend."""
 
     PING = "ping"          # -> {"broker_id", "uptime_s"}
@@ -339,15 +341,17 @@ class Batch:
         return frames
 
 
-def _split_items(header: Any, payload: Sequence[Frame], what: str) -> list[list]:
+def _split_items(header: Any, payload: Sequence[Frame], what: str) -> list[tuple[list, list]]:
+    """Pair each header entry ``[..., n_frames]`` with its frames of ``payload``."""
     if not isinstance(header, list) or not header:
         raise ProtocolError(f"{what} header must be a non-empty list")
-    out, pos = [], 0
+    out: list[tuple[list, list]] = []
+    pos = 0
     for entry in header:
         if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], int) \
                 or entry[2] < 1:
             raise ProtocolError(f"{what} header entry is malformed")
-        out.append(list(payload[pos:pos + entry[2]]))
+        out.append((entry, list(payload[pos:pos + entry[2]])))
         pos += entry[2]
     if pos != len(payload):
         raise ProtocolError(f"{what} header counts {pos} frames, message has {len(payload)}")
@@ -362,9 +366,8 @@ def parse_batch(rest: Sequence[Frame]) -> Batch:
     if len(raw_id) != _BATCH_ID.size:
         raise ProtocolError("BATCH id must be 8 bytes")
     header = unpack_map(rest[2], "BATCH header")
-    groups = _split_items(header, rest[3:], "BATCH")
     items = []
-    for entry, frames in zip(header, groups):
+    for entry, frames in _split_items(header, rest[3:], "BATCH"):
         if not isinstance(entry[0], bytes) or not isinstance(entry[1], int):
             raise ProtocolError("BATCH header entry has a bad request id or timeout")
         items.append(BatchItem(entry[0], entry[1], frames))
@@ -407,10 +410,8 @@ def parse_result(rest: Sequence[Frame]) -> Result:
     header = unpack_map(rest[1], "RESULT header")
     if not isinstance(header, dict) or not isinstance(header.get("exec_s"), (int, float)):
         raise ProtocolError("RESULT header must be a map with exec_s")
-    entries = header.get("items")
-    groups = _split_items(entries, rest[2:], "RESULT")
     items = []
-    for entry, frames in zip(entries, groups):
+    for entry, frames in _split_items(header.get("items"), rest[2:], "RESULT"):
         try:
             status = Status(entry[1])
         except ValueError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class Field:
                 "required": self.required}
 
     @classmethod
-    def from_description(cls, desc: dict) -> "Field":
+    def from_description(cls, desc: dict) -> Field:
         kind = desc.get("kind", "any")
         if kind not in KINDS:
             raise ValueError(f"unknown field kind {kind!r}")
@@ -117,7 +117,7 @@ def coerce_value(field: Field, value: Any) -> Any:
     if not isinstance(value, types) or (field.kind in ("int", "float") and isinstance(value, bool)):
         raise InvalidInput(field.name, f"expected {field.kind}, got {type(value).__name__}")
     if field.kind == "float":
-        value = float(value)
+        value = float(cast(float, value))
         if not math.isfinite(value):
             raise InvalidInput(field.name, "must be a finite number")
     return list(value) if field.kind == "list" else value

@@ -13,9 +13,10 @@ import importlib.util
 import inspect
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def service(cls: type | None = None, *, name: str | None = None) -> Any:
         for attr in dir(klass):
             func = getattr(klass, attr, None)
             options = getattr(func, _API_ATTR, None)
-            if options is not None:
+            if options is not None and func is not None:
                 ep = _endpoint(func, options)
                 if ep.name in spec.endpoints:
                     raise TypeError(f"service {spec.name}: endpoint {ep.name!r} declared twice")

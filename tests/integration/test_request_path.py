@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from reference_models import mlp, sample_input
 
 import zeroserve
-from reference_models import mlp, sample_input
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import zeroserve
 from cluster import EXAMPLES, FAST_ENV, ROOT, free_port
 from reference_models import mlp, sample_input
+
+import zeroserve
 
 pytestmark = pytest.mark.integration
 
