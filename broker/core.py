@@ -87,10 +87,11 @@ class BrokerCore:
     # ------------------------------------------------------------ frontend
 
     def on_frontend(self, frames: Sequence, now: float) -> None:
-        """Handle one message from a gateway: ``[identity, ZS1, command, ...]``."""
+        """Handle one message from a gateway: ``[identity, ZS1, command, ...]``, the identity
+        and routing frames as bytes, payload frames as bytes or zmq.Frame."""
         if len(frames) < 3:
             return self._drop("frontend", "too few frames")
-        gateway = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
+        gateway = frames[0]
         try:
             command, rest = p.split_command(frames[1:])
             if command is Command.REQUEST:
@@ -146,10 +147,10 @@ class BrokerCore:
     # ------------------------------------------------------------ backend
 
     def on_backend(self, frames: Sequence, now: float) -> None:
-        """Handle one message from a worker: ``[identity, ZS1, command, ...]``."""
+        """Handle one message from a worker: ``[identity, ZS1, command, ...]`` (as above)."""
         if len(frames) < 3:
             return self._drop("backend", "too few frames")
-        identity = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
+        identity = frames[0]
         try:
             command, rest = p.split_command(frames[1:])
             if command is Command.READY:

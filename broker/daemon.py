@@ -4,15 +4,21 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from typing import Callable
 
 import zmq
 
 from broker.core import BrokerConfig, BrokerCore
 from zeroserve.config import Settings
+from zeroserve.loopsocket import recv_message
 
 log = logging.getLogger("zeroserve.broker")
 
 _DRAIN_PER_WAKE = 512  # messages read from one socket before looking at the other
+# frames received as bytes (the rest stay zero-copy): identity + a REQUEST up to its meta;
+# identity + a RESULT up to its header
+_FRONTEND_COPIED = 8
+_BACKEND_COPIED = 5
 
 
 def config_from(settings: Settings) -> BrokerConfig:
@@ -74,14 +80,15 @@ class BrokerDaemon:
                 next_tick = now + core.next_wake(now)
             ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
-                self._drain(self.backend, core.on_backend)
+                self._drain(self.backend, core.on_backend, _BACKEND_COPIED)
             if self.frontend in ready:
-                self._drain(self.frontend, core.on_frontend)
+                self._drain(self.frontend, core.on_frontend, _FRONTEND_COPIED)
 
-    def _drain(self, sock: zmq.Socket, handle) -> None:
+    @staticmethod
+    def _drain(sock: zmq.Socket, handle: Callable[[list, float], None], copied: int) -> None:
         for _ in range(_DRAIN_PER_WAKE):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_message(sock, copied)
             except zmq.Again:
                 return
             handle(frames, time.monotonic())

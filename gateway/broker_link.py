@@ -73,7 +73,7 @@ class BrokerLink:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.connect(self.address)
-        self._socket = LoopSocket(sock, self._on_message)
+        self._socket = LoopSocket(sock, self._on_message, copied=5)  # REPLY up to its meta
         self._tasks = [asyncio.create_task(self._ping())]
 
     async def close(self) -> None:

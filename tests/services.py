@@ -53,6 +53,11 @@ class Batchy:
         out[:, 3] = x.shape[0]  # each row learns the size of its batch
         return out
 
+    @zeroserve.api(batchable=True, max_batch_size=32, max_latency_ms=50)
+    def width(self, x: Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, -1))]) -> dict:
+        time.sleep(0.02)
+        return {"rows": np.full(x.shape[0], x.shape[0]), "first": x[:, 0].copy()}
+
     @zeroserve.api(batchable=True, max_batch_size=8, max_latency_ms=20)
     def wrong_rows(self, x: Vec) -> Vec:
         return x[:1]

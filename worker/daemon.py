@@ -56,7 +56,7 @@ class WorkerDaemon:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.connect(self.broker)
-        self.sock = LoopSocket(sock, self._on_message)
+        self.sock = LoopSocket(sock, self._on_message, copied=5)  # BATCH up to its header
         self._last_broker = time.monotonic()
 
     def _send(self, frames: list) -> None:

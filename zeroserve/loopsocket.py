@@ -24,16 +24,30 @@ import zmq
 log = logging.getLogger("zeroserve")
 
 
+def recv_message(sock: zmq.Socket, copied: int, flags: int = zmq.NOBLOCK) -> list:
+    """Receive one multipart message: its first ``copied`` frames as bytes, the rest as
+    ``zmq.Frame`` views (no copy). Routing frames are small and read often, so bytes are
+    cheaper for them; payload frames may be large tensors, which are never copied."""
+    parts: list = [sock.recv(flags, copy=copied > 0)]
+    index = 1
+    while sock.rcvmore:
+        parts.append(sock.recv(flags, copy=index < copied))
+        index += 1
+    return parts
+
+
 class LoopSocket:
     """One DEALER (or any) socket, its messages delivered to ``on_message(frames)``.
 
-    Frames are received with ``copy=False`` (``zmq.Frame``); ``on_message`` runs
-    on the loop and must not block.
+    The first ``copied`` frames of each message arrive as bytes, the rest as
+    ``zmq.Frame`` (see :func:`recv_message`); ``on_message`` runs on the loop and
+    must not block.
     """
 
     def __init__(self, sock: zmq.Socket, on_message: Callable[[list], None],
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 copied: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.sock = sock
+        self._copied = copied
         self._on_message = on_message
         self._loop = loop or asyncio.get_running_loop()
         self._backlog: deque[list] = deque()
@@ -77,10 +91,10 @@ class LoopSocket:
         self._check_scheduled = False
         if self._closed:
             return
-        sock = self.sock
+        sock, copied = self.sock, self._copied
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_message(sock, copied)
             except zmq.Again:
                 return
             try:
