@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
