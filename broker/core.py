@@ -45,7 +45,10 @@ class InFlight:
     endpoint: Endpoint
     items: list  # list[Pending]
     sent_at: float
-    answered: set = field(default_factory=set)  # request ids already answered (deadline)
+    waiting: dict = field(default_factory=dict)  # request id -> Pending, not yet answered
+
+    def __post_init__(self) -> None:
+        self.waiting = {item.request_id: item for item in self.items}
 
 
 @dataclass(frozen=True)
@@ -220,26 +223,16 @@ class BrokerCore:
         flight.endpoint.policy.observe(rows, result.exec_s)
         flight.endpoint.stats.record_batch(rows, len(flight.items), result.exec_s)
         for ri in result.items:
-            gateway = self._gateway_of(flight, ri.request_id)
-            if gateway is not None:
+            item = flight.waiting.pop(ri.request_id, None)
+            if item is not None:  # None: answered already (its deadline passed)
                 flight.endpoint.stats.record_status(ri.status)
-                self._reply(gateway, p.Reply(ri.request_id, ri.status, ri.frames[0],
-                                             ri.frames[1:]))
+                self._reply(item.gateway, p.Reply(ri.request_id, ri.status, ri.frames[0],
+                                                  ri.frames[1:]))
         if worker.draining and not worker.in_flight:
             self.registry.remove(worker.identity)
             self._send_back([worker.identity, *p.disconnect()])
             log.info("broker: worker %s drained and left", worker.worker_id)
         self._pump(worker.service, now)
-
-    @staticmethod
-    def _gateway_of(flight: InFlight, request_id: bytes) -> bytes | None:
-        if request_id in flight.answered:
-            return None
-        for item in flight.items:
-            if item.request_id == request_id:
-                flight.answered.add(request_id)
-                return item.gateway
-        return None
 
     def _on_disconnect(self, worker: WorkerState, now: float) -> None:
         self.registry.drain(worker.identity)
@@ -293,13 +286,13 @@ class BrokerCore:
             if expired:
                 self._expire_waiting(endpoint, expired)
         for flight in self._in_flight.values():
-            for item in flight.items:
-                if item.deadline <= now and item.request_id not in flight.answered:
-                    flight.answered.add(item.request_id)
-                    flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
-                    self._reply(item.gateway, p.error_reply(
-                        item.request_id, Status.DEADLINE_EXCEEDED,
-                        "deadline exceeded while the request was executing"))
+            late = [item for item in flight.waiting.values() if item.deadline <= now]
+            for item in late:
+                del flight.waiting[item.request_id]
+                flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
+                self._reply(item.gateway, p.error_reply(
+                    item.request_id, Status.DEADLINE_EXCEEDED,
+                    "deadline exceeded while the request was executing"))
         for worker in self.registry.expired(now):
             self.registry.remove(worker.identity)
             self._recover(worker, now, f"missed heartbeats for {now - worker.last_seen:.1f}s")
@@ -335,9 +328,7 @@ class BrokerCore:
             flight = self._in_flight.pop(batch_id, None)
             if flight is None:
                 continue
-            for item in flight.items:
-                if item.request_id in flight.answered:
-                    continue
+            for item in flight.waiting.values():
                 retry = (flight.endpoint.retry_on_worker_loss and item.deadline > now
                          and item.attempts < self.config.max_attempts)
                 if retry:
