@@ -1,0 +1,154 @@
+"""BrokerCore with an injected clock and captured sends: routing, deadlines, eviction."""
+from broker.core import BrokerConfig, BrokerCore
+from zeroserve import protocol as p
+from zeroserve.protocol import Command, Status
+
+ENDPOINTS = {"predict": {"inputs": [], "batchable": False},
+             "tag": {"inputs": [], "batchable": True, "max_batch_size": 8, "max_latency_ms": 10}}
+
+
+class Harness:
+    def __init__(self, **config):
+        self.front, self.back = [], []
+        self.core = BrokerCore(BrokerConfig(heartbeat_s=1.0, liveness=3, **config),
+                               self.front.append, self.back.append, now=0.0)
+        self.ids = 0
+
+    def worker(self, identity=b"W1", slots=1, now=0.0, service="svc"):
+        self.core.on_backend([identity, *p.Ready(identity.decode(), service, ENDPOINTS,
+                                                 slots).to_frames()], now)
+
+    def request(self, now, timeout_ms=1000, endpoint="predict", service="svc", key=b""):
+        self.ids += 1
+        rid = self.ids.to_bytes(8, "big")
+        req = p.Request(rid, service, endpoint, timeout_ms, b"meta", [], 1, key)
+        self.core.on_frontend([b"G", *req.to_frames()], now)
+        return rid
+
+    def batches(self):
+        out = []
+        for frames in self.back:
+            command, rest = p.split_command(frames[1:])
+            if command is Command.BATCH:
+                out.append((frames[0], p.parse_batch(rest)))
+        self.back.clear()
+        return out
+
+    def replies(self):
+        out = {}
+        for frames in self.front:
+            _, rest = p.split_command(frames[1:])
+            reply = p.parse_reply(rest)
+            out[reply.request_id] = reply
+        self.front.clear()
+        return out
+
+    def result(self, identity, batch, now, status=Status.OK):
+        res = p.Result(batch.batch_id, 0.001, [p.ResultItem(it.request_id, status, [b"out"])
+                                              for it in batch.items])
+        self.core.on_backend([identity, *res.to_frames()], now)
+
+
+def test_request_goes_to_a_worker_and_the_reply_back_to_its_gateway():
+    h = Harness()
+    h.worker()
+    rid = h.request(0.1)
+    ((identity, batch),) = h.batches()
+    assert identity == b"W1" and batch.items[0].request_id == rid
+    h.result(identity, batch, 0.2)
+    reply = h.replies()[rid]
+    assert reply.status is Status.OK and bytes(reply.meta) == b"out"
+
+
+def test_request_expired_in_queue_is_504_and_never_dispatched():
+    h = Harness()
+    h.worker(slots=1)
+    h.request(0.0, timeout_ms=5000)  # occupies the only slot
+    late = h.request(0.0, timeout_ms=100)
+    h.batches()
+    h.core.on_tick(0.2)
+    assert h.replies()[late].status is Status.DEADLINE_EXCEEDED
+    h.core.on_tick(0.3)
+    assert not [b for _, b in h.batches() if b.items[0].request_id == late]
+
+
+def test_no_worker_waits_until_the_deadline_then_503():
+    h = Harness()
+    h.worker()
+    h.core.on_backend([b"W1", *p.disconnect()], 0.0)  # leaves
+    rid = h.request(10.0, timeout_ms=500)
+    h.core.on_tick(10.4)
+    assert rid not in h.replies()
+    h.core.on_tick(10.6)
+    assert h.replies()[rid].status is Status.NO_WORKER
+
+
+def test_full_queue_is_refused_at_once_with_retry_after():
+    h = Harness(max_queue=1, retry_after_s=2)
+    h.worker(slots=1)
+    h.request(0.0)
+    h.request(0.0)  # queued
+    rid = h.request(0.0)
+    reply = h.replies()[rid]
+    assert reply.status is Status.QUEUE_FULL and p.error_details(reply)["retry_after_s"] == 2
+
+
+def test_silent_worker_is_evicted_and_its_request_requeued_to_another():
+    h = Harness()
+    h.worker(b"W1", now=0.0)
+    rid = h.request(0.5, timeout_ms=10_000)
+    ((first, _),) = h.batches()
+    h.worker(b"W2", now=3.0)
+    h.core.on_tick(3.6)  # W1 silent for 3.6 s > 3 s liveness
+    ((second, batch),) = h.batches()
+    assert (first, second) == (b"W1", b"W2") and batch.items[0].request_id == rid
+
+
+def test_deadline_during_execution_answers_504_and_drops_the_late_result():
+    h = Harness()
+    h.worker()
+    rid = h.request(0.0, timeout_ms=100)
+    ((identity, batch),) = h.batches()
+    h.core.on_tick(0.2)
+    assert h.replies()[rid].status is Status.DEADLINE_EXCEEDED
+    h.result(identity, batch, 0.3)
+    assert h.replies() == {}
+
+
+def test_least_recently_used_worker_gets_the_next_request():
+    h = Harness()
+    for name in (b"W1", b"W2", b"W3"):
+        h.worker(name, slots=4)
+    for i in range(6):
+        h.request(0.0 + i)
+    assert [identity for identity, _ in h.batches()] == [b"W1", b"W2", b"W3"] * 2
+
+
+def test_batchable_endpoint_merges_waiting_requests_of_one_key_only():
+    h = Harness()
+    h.worker(slots=1)
+    h.request(0.0, endpoint="predict")  # occupies the slot
+    for key in (b"a", b"b", b"a", b"a"):
+        h.request(0.0, endpoint="tag", key=key)
+    ((identity, busy),) = h.batches()
+    h.result(identity, busy, 0.01)
+    ((_, batch),) = h.batches()
+    assert len(batch.items) == 3  # the three of key a; b waits for the next slot
+
+
+def test_unknown_service_is_404_once_the_startup_grace_is_over():
+    h = Harness()
+    early = h.request(0.0, service="nosuch")
+    assert early not in h.replies()  # a young broker waits for workers to register
+    h.core.on_tick(7.0)
+    assert h.replies()[early].status is Status.NOT_FOUND
+    late = h.request(7.1, service="nosuch")
+    assert h.replies()[late].status is Status.NOT_FOUND
+
+
+def test_malformed_messages_are_counted_and_dropped():
+    h = Harness()
+    for frames in ([b"G"], [b"G", b"ZS1", b"\x7f"], [b"G", b"ZS1", b"\x01", b"x"],
+                   [b"W", b"ZS1", b"\x10", b"\xc1"]):
+        (h.core.on_backend if frames[0] == b"W" else h.core.on_frontend)(frames, 0.0)
+    assert h.core.dropped == 4 and h.replies() == {}
