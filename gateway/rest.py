@@ -118,6 +118,9 @@ class InvokeHandler(BaseHandler):
     async def _invoke(self, service: str, endpoint: str) -> None:
         info = await self.link.endpoint(service, endpoint)
         if info is None:
+            if not self.link.alive:
+                raise RequestFailed(Status.NO_WORKER,
+                                    f"the broker at {self.link.address} does not answer")
             if service in self.link.services:
                 raise RequestFailed(Status.NOT_FOUND,
                                     f"service '{service}' has no endpoint '{endpoint}'")

@@ -162,6 +162,17 @@ class Cluster:
 
         return broker_stats(f"tcp://127.0.0.1:{self.frontend_port}")
 
+    def wait_http(self, timeout: float = 20.0) -> None:
+        """Wait until the gateway answers /healthz (whether or not the cluster is ready)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/healthz", timeout=1.0)[0] == 200:
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise TimeoutError("gateway never answered /healthz")
+
     def wait_ready(self, workers: int = 1, service: str | None = None,
                    timeout: float = 30.0) -> None:
         """Wait until the gateway answers /readyz and ``workers`` workers have registered."""

@@ -131,3 +131,27 @@ def test_malformed_frames_are_dropped_and_the_broker_keeps_serving(cluster, sock
     assert cluster.post("/ledger/mark", {"tag": "still"})[:2] == (200, "still")
     assert cluster.daemons[0].alive()
     assert cluster.stats()["malformed_dropped"] >= 100
+
+
+def test_gateway_without_a_broker_answers_503_not_404(cluster):
+    cluster.gateway()
+    cluster.wait_http()
+    status, body = cluster.get("/readyz")
+    assert status == 503 and "broker" in body["reason"]
+    status, body, _ = cluster.post("/mlp/predict", {"x": [[0.0] * 64]})
+    assert status == 503 and "does not answer" in body["error"]
+
+
+def test_cluster_teardown_leaves_no_process_behind(tmp_path):
+    from cluster import Cluster
+
+    c = Cluster(tmp_path)
+    c.start("mlp.py:MLP", workers=2)
+    pids = [d.pid for d in c.daemons]
+    c.stop()
+    for pid in pids:
+        try:
+            state = open(f"/proc/{pid}/status").read()
+        except FileNotFoundError:
+            continue
+        assert "zombie" in state, f"daemon {pid} still running"
