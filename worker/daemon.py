@@ -109,7 +109,12 @@ class WorkerDaemon:
         try:
             command, rest = p.split_command(frames)
             if command is Command.BATCH:
-                task = asyncio.ensure_future(self._run(p.parse_batch(rest)))
+                batch = p.parse_batch(rest)
+                assert self.runner is not None
+                if self.runner.can_run_inline(batch.endpoint):
+                    self._send(self.runner.run_inline(batch).to_frames())
+                    return
+                task = asyncio.ensure_future(self._run(batch))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
             elif command is Command.DISCONNECT:

@@ -27,3 +27,35 @@ def test_slow_inline_call_sends_the_endpoint_back_to_threads_for_good():
     for _ in range(100):
         place.observe(0.0001)
     assert not place.inline
+
+
+def test_inline_runner_returns_the_same_result_as_the_async_path():
+    import asyncio
+
+    import numpy as np
+
+    import zeroserve
+    from worker.runner import BatchRunner
+    from zeroserve import codec
+    from zeroserve import protocol as p
+    from zeroserve.service import service_spec
+
+    @zeroserve.service(name="s")
+    class S:
+        @zeroserve.api
+        def double(self, x: np.ndarray) -> np.ndarray:
+            return x * 2
+
+    async def threads(fn):
+        return fn()
+
+    runner = BatchRunner(service_spec(S), S(), threads)
+    meta, frames = codec.encode({"x": np.arange(3)})
+    batch = p.Batch(1, "double", [p.BatchItem(b"r", 1000, [meta, *frames])])
+    assert not runner.can_run_inline("double")  # not proven fast yet
+    via_loop = asyncio.run(runner.run(batch))
+    inline = runner.run_inline(batch)
+    for result in (via_loop, inline):
+        item = result.items[0]
+        assert item.status is p.Status.OK
+        assert codec.decode(item.frames[0], item.frames[1:]).tolist() == [0, 2, 4]
