@@ -132,6 +132,10 @@ class BrokerLink:
 
     # ------------------------------------------------------------ schemas
 
+    def cached_endpoint(self, service: str, name: str) -> EndpointInfo | None:
+        """The schema of an endpoint if this gateway has seen it (no broker call)."""
+        return self._endpoints.get((service, name))
+
     async def endpoint(self, service: str, name: str) -> EndpointInfo | None:
         """The schema of an endpoint, refreshing from the broker once if unknown."""
         info = self._endpoints.get((service, name))

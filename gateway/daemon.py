@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> int:
     link.start()
     server = tornado.httpserver.HTTPServer(
         make_app(link, settings), decompress_request=True,
-        max_body_size=settings.get("gateway.max_body_bytes"), xheaders=True)
+        max_body_size=settings.get("gateway.max_body_bytes"))
     host, port = settings.get("gateway.http_host"), settings.get("gateway.http_port")
     try:
         server.listen(port, address=host)

@@ -116,7 +116,8 @@ class InvokeHandler(BaseHandler):
             raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
 
     async def _invoke(self, service: str, endpoint: str) -> None:
-        info = await self.link.endpoint(service, endpoint)
+        info = self.link.cached_endpoint(service, endpoint) or \
+            await self.link.endpoint(service, endpoint)
         if info is None:
             if not self.link.alive:
                 raise RequestFailed(Status.NO_WORKER,

@@ -23,8 +23,10 @@ import zmq
 
 log = logging.getLogger("zeroserve")
 
+NOBLOCK = int(zmq.NOBLOCK)  # a plain int: combining pyzmq's enum flags costs on the hot path
 
-def recv_message(sock: zmq.Socket, copied: int, flags: int = zmq.NOBLOCK) -> list:
+
+def recv_message(sock: zmq.Socket, copied: int, flags: int = NOBLOCK) -> list:
     """Receive one multipart message: its first ``copied`` frames as bytes, the rest as
     ``zmq.Frame`` views (no copy). Routing frames are small and read often, so bytes are
     cheaper for them; payload frames may be large tensors, which are never copied."""
@@ -64,7 +66,7 @@ class LoopSocket:
             return
         if not self._backlog:
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart(frames, NOBLOCK, copy=False)
             except zmq.Again:
                 self._backlog.append(frames)
                 self._loop.call_later(0.005, self._flush)
@@ -75,7 +77,7 @@ class LoopSocket:
     def _flush(self) -> None:
         while self._backlog and not self._closed:
             try:
-                self.sock.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart(self._backlog[0], NOBLOCK, copy=False)
             except zmq.Again:
                 self._loop.call_later(0.005, self._flush)
                 return

@@ -64,6 +64,7 @@ class Status(enum.IntEnum):
 
 
 _HTTP_STATUS = {Status.INTERNAL: 500, Status.QUEUE_FULL: 503}
+_STATUSES = {int(s): s for s in Status}
 
 
 class ProtocolError(ValueError):
@@ -198,10 +199,9 @@ def parse_reply(rest: Sequence[Frame]) -> Reply:
     status_raw = _raw(rest[1])
     if len(status_raw) != _STATUS.size:
         raise ProtocolError("REPLY status frame must be 2 bytes")
-    try:
-        status = Status(_STATUS.unpack(status_raw)[0])
-    except ValueError:
-        raise ProtocolError(f"REPLY has unknown status {status_raw!r}") from None
+    status = _STATUSES.get(_STATUS.unpack(status_raw)[0])
+    if status is None:
+        raise ProtocolError(f"REPLY has unknown status {status_raw!r}")
     return Reply(_raw(rest[0]), status, rest[2], list(rest[3:]))
 
 
@@ -412,10 +412,9 @@ def parse_result(rest: Sequence[Frame]) -> Result:
         raise ProtocolError("RESULT header must be a map with exec_s")
     items = []
     for entry, frames in _split_items(header.get("items"), rest[2:], "RESULT"):
-        try:
-            status = Status(entry[1])
-        except ValueError:
-            raise ProtocolError(f"RESULT has unknown status {entry[1]!r}") from None
+        status = _STATUSES.get(entry[1])
+        if status is None:
+            raise ProtocolError(f"RESULT has unknown status {entry[1]!r}")
         if not isinstance(entry[0], bytes):
             raise ProtocolError("RESULT item has a bad request id")
         items.append(ResultItem(entry[0], status, frames))
