@@ -36,7 +36,8 @@ class WorkerDaemon:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.context = zmq.Context()
         self.sock: LoopSocket | None = None
-        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="endpoint")
+        self.threads = settings.get("worker.threads")
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="endpoint")
         self.runner: BatchRunner | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._last_broker = 0.0
@@ -73,9 +74,9 @@ class WorkerDaemon:
         while not self._drained.is_set():
             self._connect()
             self._send(self._ready())
-            log.info("worker %s: serving %s (%s) from broker %s with %d slots", self.worker_id,
-                     self.spec.name, ", ".join(sorted(self.spec.endpoints)), self.broker,
-                     self.slots)
+            log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
+                     self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
+                     self.broker, self.slots, self.threads)
             heard = await self._session()
             if self._drained.is_set():
                 break

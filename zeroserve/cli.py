@@ -83,7 +83,10 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 @click.option("--broker", "worker__broker",
               help="The broker's backend address [default: tcp://127.0.0.1:5556].")
 @click.option("--slots", "worker__slots", type=int,
-              help="Requests (batches) this worker runs at once [default: 2].")
+              help="Batches this worker holds at once, running or queued [default: 2].")
+@click.option("--threads", "worker__threads", type=int,
+              help="Sync endpoint calls run at once; raise it only for thread-safe models "
+                   "[default: 1].")
 @common_options
 def worker_command(service: str, config_file: str | None, **options: Any) -> None:
     """Run a worker for SERVICE (path/file.py:Class or package.module:Class)."""
@@ -107,6 +110,8 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @click.option("--frontend", help="Broker frontend address [default: tcp://127.0.0.1:5555].")
 @click.option("--backend", help="Broker backend address [default: tcp://127.0.0.1:5556].")
 @click.option("--slots", "worker__slots", type=int, help="Slots per worker [default: 2].")
+@click.option("--threads", "worker__threads", type=int,
+              help="Threads per worker for sync endpoints [default: 1].")
 @common_options
 def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
                   config_file: str | None, **options: Any) -> None:

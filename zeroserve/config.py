@@ -36,7 +36,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "worker": {
         "broker": "tcp://127.0.0.1:5556",
-        "slots": 2,                           # requests in flight per worker
+        "slots": 2,                           # batches held at once: running + queued
+        "threads": 1,                         # sync calls run at once (1: model need not be
+                                              # thread-safe)
         "reconnect_min_s": 0.1,
         "reconnect_max_s": 5.0,
         "drain_timeout_s": 30.0,
