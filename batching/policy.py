@@ -14,6 +14,10 @@ grows, amortising ``b``. It never waits past the oldest request's arrival plus
 met by the predicted execution (unlike CorkDispatcher, which ignores deadlines).
 When every slot is busy requests accumulate anyway, and a freed slot takes
 everything compatible up to ``max_batch_size``.
+
+For an endpoint that does not batch (``max_batch_size`` 1), several waiting
+requests may share one message when calls are cheap and the queue outnumbers
+the free slots; the worker runs them one by one (see ``_group_size``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from batching.queue import EndpointQueue
 
 _TARGET_UTILISATION = 0.7
 _RATE_WINDOW_S = 0.5  # time constant of the arrival-rate estimate
+_GROUP_BELOW_S = 0.001  # calls cheaper than this may travel several to a message
+_MAX_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,19 @@ class BatchPolicy:
             return self.limits.max_batch_size
         return min(self.limits.max_batch_size, math.ceil(b / (capacity / rate - a)))
 
+    def _group_size(self, waiting: int, free_slots: int) -> int:
+        """Requests of an endpoint that does not batch, sent in one message.
+
+        Each still runs as its own call, one after another on the worker; grouping only
+        saves the per-message cost, so it happens only when more requests wait than
+        there are free slots (nobody is kept from an idle worker) and calls are cheap
+        (the group's last request waits for the others).
+        """
+        if (waiting <= free_slots or not self.model.samples
+                or self.model.predict(1) > _GROUP_BELOW_S):
+            return 1
+        return min(_MAX_GROUP, math.ceil(waiting / free_slots))
+
     def decide(self, queue: EndpointQueue, now: float, free_slots: int,
                busy_slots: int) -> Decision:
         """Dispatch now (how many rows), or wait (until when)."""
@@ -126,7 +145,9 @@ class BatchPolicy:
         head = queue.head()
         if count == 0 or head is None:
             return Decision(0, None)
-        if limit == 1 or rows >= limit:
+        if limit == 1:
+            return Decision(self._group_size(len(queue), free_slots), None)
+        if rows >= limit:
             return Decision(limit, None)
         latest = min(oldest + self.limits.max_latency_s,
                      head.deadline - self.model.predict(limit))

@@ -138,3 +138,17 @@ def test_simulated_traffic_never_waits_past_max_latency_when_slots_are_free(rate
 def test_heavy_traffic_fills_batches_to_max():
     _, sizes = simulate(30000, slots=1, duration_s=1.0)
     assert max(sizes) == 64 and sorted(sizes)[len(sizes) // 2] == 64
+
+
+def test_cheap_unbatched_calls_travel_several_to_a_message_only_when_work_is_waiting():
+    model = LatencyModel()
+    model.observe(1, 0.0001)
+    policy = BatchPolicy(BatchLimits(1, 0.0), model)
+    queue = EndpointQueue(100)
+    for i in range(12):
+        queue.push(pending(i, 0.0))
+    assert policy.decide(queue, 0.0, free_slots=2, busy_slots=0).take_rows == 6
+    assert policy.decide(queue, 0.0, free_slots=20, busy_slots=0).take_rows == 1
+    slow = LatencyModel()
+    slow.observe(1, 0.005)
+    assert BatchPolicy(BatchLimits(1, 0.0), slow).decide(queue, 0.0, 2, 0).take_rows == 1
