@@ -87,6 +87,8 @@ class BatchRunner:
                 for it in batch.items])
         items: list[p.ResultItem] = []
         live: list[tuple[bytes, dict]] = []
+        received = time.monotonic()
+        deadlines: dict[bytes, float] = {}
         for it in batch.items:
             if it.timeout_ms <= 0:
                 items.append(_error_item(it.request_id, Status.DEADLINE_EXCEEDED,
@@ -100,12 +102,17 @@ class BatchRunner:
                 items.append(_error_item(it.request_id, Status.BAD_REQUEST, str(exc)))
                 continue
             live.append((it.request_id, inputs))
+            deadlines[it.request_id] = received + it.timeout_ms / 1000.0
         started = time.monotonic()
         if live:
             if endpoint.batchable and len(live) > 1:
                 items.extend(await self._run_merged(endpoint, live, inline_only))
             else:
                 for request_id, inputs in live:
+                    if time.monotonic() >= deadlines[request_id]:
+                        items.append(_error_item(request_id, Status.DEADLINE_EXCEEDED,
+                                                 "deadline exceeded before execution"))
+                        continue
                     items.append(await self._run_one(endpoint, request_id, inputs, inline_only))
         return p.Result(batch.batch_id, time.monotonic() - started, items)
 
