@@ -44,7 +44,6 @@ class InFlight:
     worker: WorkerState
     endpoint: Endpoint
     items: list  # list[Pending]
-    sent_at: float
     waiting: dict = field(default_factory=dict)  # request id -> Pending, not yet answered
 
     def __post_init__(self) -> None:
@@ -268,7 +267,7 @@ class BrokerCore:
         self._next_batch += 1
         worker = self.registry.acquire(endpoint.service, batch_id)
         assert worker is not None, "dispatch without a free worker"
-        self._in_flight[batch_id] = InFlight(worker, endpoint, items, now)
+        self._in_flight[batch_id] = InFlight(worker, endpoint, items)
         for it in items:
             it.attempts += 1
             endpoint.stats.record_wait(now - it.arrived)

@@ -66,7 +66,12 @@ class WorkerDaemon:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        instance = self.spec.cls()
+        try:
+            instance = self.spec.cls()
+        except Exception as exc:  # the user's __init__: say what failed, exit non-zero
+            log.error("worker %s: creating %s failed: %s: %s", self.worker_id,
+                      self.spec.cls.__name__, type(exc).__name__, exc, exc_info=True)
+            return 1
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
