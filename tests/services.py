@@ -79,3 +79,15 @@ class Ledger:
     @zeroserve.api
     def executed(self) -> list:
         return self.tags
+
+
+@zeroserve.service(name="broken")
+class Broken:
+    """A service whose constructor fails, as when model weights are missing."""
+
+    def __init__(self) -> None:
+        raise FileNotFoundError("weights.bin")
+
+    @zeroserve.api
+    def run(self) -> int:
+        return 0

@@ -155,3 +155,15 @@ def test_cluster_teardown_leaves_no_process_behind(tmp_path):
         except FileNotFoundError:
             continue
         assert "zombie" in state, f"daemon {pid} still running"
+
+
+def test_worker_whose_service_cannot_start_exits_1_saying_why(cluster):
+    worker = cluster.test_worker("Broken")
+    assert worker.proc.wait(20) == 1
+    assert "creating Broken failed: FileNotFoundError: weights.bin" in worker.log()
+
+
+def test_worker_given_a_bad_service_path_exits_with_a_usage_error(cluster):
+    worker = cluster.worker("/nonexistent/file.py:Nope")
+    assert worker.proc.wait(20) == 2
+    assert "cannot load service" in worker.log()
