@@ -141,6 +141,16 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             Check("batched", "unbatched", Measure.ADDED_P99_MS),
         ),
     ),
+    *(Profile(
+        name=f"batching-sweep-c{conns}",
+        summary=f"gpu_sim batched vs unbatched at {conns} connection(s), for the sweep plot",
+        model="gpu_sim", connections=conns, threads=1 if conns == 1 else 2,
+        runs=(
+            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
+            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
+        ),
+        checks=(Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),),
+    ) for conns in (1, 8, 256)),
     Profile(
         name="scale-workers",
         summary="gpu_sim unbatched at 64 connections with 1, 2 and 4 workers",
