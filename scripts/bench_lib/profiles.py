@@ -112,6 +112,25 @@ GPU_SIM = "examples/gpu_sim.py:GpuSim"
 _ECHO_MLP = Run("echo", EchoServer("mlp"), "/mlp/predict")
 _ZEROSERVE_MLP = Run("zeroserve", Cluster(MLP, workers=1), "/mlp/predict")
 
+def _batching(conns: int) -> Profile:
+    """gpu_sim batched vs unbatched on one worker, in the same run. At 64 connections this is
+    the design's `batching-c64` profile; the others are points of the sweep plot."""
+    return Profile(
+        name="batching-c64" if conns == 64 else f"batching-sweep-c{conns}",
+        summary=f"what adaptive batching buys on gpu_sim at {conns} connection(s) (1 worker): "
+                "batchable endpoint vs the same model unbatched",
+        model="gpu_sim", connections=conns, threads=1 if conns == 1 else 2,
+        runs=(
+            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
+            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
+        ),
+        checks=(
+            Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),
+            Check("batched", "unbatched", Measure.ADDED_P99_MS),
+        ),
+    )
+
+
 PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         name="overhead-c1",
@@ -127,30 +146,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         runs=(_ECHO_MLP, _ZEROSERVE_MLP),
         checks=(Check("zeroserve", "echo", Measure.THROUGHPUT_RATIO, bound=0.4),),
     ),
-    Profile(
-        name="batching-c64",
-        summary="what adaptive batching buys on gpu_sim at 64 connections (1 worker): "
-                "batchable endpoint vs the same model unbatched",
-        model="gpu_sim", connections=64, threads=2,
-        runs=(
-            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
-            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
-        ),
-        checks=(
-            Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),
-            Check("batched", "unbatched", Measure.ADDED_P99_MS),
-        ),
-    ),
-    *(Profile(
-        name=f"batching-sweep-c{conns}",
-        summary=f"gpu_sim batched vs unbatched at {conns} connection(s), for the sweep plot",
-        model="gpu_sim", connections=conns, threads=1 if conns == 1 else 2,
-        runs=(
-            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
-            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
-        ),
-        checks=(Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),),
-    ) for conns in (1, 8, 256)),
+    *(_batching(conns) for conns in (1, 8, 64, 256)),
     Profile(
         name="scale-workers",
         summary="gpu_sim unbatched at 64 connections with 1, 2 and 4 workers",
