@@ -245,11 +245,13 @@ class BrokerCore:
 
     def _pump(self, service: str, now: float) -> None:
         """Dispatch waiting work of ``service`` while workers have free slots."""
-        endpoints = self._by_service.get(service, ())
-        while self.registry.has_free(service):
+        endpoints = [e for e in self._by_service.get(service, ()) if len(e.queue)]
+        if not endpoints or not self.registry.has_free(service):
+            return
+        free = self.registry.free_slots(service)
+        busy = self.registry.busy_slots(service)
+        while free > 0:
             best, best_rows, best_deadline = None, 0, float("inf")
-            free = self.registry.free_slots(service)
-            busy = self.registry.busy_slots(service)
             for endpoint in endpoints:
                 head = endpoint.queue.head()
                 if head is None:
@@ -261,6 +263,7 @@ class BrokerCore:
             if best is None:
                 return
             self._dispatch(best, best.queue.take(best_rows), now)
+            free, busy = free - 1, busy + 1
 
     def _dispatch(self, endpoint: Endpoint, items: list, now: float) -> None:
         batch_id = self._next_batch
