@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
 @dataclass(slots=True)
@@ -32,12 +33,29 @@ class Pending:
 
 
 class EndpointQueue:
-    """Requests waiting for one endpoint, ordered by deadline (ties: arrival order)."""
+    """Requests waiting for one endpoint, ordered by deadline (ties: arrival order).
+
+    Also keeps the rows waiting per batch key, so that the policy learns in O(1)
+    whether a full batch is waiting.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._heap: list[tuple[float, int, Pending]] = []
         self._seq = itertools.count()
+        self._rows: dict[bytes, int] = {}
+
+    @property
+    def rows_by_key(self) -> Mapping[bytes, int]:
+        """Rows waiting, per batch key (a read-only live view; no key with 0 rows)."""
+        return MappingProxyType(self._rows)
+
+    def _count(self, item: Pending, sign: int) -> None:
+        left = self._rows.get(item.batch_key, 0) + sign * item.rows
+        if left > 0:
+            self._rows[item.batch_key] = left
+        else:
+            self._rows.pop(item.batch_key, None)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -56,17 +74,24 @@ class EndpointQueue:
             return False
         item.seq = next(self._seq)
         heapq.heappush(self._heap, (item.deadline, item.seq, item))
+        self._count(item, +1)
         return True
 
     def head(self) -> Pending | None:
         """The request with the earliest deadline, left in the queue."""
         return self._heap[0][2] if self._heap else None
 
+    def oldest_arrival(self) -> float:
+        """The earliest ``arrived`` among all waiting requests (inf when empty); O(n)."""
+        return min((entry[2].arrived for entry in self._heap), default=float("inf"))
+
     def pop_expired(self, now: float) -> list[Pending]:
         """Remove and return every request whose deadline is at or before ``now``."""
         expired = []
         while self._heap and self._heap[0][0] <= now:
-            expired.append(heapq.heappop(self._heap)[2])
+            item = heapq.heappop(self._heap)[2]
+            self._count(item, -1)
+            expired.append(item)
         return expired
 
     def compatible(self, limit_rows: int) -> tuple[int, int, float]:
@@ -77,7 +102,7 @@ class EndpointQueue:
             return 0, 0, float("inf")
         count = rows = 0
         earliest = float("inf")
-        for _, _, item in sorted(self._heap):
+        for item in self._in_deadline_order():
             if item.batch_key != head.batch_key:
                 continue
             if count and rows + item.rows > limit_rows:
@@ -85,7 +110,21 @@ class EndpointQueue:
             count += 1
             rows += item.rows
             earliest = min(earliest, item.arrived)
+            if rows >= limit_rows:
+                break
         return count, rows, earliest
+
+    def _in_deadline_order(self) -> Iterator[Pending]:
+        """Walk the heap in deadline order without changing it: O(log k) per item read,
+        so that reading the first k of a long queue does not sort all of it."""
+        heap, size = self._heap, len(self._heap)
+        frontier = [(heap[0][0], heap[0][1], 0)] if heap else []
+        while frontier:
+            index = heapq.heappop(frontier)[2]
+            yield heap[index][2]
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < size:
+                    heapq.heappush(frontier, (heap[child][0], heap[child][1], child))
 
     def take(self, limit_rows: int) -> list[Pending]:
         """Remove the head and, in deadline order, the requests sharing its batch key,
@@ -107,10 +146,13 @@ class EndpointQueue:
             rows += item.rows
         for entry in skipped:
             heapq.heappush(self._heap, entry)
+        for item in taken:
+            self._count(item, -1)
         return taken
 
     def drain(self) -> list[Pending]:
         """Remove and return everything, earliest deadline first."""
         items = [entry[2] for entry in sorted(self._heap)]
         self._heap.clear()
+        self._rows.clear()
         return items

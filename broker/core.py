@@ -207,7 +207,7 @@ class BrokerCore:
             self.endpoints[key] = endpoint
             self._by_service.setdefault(service, []).append(endpoint)
         elif endpoint.policy.limits != limits:
-            endpoint.policy = BatchPolicy(limits)
+            endpoint.policy = BatchPolicy(limits, endpoint.policy.model)
         endpoint.retry_on_worker_loss = bool(desc.get("retry_on_worker_loss", True))
         return endpoint
 

@@ -135,8 +135,7 @@ class InvokeHandler(BaseHandler):
             raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
         rows, key = 1, b""
         if info.batchable:
-            arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
-            rows, key = row_count(arrays, info.batch_dim), batch_key(arrays, info.batch_dim)
+            rows, key = row_count(inputs, info.batch_dim), batch_key(inputs, info.batch_dim)
         meta, frames = codec.encode(inputs)
         reply = await self.link.request(service, endpoint, timeout_s, meta, frames, rows, key)
         if reply.status is not Status.OK:
