@@ -50,11 +50,15 @@ class Run:
     """One measured window: ``POST`` load on ``route`` of ``server``.
 
     ``label`` names the run within its profile; checks refer to runs by it.
+    ``connections`` / ``threads``, when set, replace the profile's load for this
+    run (a sweep is one profile whose runs differ in load).
     """
 
     label: str
     server: ServerSpec
     route: str
+    connections: int | None = None
+    threads: int | None = None
 
 
 class Measure(enum.Enum):
@@ -63,10 +67,15 @@ class Measure(enum.Enum):
     THROUGHPUT_RATIO = "throughput_ratio"  # subject ok req/s / baseline ok req/s; higher is better
     ADDED_P50_MS = "added_p50_ms"          # subject p50 - baseline p50, in ms; lower is better
     ADDED_P99_MS = "added_p99_ms"          # subject p99 - baseline p99, in ms; lower is better
+    P99_MS = "p99_ms"                      # subject p99 in ms, no baseline; lower is better
 
     @property
     def higher_is_better(self) -> bool:
         return self is Measure.THROUGHPUT_RATIO
+
+    @property
+    def needs_baseline(self) -> bool:
+        return self is not Measure.P99_MS
 
 
 @dataclass(frozen=True)
@@ -75,12 +84,15 @@ class Check:
 
     ``bound`` is the target: a minimum when the measure is better higher, a
     maximum otherwise; ``None`` reports the figure without a target.
+    ``baseline`` is ``None`` for a measure of the subject alone (``P99_MS``);
+    ``basis`` says where the bound comes from, for the report.
     """
 
     subject: str
-    baseline: str
+    baseline: str | None
     measure: Measure
     bound: float | None = None
+    basis: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,29 +118,76 @@ class Profile:
                 return run
         raise KeyError(f"profile {self.name} has no run {label!r}")
 
+    def load(self, run: Run) -> tuple[int, int]:
+        """(connections, wrk threads) of ``run``: its own, else the profile's."""
+        return (run.connections or self.connections, run.threads or self.threads)
+
 
 MLP = "examples/mlp.py:MLP"
 GPU_SIM = "examples/gpu_sim.py:GpuSim"
 _ECHO_MLP = Run("echo", EchoServer("mlp"), "/mlp/predict")
 _ZEROSERVE_MLP = Run("zeroserve", Cluster(MLP, workers=1), "/mlp/predict")
 
-def _batching(conns: int) -> Profile:
-    """gpu_sim batched vs unbatched on one worker, in the same run. At 64 connections this is
-    the design's `batching-c64` profile; the others are points of the sweep plot."""
-    return Profile(
-        name="batching-c64" if conns == 64 else f"batching-sweep-c{conns}",
-        summary=f"what adaptive batching buys on gpu_sim at {conns} connection(s) (1 worker): "
-                "batchable endpoint vs the same model unbatched",
-        model="gpu_sim", connections=conns, threads=1 if conns == 1 else 2,
-        runs=(
-            Run("unbatched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict_unbatched"),
-            Run("batched", Cluster(GPU_SIM, workers=1), "/gpu_sim/predict"),
-        ),
-        checks=(
-            Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),
-            Check("batched", "unbatched", Measure.ADDED_P99_MS),
-        ),
-    )
+_GPU_SIM_1 = Cluster(GPU_SIM, workers=1)
+
+# gpu_sim's `predict` limits (examples/gpu_sim.py) and cost (shared/bench/models.py: it sleeps
+# 5 ms + 0.1 ms per row): the issue's latency target for batching is the longest a request may
+# wait for its batch, plus the run of a full batch, plus 10 ms of serving slack.
+BATCH_MAX_ROWS = 64
+BATCH_MAX_LATENCY_MS = 20.0
+GPU_SIM_FULL_BATCH_MS = 5.0 + 0.1 * BATCH_MAX_ROWS  # 11.4 ms
+BATCH_P99_SLACK_MS = 10.0
+BATCH_P99_BOUND_MS = BATCH_MAX_LATENCY_MS + GPU_SIM_FULL_BATCH_MS + BATCH_P99_SLACK_MS
+BATCH_SPEEDUP_TARGET = 10.0
+SWEEP_CONNECTIONS = (1, 8, 64, 256)
+SWEEP_CHECK_CONNECTIONS = 64
+
+
+def sweep_label(batched: bool, conns: int) -> str:
+    """The label of a `batching-sweep` run: ``batched c64``, ``unbatched c1``..."""
+    return f"{'batched' if batched else 'unbatched'} c{conns}"
+
+
+def _wrk_threads(conns: int) -> int:
+    return 1 if conns == 1 else 2
+
+
+BATCHING_C64 = Profile(
+    name="batching-c64",
+    summary="what adaptive batching buys on gpu_sim at 64 connections (1 worker): "
+            "batchable endpoint vs the same model unbatched",
+    model="gpu_sim", connections=64, threads=2,
+    runs=(
+        Run("unbatched", _GPU_SIM_1, "/gpu_sim/predict_unbatched"),
+        Run("batched", _GPU_SIM_1, "/gpu_sim/predict"),
+    ),
+    checks=(
+        Check("batched", "unbatched", Measure.THROUGHPUT_RATIO),
+        Check("batched", "unbatched", Measure.ADDED_P99_MS),
+    ),
+)
+
+_C = SWEEP_CHECK_CONNECTIONS
+BATCHING_SWEEP = Profile(
+    name="batching-sweep",
+    summary="gpu_sim batched vs unbatched on one worker at "
+            f"{', '.join(map(str, SWEEP_CONNECTIONS))} connections, one cluster; "
+            "writes batching-sweep-<time>.png",
+    model="gpu_sim", connections=_C, threads=_wrk_threads(_C),
+    runs=tuple(
+        Run(sweep_label(batched, conns), _GPU_SIM_1,
+            "/gpu_sim/predict" if batched else "/gpu_sim/predict_unbatched",
+            connections=conns, threads=_wrk_threads(conns))
+        for conns in SWEEP_CONNECTIONS for batched in (False, True)),
+    checks=(
+        Check(sweep_label(True, _C), sweep_label(False, _C), Measure.THROUGHPUT_RATIO,
+              bound=BATCH_SPEEDUP_TARGET),
+        Check(sweep_label(True, _C), None, Measure.P99_MS, bound=BATCH_P99_BOUND_MS,
+              basis=f"{BATCH_MAX_LATENCY_MS:g} ms max latency + {GPU_SIM_FULL_BATCH_MS:.1f} ms "
+                    f"full batch (gpu_sim model: 5 ms + 0.1 ms x {BATCH_MAX_ROWS} rows) + "
+                    f"{BATCH_P99_SLACK_MS:g} ms"),
+    ),
+)
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (
@@ -146,7 +205,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         runs=(_ECHO_MLP, _ZEROSERVE_MLP),
         checks=(Check("zeroserve", "echo", Measure.THROUGHPUT_RATIO, bound=0.4),),
     ),
-    *(_batching(conns) for conns in (1, 8, 64, 256)),
+    BATCHING_C64,
+    BATCHING_SWEEP,
     Profile(
         name="scale-workers",
         summary="gpu_sim unbatched at 64 connections with 1, 2 and 4 workers",

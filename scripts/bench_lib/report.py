@@ -46,10 +46,15 @@ class CheckOutcome:
 
 def evaluate(check: Check, subject: LoadResult | None,
              baseline: LoadResult | None) -> CheckOutcome:
-    """Compare ``subject`` with ``baseline`` as ``check`` says; a bound decides the verdict."""
-    if subject is None or baseline is None:
+    """Compare ``subject`` with ``baseline`` as ``check`` says; a bound decides the verdict.
+    ``baseline`` is not used by a measure of the subject alone (``Measure.P99_MS``)."""
+    if subject is None:
         return CheckOutcome(check, None, Verdict.NOT_MEASURED)
-    if check.measure is Measure.THROUGHPUT_RATIO:
+    if check.measure is Measure.P99_MS:
+        value = subject.p99_ms
+    elif baseline is None:
+        return CheckOutcome(check, None, Verdict.NOT_MEASURED)
+    elif check.measure is Measure.THROUGHPUT_RATIO:
         value = subject.ok_rps / baseline.ok_rps if baseline.ok_rps else 0.0
     elif check.measure is Measure.ADDED_P50_MS:
         value = subject.p50_ms - baseline.p50_ms
@@ -69,14 +74,17 @@ def evaluate(check: Check, subject: LoadResult | None,
 def evaluate_profile(profile: Profile, outcomes: list[RunOutcome]) -> list[CheckOutcome]:
     """Every check of ``profile`` over its runs' outcomes."""
     by_label = {o.run.label: o.result for o in outcomes if o.profile is profile}
-    return [evaluate(c, by_label.get(c.subject), by_label.get(c.baseline))
+    return [evaluate(c, by_label.get(c.subject),
+                     None if c.baseline is None else by_label.get(c.baseline))
             for c in profile.checks]
 
 
 def format_figure(outcome: CheckOutcome) -> str:
     check, value = outcome.check, outcome.value
     if value is None:
-        return f"n/a vs {check.baseline}"
+        return f"n/a vs {check.baseline}" if check.baseline else "n/a"
+    if check.measure is Measure.P99_MS:
+        return f"p99 {value:.2f} ms"
     if check.measure is Measure.THROUGHPUT_RATIO:
         return f"{value:.2f}x ok req/s of {check.baseline}"
     which = "p50" if check.measure is Measure.ADDED_P50_MS else "p99"
@@ -102,7 +110,8 @@ def table_rows(outcomes: list[RunOutcome],
     rows = []
     for o in outcomes:
         mine = [c for c in checks.get(o.profile.name, []) if c.check.subject == o.run.label]
-        baseline_of = {c.check.baseline for c in checks.get(o.profile.name, [])}
+        baseline_of = {c.check.baseline for c in checks.get(o.profile.name, [])
+                       if c.check.baseline is not None}
         if mine:
             figure = "; ".join(format_figure(c) for c in mine)
             target = "; ".join(t for t in (format_target(c.check) for c in mine) if t)
@@ -119,7 +128,7 @@ def table_rows(outcomes: list[RunOutcome],
             cells = (f"{r.rps:,.0f}", f"{r.ok_rps:,.0f}", f"{r.responses_other:,}",
                      f"{r.errors:,}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", batch)
         rows.append((o.profile.name, o.run.label, o.run.server.label,
-                     str(o.profile.connections), *cells, figure, target, verdict))
+                     str(o.profile.load(o.run)[0]), *cells, figure, target, verdict))
     return rows
 
 
@@ -146,20 +155,21 @@ def failures(outcomes: list[RunOutcome]) -> list[str]:
 
 
 def to_document(meta: dict, outcomes: list[RunOutcome],
-                checks: dict[str, list[CheckOutcome]], profiles: list[Profile]) -> dict:
-    """The JSON document of one invocation."""
+                checks: dict[str, list[CheckOutcome]], profiles: list[Profile],
+                extra: dict | None = None) -> dict:
+    """The JSON document of one invocation; ``extra`` adds top-level sections."""
     doc_profiles = []
     for profile in profiles:
         runs = []
         for o in (o for o in outcomes if o.profile is profile):
+            connections, threads = profile.load(o.run)
             runs.append({
                 "label": o.run.label, "server": o.run.server.label, "route": o.run.route,
+                "connections": connections, "threads": threads,
                 "ready_s": None if o.ready_s is None else round(o.ready_s, 2),
                 "answer_matches_reference": o.answer_matches, "error": o.error,
                 "result": o.result.to_json() if o.result else None,
-                "broker": None if o.batching is None else {
-                    "batches": o.batching.batches, "requests": o.batching.requests,
-                    "mean_batch_size": round(o.batching.mean_batch_size, 3)},
+                "broker": None if o.batching is None else o.batching.to_json(),
             })
         doc_profiles.append({
             "name": profile.name, "summary": profile.summary, "model": profile.model,
@@ -167,11 +177,12 @@ def to_document(meta: dict, outcomes: list[RunOutcome],
             "checks": [{
                 "subject": c.check.subject, "baseline": c.check.baseline,
                 "measure": c.check.measure.value, "bound": c.check.bound,
+                "bound_basis": c.check.basis or None,
                 "value": None if c.value is None else round(c.value, 4),
                 "verdict": c.verdict.value,
             } for c in checks.get(profile.name, [])],
         })
-    return {"meta": meta, "profiles": doc_profiles}
+    return {"meta": meta, "profiles": doc_profiles, **(extra or {})}
 
 
 def write_outputs(out_dir: Path, stamp: str, document: dict, markdown: str) -> list[Path]:

@@ -138,12 +138,13 @@ class Bench:
                 _say(f"  warning: {name}: POST {run.route} answered {answer[:120]!r}, "
                      "not the reference model's output")
             url = f"http://127.0.0.1:{server.http_port}{run.route}"
-            load = (url, request_file, profile.threads, profile.connections)
+            connections, threads = profile.load(run)
+            load = (url, request_file, threads, connections)
             if self.settings.warmup_s > 0:
                 _say(f"  {name}: warm-up {self.settings.warmup_s:g}s")
                 self.wrk.run(*load, self.settings.warmup_s)
             _say(f"  {name}: measuring {self.settings.duration_s:g}s at "
-                 f"{profile.connections} connection(s), {profile.threads} wrk thread(s)")
+                 f"{connections} connection(s), {threads} wrk thread(s)")
             before = self._broker_snapshot(server)
             started = time.monotonic()
             result = self.wrk.run(*load, self.settings.duration_s)
@@ -157,7 +158,10 @@ class Bench:
                     self._warn_stats(exc)
             _say(f"  {name}: {result.rps:,.0f} req/s ({result.ok_rps:,.0f} ok), "
                  f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-                 f"{result.responses_other} non-2xx, {result.errors} socket errors"
+                 f"{result.responses_other} non-2xx"
+                 + (f" {result.statuses}" if result.responses_other else "")
+                 + f", {result.errors} socket errors"
+                 + (f" {result.socket_errors}" if result.errors else "")
                  + (f", {outcome.batching.batches:,} model calls of "
                     f"{outcome.batching.mean_batch_size:.1f} rows" if outcome.batching else "")
                  + f" [{time.monotonic() - started:.1f}s]")

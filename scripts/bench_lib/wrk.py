@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,12 +97,29 @@ def parse_result(stdout: str) -> LoadResult:
         mean_ms=lat["mean"], max_ms=lat["max"], bytes_read=raw["bytes"])
 
 
+FD_HEADROOM = 64  # descriptors wrk needs besides one per connection (epoll, pipes, stdio)
+
+
+def nofile_limit_for(connections: int) -> tuple[int | None, str | None]:
+    """The soft RLIMIT_NOFILE to give a wrk child for ``connections`` (None: the current one
+    is enough) and a warning when even the hard limit is too low."""
+    needed = connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None, None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return hard, (f"wrk needs about {needed} file descriptors for {connections} connections "
+                      f"but the hard limit (ulimit -Hn) is {hard}: expect connect errors")
+    return needed, None
+
+
 class WrkRunner:
     """Runs closed-loop POST load against a URL; ``body_file`` is sent on every request."""
 
     def __init__(self, binary: str, timeout_s: float = 10.0) -> None:
         self.binary = binary
         self.timeout_s = timeout_s
+        self._warned: set[str] = set()
 
     def argv(self, url: str, body_file: Path, threads: int, connections: int,
              duration_s: float) -> list[str]:
@@ -112,8 +131,18 @@ class WrkRunner:
             duration_s: float) -> LoadResult:
         """One wrk window; killed if it overruns by 30 s. Raises WrkFailed."""
         argv = self.argv(url, body_file, threads, connections, duration_s)
+        nofile, warning = nofile_limit_for(connections)
+        if warning and warning not in self._warned:
+            self._warned.add(warning)
+            print(f"  warning: {warning}", file=sys.stderr)
+
+        def raise_nofile() -> None:  # in the child, before exec: ulimit -n for wrk alone
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+                                text=True, preexec_fn=raise_nofile if nofile else None)
         try:
             stdout, _ = proc.communicate(timeout=duration_s + 30)
         except subprocess.TimeoutExpired:
