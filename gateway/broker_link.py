@@ -38,6 +38,7 @@ class EndpointInfo:
     batchable: bool
     max_batch_size: int
     batch_dim: int
+    max_latency_ms: float = 0.0
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -139,10 +140,17 @@ class BrokerLink:
     async def endpoint(self, service: str, name: str) -> EndpointInfo | None:
         """The schema of an endpoint, refreshing from the broker once if unknown."""
         info = self._endpoints.get((service, name))
-        if info is None and time.monotonic() - self._models_at > 0.05:
-            await self.refresh_models()
+        if info is None and await self.refresh_if_stale():
             info = self._endpoints.get((service, name))
         return info
+
+    async def refresh_if_stale(self, max_age_s: float = 0.05) -> bool:
+        """Ask the broker for the models again unless the last answer is younger than
+        ``max_age_s``; return whether it asked."""
+        if time.monotonic() - self._models_at <= max_age_s:
+            return False
+        await self.refresh_models()
+        return True
 
     async def refresh_models(self) -> None:
         try:
@@ -158,7 +166,8 @@ class BrokerLink:
                     endpoints[(service, name)] = EndpointInfo(
                         service, name, [Field.from_description(d) for d in desc["inputs"]],
                         Field.from_description(desc["output"]), bool(desc.get("batchable")),
-                        int(desc.get("max_batch_size", 1)), int(desc.get("batch_dim", 0)))
+                        int(desc.get("max_batch_size", 1)), int(desc.get("batch_dim", 0)),
+                        float(desc.get("max_latency_ms", 0.0)))
                 except (KeyError, TypeError, ValueError) as exc:
                     log.warning("gateway: ignoring bad schema of %s.%s: %s", service, name, exc)
         self._endpoints.update(endpoints)

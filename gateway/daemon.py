@@ -1,4 +1,5 @@
-"""The gateway process: one asyncio loop serving HTTP (tornado) over one broker link."""
+"""The gateway process: one asyncio loop serving HTTP (tornado) and gRPC (grpc.aio) over one
+broker link."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,9 @@ import tornado.httpserver
 import tornado.web
 
 from gateway.broker_link import BrokerLink
-from gateway.rest import routes
+from gateway.oip_grpc import start_server
+from gateway.oip_http import oip_routes
+from gateway.rest import handler_args, routes
 from zeroserve.config import Settings
 
 log = logging.getLogger("zeroserve.gateway")
@@ -24,10 +27,12 @@ def _log_errors_only(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(link: BrokerLink, settings: Settings) -> tornado.web.Application:
-    """The tornado application of every HTTP route."""
-    return tornado.web.Application(
-        routes(link, settings.get("request.default_timeout_s"),
-               settings.get("request.max_timeout_s")), log_function=_log_errors_only)
+    """The tornado application of every HTTP route: OIP first, then the REST route."""
+    args = handler_args(link, settings.get("request.default_timeout_s"),
+                        settings.get("request.max_timeout_s"),
+                        settings.get("gateway.max_body_bytes"))
+    return tornado.web.Application(oip_routes(args) + routes(args),
+                                   log_function=_log_errors_only)
 
 
 async def serve(settings: Settings) -> int:
@@ -36,27 +41,39 @@ async def serve(settings: Settings) -> int:
     link.start()
     server = tornado.httpserver.HTTPServer(
         make_app(link, settings), decompress_request=True,
-        max_body_size=settings.get("gateway.max_body_bytes"))
+        max_body_size=settings.get("gateway.max_body_bytes"),
+        max_buffer_size=settings.get("gateway.max_body_bytes"))
     host, port = settings.get("gateway.http_host"), settings.get("gateway.http_port")
+    grpc_port = settings.get("gateway.grpc_port")
+    grpc_server = None
     try:
         server.listen(port, address=host)
+        if grpc_port:
+            grpc_server = await start_server(link, host, grpc_port,
+                                             settings.get("request.default_timeout_s"),
+                                             settings.get("request.max_timeout_s"))
     except OSError as exc:
-        log.error("gateway: cannot listen on %s:%s: %s", host, port, exc)
+        log.error("gateway: cannot listen on %s: %s", host, exc)
+        server.stop()
         await link.close()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("gateway: HTTP on %s:%d, broker %s", host, port, link.address)
+    log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s", host, port,
+             f"on {host}:{grpc_port}" if grpc_server else "off", link.address)
     await stop.wait()
     log.info("gateway: stopping, %d requests in flight", link.pending_count())
     server.stop()
+    grpc_stopped = asyncio.ensure_future(grpc_server.stop(grace=5.0)) if grpc_server else None
     for _ in range(50):
         if not link.pending_count():
             break
         await asyncio.sleep(0.1)
     await server.close_all_connections()
+    if grpc_stopped is not None:
+        await grpc_stopped
     await link.close()
     log.info("gateway: stopped")
     return 0

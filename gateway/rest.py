@@ -16,26 +16,16 @@ from typing import Any
 import numpy as np
 import tornado.web
 
-from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink
+from gateway.invoke import RequestFailed, call, find_endpoint
 from zeroserve import codec
-from zeroserve.protocol import Status, error_details
-from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.protocol import Status
 
 log = logging.getLogger("zeroserve.gateway")
 
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
-
-
-class RequestFailed(Exception):
-    """An error that becomes an HTTP error answer; the one place for the mapping."""
-
-    def __init__(self, status: Status, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 def _json_default(obj: Any) -> Any:
@@ -58,10 +48,11 @@ class BaseHandler(tornado.web.RequestHandler):
     link: BrokerLink
 
     def initialize(self, link: BrokerLink, default_timeout_s: float,
-                   max_timeout_s: float) -> None:
+                   max_timeout_s: float, max_body_bytes: int) -> None:
         self.link = link
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
+        self.max_body_bytes = max_body_bytes
 
     def fail(self, exc: RequestFailed) -> None:
         self.set_status(exc.status.http_status)
@@ -74,17 +65,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(to_json({"error": self._reason}))
 
-
-class InvokeHandler(BaseHandler):
-    """``POST /{service}/{endpoint}``."""
-
-    async def post(self, service: str, endpoint: str) -> None:
-        try:
-            await self._invoke(service, endpoint)
-        except RequestFailed as exc:
-            self.fail(exc)
-
-    def _timeout(self) -> float:
+    def timeout_s(self) -> float:
+        """The call's deadline in seconds: the timeout header, else the default; capped."""
         raw = self.request.headers.get(TIMEOUT_HEADER)
         if raw is None:
             return self.default_timeout_s
@@ -96,6 +78,16 @@ class InvokeHandler(BaseHandler):
             raise RequestFailed(Status.BAD_REQUEST, f"{TIMEOUT_HEADER} must be a positive "
                                                     f"number of seconds, got {raw!r}")
         return min(value, self.max_timeout_s)
+
+
+class InvokeHandler(BaseHandler):
+    """``POST /{service}/{endpoint}``."""
+
+    async def post(self, service: str, endpoint: str) -> None:
+        try:
+            await self._invoke(service, endpoint)
+        except RequestFailed as exc:
+            self.fail(exc)
 
     def _wants_msgpack(self, sent_msgpack: bool) -> bool:
         accept = self.request.headers.get("Accept", "")
@@ -116,37 +108,11 @@ class InvokeHandler(BaseHandler):
             raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
 
     async def _invoke(self, service: str, endpoint: str) -> None:
-        info = self.link.cached_endpoint(service, endpoint) or \
-            await self.link.endpoint(service, endpoint)
-        if info is None:
-            if not self.link.alive:
-                raise RequestFailed(Status.NO_WORKER,
-                                    f"the broker at {self.link.address} does not answer")
-            if service in self.link.services:
-                raise RequestFailed(Status.NOT_FOUND,
-                                    f"service '{service}' has no endpoint '{endpoint}'")
-            raise RequestFailed(Status.NOT_FOUND, f"unknown service '{service}'")
+        info = await find_endpoint(self.link, service, endpoint)
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
         is_msgpack = ctype.strip().lower() in _MSGPACK_TYPES
-        timeout_s = self._timeout()
-        try:
-            inputs = validate_inputs(info.inputs, self._parse_body(is_msgpack))
-        except InvalidInput as exc:
-            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
-        rows, key = 1, b""
-        if info.batchable:
-            rows, key = row_count(inputs, info.batch_dim), batch_key(inputs, info.batch_dim)
-        meta, frames = codec.encode(inputs)
-        reply = await self.link.request(service, endpoint, timeout_s, meta, frames, rows, key)
-        if reply.status is not Status.OK:
-            details = error_details(reply)
-            raise RequestFailed(reply.status, str(details["error"]),
-                                details.get("retry_after_s"))
-        try:
-            value = codec.decode(reply.meta, reply.body)
-        except codec.CodecError as exc:
-            raise RequestFailed(Status.INTERNAL,
-                                f"worker sent an undecodable answer: {exc}") from None
+        timeout_s = self.timeout_s()
+        value = await call(self.link, info, self._parse_body(is_msgpack), timeout_s)
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
             meta, _ = codec.encode(value, threshold=1 << 62)
@@ -183,12 +149,17 @@ class ReadyHandler(BaseHandler):
         self.finish(to_json(state))
 
 
-def routes(link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> list:
-    args = {"link": link, "default_timeout_s": default_timeout_s,
-            "max_timeout_s": max_timeout_s}
+def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
+                 max_body_bytes: int) -> dict[str, Any]:
+    """The ``initialize`` arguments of every gateway handler."""
+    return {"link": link, "default_timeout_s": default_timeout_s,
+            "max_timeout_s": max_timeout_s, "max_body_bytes": max_body_bytes}
+
+
+def routes(args: dict[str, Any]) -> list:
+    """The REST routes (``args`` from :func:`handler_args`)."""
     return [
         (r"/healthz", HealthHandler, args),
         (r"/readyz", ReadyHandler, args),
         (r"/([^/]+)/([^/]+)", InvokeHandler, args),
     ]
-

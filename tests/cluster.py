@@ -91,6 +91,7 @@ class Cluster:
         self.frontend_port = free_port()
         self.backend_port = free_port()
         self.http_port = free_port()
+        self.grpc_port = free_port()
         self.daemons: list[Daemon] = []
         self._n = 0
 
@@ -114,7 +115,8 @@ class Cluster:
     def gateway(self, *extra: str, env: dict | None = None) -> Daemon:
         return self._start("gateway", [
             "gateway", "--broker", f"tcp://127.0.0.1:{self.frontend_port}",
-            "--http", str(self.http_port), "--host", "127.0.0.1", *extra], env)
+            "--http", str(self.http_port), "--grpc", str(self.grpc_port), "--host", "127.0.0.1",
+            *extra], env)
 
     def worker(self, service: str = "mlp.py:MLP", *extra: str, env: dict | None = None) -> Daemon:
         target = service if ":" in service and "/" in service else str(EXAMPLES / service)

@@ -67,12 +67,15 @@ def broker_command(config_file: str | None, **options: Any) -> None:
 @click.option("--broker", "gateway__broker",
               help="The broker's frontend address [default: tcp://127.0.0.1:5555].")
 @click.option("--http", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
-@click.option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
+@click.option("--grpc", "gateway__grpc_port", type=int,
+              help="gRPC (Open Inference Protocol) port; 0 turns gRPC off [default: 8001].")
+@click.option("--host", "gateway__http_host",
+              help="HTTP and gRPC bind address [default: 0.0.0.0].")
 @click.option("--timeout", "request__default_timeout_s", type=float,
               help="Deadline of a request that names none, in seconds [default: 30].")
 @common_options
 def gateway_command(config_file: str | None, **options: Any) -> None:
-    """Run a gateway: serves HTTP and forwards each call to the broker."""
+    """Run a gateway: serves HTTP and gRPC and forwards each call to the broker."""
     import gateway
 
     sys.exit(gateway.run(_settings(config_file, options)))
@@ -106,6 +109,8 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Worker processes to start.")
 @click.option("--http-port", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
+@click.option("--grpc-port", "gateway__grpc_port", type=int,
+              help="gRPC port; 0 turns gRPC off [default: 8001].")
 @click.option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
 @click.option("--frontend", help="Broker frontend address [default: tcp://127.0.0.1:5555].")
 @click.option("--backend", help="Broker backend address [default: tcp://127.0.0.1:5556].")

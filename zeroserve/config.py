@@ -31,6 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "broker": "tcp://127.0.0.1:5555",
         "http_host": "0.0.0.0",
         "http_port": 8000,
+        "grpc_port": 8001,                    # Open Inference Protocol over gRPC; 0: off
         "max_body_bytes": 256 * MiB,
         "schema_refresh_s": 2.0,
     },

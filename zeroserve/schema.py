@@ -76,6 +76,27 @@ def _check_shape(field: Field, shape: tuple) -> None:
         raise InvalidInput(field.name, f"shape {list(shape)} does not match {want}")
 
 
+def _string_array(field: Field, arr: np.ndarray) -> np.ndarray:
+    """An object array of str/bytes (as OIP BYTES tensors arrive), kept as objects unless the
+    field asks for ``U`` (decoded as UTF-8) or ``S``."""
+    items = arr.reshape(-1).tolist()
+    if not all(isinstance(v, (str, bytes)) for v in items):
+        raise InvalidInput(field.name, "not a rectangular array of numbers or strings")
+    want = None if field.dtype is None else np.dtype(field.dtype).kind
+    if want == "U":
+        try:
+            return np.array([v.decode() if isinstance(v, bytes) else v for v in items],
+                            dtype=str).reshape(arr.shape)
+        except UnicodeDecodeError:
+            raise InvalidInput(field.name, "strings must be UTF-8") from None
+    if want == "S":
+        return np.array([v.encode() if isinstance(v, str) else v for v in items],
+                        dtype=bytes).reshape(arr.shape)
+    if want not in (None, "O"):
+        raise InvalidInput(field.name, f"strings cannot be used as {np.dtype(field.dtype)}")
+    return arr
+
+
 def coerce_tensor(field: Field, value: Any) -> np.ndarray:
     """Turn a JSON list or a decoded array into an array of the field's dtype and shape."""
     if isinstance(value, np.ndarray):
@@ -88,7 +109,7 @@ def coerce_tensor(field: Field, value: Any) -> np.ndarray:
         except ValueError as exc:  # ragged nested lists
             raise InvalidInput(field.name, f"not a rectangular array ({exc})") from None
     if arr.dtype.kind == "O":
-        raise InvalidInput(field.name, "not a rectangular array of numbers or strings")
+        arr = _string_array(field, arr)
     if field.dtype is not None:
         want = np.dtype(field.dtype)
         if arr.dtype != want:
@@ -99,7 +120,7 @@ def coerce_tensor(field: Field, value: Any) -> np.ndarray:
                 raise InvalidInput(field.name, f"dtype {arr.dtype} cannot be used as {want}")
             else:
                 arr = arr.astype(want)
-    elif arr.dtype.kind not in "biufcUS":
+    elif arr.dtype.kind not in "biufcUSO":
         raise InvalidInput(field.name, f"dtype {arr.dtype} is not supported")
     _check_shape(field, arr.shape)
     return arr

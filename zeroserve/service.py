@@ -151,12 +151,16 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
 def service(cls: type | None = None, *, name: str | None = None) -> Any:
     """Declare a class as a zeroserve service; ``name`` defaults to the class name in lower case.
 
-    The class is instantiated once per worker with no arguments.
+    The class is instantiated once per worker with no arguments. Its first declared
+    endpoint is its default: the Open Inference Protocol serves it as model ``name``
+    (and every endpoint as ``name.endpoint``).
     """
 
     def mark(klass: type) -> type:
         spec = ServiceSpec(name or klass.__name__.lower(), klass)
-        for attr in dir(klass):
+        # declaration order (base classes first): the first endpoint is the service's default
+        declared = dict.fromkeys(a for k in reversed(klass.__mro__) for a in vars(k))
+        for attr in declared:
             func = getattr(klass, attr, None)
             options = getattr(func, _API_ATTR, None)
             if options is not None and func is not None:

@@ -35,7 +35,8 @@ def test_serve_starts_the_cluster_and_stops_every_process(tmp_path):
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "zeroserve", "serve", str(EXAMPLES / "mlp.py") + ":MLP",
-         "--http-port", str(http), "--host", "127.0.0.1", "--workers", "2",
+         "--http-port", str(http), "--grpc-port", str(free_port()), "--host", "127.0.0.1",
+         "--workers", "2",
          "--frontend", f"tcp://127.0.0.1:{front}", "--backend", f"tcp://127.0.0.1:{back}"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV}, cwd=str(ROOT))
     try:

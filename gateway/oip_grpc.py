@@ -1,0 +1,198 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), on grpc.aio.
+
+Runs in the gateway's asyncio loop next to the HTTP server and sends every call
+through the same broker path. Errors end a call with a gRPC status and details;
+on ``ModelStreamInfer`` they go in the response's ``error_message`` instead, so
+that the stream survives them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+import zeroserve
+from gateway.broker_link import BrokerLink
+from gateway.invoke import RequestFailed, call, find_model
+from gateway.oip_grpc_body import build_response, parse_request
+from gateway.oip_http import EXTENSIONS
+from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, resolve
+from gateway.oip_models import config as model_config
+from gateway.oip_models import metadata as model_metadata
+from gateway.oip_rest_body import select_outputs
+from gateway.oip_tensors import TensorError
+from zeroserve.grpc_gen import grpc_service_pb2 as pb
+from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
+from zeroserve.grpc_gen import model_config_pb2 as config_pb
+from zeroserve.protocol import Status
+
+log = logging.getLogger("zeroserve.gateway")
+
+MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow themselves
+
+GRPC_CODE = {
+    Status.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.USER_ERROR: grpc.StatusCode.INTERNAL,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+    Status.NO_WORKER: grpc.StatusCode.UNAVAILABLE,
+    Status.QUEUE_FULL: grpc.StatusCode.UNAVAILABLE,
+    Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The gRPC servicer: one per gateway, sharing its broker link."""
+
+    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> None:
+        self.link = link
+        self.default_timeout_s = default_timeout_s
+        self.max_timeout_s = max_timeout_s
+
+    async def ServerLive(self, request: pb.ServerLiveRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        ready = self.link.alive and any(s.get("workers") for s in self.link.services.values())
+        return pb.ServerReadyResponse(ready=ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        ref = resolve(request.name, self.link.services)
+        ready = ref is not None and request.version in ("", VERSION) and bool(
+            self.link.services[ref.service].get("workers"))
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
+                                         extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        try:
+            ref, info = await find_model(self.link, request.name, request.version)
+        except RequestFailed as exc:
+            await _abort(context, exc)
+        doc = model_metadata(ref, info)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=doc["name"], versions=doc["versions"], platform=doc["platform"],
+            inputs=[tensor(**t) for t in doc["inputs"]],
+            outputs=[tensor(**t) for t in doc["outputs"]])
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        try:
+            ref, info = await find_model(self.link, request.name, request.version)
+        except RequestFailed as exc:
+            await _abort(context, exc)
+        doc = model_config(ref, info)
+        cfg = config_pb.ModelConfig(name=doc["name"], platform=doc["platform"],
+                                    backend=doc["backend"], max_batch_size=doc["max_batch_size"])
+        if "dynamic_batching" in doc:
+            cfg.dynamic_batching.max_queue_delay_microseconds = \
+                doc["dynamic_batching"]["max_queue_delay_microseconds"]
+        return pb.ModelConfigResponse(config=cfg)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        try:
+            return await self._infer(request, context.time_remaining())
+        except RequestFailed as exc:
+            await _abort(context, exc)
+            raise  # not reached: abort raises
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Answers each request of the stream as it completes (not necessarily in order;
+        responses carry the request's ``id``)."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                response = await self._infer(request, context.time_remaining())
+                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            except RequestFailed as exc:
+                await answers.put(_stream_error(request, str(exc)))
+            except Exception:  # never leave a request of the stream unanswered
+                log.exception("gateway: stream request %r failed", request.id)
+                await answers.put(_stream_error(request, "internal error in the gateway"))
+
+        async def read() -> None:
+            async for request in requests:
+                task = asyncio.create_task(answer(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.gather(*running, return_exceptions=True)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _infer(self, request: pb.ModelInferRequest,
+                     remaining_s: float | None) -> pb.ModelInferResponse:
+        ref, info = await find_model(self.link, request.model_name, request.model_version)
+        try:
+            parsed, typed = parse_request(request)
+            inputs = endpoint_inputs(info, parsed.inputs)
+        except TensorError as exc:
+            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+        timeout_s = self.default_timeout_s if remaining_s is None else remaining_s
+        if parsed.timeout_us is not None:
+            timeout_s = min(timeout_s, parsed.timeout_us / 1e6)
+        value = await call(self.link, info, inputs, min(timeout_s, self.max_timeout_s))
+        try:
+            produced = endpoint_outputs(info, value)
+        except TensorError as exc:
+            raise RequestFailed(Status.USER_ERROR, str(exc)) from None
+        try:
+            return build_response(ref.name, VERSION, parsed, typed,
+                                  select_outputs(produced, parsed.outputs))
+        except TensorError as exc:
+            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+
+
+def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
+        model_name=request.model_name, id=request.id))
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: RequestFailed) -> None:
+    await context.abort(GRPC_CODE.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
+
+
+async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
+                       max_timeout_s: float) -> grpc.aio.Server:
+    """Start the gRPC server on ``host:port`` in the running loop; raise OSError if it
+    cannot bind."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceService(link, default_timeout_s, max_timeout_s), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    return server

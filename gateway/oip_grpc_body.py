@@ -1,0 +1,114 @@
+"""OIP inference messages over gRPC <-> arrays (pure).
+
+Inputs come either as ``raw_input_contents`` (one entry per input, in input
+order: what tritonclient and perf_analyzer send) or as typed ``contents``
+(what KServe-style clients send). Outputs go back the same way: raw in, raw
+out (one ``raw_output_contents`` entry per output, in order); typed in, typed
+out, except FP16 and BF16, which have no typed field and always travel raw.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gateway.oip_rest_body import InferRequest
+from gateway.oip_tensors import TensorError, check_shape, datatype_of, from_raw, numpy_dtype
+from gateway.oip_tensors import to_raw as raw_bytes
+from zeroserve.grpc_gen import grpc_service_pb2 as pb
+
+# the typed field of each datatype (InferTensorContents)
+_TYPED_FIELD = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "INT8": "int_contents",
+    "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def parameter(param: pb.InferParameter) -> Any:
+    """The value of an InferParameter, whichever of its five choices is set."""
+    choice = param.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(param, choice)
+
+
+def parse_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bool]:
+    """The parsed request, and whether its inputs came typed (answer typed) or raw."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise TensorError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; "
+                          "send one per input, in input order, or none")
+    if not request.inputs:
+        raise TensorError("the request has no inputs")
+    tensors: dict[str, tuple[str, np.ndarray]] = {}
+    for index, tensor in enumerate(request.inputs):
+        name, datatype = tensor.name, tensor.datatype
+        if name in tensors:
+            raise TensorError(f"input '{name}' is given twice")
+        shape = check_shape(name, list(tensor.shape))
+        if raw:
+            arr = from_raw(name, datatype, shape, raw[index])
+        else:
+            arr = _from_typed(name, datatype, shape, tensor.contents)
+        tensors[name] = (datatype, arr)
+    timeout = parameter(request.parameters["timeout"]) if "timeout" in request.parameters \
+        else None
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
+                                or timeout <= 0):
+        raise TensorError(f"parameter 'timeout' must be a positive number of microseconds, "
+                          f"got {timeout!r}")
+    outputs: dict[str, bool | None] = {}
+    for out in request.outputs:
+        outputs[out.name] = None
+    return InferRequest(id=request.id, inputs=tensors, outputs=outputs,
+                        timeout_us=timeout), not raw
+
+
+def _from_typed(name: str, datatype: str, shape: tuple[int, ...],
+                contents: pb.InferTensorContents) -> np.ndarray:
+    dtype = numpy_dtype(datatype, name)
+    field = _TYPED_FIELD.get(datatype)
+    if field is None:
+        raise TensorError(f"input '{name}': {datatype} has no typed contents; send it in "
+                          "raw_input_contents")
+    values = getattr(contents, field)
+    count = int(np.prod(shape)) if shape else 1
+    if len(values) != count:
+        raise TensorError(f"input '{name}': shape {list(shape)} needs {count} elements, "
+                          f"{field} has {len(values)}")
+    if dtype.kind == "O":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+        return arr.reshape(shape)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            out = np.array(values, dtype=dtype).reshape(shape)
+    except (OverflowError, FloatingPointError, ValueError) as exc:
+        raise TensorError(f"input '{name}': {datatype} cannot hold its data ({exc})") from None
+    if dtype.kind in "iu" and not np.array_equal(out.reshape(-1), np.asarray(values)):
+        raise TensorError(f"input '{name}': data out of the range of {datatype}")
+    return out
+
+
+def build_response(model: str, version: str, request: InferRequest, typed: bool,
+                   outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
+    """The ModelInferResponse for the produced ``outputs`` (already selected and ordered)."""
+    response = pb.ModelInferResponse(model_name=model, model_version=version, id=request.id)
+    send_raw = not typed or any(datatype_of(arr.dtype) not in _TYPED_FIELD
+                                for _, arr in outputs)
+    for name, arr in outputs:
+        datatype = datatype_of(arr.dtype)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=arr.shape)
+        if send_raw:
+            response.raw_output_contents.append(bytes(raw_bytes(arr)))
+        else:
+            _fill_typed(tensor.contents, datatype, arr)
+    return response
+
+
+def _fill_typed(contents: pb.InferTensorContents, datatype: str, arr: np.ndarray) -> None:
+    values = getattr(contents, _TYPED_FIELD[datatype])
+    flat = arr.reshape(-1).tolist()
+    if datatype == "BYTES":
+        flat = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
+    values.extend(flat)

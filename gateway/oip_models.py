@@ -1,0 +1,160 @@
+"""Service endpoints seen as Open Inference Protocol models (pure).
+
+Each endpoint is a model: ``service`` names the service's default (first declared)
+endpoint and ``service.endpoint`` names each one. Metadata and the Triton model
+configuration come from the endpoint's declared inputs and output; a batching
+endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every shape.
+Every model has the one version ``"1"``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.broker_link import EndpointInfo
+from gateway.oip_tensors import TensorError, as_output, datatype_of
+from zeroserve.schema import Field
+
+VERSION = "1"
+PLATFORM = "zeroserve"
+
+# the datatype and shape advertised for inputs and outputs that are not declared tensors
+_SCALARS = {"int": ("INT64", [1]), "float": ("FP64", [1]), "bool": ("BOOL", [1]),
+            "str": ("BYTES", [1])}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model name resolved to the endpoint that serves it."""
+
+    name: str
+    service: str
+    endpoint: str
+
+
+def model_names(services: dict[str, Any]) -> list[ModelRef]:
+    """Every model of the broker's MODELS answer: each service, then each of its endpoints."""
+    refs = []
+    for service, info in services.items():
+        endpoints = list(info.get("endpoints", {}))
+        if endpoints:
+            refs.append(ModelRef(service, service, endpoints[0]))
+        refs.extend(ModelRef(f"{service}.{ep}", service, ep) for ep in endpoints)
+    return refs
+
+
+def resolve(model: str, services: dict[str, Any]) -> ModelRef | None:
+    """The endpoint serving ``model``, or None if no service has it."""
+    info = services.get(model)
+    if info is not None and info.get("endpoints"):
+        return ModelRef(model, model, next(iter(info["endpoints"])))
+    service, dot, endpoint = model.rpartition(".")
+    if dot and endpoint in services.get(service, {}).get("endpoints", {}):
+        return ModelRef(model, service, endpoint)
+    return None
+
+
+def batches(info: EndpointInfo) -> bool:
+    """Whether OIP clients may send several rows: a batching endpoint along dimension 0."""
+    return info.batchable and info.batch_dim == 0 and info.max_batch_size > 1
+
+
+def _tensor(field: Field, batched: bool) -> tuple[str, list[int]]:
+    if field.kind != "tensor":
+        return _SCALARS.get(field.kind, ("BYTES", [-1]))
+    datatype = "FP32" if field.dtype is None else datatype_of(np.dtype(field.dtype))
+    shape = [-1] if field.shape is None else [int(d) for d in field.shape]
+    if batched:
+        shape = [-1, *shape[1:]] if field.shape is not None else [-1, -1]
+    return datatype, shape
+
+
+def _outputs(info: EndpointInfo) -> list[Field]:
+    return [] if info.output.kind in ("dict", "any") else [info.output]
+
+
+def metadata(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
+    """The model metadata object (``GET /v2/models/{m}``)."""
+    batched = batches(info)
+
+    def describe(field: Field) -> dict[str, Any]:
+        datatype, shape = _tensor(field, batched)
+        return {"name": field.name, "datatype": datatype, "shape": shape}
+
+    return {"name": ref.name, "versions": [VERSION], "platform": PLATFORM,
+            "inputs": [describe(f) for f in info.inputs],
+            "outputs": [describe(f) for f in _outputs(info)]}
+
+
+def config(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
+    """The Triton model configuration (``GET /v2/models/{m}/config``), as JSON."""
+    batched = batches(info)
+    cfg: dict[str, Any] = {"name": ref.name, "platform": PLATFORM, "backend": PLATFORM,
+                           "max_batch_size": info.max_batch_size if batched else 0}
+    if batched:
+        cfg["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(info.max_latency_ms * 1000)}
+    return cfg
+
+
+def endpoint_inputs(info: EndpointInfo, tensors: dict[str, tuple[str, np.ndarray]]
+                    ) -> dict[str, Any]:
+    """The endpoint's inputs from OIP tensors ``{name: (datatype, array)}``.
+
+    A declared tensor must arrive with its declared datatype; scalar inputs (int, float,
+    bool, str) take a one-element tensor; a ``dict`` input takes one BYTES element of JSON.
+    The result still goes through :func:`zeroserve.schema.validate_inputs`.
+    """
+    fields = {f.name: f for f in info.inputs}
+    out: dict[str, Any] = {}
+    for name, (datatype, arr) in tensors.items():
+        field = fields.get(name)
+        if field is None:
+            raise TensorError(f"model has no input '{name}'; its inputs are "
+                              f"{sorted(fields)}")
+        out[name] = _input_value(field, datatype, arr)
+    return out
+
+
+def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
+    if field.kind == "tensor":
+        if field.dtype is not None:
+            want = datatype_of(np.dtype(field.dtype))
+            if datatype != want:
+                raise TensorError(f"input '{field.name}': datatype {datatype} does not match "
+                                  f"the model's {want}")
+        return arr
+    if field.kind in ("list", "any"):
+        return arr.tolist() if field.kind == "list" else arr
+    if arr.size != 1:
+        raise TensorError(f"input '{field.name}': expected one element, got shape "
+                          f"{list(arr.shape)}")
+    value = arr.reshape(-1)[0]
+    if field.kind in ("str", "dict"):
+        if not isinstance(value, bytes):
+            raise TensorError(f"input '{field.name}': expected BYTES, got {datatype}")
+        try:
+            text = value.decode()
+            return text if field.kind == "str" else json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            kind = "UTF-8 text" if field.kind == "str" else "a JSON object"
+            raise TensorError(f"input '{field.name}': expected {kind}") from None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def endpoint_outputs(info: EndpointInfo, value: Any) -> list[tuple[str, np.ndarray]]:
+    """The OIP output tensors of an endpoint's answer: a dict gives one output per key,
+    anything else one output named after the declared output."""
+    if isinstance(value, dict):
+        return [(str(k), _output(str(k), v)) for k, v in value.items()]
+    return [(info.output.name, _output(info.output.name, value))]
+
+
+def _output(name: str, value: Any) -> np.ndarray:
+    try:
+        return as_output(value)
+    except TensorError as exc:
+        raise TensorError(f"output '{name}': {exc}") from None

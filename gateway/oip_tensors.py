@@ -1,0 +1,214 @@
+"""Open Inference Protocol tensors <-> numpy arrays: datatypes, JSON ``data``, raw bytes.
+
+Pure functions shared by the OIP HTTP and gRPC front ends. All raw data is
+little-endian and row-major; a BYTES element is a 4-byte little-endian length
+followed by its bytes. BYTES tensors become numpy object arrays of ``bytes``
+(as in Triton's Python backend); arrays of ``str`` or fixed-width strings go
+back out as BYTES.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+_NUMPY = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+_DATATYPE = {(dt.kind, dt.itemsize): name for name, dt in _NUMPY.items() if name != "BYTES"}
+DATATYPES = tuple(_NUMPY)
+MAX_DIMS = 32
+_LENGTH = struct.Struct("<I")
+
+
+class TensorError(ValueError):
+    """A tensor that cannot be read or written; the message names the tensor and the reason."""
+
+
+def numpy_dtype(datatype: str, name: str = "?") -> np.dtype:
+    """The numpy dtype of an OIP datatype (``BYTES``: object)."""
+    try:
+        return _NUMPY[datatype]
+    except (KeyError, TypeError):
+        raise TensorError(f"tensor '{name}': datatype {datatype!r} is not supported; "
+                          f"expected one of {', '.join(DATATYPES)}") from None
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The OIP datatype of a numpy dtype (strings and objects: ``BYTES``)."""
+    if dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _DATATYPE[(dtype.kind, dtype.itemsize)]
+    except KeyError:
+        raise TensorError(f"dtype {dtype} has no Open Inference Protocol datatype") from None
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """A tensor's shape as a tuple of non-negative ints; :class:`TensorError` otherwise."""
+    if not isinstance(shape, (list, tuple)) or len(shape) > MAX_DIMS or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise TensorError(f"tensor '{name}': shape must be a list of at most {MAX_DIMS} "
+                          f"non-negative integers, got {shape!r}")
+    return tuple(shape)
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def _object_array(items: list, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr.reshape(shape)
+
+
+def from_json(name: str, datatype: str, shape: Any, data: Any) -> np.ndarray:
+    """The array of a JSON tensor; ``data`` may be flat or nested, in row-major order."""
+    dims = check_shape(name, shape)
+    dtype = numpy_dtype(datatype, name)
+    if not isinstance(data, list):
+        raise TensorError(f"tensor '{name}': data must be a list, got {type(data).__name__}")
+    if dtype.kind == "O":
+        flat = _flatten(data)
+        if not all(isinstance(v, str) for v in flat):
+            raise TensorError(f"tensor '{name}': BYTES data must be strings")
+        items = [v.encode() for v in flat]
+        if len(items) != _count(dims):
+            raise _size_error(name, dims, len(items))
+        return _object_array(items, dims)
+    try:
+        arr = np.asarray(data)
+    except ValueError:
+        raise TensorError(f"tensor '{name}': data is not a rectangular list") from None
+    if arr.size and arr.dtype.kind not in "biuf":
+        raise TensorError(f"tensor '{name}': {datatype} data must be numbers")
+    if arr.size != _count(dims):
+        raise _size_error(name, dims, arr.size)
+    if dtype.kind == "b" and arr.size and arr.dtype.kind != "b":
+        raise TensorError(f"tensor '{name}': BOOL data must be true or false")
+    if dtype.kind in "iu" and arr.dtype.kind == "f":
+        raise TensorError(f"tensor '{name}': {datatype} data must be integers")
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            out = arr.astype(dtype).reshape(dims)
+    except (OverflowError, FloatingPointError, ValueError) as exc:
+        raise TensorError(f"tensor '{name}': {datatype} cannot hold its data ({exc})") from None
+    if dtype.kind in "iu" and not np.array_equal(out.reshape(-1), arr.reshape(-1)):
+        raise TensorError(f"tensor '{name}': data out of the range of {datatype}")
+    return out
+
+
+def _flatten(data: list) -> list:
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _size_error(name: str, dims: tuple[int, ...], got: int) -> TensorError:
+    return TensorError(f"tensor '{name}': shape {list(dims)} needs {_count(dims)} elements, "
+                       f"data has {got}")
+
+
+def to_json(arr: np.ndarray) -> list:
+    """A flat JSON ``data`` list (BYTES as UTF-8 strings)."""
+    flat = arr.reshape(-1)
+    if arr.dtype.kind in "OSU":
+        return [_text(v) for v in flat.tolist()]
+    return flat.tolist()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def from_raw(name: str, datatype: str, shape: Any, raw: Any) -> np.ndarray:
+    """The array of a raw (binary) tensor; numeric tensors are views of ``raw``, not copies."""
+    dims = check_shape(name, shape)
+    dtype = numpy_dtype(datatype, name)
+    buf = memoryview(raw).cast("B")
+    count = _count(dims)
+    if dtype.kind == "O":
+        return _object_array(_split_bytes(name, buf, count), dims)
+    if len(buf) != count * dtype.itemsize:
+        raise TensorError(f"tensor '{name}': {datatype} shape {list(dims)} needs "
+                          f"{count * dtype.itemsize} bytes, got {len(buf)}")
+    arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(dims)
+    if dtype.kind == "b" and arr.size and arr.view(np.uint8).max() > 1:
+        raise TensorError(f"tensor '{name}': BOOL bytes must be 0 or 1")
+    return arr
+
+
+def _split_bytes(name: str, buf: memoryview, count: int) -> list[bytes]:
+    items, offset, end = [], 0, len(buf)
+    for _ in range(count):
+        if offset + 4 > end:
+            raise TensorError(f"tensor '{name}': BYTES data ends inside an element's length")
+        (length,) = _LENGTH.unpack_from(buf, offset)
+        offset += 4
+        if offset + length > end:
+            raise TensorError(f"tensor '{name}': BYTES element of {length} bytes runs past "
+                              "the end of the data")
+        items.append(bytes(buf[offset:offset + length]))
+        offset += length
+    if offset != end:
+        raise TensorError(f"tensor '{name}': {end - offset} bytes left over after "
+                          f"{count} BYTES elements")
+    return items
+
+
+def to_raw(arr: np.ndarray) -> bytes | memoryview:
+    """The raw form of an array: little-endian row-major bytes, or length-prefixed BYTES.
+
+    A little-endian C-contiguous numeric array comes back as a view of its memory."""
+    if arr.dtype.kind in "OSU":
+        parts = []
+        for value in arr.reshape(-1).tolist():
+            data = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(_LENGTH.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    datatype_of(arr.dtype)  # refuses dtypes OIP cannot carry
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return memoryview(arr.reshape(-1).view(np.uint8).data) if arr.size else b""
+
+
+def as_output(value: Any) -> np.ndarray:
+    """An endpoint's returned value as an array that OIP can carry."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (str, bytes)):
+        arr = _object_array([value], (1,))
+    else:
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            raise TensorError("the endpoint returned a ragged list, not a tensor") from None
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+    if arr.dtype.kind == "O" and not all(isinstance(v, (str, bytes))
+                                         for v in arr.reshape(-1).tolist()):
+        raise TensorError("the endpoint returned objects that are not strings or bytes")
+    datatype_of(arr.dtype)
+    return arr

@@ -1,0 +1,33 @@
+"""Services that the Open Inference Protocol tests load into real workers."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+
+import zeroserve
+
+Rows = Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, 4))]
+
+
+@zeroserve.service(name="oip")
+class OipModels:
+    """``oip`` (= ``oip.echo``) returns any tensor unchanged; the others check the contract."""
+
+    @zeroserve.api
+    def echo(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    @zeroserve.api(batchable=True, max_batch_size=16, max_latency_ms=5)
+    def double(self, x: Rows) -> Rows:
+        return x * 2
+
+    @zeroserve.api
+    def describe(self, values: Annotated[np.ndarray, zeroserve.Tensor("int32", (-1,))],
+                 label: str) -> dict:
+        return {"total": np.array([values.sum()], dtype=np.int64),
+                "label": np.array([label.upper()], dtype=object)}
+
+    @zeroserve.api
+    def broken(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the model failed on purpose")

@@ -1,0 +1,1 @@
+"""Modules generated from protos/ by scripts/gen_protos; do not edit."""
