@@ -152,6 +152,9 @@ class InferHandler(OipHandler):
             if len(body) > self.max_body_bytes or inflater.unconsumed_tail:
                 raise RequestFailed(Status.PAYLOAD_TOO_LARGE, "the inflated body is larger "
                                     f"than the limit of {self.max_body_bytes} bytes")
+            if not inflater.eof:
+                raise RequestFailed(Status.BAD_REQUEST, "body is not valid deflate data: "
+                                                        "it ends early")
         elif encoding not in ("", "identity", "gzip"):
             raise RequestFailed(Status.BAD_REQUEST, f"Content-Encoding {encoding!r} is not "
                                                     "supported; use gzip or deflate")

@@ -27,6 +27,9 @@ _DATATYPE = {(dt.kind, dt.itemsize): name for name, dt in _NUMPY.items() if name
 DATATYPES = tuple(_NUMPY)
 MAX_DIMS = 32
 _LENGTH = struct.Struct("<I")
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"b": (bool,), "i": (int,), "u": (int,),
+                                            "f": (int, float)}
+_JSON_NAMES = {"b": "true or false", "i": "integers", "u": "integers", "f": "numbers"}
 
 
 class TensorError(ValueError):
@@ -77,34 +80,21 @@ def from_json(name: str, datatype: str, shape: Any, data: Any) -> np.ndarray:
     dtype = numpy_dtype(datatype, name)
     if not isinstance(data, list):
         raise TensorError(f"tensor '{name}': data must be a list, got {type(data).__name__}")
+    flat = _flatten(data)
+    if len(flat) != _count(dims):
+        raise _size_error(name, dims, len(flat))
     if dtype.kind == "O":
-        flat = _flatten(data)
         if not all(isinstance(v, str) for v in flat):
             raise TensorError(f"tensor '{name}': BYTES data must be strings")
-        items = [v.encode() for v in flat]
-        if len(items) != _count(dims):
-            raise _size_error(name, dims, len(items))
-        return _object_array(items, dims)
-    try:
-        arr = np.asarray(data)
-    except ValueError:
-        raise TensorError(f"tensor '{name}': data is not a rectangular list") from None
-    if arr.size and arr.dtype.kind not in "biuf":
-        raise TensorError(f"tensor '{name}': {datatype} data must be numbers")
-    if arr.size != _count(dims):
-        raise _size_error(name, dims, arr.size)
-    if dtype.kind == "b" and arr.size and arr.dtype.kind != "b":
-        raise TensorError(f"tensor '{name}': BOOL data must be true or false")
-    if dtype.kind in "iu" and arr.dtype.kind == "f":
-        raise TensorError(f"tensor '{name}': {datatype} data must be integers")
+        return _object_array([v.encode() for v in flat], dims)
+    if not all(isinstance(v, _JSON_TYPES[dtype.kind]) and
+               (dtype.kind == "b" or not isinstance(v, bool)) for v in flat):
+        raise TensorError(f"tensor '{name}': {datatype} data must be {_JSON_NAMES[dtype.kind]}")
     try:
         with np.errstate(over="raise", invalid="raise"):
-            out = arr.astype(dtype).reshape(dims)
-    except (OverflowError, FloatingPointError, ValueError) as exc:
-        raise TensorError(f"tensor '{name}': {datatype} cannot hold its data ({exc})") from None
-    if dtype.kind in "iu" and not np.array_equal(out.reshape(-1), arr.reshape(-1)):
-        raise TensorError(f"tensor '{name}': data out of the range of {datatype}")
-    return out
+            return np.array(flat, dtype=dtype).reshape(dims)
+    except (OverflowError, FloatingPointError, ValueError):
+        raise TensorError(f"tensor '{name}': data out of the range of {datatype}") from None
 
 
 def _flatten(data: list) -> list:
@@ -127,10 +117,13 @@ def _size_error(name: str, dims: tuple[int, ...], got: int) -> TensorError:
 
 
 def to_json(arr: np.ndarray) -> list:
-    """A flat JSON ``data`` list (BYTES as UTF-8 strings)."""
+    """A flat JSON ``data`` list (BYTES as UTF-8 strings; FP32 in its shortest decimal
+    form, 0.1 rather than 0.10000000149011612)."""
     flat = arr.reshape(-1)
     if arr.dtype.kind in "OSU":
         return [_text(v) for v in flat.tolist()]
+    if arr.dtype.kind == "f" and arr.dtype.itemsize == 4:  # shortest text that reads back the same
+        return [float(str(v)) for v in flat]
     return flat.tolist()
 
 

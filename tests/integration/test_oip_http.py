@@ -1,0 +1,187 @@
+"""The Open Inference Protocol over HTTP, driven by the real tritonclient.http."""
+from __future__ import annotations
+
+import json
+import urllib.request
+import zlib
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from cluster import ROOT, Cluster
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.integration
+
+SERVICE = f"{ROOT / 'tests' / 'oip_services.py'}:OipModels"
+
+DATATYPES = {
+    "BOOL": np.array([[True, False, True]]),
+    "UINT8": np.array([[0, 7, 255]], dtype=np.uint8),
+    "UINT16": np.array([[0, 7, 65535]], dtype=np.uint16),
+    "UINT32": np.array([[0, 7, 2**32 - 1]], dtype=np.uint32),
+    "UINT64": np.array([[0, 7, 2**64 - 1]], dtype=np.uint64),
+    "INT8": np.array([[-128, 0, 127]], dtype=np.int8),
+    "INT16": np.array([[-32768, 0, 32767]], dtype=np.int16),
+    "INT32": np.array([[-2**31, 0, 2**31 - 1]], dtype=np.int32),
+    "INT64": np.array([[-2**63, 0, 2**63 - 1]], dtype=np.int64),
+    "FP16": np.array([[-1.5, 0.0, 65504.0]], dtype=np.float16),
+    "FP32": np.array([[-1.5, 0.25, 3.0e38]], dtype=np.float32),
+    "FP64": np.array([[-1.5, 0.25, 1.0e300]], dtype=np.float64),
+    "BYTES": np.array([[b"", b"caf\xc3\xa9", b"z" * 300]], dtype=object),
+}
+
+
+@pytest.fixture(scope="module")
+def oip(tmp_path_factory: pytest.TempPathFactory):
+    cluster = Cluster(tmp_path_factory.mktemp("oip-http"))
+    try:
+        cluster.broker()
+        cluster.gateway()
+        cluster.worker(SERVICE)
+        cluster.wait_ready(1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def client(oip: Cluster):
+    with triton.InferenceServerClient(f"127.0.0.1:{oip.http_port}") as c:
+        yield c
+
+
+def _input(name: str, arr: np.ndarray, binary: bool = True) -> triton.InferInput:
+    datatype = "BYTES" if arr.dtype == object else triton.np_to_triton_dtype(arr.dtype)
+    tensor = triton.InferInput(name, list(arr.shape), datatype)
+    tensor.set_data_from_numpy(arr, binary_data=binary)
+    return tensor
+
+
+def test_health_and_server_metadata(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("oip")
+    assert client.is_model_ready("oip.double", "1")
+    assert not client.is_model_ready("nope")
+    meta = client.get_server_metadata()
+    assert meta["name"] == "zeroserve"
+    assert "binary_tensor_data" in meta["extensions"]
+    assert "statistics" not in meta["extensions"]
+
+
+def test_model_metadata_and_config(client: triton.InferenceServerClient) -> None:
+    meta = client.get_model_metadata("oip.double")
+    assert meta["name"] == "oip.double" and meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 4]}]
+    assert client.get_model_config("oip.double")["max_batch_size"] == 16
+    assert client.get_model_config("oip.double", "1")["max_batch_size"] == 16
+    assert client.get_model_metadata("oip")["name"] == "oip"  # the default endpoint, echo
+    assert client.get_model_config("oip")["max_batch_size"] == 0
+    described = client.get_model_metadata("oip.describe")
+    assert [t["datatype"] for t in described["inputs"]] == ["INT32", "BYTES"]
+    index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+    assert index["oip.double"] == "READY" and "oip" in index
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", sorted(DATATYPES))
+def test_every_datatype_round_trips(client: triton.InferenceServerClient, datatype: str,
+                                    binary: bool) -> None:
+    arr = DATATYPES[datatype]
+    out = triton.InferRequestedOutput("output", binary_data=binary)
+    result = client.infer("oip", [_input("x", arr, binary)], outputs=[out])
+    got = result.as_numpy("output")
+    assert got.shape == arr.shape
+    if datatype == "BYTES":  # tritonclient gives str for JSON BYTES, bytes for binary
+        want = arr.tolist() if binary else [[v.decode() for v in row] for row in arr.tolist()]
+        assert got.tolist() == want
+    else:
+        assert got.dtype == arr.dtype
+        np.testing.assert_array_equal(got, arr)
+    response = result.get_response()
+    assert response["model_name"] == "oip" and response["model_version"] == "1"
+    assert response["outputs"][0]["datatype"] == datatype
+
+
+def test_batched_rows_and_json_output_is_flat(oip: Cluster,
+                                              client: triton.InferenceServerClient) -> None:
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    result = client.infer("oip.double", [_input("x", x)])
+    np.testing.assert_array_equal(result.as_numpy("output"), x * 2)
+    body = {"id": "7", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4],
+                                   "data": [[1, 2, 3, 4], [5, 6, 7, 8]]}]}
+    status, answer, _ = oip.post("/v2/models/oip.double/versions/1/infer", body)
+    assert status == 200
+    assert answer["id"] == "7"
+    assert answer["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [2, 4],
+                                  "data": [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]}]
+
+
+def test_named_outputs_from_a_dict_and_scalar_inputs(client: triton.InferenceServerClient
+                                                     ) -> None:
+    values = np.array([1, 2, 3], dtype=np.int32)
+    label = np.array([b"hi"], dtype=object)
+    result = client.infer("oip.describe", [_input("values", values), _input("label", label)],
+                          outputs=[triton.InferRequestedOutput("label")])
+    assert result.as_numpy("label").tolist() == [b"HI"]
+    assert result.as_numpy("total") is None  # not asked for
+    both = client.infer("oip.describe", [_input("values", values), _input("label", label)])
+    assert both.as_numpy("total").tolist() == [6]
+
+
+def test_64_mib_tensor(client: triton.InferenceServerClient) -> None:
+    big = np.random.default_rng(0).random(8 * 1024 * 1024)  # 64 MiB of float64
+    result = client.infer("oip", [_input("x", big)])
+    np.testing.assert_array_equal(result.as_numpy("output"), big)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_and_response(client: triton.InferenceServerClient,
+                                         algorithm: str) -> None:
+    x = np.ones((16, 4), dtype=np.float32)
+    result = client.infer("oip.double", [_input("x", x)],
+                          request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("output"), x * 2)
+
+
+def test_errors_surface_with_their_message(client: triton.InferenceServerClient) -> None:
+    x = np.zeros((1, 4), dtype=np.float32)
+    cases = [
+        (lambda: client.infer("nope", [_input("x", x)]), "unknown model 'nope'", "404"),
+        (lambda: client.get_model_metadata("oip.nope"), "unknown model 'oip.nope'", "404"),
+        (lambda: client.get_model_metadata("oip", "2"), "no version '2'", "404"),
+        (lambda: client.infer("oip.double", [_input("x", np.zeros((1, 5), np.float32))]),
+         "shape [1, 5] does not match [-1, 4]", "400"),
+        (lambda: client.infer("oip.double", [_input("x", x.astype(np.float64))]),
+         "datatype FP64 does not match the model's FP32", "400"),
+        (lambda: client.infer("oip.double", [_input("y", x)]), "has no input 'y'", "400"),
+        (lambda: client.infer("oip.broken", [_input("x", x)]), "failed on purpose", "500"),
+    ]
+    for call, message, status in cases:
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert message in info.value.message(), info.value.message()
+        assert info.value.status() == status
+
+
+def test_malformed_bodies_get_400_json(oip: Cluster) -> None:
+    url = "/v2/models/oip.double/infer"
+    for body, headers, message in [
+        (b"{not json", {}, "not valid"),
+        (json.dumps({"inputs": []}).encode(), {}, "non-empty 'inputs'"),
+        (json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                 "parameters": {"binary_data_size": 16}}]}).encode(),
+         {}, "runs past"),
+        (json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                 "data": [1, 2, 3]}]}).encode(), {}, "needs 4 elements"),
+        (b"{}", {"Inference-Header-Content-Length": "99"}, "outside the body"),
+        (zlib.compress(b"x")[:3], {"Content-Encoding": "deflate"}, "deflate"),
+    ]:
+        status, answer, _ = oip.post(url, body, headers=headers)
+        assert status == 400, (body, answer)
+        assert message in answer["error"], answer
+    with urllib.request.urlopen(oip.url + "/v2/health/live") as resp:  # still serving
+        assert json.loads(resp.read()) == {"live": True}

@@ -1,0 +1,71 @@
+"""OIP gRPC messages: raw in -> raw out, typed in -> typed out."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.oip_grpc_body import build_response, parameter, parse_request
+from gateway.oip_tensors import TensorError
+from zeroserve.grpc_gen import grpc_service_pb2 as pb
+
+Tensor = pb.ModelInferRequest.InferInputTensor
+
+
+def test_raw_inputs_pair_with_inputs_in_order() -> None:
+    a, b = np.arange(4, dtype=np.float32), np.array([b"x", b"yz"], dtype=object)
+    request = pb.ModelInferRequest(
+        model_name="m", id="1",
+        inputs=[Tensor(name="a", datatype="FP32", shape=[2, 2]),
+                Tensor(name="b", datatype="BYTES", shape=[2])],
+        raw_input_contents=[a.tobytes(), b"\x01\x00\x00\x00x\x02\x00\x00\x00yz"],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="out")])
+    request.parameters["timeout"].int64_param = 250
+    parsed, typed = parse_request(request)
+    assert not typed and parsed.timeout_us == 250 and parsed.outputs == {"out": None}
+    np.testing.assert_array_equal(parsed.inputs["a"][1], a.reshape(2, 2))
+    assert parsed.inputs["b"][1].tolist() == b.tolist()
+    response = build_response("m", "1", parsed, typed, [("out", a), ("s", b)])
+    assert [bytes(r) for r in response.raw_output_contents] == [
+        a.tobytes(), b"\x01\x00\x00\x00x\x02\x00\x00\x00yz"]
+    assert not response.outputs[0].HasField("contents")
+
+
+def test_typed_inputs_get_typed_outputs_but_fp16_stays_raw() -> None:
+    request = pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="UINT16", shape=[3],
+        contents=pb.InferTensorContents(uint_contents=[1, 2, 65535]))])
+    parsed, typed = parse_request(request)
+    assert typed and parsed.inputs["a"][1].dtype == np.uint16
+    response = build_response("m", "1", parsed, typed, [("o", np.array([1.5], np.float64))])
+    assert list(response.outputs[0].contents.fp64_contents) == [1.5]
+    assert not response.raw_output_contents
+    half = build_response("m", "1", parsed, typed, [("o", np.array([1.5], np.float16))])
+    assert len(half.raw_output_contents) == 1
+
+
+@pytest.mark.parametrize("request_, message", [
+    (pb.ModelInferRequest(inputs=[Tensor(name="a", datatype="FP32", shape=[1])],
+                          raw_input_contents=[b"", b""]), "2 raw_input_contents for 1"),
+    (pb.ModelInferRequest(), "no inputs"),
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="FP16", shape=[1], contents=pb.InferTensorContents())]),
+     "FP16 has no typed contents"),
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="UINT8", shape=[1],
+        contents=pb.InferTensorContents(uint_contents=[256]))]), "range of UINT8"),
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="INT32", shape=[2],
+        contents=pb.InferTensorContents(int_contents=[1]))]), "needs 2 elements"),
+])
+def test_malformed_requests(request_: pb.ModelInferRequest, message: str) -> None:
+    with pytest.raises(TensorError, match=message):
+        parse_request(request_)
+
+
+def test_parameters_read_all_five_choices() -> None:
+    request = pb.ModelInferRequest()
+    request.parameters["p"].uint64_param = 2**63
+    request.parameters["d"].double_param = 0.5
+    assert parameter(request.parameters["p"]) == 2**63
+    assert parameter(request.parameters["d"]) == 0.5
+    assert parameter(pb.InferParameter()) is None
