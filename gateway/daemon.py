@@ -10,7 +10,7 @@ import tornado.httpserver
 import tornado.web
 
 from gateway.broker_link import BrokerLink
-from gateway.oip_grpc import start_server
+from gateway.grpc_server import start_server
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
 from zeroserve.config import Settings

@@ -15,6 +15,7 @@ import grpc
 
 import zeroserve
 from gateway.broker_link import BrokerLink
+from gateway.grpc_status import abort
 from gateway.invoke import RequestFailed, call, find_model
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
@@ -22,26 +23,14 @@ from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, resol
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import select_outputs
-from gateway.oip_tensors import TensorError
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
+from zeroserve.oip_tensors import TensorError
 from zeroserve.protocol import Status
 
 log = logging.getLogger("zeroserve.gateway")
 
-MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow themselves
-
-GRPC_CODE = {
-    Status.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
-    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Status.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Status.USER_ERROR: grpc.StatusCode.INTERNAL,
-    Status.INTERNAL: grpc.StatusCode.INTERNAL,
-    Status.NO_WORKER: grpc.StatusCode.UNAVAILABLE,
-    Status.QUEUE_FULL: grpc.StatusCode.UNAVAILABLE,
-    Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -78,7 +67,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             ref, info = await find_model(self.link, request.name, request.version)
         except RequestFailed as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
         doc = model_metadata(ref, info)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -91,7 +80,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             ref, info = await find_model(self.link, request.name, request.version)
         except RequestFailed as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
         doc = model_config(ref, info)
         cfg = config_pb.ModelConfig(name=doc["name"], platform=doc["platform"],
                                     backend=doc["backend"], max_batch_size=doc["max_batch_size"])
@@ -105,7 +94,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             return await self._infer(request, context.time_remaining())
         except RequestFailed as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
             raise  # not reached: abort raises
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
@@ -170,29 +159,3 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
         model_name=request.model_name, id=request.id))
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: RequestFailed) -> None:
-    await context.abort(GRPC_CODE.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
-
-
-async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
-                       max_timeout_s: float) -> grpc.aio.Server:
-    """Start the gRPC server on ``host:port`` in the running loop; raise OSError if it
-    cannot bind."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
-    ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(link, default_timeout_s, max_timeout_s), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from None
-    if bound == 0:
-        raise OSError(f"cannot listen on {address}")
-    await server.start()
-    return server

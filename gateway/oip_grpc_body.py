@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from gateway.oip_rest_body import InferRequest
-from gateway.oip_tensors import TensorError, check_shape, datatype_of, from_raw, numpy_dtype
-from gateway.oip_tensors import to_raw as raw_bytes
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
+from zeroserve.oip_tensors import TensorError, check_shape, datatype_of, from_raw, numpy_dtype
+from zeroserve.oip_tensors import to_raw as raw_bytes
 
 # the typed field of each datatype (InferTensorContents)
 _TYPED_FIELD = {

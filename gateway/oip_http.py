@@ -22,8 +22,8 @@ from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, model
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import encode_response, parse_request, select_outputs
-from gateway.oip_tensors import TensorError
 from gateway.rest import BaseHandler, to_json
+from zeroserve.oip_tensors import TensorError
 from zeroserve.protocol import Status
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gateway.broker_link import EndpointInfo
-from gateway.oip_tensors import TensorError, as_output, datatype_of
+from zeroserve.oip_tensors import TensorError, as_output, datatype_of
 from zeroserve.schema import Field
 
 VERSION = "1"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.oip_tensors import (
+from zeroserve.oip_tensors import (
     TensorError,
     datatype_of,
     from_json,

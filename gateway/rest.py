@@ -149,6 +149,16 @@ class ReadyHandler(BaseHandler):
         self.finish(to_json(state))
 
 
+class ServicesHandler(BaseHandler):
+    """``GET /v1/services``: the services the broker knows, their endpoints' schemas and how
+    many workers serve each."""
+
+    async def get(self) -> None:
+        await self.link.refresh_if_stale(1.0)
+        self.set_header("Content-Type", "application/json")
+        self.finish(to_json({"services": self.link.services, "broker_alive": self.link.alive}))
+
+
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
                  max_body_bytes: int) -> dict[str, Any]:
     """The ``initialize`` arguments of every gateway handler."""
@@ -161,5 +171,6 @@ def routes(args: dict[str, Any]) -> list:
     return [
         (r"/healthz", HealthHandler, args),
         (r"/readyz", ReadyHandler, args),
+        (r"/v1/services", ServicesHandler, args),
         (r"/([^/]+)/([^/]+)", InvokeHandler, args),
     ]

@@ -14,19 +14,23 @@ Write a service::
 serve it with ``zeroserve serve file.py:MLP`` and call it with
 ``zeroserve.Client("http://localhost:8000").call("mlp", "predict", x=array)``.
 """
-from zeroserve.client import (
-                              BadRequest,
-                              Client,
-                              DeadlineExceeded,
-                              NotFound,
-                              Overloaded,
-                              ServerError,
-                              ZeroserveError,
+from zeroserve.async_client import AsyncClient
+from zeroserve.client import Client
+from zeroserve.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ServerError,
+    Unreachable,
+    ZeroserveError,
 )
 from zeroserve.schema import Tensor
 from zeroserve.service import api, service
 
 __version__ = "0.1.0"
 
-__all__ = ["service", "api", "Tensor", "Client", "ZeroserveError", "BadRequest", "NotFound",
-           "Overloaded", "DeadlineExceeded", "ServerError", "__version__"]
+__all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
+           "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
+           "PayloadTooLarge", "__version__"]

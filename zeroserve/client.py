@@ -1,129 +1,140 @@
-"""A minimal client: ``Client("http://localhost:8000").call("mlp", "predict", x=array)``.
+"""The client SDK: ``Client("http://localhost:8000").call("mlp", "predict", x=array)``.
 
-Numpy in, numpy out, over the REST route with msgpack bodies. The transport
-is one small seam (:class:`HttpTransport`) so that other transports (gRPC)
-can be added without touching :class:`Client`.
+Numpy in, numpy out. The URL picks the transport: ``http://`` (the REST route
+with msgpack bodies, and the OIP HTTP route with binary tensors) or
+``grpc://`` (the gateway's gRPC port: ``zeroserve.v1.Serving`` and the OIP gRPC
+service). Both give the same answers and raise the same exceptions
+(:mod:`zeroserve.errors`). :class:`AsyncClient` (``zeroserve.async_client``) is
+the same for asyncio.
 """
 from __future__ import annotations
 
-import http.client
-import json
-import threading
-import urllib.parse
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
-from zeroserve import codec
+import numpy as np
 
-MSGPACK = "application/msgpack"
+from zeroserve.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ServerError,
+    Unreachable,
+    ZeroserveError,
+    from_http,
+)
+from zeroserve.retry import retry_delay
 
+__all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
+           "DeadlineExceeded", "ServerError", "PayloadTooLarge", "error_for"]
 
-class ZeroserveError(Exception):
-    """A call that the cluster answered with an error; ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class BadRequest(ZeroserveError):
-    """400: the inputs do not match the endpoint's schema."""
-
-
-class NotFound(ZeroserveError):
-    """404: no such service or endpoint."""
-
-
-class ServerError(ZeroserveError):
-    """500: the endpoint raised, or the cluster failed."""
+T = TypeVar("T")
+error_for = from_http  # the typed exception of an HTTP status (kept for callers of 0.1)
 
 
-class Overloaded(ZeroserveError):
-    """503: no worker, or the queue is full; retry later."""
+class Transport(Protocol):
+    """What :class:`Client` needs from a connection to a gateway."""
+
+    def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
+             timeout_s: float) -> Any: ...
+
+    def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
+              timeout_s: float) -> dict[str, np.ndarray]: ...
+
+    def services(self, timeout_s: float) -> dict[str, Any]: ...
+
+    def health(self, timeout_s: float) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
-class DeadlineExceeded(ZeroserveError):
-    """504: the deadline passed before the answer came."""
+def make_transport(url: str) -> Transport:
+    """The transport of a URL: ``http://host:port`` or ``grpc://host:port``."""
+    if url.startswith("http://"):
+        from zeroserve.http_transport import HttpTransport
 
+        return HttpTransport(url)
+    if url.startswith("grpc://"):
+        from zeroserve.grpc_transport import GrpcTransport
 
-_ERRORS = {400: BadRequest, 404: NotFound, 503: Overloaded, 504: DeadlineExceeded}
-
-
-def error_for(status: int, message: str) -> ZeroserveError:
-    """The typed exception for an HTTP error status."""
-    kind = _ERRORS.get(status, ServerError if status >= 500 else ZeroserveError)
-    return kind(status, message)
-
-
-class HttpTransport:
-    """POSTs bodies to one gateway over a kept-alive connection per thread."""
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"expected an http://host:port URL, got {url!r}")
-        self.host = parsed.hostname
-        self.port = parsed.port or 80
-        self.prefix = parsed.path.rstrip("/")
-        self.timeout_s = timeout_s
-        self._local = threading.local()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-            self._local.conn = conn
-        return conn
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
-        """Return (status, content type, body); reconnects once if the connection dropped."""
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                conn.request("POST", self.prefix + path, body=body, headers=headers)
-                resp = conn.getresponse()
-                return resp.status, resp.getheader("Content-Type", ""), resp.read()
-            except (ConnectionError, http.client.HTTPException):
-                conn.close()
-                self._local.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        return GrpcTransport(url)
+    raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")
 
 
 class Client:
-    """Calls a zeroserve cluster through one gateway. Thread-safe; usable as a context manager."""
+    """Calls a zeroserve cluster through one gateway. Thread-safe; a context manager.
 
-    def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0) -> None:
+    ``timeout`` (seconds) is the default deadline of each call; the cluster drops a
+    request whose deadline has passed. ``retry`` re-sends a call that was refused for
+    overload (503, UNAVAILABLE, no gateway answering) after a jittered, growing wait,
+    as long as the deadline allows: such a call never ran.
+    """
+
+    def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0,
+                 retry: bool = True, transport: Transport | None = None) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.url = url
         self.timeout = timeout
-        self._transport = HttpTransport(url, timeout + 5.0)
+        self.retry = retry
+        self._transport = transport or make_transport(url)
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
 
     def call(self, service: str, endpoint: str, *, timeout: float | None = None,
              **inputs: Any) -> Any:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value.
 
-        ``timeout`` (seconds) becomes the request's deadline in the cluster.
-        Raises a :class:`ZeroserveError` subclass for every error answer.
+        >>> client.call("mlp", "predict", x=np.zeros((1, 64), np.float32))  # doctest: +SKIP
+        array([[...]], dtype=float32)
+
+        Raises :class:`BadRequest`, :class:`NotFound`, :class:`Overloaded`,
+        :class:`DeadlineExceeded` or :class:`ServerError` with the server's message.
         """
-        meta, _ = codec.encode(inputs, threshold=1 << 62)
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK,
-                   "X-Zeroserve-Timeout": str(timeout or self.timeout)}
-        status, ctype, body = self._transport.post(f"/{service}/{endpoint}", meta, headers)
-        if status == 200:
-            return codec.decode(body) if ctype.startswith(MSGPACK) else json.loads(body)
-        try:
-            message = json.loads(body).get("error", body.decode(errors="replace"))
-        except ValueError:
-            message = body.decode(errors="replace")
-        raise error_for(status, message)
+        return self._with_retries(
+            timeout, lambda left: self._transport.call(service, endpoint, inputs, left))
+
+    def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None = None,
+              *, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run an Open Inference Protocol model (``service`` or ``service.endpoint``) on named
+        tensors; return its outputs by name (all of them, or those in ``outputs``)."""
+        return self._with_retries(
+            timeout, lambda left: self._transport.infer(model, inputs, outputs, left))
+
+    def services(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
+        return self._transport.services(timeout)
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """``{"live", "ready", "services": {name: workers}, "reason"}``; raises
+        :class:`Unreachable` when no gateway answers."""
+        return self._transport.health(timeout)
+
+    def _with_retries(self, timeout: float | None, attempt: Callable[[float], T]) -> T:
+        deadline = self._clock() + (timeout or self.timeout)
+        tries = 0
+        while True:
+            left = deadline - self._clock()
+            if left <= 0:
+                raise DeadlineExceeded(504, "the deadline passed while retrying")
+            try:
+                return attempt(left)
+            except TimeoutError:
+                raise DeadlineExceeded(504, "no answer before the deadline") from None
+            except Overloaded:
+                delay = retry_delay(tries, deadline - self._clock(), random.random) \
+                    if self.retry else None
+                if delay is None:
+                    raise
+                self._sleep(delay)
+                tries += 1
 
     def close(self) -> None:
+        """Close the connection to the gateway."""
         self._transport.close()
 
     def __enter__(self) -> Client:

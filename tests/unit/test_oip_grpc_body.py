@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from gateway.oip_grpc_body import build_response, parameter, parse_request
-from gateway.oip_tensors import TensorError
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
+from zeroserve.oip_tensors import TensorError
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 

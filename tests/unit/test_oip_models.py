@@ -14,7 +14,7 @@ from gateway.oip_models import (
     model_names,
     resolve,
 )
-from gateway.oip_tensors import TensorError
+from zeroserve.oip_tensors import TensorError
 from zeroserve.schema import Field
 
 SERVICES = {"mlp": {"endpoints": {"predict": {}, "embed": {}}, "workers": 1},

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.oip_tensors import (
+from zeroserve.oip_tensors import (
     DATATYPES,
     TensorError,
     as_output,

@@ -1,0 +1,35 @@
+"""The gateway's gRPC server: the Open Inference Protocol and zeroserve.v1.Serving on grpc.aio,
+in the gateway's asyncio loop."""
+from __future__ import annotations
+
+import grpc
+
+from gateway.broker_link import BrokerLink
+from gateway.oip_grpc import InferenceService
+from gateway.serving_grpc import ServingService
+from zeroserve.grpc_gen import grpc_service_pb2_grpc, zeroserve_serving_pb2_grpc
+
+MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow themselves
+
+
+async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
+                       max_timeout_s: float) -> grpc.aio.Server:
+    """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ])
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceService(link, default_timeout_s, max_timeout_s), server)
+    zeroserve_serving_pb2_grpc.add_ServingServicer_to_server(
+        ServingService(link, default_timeout_s, max_timeout_s), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    return server

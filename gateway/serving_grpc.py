@@ -1,0 +1,56 @@
+"""zeroserve's own gRPC service (``zeroserve.v1.Serving``): the REST route's calls over gRPC.
+
+Values travel in the codec's msgpack form, as on the REST route with
+``application/msgpack``, so that ``zeroserve.Client`` answers the same over
+``grpc://`` as over ``http://``.
+"""
+from __future__ import annotations
+
+import grpc
+
+from gateway.broker_link import BrokerLink
+from gateway.grpc_status import abort
+from gateway.invoke import RequestFailed, call, find_endpoint
+from zeroserve import codec
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+from zeroserve.protocol import Status, pack_map
+
+INLINE = 1 << 62  # codec threshold: every tensor inside the one payload
+
+
+class ServingService(pb_grpc.ServingServicer):
+    """``Call`` and ``Services`` on the gateway's broker link."""
+
+    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> None:
+        self.link = link
+        self.default_timeout_s = default_timeout_s
+        self.max_timeout_s = max_timeout_s
+
+    async def Call(self, request: pb.CallRequest,
+                   context: grpc.aio.ServicerContext) -> pb.CallReply:
+        remaining = context.time_remaining()
+        timeout_s = min(self.default_timeout_s if remaining is None else remaining,
+                        self.max_timeout_s)
+        try:
+            info = await find_endpoint(self.link, request.service, request.endpoint)
+            try:
+                inputs = codec.decode(request.inputs)
+            except codec.CodecError as exc:
+                raise RequestFailed(Status.BAD_REQUEST,
+                                    f"inputs are not valid msgpack: {exc}") from None
+            value = await call(self.link, info, inputs, timeout_s)
+            try:
+                return pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
+            except codec.CodecError as exc:
+                raise RequestFailed(Status.USER_ERROR,
+                                    f"answer cannot be encoded: {exc}") from None
+        except RequestFailed as exc:
+            await abort(context, exc)
+            raise  # not reached: abort raises
+
+    async def Services(self, request: pb.ServicesRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ServicesReply:
+        await self.link.refresh_if_stale(1.0)
+        return pb.ServicesReply(services=pack_map(self.link.services),
+                                broker_alive=self.link.alive)

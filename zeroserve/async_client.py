@@ -1,0 +1,204 @@
+"""The asyncio client: :class:`AsyncClient`, the same calls as :class:`zeroserve.Client`.
+
+    async with zeroserve.AsyncClient("grpc://localhost:8001") as client:
+        y = await client.call("mlp", "predict", x=np.zeros((1, 64), np.float32))
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from zeroserve import sdk_wire as wire
+from zeroserve.aio_http import AsyncHttpConnectionPool
+from zeroserve.errors import DeadlineExceeded, Overloaded, from_grpc
+from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
+from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+from zeroserve.grpc_transport import CHANNEL_OPTIONS, services_of, target
+from zeroserve.http_transport import split_url
+from zeroserve.retry import retry_delay
+
+T = TypeVar("T")
+
+
+class AsyncHttpTransport:
+    """The REST and OIP HTTP routes over kept-alive asyncio connections."""
+
+    def __init__(self, url: str) -> None:
+        host, port, self.prefix = split_url(url, "http")
+        self._pool = AsyncHttpConnectionPool(host, port, url)
+
+    async def _request(self, method: str, path: str, body: bytes | None,
+                       headers: dict[str, str], timeout_s: float
+                       ) -> tuple[int, dict[str, str], bytes]:
+        return await self._pool.request(method, self.prefix + path, body, headers, timeout_s)
+
+    async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
+                   timeout_s: float) -> Any:
+        headers = {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
+                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        status, reply_headers, body = await self._request(
+            "POST", f"/{service}/{endpoint}", wire.encode_inputs(inputs), headers,
+            timeout_s + 1.0)
+        if status != 200:
+            raise wire.http_error(status, body)
+        if reply_headers.get("content-type", "").startswith(wire.MSGPACK):
+            return wire.decode_value(body)
+        return json.loads(body)
+
+    async def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
+                    timeout_s: float) -> dict[str, np.ndarray]:
+        body, length = wire.infer_body(inputs, outputs)
+        headers = {wire.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
+                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        status, reply_headers, reply = await self._request(
+            "POST", f"/v2/models/{urllib.parse.quote(model)}/infer", body, headers,
+            timeout_s + 1.0)
+        if status != 200:
+            raise wire.http_error(status, reply)
+        length_header = reply_headers.get(wire.HEADER_LENGTH.lower())
+        return wire.infer_outputs(reply, None if length_header is None else int(length_header))
+
+    async def services(self, timeout_s: float) -> dict[str, Any]:
+        status, _, body = await self._request("GET", "/v1/services", None, {}, timeout_s)
+        if status != 200:
+            raise wire.http_error(status, body)
+        return dict(json.loads(body)["services"])
+
+    async def health(self, timeout_s: float) -> dict[str, Any]:
+        status, _, body = await self._request("GET", "/readyz", None, {}, timeout_s)
+        state = json.loads(body) if body else {}
+        return {"live": True, "ready": status == 200, "services": state.get("services", {}),
+                "reason": state.get("reason", "")}
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class AsyncGrpcTransport:
+    """``zeroserve.v1.Serving`` and the OIP service over one grpc.aio channel."""
+
+    def __init__(self, url: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target(url), options=CHANNEL_OPTIONS)
+        self._serving = pb_grpc.ServingStub(self._channel)
+        self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
+                   timeout_s: float) -> Any:
+        request = pb.CallRequest(service=service, endpoint=endpoint,
+                                 inputs=wire.encode_inputs(inputs))
+        try:
+            reply = await self._serving.Call(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details()) from None
+        return wire.decode_value(reply.value)
+
+    async def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
+                    timeout_s: float) -> dict[str, np.ndarray]:
+        try:
+            response = await self._oip.ModelInfer(wire.infer_request(model, inputs, outputs),
+                                                  timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details()) from None
+        return wire.infer_response_outputs(response)
+
+    async def services(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            return services_of(await self._serving.Services(pb.ServicesRequest(),
+                                                            timeout=timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details()) from None
+
+    async def health(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            ready = (await self._oip.ServerReady(oip_pb.ServerReadyRequest(),
+                                                 timeout=timeout_s)).ready
+            services = services_of(await self._serving.Services(pb.ServicesRequest(),
+                                                                timeout=timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details()) from None
+        return {"live": True, "ready": ready,
+                "services": {k: v.get("workers", 0) for k, v in services.items()},
+                "reason": "" if ready else "no worker has registered, or no broker answers"}
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class AsyncClient:
+    """:class:`zeroserve.Client` for asyncio: the same URLs, calls, deadlines, retries and
+    exceptions, with ``await``. Use one per event loop; ``async with`` closes it."""
+
+    def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0,
+                 retry: bool = True) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if url.startswith("http://"):
+            self._transport: AsyncHttpTransport | AsyncGrpcTransport = AsyncHttpTransport(url)
+        elif url.startswith("grpc://"):
+            self._transport = AsyncGrpcTransport(url)
+        else:
+            raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")
+        self.url = url
+        self.timeout = timeout
+        self.retry = retry
+
+    async def call(self, service: str, endpoint: str, *, timeout: float | None = None,
+                   **inputs: Any) -> Any:
+        """Call ``service/endpoint`` with named inputs; return the endpoint's value."""
+        return await self._with_retries(
+            timeout, lambda left: self._transport.call(service, endpoint, inputs, left))
+
+    async def infer(self, model: str, inputs: Mapping[str, Any],
+                    outputs: list[str] | None = None, *,
+                    timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run an Open Inference Protocol model on named tensors; return its outputs."""
+        return await self._with_retries(
+            timeout, lambda left: self._transport.infer(model, inputs, outputs, left))
+
+    async def services(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
+        return await self._transport.services(timeout)
+
+    async def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """``{"live", "ready", "services": {name: workers}, "reason"}``."""
+        return await self._transport.health(timeout)
+
+    async def _with_retries(self, timeout: float | None,
+                            attempt: Callable[[float], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        tries = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(504, "the deadline passed while retrying")
+            try:
+                return await attempt(left)
+            except TimeoutError:
+                raise DeadlineExceeded(504, "no answer before the deadline") from None
+            except Overloaded:
+                delay = retry_delay(tries, deadline - time.monotonic(), random.random) \
+                    if self.retry else None
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                tries += 1
+
+    async def close(self) -> None:
+        """Close the connections to the gateway."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
