@@ -17,6 +17,8 @@ from zeroserve.config import Settings
 
 log = logging.getLogger("zeroserve.gateway")
 
+_CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk inflates to at once
+
 
 def _log_errors_only(handler: tornado.web.RequestHandler) -> None:
     """Access log: nothing for successes (the hot path logs nothing), one line per error."""
@@ -41,8 +43,11 @@ async def serve(settings: Settings) -> int:
     link.start()
     server = tornado.httpserver.HTTPServer(
         make_app(link, settings), decompress_request=True,
-        max_body_size=settings.get("gateway.max_body_bytes"),
-        max_buffer_size=settings.get("gateway.max_body_bytes"))
+        # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
+        # tornado would close the connection without an answer
+        max_body_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
+        max_buffer_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
+        chunk_size=_CHUNK_BYTES)
     host, port = settings.get("gateway.http_host"), settings.get("gateway.http_port")
     grpc_port = settings.get("gateway.grpc_port")
     grpc_server = None

@@ -22,7 +22,7 @@ from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, model
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import encode_response, parse_request, select_outputs
-from gateway.rest import BaseHandler, to_json
+from gateway.rest import BaseHandler, BodyHandler, to_json
 from zeroserve.oip_tensors import TensorError
 from zeroserve.protocol import Status
 
@@ -93,16 +93,10 @@ class ModelHandler(OipHandler):
         self.reply(model_metadata(ref, info))
 
 
-class InferHandler(OipHandler):
+class InferHandler(BodyHandler):
     """``POST /v2/models/{m}[/versions/{v}]/infer``."""
 
-    async def post(self, model: str, version: str | None) -> None:
-        try:
-            await self._infer(model, version)
-        except RequestFailed as exc:
-            self.fail(exc)
-
-    async def _infer(self, model: str, version: str | None) -> None:
+    async def handle(self, model: str, version: str | None) -> None:  # type: ignore[override]
         ref, info = await find_model(self.link, model, version)
         try:
             request = parse_request(self._body(), self._header_length())
@@ -140,7 +134,7 @@ class InferHandler(OipHandler):
                                 f"{HEADER_LENGTH} must be an integer, got {raw!r}") from None
 
     def _body(self) -> bytes:
-        body = self.request.body
+        body = self.body
         encoding = self.request.headers.get("Content-Encoding", "").strip().lower()
         if encoding == "deflate":  # tornado's decompress_request handles gzip only
             inflater = zlib.decompressobj()

@@ -80,14 +80,56 @@ class BaseHandler(tornado.web.RequestHandler):
         return min(value, self.max_timeout_s)
 
 
-class InvokeHandler(BaseHandler):
-    """``POST /{service}/{endpoint}``."""
+@tornado.web.stream_request_body
+class BodyHandler(BaseHandler):
+    """A POST handler whose body is read as it arrives: a body larger than ``max_body_bytes``
+    (declared, or once inflated from gzip) is answered 413 without being kept in memory."""
 
-    async def post(self, service: str, endpoint: str) -> None:
+    def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            self._too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._size += len(chunk)
+        if self._size > self.max_body_bytes:
+            self._too_large()
+        else:
+            self._chunks.append(chunk)
+
+    def _too_large(self) -> None:
+        self._chunks.clear()
+        self.fail(RequestFailed(Status.PAYLOAD_TOO_LARGE, "the request body is larger than "
+                                f"the gateway's limit of {self.max_body_bytes} bytes"))
+
+    @property
+    def body(self) -> bytes:
+        """The whole request body (inflated when it came gzip-encoded)."""
+        if len(self._chunks) != 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0]
+
+    async def post(self, *args: str) -> None:
+        if self._finished:  # refused while the body arrived
+            return
         try:
-            await self._invoke(service, endpoint)
+            await self.handle(*args)
         except RequestFailed as exc:
             self.fail(exc)
+
+    async def handle(self, *args: str) -> None:
+        raise NotImplementedError
+
+
+class InvokeHandler(BodyHandler):
+    """``POST /{service}/{endpoint}``."""
+
+    async def handle(self, service: str, endpoint: str) -> None:  # type: ignore[override]
+        await self._invoke(service, endpoint)
 
     def _wants_msgpack(self, sent_msgpack: bool) -> bool:
         accept = self.request.headers.get("Accept", "")
@@ -96,7 +138,7 @@ class InvokeHandler(BaseHandler):
         return sent_msgpack and "application/json" not in accept
 
     def _parse_body(self, is_msgpack: bool) -> Any:
-        body = self.request.body
+        body = self.body
         if not body:
             raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
         try:
