@@ -9,8 +9,11 @@ import signal
 import tornado.httpserver
 import tornado.web
 
+from gateway.access import Access, load_access
+from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
 from gateway.grpc_server import start_server
+from gateway.jobs_rest import job_routes
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
 from zeroserve.config import Settings
@@ -28,21 +31,28 @@ def _log_errors_only(handler: tornado.web.RequestHandler) -> None:
                 status, handler.request.method, handler.request.uri)
 
 
-def make_app(link: BrokerLink, settings: Settings) -> tornado.web.Application:
+def make_app(link: BrokerLink, settings: Settings, access: Access) -> tornado.web.Application:
     """The tornado application of every HTTP route: OIP first, then the REST route."""
     args = handler_args(link, settings.get("request.default_timeout_s"),
                         settings.get("request.max_timeout_s"),
-                        settings.get("gateway.max_body_bytes"))
-    return tornado.web.Application(oip_routes(args) + routes(args),
+                        settings.get("gateway.max_body_bytes"), access)
+    return tornado.web.Application(job_routes(args, settings.get("jobs.max_input_bytes"))
+                                   + oip_routes(args) + routes(args),
                                    log_function=_log_errors_only)
 
 
 async def serve(settings: Settings) -> int:
+    try:
+        access = load_access(settings.get("gateway.api_keys_file"),
+                             settings.get("gateway.public_paths"))
+    except KeysFileError as exc:
+        log.error("gateway: cannot use the API keys file: %s", exc)
+        return 1
     link = BrokerLink(settings.get("gateway.broker"), settings.get("heartbeat.interval_s"),
                       settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"))
     link.start()
     server = tornado.httpserver.HTTPServer(
-        make_app(link, settings), decompress_request=True,
+        make_app(link, settings, access), decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
         max_body_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
@@ -56,7 +66,7 @@ async def serve(settings: Settings) -> int:
         if grpc_port:
             grpc_server = await start_server(link, host, grpc_port,
                                              settings.get("request.default_timeout_s"),
-                                             settings.get("request.max_timeout_s"))
+                                             settings.get("request.max_timeout_s"), access)
     except OSError as exc:
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()
@@ -66,8 +76,9 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s", host, port,
-             f"on {host}:{grpc_port}" if grpc_server else "off", link.address)
+    log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s, API keys %s", host, port,
+             f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
+             "required" if access.enforced else "off")
     await stop.wait()
     log.info("gateway: stopping, %d requests in flight", link.pending_count())
     server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.oip_grpc import InferenceService
 from gateway.serving_grpc import ServingService
@@ -13,7 +14,7 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow thems
 
 
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
-                       max_timeout_s: float) -> grpc.aio.Server:
+                       max_timeout_s: float, access: Access | None = None) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -21,9 +22,9 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
         ("grpc.so_reuseport", 0),
     ])
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(link, default_timeout_s, max_timeout_s), server)
+        InferenceService(link, default_timeout_s, max_timeout_s, access or Access()), server)
     zeroserve_serving_pb2_grpc.add_ServingServicer_to_server(
-        ServingService(link, default_timeout_s, max_timeout_s), server)
+        ServingService(link, default_timeout_s, max_timeout_s, access or Access()), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 import zeroserve
-from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort
+from gateway.access import Access
+from gateway.broker_link import BrokerLink, EndpointInfo
+from gateway.grpc_status import abort, call_headers
 from gateway.invoke import RequestFailed, call, find_model
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
-from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, resolve
+from gateway.oip_models import VERSION, ModelRef, endpoint_inputs, endpoint_outputs, resolve
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import select_outputs
@@ -36,8 +37,10 @@ log = logging.getLogger("zeroserve.gateway")
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The gRPC servicer: one per gateway, sharing its broker link."""
 
-    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> None:
+    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
+                 access: Access) -> None:
         self.link = link
+        self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
 
@@ -52,20 +55,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            identity = self.access.identify(call_headers(context))
+        except RequestFailed as exc:
+            await abort(context, exc)
         ref = resolve(request.name, self.link.services)
+        if ref is not None and identity is not None and not identity.allows(ref.service):
+            ref = None
         ready = ref is not None and request.version in ("", VERSION) and bool(
             self.link.services[ref.service].get("workers"))
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        try:
+            self.access.identify(call_headers(context))
+        except RequestFailed as exc:
+            await abort(context, exc)
         return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
                                          extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
         try:
-            ref, info = await find_model(self.link, request.name, request.version)
+            ref, info = await self._model(request.name, request.version, context)
         except RequestFailed as exc:
             await abort(context, exc)
         doc = model_metadata(ref, info)
@@ -78,7 +91,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request: pb.ModelConfigRequest,
                           context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
         try:
-            ref, info = await find_model(self.link, request.name, request.version)
+            ref, info = await self._model(request.name, request.version, context)
         except RequestFailed as exc:
             await abort(context, exc)
         doc = model_config(ref, info)
@@ -92,7 +105,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         try:
-            return await self._infer(request, context.time_remaining())
+            return await self._infer(request, context)
         except RequestFailed as exc:
             await abort(context, exc)
             raise  # not reached: abort raises
@@ -107,7 +120,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self._infer(request, context.time_remaining())
+                response = await self._infer(request, context)
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
             except RequestFailed as exc:
                 await answers.put(_stream_error(request, str(exc)))
@@ -133,9 +146,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             for task in list(running):
                 task.cancel()
 
+    async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
+                     ) -> tuple[ModelRef, EndpointInfo]:
+        """The model's endpoint, if the caller's API key may use its service."""
+        identity = self.access.identify(call_headers(context))
+        ref, info = await find_model(self.link, name, version)
+        self.access.check(identity, ref.service)
+        return ref, info
+
     async def _infer(self, request: pb.ModelInferRequest,
-                     remaining_s: float | None) -> pb.ModelInferResponse:
-        ref, info = await find_model(self.link, request.model_name, request.model_version)
+                     context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        ref, info = await self._model(request.model_name, request.model_version, context)
+        remaining_s = context.time_remaining()
         try:
             parsed, typed = parse_request(request)
             inputs = endpoint_inputs(info, parsed.inputs)

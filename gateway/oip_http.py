@@ -68,7 +68,8 @@ class RepositoryIndexHandler(OipHandler):
     async def post(self) -> None:
         await self.link.refresh_if_stale(1.0)
         index = []
-        for ref in model_names(self.link.services):
+        visible = set(self.access.visible(self.identity, self.link.services))
+        for ref in model_names({s: self.link.services[s] for s in visible}):
             ready = bool(self.link.services[ref.service].get("workers"))
             index.append({"name": ref.name, "version": VERSION,
                           "state": "READY" if ready else "UNAVAILABLE",
@@ -82,6 +83,7 @@ class ModelHandler(OipHandler):
     async def get(self, model: str, version: str | None, what: str | None) -> None:
         try:
             ref, info = await find_model(self.link, model, version)
+            self.authorize(ref.service)
         except RequestFailed as exc:
             return self.fail(exc)
         if what == "config":
@@ -98,6 +100,7 @@ class InferHandler(BodyHandler):
 
     async def handle(self, model: str, version: str | None) -> None:  # type: ignore[override]
         ref, info = await find_model(self.link, model, version)
+        self.authorize(ref.service)
         try:
             request = parse_request(self._body(), self._header_length())
             inputs = endpoint_inputs(info, request.inputs)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import tornado.web
 
+from gateway.access import Access
+from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed, call, find_endpoint
 from zeroserve import codec
@@ -43,16 +45,35 @@ def to_json(value: Any) -> bytes:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    """Shared error writing for the gateway's handlers."""
+    """Shared error writing and API-key checks for the gateway's handlers.
+
+    ``identity`` is the caller when API keys are on (None when they are off, or on a
+    public path); :meth:`authorize` refuses a service the caller may not use.
+    """
 
     link: BrokerLink
 
     def initialize(self, link: BrokerLink, default_timeout_s: float,
-                   max_timeout_s: float, max_body_bytes: int) -> None:
+                   max_timeout_s: float, max_body_bytes: int, access: Access) -> None:
         self.link = link
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
         self.max_body_bytes = max_body_bytes
+        self.access = access
+        self.identity: Identity | None = None
+
+    def prepare(self) -> None:
+        if not self.access.enforced or self.request.path in self.access.public_paths:
+            return
+        try:
+            self.identity = self.access.identify(self.request.headers)
+        except RequestFailed as exc:
+            self.set_header("WWW-Authenticate", "Bearer")
+            self.fail(exc)
+
+    def authorize(self, service: str) -> None:
+        """Raise 403 unless the caller may use ``service``."""
+        self.access.check(self.identity, service)
 
     def fail(self, exc: RequestFailed) -> None:
         self.set_status(exc.status.http_status)
@@ -88,6 +109,9 @@ class BodyHandler(BaseHandler):
     def prepare(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
+        super().prepare()
+        if self._finished:
+            return
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             self._too_large()
@@ -150,6 +174,7 @@ class InvokeHandler(BodyHandler):
             raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
 
     async def _invoke(self, service: str, endpoint: str) -> None:
+        self.authorize(service)
         info = await find_endpoint(self.link, service, endpoint)
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
         is_msgpack = ctype.strip().lower() in _MSGPACK_TYPES
@@ -197,15 +222,18 @@ class ServicesHandler(BaseHandler):
 
     async def get(self) -> None:
         await self.link.refresh_if_stale(1.0)
+        visible = self.access.visible(self.identity, self.link.services)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"services": self.link.services, "broker_alive": self.link.alive}))
+        self.finish(to_json({"services": {s: self.link.services[s] for s in visible},
+                             "broker_alive": self.link.alive}))
 
 
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 max_body_bytes: int) -> dict[str, Any]:
+                 max_body_bytes: int, access: Access | None = None) -> dict[str, Any]:
     """The ``initialize`` arguments of every gateway handler."""
     return {"link": link, "default_timeout_s": default_timeout_s,
-            "max_timeout_s": max_timeout_s, "max_body_bytes": max_body_bytes}
+            "max_timeout_s": max_timeout_s, "max_body_bytes": max_body_bytes,
+            "access": access or Access()}
 
 
 def routes(args: dict[str, Any]) -> list:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.access import Access
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort
+from gateway.grpc_status import abort, call_headers
 from gateway.invoke import RequestFailed, call, find_endpoint
 from zeroserve import codec
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -22,8 +23,10 @@ INLINE = 1 << 62  # codec threshold: every tensor inside the one payload
 class ServingService(pb_grpc.ServingServicer):
     """``Call`` and ``Services`` on the gateway's broker link."""
 
-    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float) -> None:
+    def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
+                 access: Access) -> None:
         self.link = link
+        self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
 
@@ -33,6 +36,7 @@ class ServingService(pb_grpc.ServingServicer):
         timeout_s = min(self.default_timeout_s if remaining is None else remaining,
                         self.max_timeout_s)
         try:
+            self.access.check(self.access.identify(call_headers(context)), request.service)
             info = await find_endpoint(self.link, request.service, request.endpoint)
             try:
                 inputs = codec.decode(request.inputs)
@@ -51,6 +55,11 @@ class ServingService(pb_grpc.ServingServicer):
 
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
+        try:
+            identity = self.access.identify(call_headers(context))
+        except RequestFailed as exc:
+            await abort(context, exc)
         await self.link.refresh_if_stale(1.0)
-        return pb.ServicesReply(services=pack_map(self.link.services),
+        visible = self.access.visible(identity, self.link.services)
+        return pb.ServicesReply(services=pack_map({s: self.link.services[s] for s in visible}),
                                 broker_alive=self.link.alive)

@@ -19,10 +19,12 @@ from zeroserve.client import Client
 from zeroserve.errors import (
     BadRequest,
     DeadlineExceeded,
+    Forbidden,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     ServerError,
+    Unauthorized,
     Unreachable,
     ZeroserveError,
 )
@@ -33,4 +35,4 @@ __version__ = "0.1.0"
 
 __all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
-           "PayloadTooLarge", "__version__"]
+           "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__"]

@@ -23,7 +23,7 @@ from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.grpc_transport import CHANNEL_OPTIONS, services_of, target
+from zeroserve.grpc_transport import CHANNEL_OPTIONS, auth_metadata, services_of, target
 from zeroserve.http_transport import split_url
 from zeroserve.retry import retry_delay
 
@@ -33,14 +33,16 @@ T = TypeVar("T")
 class AsyncHttpTransport:
     """The REST and OIP HTTP routes over kept-alive asyncio connections."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
         host, port, self.prefix = split_url(url, "http")
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._pool = AsyncHttpConnectionPool(host, port, url)
 
     async def _request(self, method: str, path: str, body: bytes | None,
                        headers: dict[str, str], timeout_s: float
                        ) -> tuple[int, dict[str, str], bytes]:
-        return await self._pool.request(method, self.prefix + path, body, headers, timeout_s)
+        return await self._pool.request(method, self.prefix + path, body,
+                                        {**self._auth, **headers}, timeout_s)
 
     async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                    timeout_s: float) -> Any:
@@ -87,17 +89,21 @@ class AsyncHttpTransport:
 class AsyncGrpcTransport:
     """``zeroserve.v1.Serving`` and the OIP service over one grpc.aio channel."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self._metadata = auth_metadata(api_key)
         self._channel = grpc.aio.insecure_channel(target(url), options=CHANNEL_OPTIONS)
         self._serving = pb_grpc.ServingStub(self._channel)
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def _options(self, timeout_s: float) -> dict[str, Any]:
+        return {"timeout": timeout_s, "metadata": self._metadata}
 
     async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                    timeout_s: float) -> Any:
         request = pb.CallRequest(service=service, endpoint=endpoint,
                                  inputs=wire.encode_inputs(inputs))
         try:
-            reply = await self._serving.Call(request, timeout=timeout_s)
+            reply = await self._serving.Call(request, **self._options(timeout_s))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return wire.decode_value(reply.value)
@@ -106,7 +112,7 @@ class AsyncGrpcTransport:
                     timeout_s: float) -> dict[str, np.ndarray]:
         try:
             response = await self._oip.ModelInfer(wire.infer_request(model, inputs, outputs),
-                                                  timeout=timeout_s)
+                                                  **self._options(timeout_s))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return wire.infer_response_outputs(response)
@@ -114,16 +120,16 @@ class AsyncGrpcTransport:
     async def services(self, timeout_s: float) -> dict[str, Any]:
         try:
             return services_of(await self._serving.Services(pb.ServicesRequest(),
-                                                            timeout=timeout_s))
+                                                            **self._options(timeout_s)))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
 
     async def health(self, timeout_s: float) -> dict[str, Any]:
         try:
             ready = (await self._oip.ServerReady(oip_pb.ServerReadyRequest(),
-                                                 timeout=timeout_s)).ready
+                                                 **self._options(timeout_s))).ready
             services = services_of(await self._serving.Services(pb.ServicesRequest(),
-                                                                timeout=timeout_s))
+                                                                **self._options(timeout_s)))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return {"live": True, "ready": ready,
@@ -139,13 +145,14 @@ class AsyncClient:
     exceptions, with ``await``. Use one per event loop; ``async with`` closes it."""
 
     def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0,
-                 retry: bool = True) -> None:
+                 retry: bool = True, api_key: str | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if url.startswith("http://"):
-            self._transport: AsyncHttpTransport | AsyncGrpcTransport = AsyncHttpTransport(url)
+            self._transport: AsyncHttpTransport | AsyncGrpcTransport = \
+                AsyncHttpTransport(url, api_key)
         elif url.startswith("grpc://"):
-            self._transport = AsyncGrpcTransport(url)
+            self._transport = AsyncGrpcTransport(url, api_key)
         else:
             raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")
         self.url = url

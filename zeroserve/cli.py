@@ -152,6 +152,35 @@ def status_command(address: str, watch: bool, as_json: bool) -> None:
         time.sleep(1.0)
 
 
+@click.group("keys")
+def keys_group() -> None:
+    """Make keys: API keys for the gateways' callers."""
+
+
+@keys_group.command("api")
+@click.option("--name", default="client", show_default=True,
+              help="A name for the key, shown in the gateway's messages.")
+@click.option("--service", "services", multiple=True,
+              help="A service the key may use (repeat it); none: every service.")
+def keys_api_command(name: str, services: tuple[str, ...]) -> None:
+    """Print a new API key, and the entry that lets a gateway accept it.
+
+    Give the key to the client (``Authorization: Bearer <key>``) and add the
+    entry to the file named by ``gateway.api_keys_file``; the file holds only the
+    key's SHA-256.
+    """
+    import yaml
+
+    from gateway.api_keys import digest, new_key
+
+    key = new_key()
+    entry = {"name": name, "sha256": digest(key), "services": list(services) or ["*"]}
+    click.echo(f"key: {key}")
+    click.echo()
+    click.echo("# add to the keys file (gateway.api_keys_file):")
+    click.echo(yaml.safe_dump({"keys": [entry]}, sort_keys=False).rstrip())
+
+
 @click.group()
 @click.version_option(package_name="zeroserve")
 def main() -> None:
@@ -159,5 +188,5 @@ def main() -> None:
 
 
 for _command in (broker_command, gateway_command, worker_command, serve_command,
-                 status_command):
+                 status_command, keys_group):
     main.add_command(_command)

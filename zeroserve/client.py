@@ -19,10 +19,12 @@ import numpy as np
 from zeroserve.errors import (
     BadRequest,
     DeadlineExceeded,
+    Forbidden,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     ServerError,
+    Unauthorized,
     Unreachable,
     ZeroserveError,
     from_http,
@@ -30,7 +32,8 @@ from zeroserve.errors import (
 from zeroserve.retry import retry_delay
 
 __all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
-           "DeadlineExceeded", "ServerError", "PayloadTooLarge", "error_for"]
+           "DeadlineExceeded", "ServerError", "PayloadTooLarge", "Unauthorized", "Forbidden",
+           "error_for"]
 
 T = TypeVar("T")
 error_for = from_http  # the typed exception of an HTTP status (kept for callers of 0.1)
@@ -52,16 +55,16 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def make_transport(url: str) -> Transport:
+def make_transport(url: str, api_key: str | None = None) -> Transport:
     """The transport of a URL: ``http://host:port`` or ``grpc://host:port``."""
     if url.startswith("http://"):
         from zeroserve.http_transport import HttpTransport
 
-        return HttpTransport(url)
+        return HttpTransport(url, api_key)
     if url.startswith("grpc://"):
         from zeroserve.grpc_transport import GrpcTransport
 
-        return GrpcTransport(url)
+        return GrpcTransport(url, api_key)
     raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")
 
 
@@ -71,17 +74,19 @@ class Client:
     ``timeout`` (seconds) is the default deadline of each call; the cluster drops a
     request whose deadline has passed. ``retry`` re-sends a call that was refused for
     overload (503, UNAVAILABLE, no gateway answering) after a jittered, growing wait,
-    as long as the deadline allows: such a call never ran.
+    as long as the deadline allows: such a call never ran. ``api_key`` is sent with
+    every call when the gateways require keys.
     """
 
     def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0,
-                 retry: bool = True, transport: Transport | None = None) -> None:
+                 retry: bool = True, transport: Transport | None = None,
+                 api_key: str | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.url = url
         self.timeout = timeout
         self.retry = retry
-        self._transport = transport or make_transport(url)
+        self._transport = transport or make_transport(url, api_key)
         self._clock: Callable[[], float] = time.monotonic
         self._sleep: Callable[[float], None] = time.sleep
 

@@ -22,6 +22,14 @@ class BadRequest(ZeroserveError):
     """400: the inputs do not match the endpoint's schema."""
 
 
+class Unauthorized(ZeroserveError):
+    """401: the gateway needs an API key, and the call had none or an unknown one."""
+
+
+class Forbidden(ZeroserveError):
+    """403: the call's API key may not use that service."""
+
+
 class NotFound(ZeroserveError):
     """404: no such service, endpoint or model."""
 
@@ -47,11 +55,12 @@ class PayloadTooLarge(BadRequest):
 
 
 _BY_STATUS: dict[int, type[ZeroserveError]] = {
-    400: BadRequest, 404: NotFound, 413: PayloadTooLarge, 503: Overloaded,
-    504: DeadlineExceeded, 499: DeadlineExceeded}
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge,
+    503: Overloaded, 504: DeadlineExceeded, 499: DeadlineExceeded}
 
 _HTTP_OF_GRPC = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
 }

@@ -26,6 +26,11 @@ def target(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries an API key (none without a key)."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
 def services_of(reply: pb.ServicesReply) -> dict[str, Any]:
     return dict(msgpack.unpackb(reply.services, raw=False))
 
@@ -33,18 +38,22 @@ def services_of(reply: pb.ServicesReply) -> dict[str, Any]:
 class GrpcTransport:
     """One channel (HTTP/2, multiplexed, thread-safe) to one gateway."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
         self.url = url
+        self._metadata = auth_metadata(api_key)
         self._channel = grpc.insecure_channel(target(url), options=CHANNEL_OPTIONS)
         self._serving = pb_grpc.ServingStub(self._channel)
         self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def _options(self, timeout_s: float) -> dict[str, Any]:
+        return {"timeout": timeout_s, "metadata": self._metadata}
 
     def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
              timeout_s: float) -> Any:
         request = pb.CallRequest(service=service, endpoint=endpoint,
                                  inputs=wire.encode_inputs(inputs))
         try:
-            reply = self._serving.Call(request, timeout=timeout_s)
+            reply = self._serving.Call(request, **self._options(timeout_s))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return wire.decode_value(reply.value)
@@ -53,22 +62,24 @@ class GrpcTransport:
               timeout_s: float) -> dict[str, np.ndarray]:
         try:
             response = self._oip.ModelInfer(wire.infer_request(model, inputs, outputs),
-                                            timeout=timeout_s)
+                                            **self._options(timeout_s))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return wire.infer_response_outputs(response)
 
     def services(self, timeout_s: float) -> dict[str, Any]:
         try:
-            return services_of(self._serving.Services(pb.ServicesRequest(), timeout=timeout_s))
+            return services_of(self._serving.Services(pb.ServicesRequest(),
+                                                      **self._options(timeout_s)))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
 
     def health(self, timeout_s: float) -> dict[str, Any]:
         try:
-            ready = self._oip.ServerReady(oip_pb.ServerReadyRequest(), timeout=timeout_s).ready
+            ready = self._oip.ServerReady(oip_pb.ServerReadyRequest(),
+                                          **self._options(timeout_s)).ready
             services = services_of(self._serving.Services(pb.ServicesRequest(),
-                                                          timeout=timeout_s))
+                                                          **self._options(timeout_s)))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
         return {"live": True, "ready": ready,

@@ -26,9 +26,10 @@ def split_url(url: str, scheme: str) -> tuple[str, int, str]:
 class HttpTransport:
     """Calls the REST route (msgpack) and the OIP HTTP route (binary tensors)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
         self.url = url
         self.host, self.port, self.prefix = split_url(url, "http")
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
 
     def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
@@ -47,7 +48,8 @@ class HttpTransport:
         for attempt in (1, 2):
             conn = self._connection(timeout_s)
             try:
-                conn.request(method, self.prefix + path, body=body, headers=headers)
+                conn.request(method, self.prefix + path, body=body,
+                             headers={**self._auth, **headers})
                 resp = conn.getresponse()
                 return resp.status, resp.headers, resp.read()
             except TimeoutError:

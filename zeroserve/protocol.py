@@ -49,6 +49,8 @@ class Status(enum.IntEnum):
 
     OK = 200
     BAD_REQUEST = 400
+    UNAUTHORIZED = 401
+    FORBIDDEN = 403
     NOT_FOUND = 404
     PAYLOAD_TOO_LARGE = 413
     USER_ERROR = 500
