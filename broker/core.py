@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from batching.policy import BatchLimits, BatchPolicy
 from batching.queue import EndpointQueue, Pending
+from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats
 from zeroserve import protocol as p
@@ -85,6 +86,7 @@ class BrokerCore:
         self._next_batch = 1
         self._next_heartbeat = now
         self.dropped = 0
+        self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
 
     # ------------------------------------------------------------ frontend
 
@@ -136,11 +138,18 @@ class BrokerCore:
         self._pump(service, now)
 
     def _on_control(self, gateway: bytes, ctl: p.Control, now: float) -> None:
+        if ctl.op.value.startswith("job."):
+            if self.jobs is not None:
+                return self.jobs.on_control(gateway, ctl)
+            return self._reply(gateway, p.error_reply(
+                ctl.request_id, Status.NOT_FOUND, "this broker runs no jobs",
+                code=int(Status.NOT_FOUND)))
         if ctl.op is p.ControlOp.PING:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
         elif ctl.op is p.ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "services": {
-                name: {"endpoints": eps, "workers": self.registry.count(name)}
+                name: {"endpoints": eps, "workers": self.registry.count(name),
+                       "tasks": self.jobs.tasks.get(name, {}) if self.jobs else {}}
                 for name, eps in self.registry.services.items()}}
         else:
             answer = self.stats(now)
@@ -182,6 +191,8 @@ class BrokerCore:
             self._endpoint(ready.service, name, desc)
         self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
                                ready.slots, now)
+        if self.jobs is not None:
+            self.jobs.lane_ready(identity, ready)
         log.info("broker: worker %s joined, serving %s (%s) with %d slots", ready.worker_id,
                  ready.service, ", ".join(sorted(ready.endpoints)), ready.slots)
         waiting, self._limbo = self._limbo, []
@@ -231,15 +242,21 @@ class BrokerCore:
             self.registry.remove(worker.identity)
             self._send_back([worker.identity, *p.disconnect()])
             log.info("broker: worker %s drained and left", worker.worker_id)
+            if self.jobs is not None:
+                self.jobs.lane_gone(worker.identity, lost=False)
         self._pump(worker.service, now)
 
     def _on_disconnect(self, worker: WorkerState, now: float) -> None:
         self.registry.drain(worker.identity)
+        if self.jobs is not None:
+            self.jobs.lane_draining(worker.identity)
         log.info("broker: worker %s is draining (%d batches in flight)", worker.worker_id,
                  len(worker.in_flight))
         if not worker.in_flight:
             self.registry.remove(worker.identity)
             self._send_back([worker.identity, *p.disconnect()])
+            if self.jobs is not None:
+                self.jobs.lane_gone(worker.identity, lost=False)
 
     # ------------------------------------------------------------ dispatch
 
@@ -297,11 +314,15 @@ class BrokerCore:
                     "deadline exceeded while the request was executing"))
         for worker in self.registry.expired(now):
             self.registry.remove(worker.identity)
+            if self.jobs is not None:
+                self.jobs.lane_gone(worker.identity, lost=True)
             self._recover(worker, now, f"missed heartbeats for {now - worker.last_seen:.1f}s")
         if self._limbo and now - self.started >= self.config.liveness_s * 2:
             waiting, self._limbo = self._limbo, []
             for service, endpoint_name, item in waiting:
                 self._admit(service, endpoint_name, item, now)
+        if self.jobs is not None:
+            self.jobs.on_tick()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for worker in self.registry:
@@ -349,6 +370,9 @@ class BrokerCore:
     def next_wake(self, now: float) -> float:
         """Seconds until ``on_tick`` has something to do at the latest."""
         wake = self._next_heartbeat
+        job_wake = self.jobs.next_wake() if self.jobs is not None else None
+        if job_wake is not None:
+            wake = min(wake, now + job_wake)
         for endpoint in self.endpoints.values():
             if endpoint.wake_at is not None:
                 wake = min(wake, endpoint.wake_at)
@@ -372,6 +396,7 @@ class BrokerCore:
                                   "samples": e.policy.model.samples}}
                 for e in self.endpoints.values()},
             "malformed_dropped": self.dropped,
+            "jobs": self.jobs.stats() if self.jobs is not None else {},
         }
 
     def _drop(self, socket: str, reason: str) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import zmq
 
 from broker.core import BrokerConfig, BrokerCore
+from broker.jobs.desk import JobDesk, jobs_config_from
+from broker.jobs.sockets import JobSockets
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
 
@@ -48,6 +50,10 @@ class BrokerDaemon:
             sock.setsockopt(zmq.RCVHWM, 0)
         self.core = BrokerCore(config_from(settings), self._send_front, self._send_back,
                                time.monotonic())
+        self.job_sockets = JobSockets(self.context)
+        self.jobs = JobDesk(jobs_config_from(settings), self.job_sockets, self._send_front,
+                            time.time)
+        self.core.jobs = self.jobs
         self._running = False
 
     def _send_front(self, frames: list) -> None:
@@ -70,6 +76,7 @@ class BrokerDaemon:
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.job_sockets.sink, zmq.POLLIN)
         core = self.core
         self._running = True
         next_tick = 0.0
@@ -77,12 +84,17 @@ class BrokerDaemon:
             now = time.monotonic()
             if now >= next_tick:
                 core.on_tick(now)
+                self.jobs.flush()
                 next_tick = now + core.next_wake(now)
             ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
                 self._drain(self.backend, core.on_backend, _BACKEND_COPIED)
             if self.frontend in ready:
                 self._drain(self.frontend, core.on_frontend, _FRONTEND_COPIED)
+            if self.job_sockets.sink in ready:
+                self._drain(self.job_sockets.sink, lambda frames, _: self.jobs.on_event(frames),
+                            3)
+            self.jobs.flush()  # commit job writes, then send what waited for them
 
     @staticmethod
     def _drain(sock: zmq.Socket, handle: Callable[[list, float], None], copied: int) -> None:
@@ -94,6 +106,8 @@ class BrokerDaemon:
             handle(frames, time.monotonic())
 
     def close(self) -> None:
+        self.jobs.close()
+        self.job_sockets.close()
         self.frontend.close(0)
         self.backend.close(0)
 

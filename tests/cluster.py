@@ -86,6 +86,11 @@ class Cluster:
     def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        # jobs: the broker's store and the test services' execution log live in the test's folder
+        self.job_store = tmp / "jobs.sqlite3"
+        self.job_log = tmp / "job-executions.log"
+        self.env.setdefault("ZEROSERVE_JOBS_STORE_PATH", str(self.job_store))
+        self.env.setdefault("ZS_TEST_JOB_LOG", str(self.job_log))
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.frontend_port = free_port()

@@ -91,3 +91,57 @@ class Broken:
     @zeroserve.api
     def run(self) -> int:
         return 0
+
+
+def _job_log(line: str) -> None:
+    """Append one line to the file named by ZS_TEST_JOB_LOG (executions, seen by the tests)."""
+    path = os.environ.get("ZS_TEST_JOB_LOG")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+@zeroserve.service(name="chores")
+class Chores:
+    """Tasks for the job tests, and one real-time endpoint beside them."""
+
+    @zeroserve.api
+    def ping(self) -> str:
+        return "pong"
+
+    @zeroserve.task(timeout_s=30, max_attempts=3)
+    def mark(self, tag: str, ctx: zeroserve.JobContext, seconds: float = 0.0) -> dict:
+        steps = max(int(seconds / 0.01), 1)
+        for i in range(steps):
+            time.sleep(seconds / steps)
+            ctx.progress((i + 1) / steps)
+        _job_log(f"done {tag} {ctx.job_id} {ctx.attempt} {os.getpid()}")
+        return {"tag": tag, "pid": os.getpid()}
+
+    @zeroserve.task(timeout_s=30, max_attempts=2)
+    def always_fails(self, message: str) -> str:
+        raise RuntimeError(message)
+
+    @zeroserve.task(timeout_s=60)
+    def until_cancelled(self, tag: str, seconds: float, ctx: zeroserve.JobContext) -> dict:
+        _job_log(f"start {tag}")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if ctx.cancelled:
+                _job_log(f"saw-cancel {tag}")
+                return {"cancelled": True}
+            time.sleep(0.02)
+        _job_log(f"done {tag}")
+        return {"cancelled": False}
+
+    @zeroserve.task(timeout_s=1, max_attempts=1)
+    def too_slow(self) -> int:
+        time.sleep(30)
+        return 0
+
+    @zeroserve.task
+    def double(self, x: Vec) -> Vec:
+        return x * 2

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
+from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from zeroserve import protocol as p
 from zeroserve.config import Settings
@@ -39,6 +40,9 @@ class WorkerDaemon:
         self.threads = settings.get("worker.threads")
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="endpoint")
         self.runner: BatchRunner | None = None
+        self.job_slots = settings.get("worker.job_slots") if spec.tasks else 0
+        self.jobs_host = settings.get("worker.jobs_host") or lane_host(self.broker)
+        self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
         self._last_broker = 0.0
         self._draining = False
@@ -48,7 +52,8 @@ class WorkerDaemon:
 
     def _ready(self) -> list:
         return p.Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
-                       {"pid": os.getpid(), "host": socket.gethostname()}).to_frames()
+                       {"pid": os.getpid(), "host": socket.gethostname()},
+                       self.jobs.describe() if self.jobs is not None else {}).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:
@@ -73,6 +78,10 @@ class WorkerDaemon:
                       self.spec.cls.__name__, type(exc).__name__, exc, exc_info=True)
             return 1
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool))
+        if self.job_slots > 0:
+            self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
+                                self.context)
+            self.jobs.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
         backoff = self.reconnect_min
@@ -89,6 +98,8 @@ class WorkerDaemon:
             log.warning("worker %s: broker silent for %.1fs, reconnecting in %.1fs",
                         self.worker_id, self.liveness_s, backoff)
             await asyncio.sleep(backoff)
+        if self.jobs is not None:
+            await self.jobs.close(self.drain_timeout)
         self.pool.shutdown(wait=True)
         if self.sock is not None:
             self.sock.close(1000)
@@ -161,6 +172,8 @@ class WorkerDaemon:
         if self._draining:
             return
         self._draining = True
+        if self.jobs is not None:
+            self.jobs.drain()
         log.info("worker %s: draining %d in-flight batches", self.worker_id,
                  len(self._in_flight))
         asyncio.get_running_loop().call_later(self.drain_timeout, self._drained.set)

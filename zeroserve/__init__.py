@@ -28,11 +28,14 @@ from zeroserve.errors import (
     Unreachable,
     ZeroserveError,
 )
+from zeroserve.jobs_client import Job, JobCancelled, JobFailed
 from zeroserve.schema import Tensor
 from zeroserve.service import api, service
+from zeroserve.task import JobContext, task
 
 __version__ = "0.1.0"
 
 __all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
-           "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__"]
+           "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__",
+           "task", "JobContext", "Job", "JobFailed", "JobCancelled"]

@@ -29,6 +29,7 @@ from zeroserve.errors import (
     ZeroserveError,
     from_http,
 )
+from zeroserve.jobs_client import Job
 from zeroserve.retry import retry_delay
 
 __all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
@@ -109,6 +110,15 @@ class Client:
         tensors; return its outputs by name (all of them, or those in ``outputs``)."""
         return self._with_retries(
             timeout, lambda left: self._transport.infer(model, inputs, outputs, left))
+
+    def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
+               **inputs: Any) -> Job:
+        """Submit a durable job to task ``service/endpoint``; return its :class:`Job` handle
+        (``status()``, ``result(timeout=)``, ``cancel()``). Needs an ``http://`` URL."""
+        from zeroserve.jobs_client import submit
+
+        return submit(self._transport, service, endpoint, inputs, idempotency_key,
+                      self.timeout)
 
     def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""

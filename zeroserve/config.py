@@ -46,6 +46,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reconnect_min_s": 0.1,
         "reconnect_max_s": 5.0,
         "drain_timeout_s": 30.0,
+        "job_slots": 1,                       # jobs run at once, each in its own process
+                                              # (0: no job lane)
+        "jobs_host": "",                      # address the job lane binds and announces
+                                              # ("": the one facing the broker)
+    },
+    "jobs": {
+        "store_path": "",                     # the broker's SQLite job store ("":
+                                              # $XDG_STATE_HOME/zeroserve/jobs-<port>.sqlite3)
+        "retention_s": 86400.0,               # finished jobs are kept this long
+        "lease_s": 30.0,                      # no start/progress for this long: re-queued
+        "retry_backoff_s": 1.0,               # first retry wait; doubles per attempt
+        "retry_backoff_max_s": 60.0,
+        "max_input_bytes": 64 * MiB,          # encoded inputs of one job; more is 413
     },
     "heartbeat": {
         "interval_s": 1.0,

@@ -52,6 +52,7 @@ class Status(enum.IntEnum):
     UNAUTHORIZED = 401
     FORBIDDEN = 403
     NOT_FOUND = 404
+    CONFLICT = 409  # a job operation that its state does not allow
     PAYLOAD_TOO_LARGE = 413
     USER_ERROR = 500
     INTERNAL = 501
@@ -235,6 +236,13 @@ class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     PING = "ping"          # -> {"broker_id", "uptime_s"}
     MODELS = "models"      # -> {"services": {name: service description}, "workers": {name: n}}
     STATS = "stats"        # -> broker statistics (workers, queues, batching)
+    # durable async jobs (docs/jobs.md); errors are {"error", "code": status}
+    JOB_SUBMIT = "job.submit"  # {service, task, inputs, idempotency_key?} -> {job, created}
+    JOB_GET = "job.get"        # {id} -> {job}
+    JOB_RESULT = "job.result"  # {id} -> {job, result}
+    JOB_CANCEL = "job.cancel"  # {id} -> {job}
+    JOB_RETRY = "job.retry"    # {id} -> {job}
+    JOB_LIST = "job.list"      # {service?, state?, after?, limit?} -> {jobs, next}
 
 
 @dataclass(slots=True)
@@ -273,6 +281,8 @@ class Ready:
 
     ``endpoints`` maps an endpoint name to its description (schema and
     batching settings, see ``zeroserve.service.EndpointSpec.describe``).
+    ``jobs`` describes the worker's job lane (empty without one; see
+    ``zeroserve.job_protocol.JobLaneInfo``).
     """
 
     worker_id: str
@@ -280,11 +290,12 @@ class Ready:
     endpoints: dict
     slots: int
     info: dict = field(default_factory=dict)
+    jobs: dict = field(default_factory=dict)
 
     def to_frames(self) -> list:
         return [PROTOCOL, Command.READY.value, pack_map({
             "worker_id": self.worker_id, "service": self.service, "endpoints": self.endpoints,
-            "slots": self.slots, "info": self.info})]
+            "slots": self.slots, "info": self.info, "jobs": self.jobs})]
 
 
 def parse_ready(rest: Sequence[Frame]) -> Ready:
@@ -296,10 +307,11 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
         raise ProtocolError("READY body must be a map")
     try:
         ready = Ready(str(body["worker_id"]), str(body["service"]), dict(body["endpoints"]),
-                      int(body["slots"]), dict(body.get("info") or {}))
+                      int(body["slots"]), dict(body.get("info") or {}),
+                      dict(body.get("jobs") or {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
-    if not ready.service or not ready.endpoints:
+    if not ready.service or not (ready.endpoints or ready.jobs.get("tasks")):
         raise ProtocolError("READY names no service or no endpoint")
     if not 1 <= ready.slots <= 4096:
         raise ProtocolError(f"READY slots {ready.slots} out of range 1..4096")

@@ -77,6 +77,8 @@ class ServiceSpec:
     name: str
     cls: type
     endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)  # name -> zeroserve.task.TaskSpec
+    target: str | None = None  # how the operator named it (path/file.py:Class), if loaded
 
     def describe(self) -> dict:
         return {name: ep.describe() for name, ep in self.endpoints.items()}
@@ -168,8 +170,14 @@ def service(cls: type | None = None, *, name: str | None = None) -> Any:
                 if ep.name in spec.endpoints:
                     raise TypeError(f"service {spec.name}: endpoint {ep.name!r} declared twice")
                 spec.endpoints[ep.name] = ep
-        if not spec.endpoints:
-            raise TypeError(f"service {spec.name} has no @zeroserve.api endpoint")
+        from zeroserve.task import task_specs  # zeroserve.task imports this module
+
+        spec.tasks = task_specs(klass)
+        for clash in set(spec.tasks) & set(spec.endpoints):
+            raise TypeError(f"service {spec.name}: {clash!r} is both an endpoint and a task")
+        if not spec.endpoints and not spec.tasks:
+            raise TypeError(f"service {spec.name} has no @zeroserve.api endpoint or "
+                            "@zeroserve.task")
         setattr(klass, _SERVICE_ATTR, spec)
         return klass
 
@@ -209,4 +217,6 @@ def load_service(target: str) -> ServiceSpec:
     cls = getattr(module, attr, None)
     if cls is None:
         raise AttributeError(f"{module_ref} has no attribute {attr!r}")
-    return service_spec(cls)
+    loaded = service_spec(cls)
+    loaded.target = target
+    return loaded

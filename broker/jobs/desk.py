@@ -1,0 +1,370 @@
+"""The broker's job desk: control calls, lane events and ticks in; store writes and messages out.
+
+:class:`JobDesk` joins the pure :class:`~broker.jobs.scheduler.JobScheduler`
+to the :class:`~broker.job_store.JobStore` and to the job sockets (behind
+:class:`JobChannels`). Everything it decides is written to the store first:
+replies to gateways and messages to lanes wait in a list until
+:meth:`JobDesk.flush` has committed (one fsync for a whole loop turn), so a job
+is never acknowledged, and an attempt never starts, before it is durable.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.job_store import JobStore
+from broker.jobs.model import Job, JobPolicy
+from broker.jobs.scheduler import JobScheduler
+from zeroserve import job_protocol as jp
+from zeroserve import protocol as p
+from zeroserve.config import Settings
+from zeroserve.job_protocol import JobState
+from zeroserve.protocol import Status
+
+log = logging.getLogger("zeroserve.broker")
+
+_PURGE_EVERY_S = 1.0
+_MAX_KEY = 256
+_MAX_PAGE = 1000
+
+
+class JobChannels(Protocol):
+    """The job sockets as the desk uses them (``broker.jobs.sockets.JobSockets``)."""
+
+    def open_lane(self, worker_id: str, pull: str, push: str) -> None: ...
+    def stop_dispatch(self, worker_id: str) -> None: ...
+    def stop_events(self, worker_id: str) -> None: ...
+    def send(self, worker_id: str, frames: list) -> None: ...
+
+
+class JobError(Exception):
+    """A job call that fails with ``status``."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def default_store_path(frontend: str) -> str:
+    """``$XDG_STATE_HOME/zeroserve/jobs-<frontend port>.sqlite3`` (one store per broker)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+    tag = frontend.rsplit(":", 1)[-1] if frontend.startswith("tcp://") else \
+        "".join(c if c.isalnum() else "_" for c in frontend)
+    return os.path.join(state, "zeroserve", f"jobs-{tag}.sqlite3")
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    """The broker's job settings; ``grace_s`` after start, an unknown service is 503 (its
+    workers may not have registered again yet), not 404."""
+
+    store_path: str
+    policy: JobPolicy = field(default_factory=JobPolicy)
+    max_input_bytes: int = 64 * 1024 * 1024
+    grace_s: float = 6.0
+
+
+class JobDesk:
+    """See the module docstring. ``clock`` is wall-clock seconds (``time.time``)."""
+
+    def __init__(self, config: JobsConfig, channels: JobChannels,
+                 send_front: Callable[[list], None], clock: Callable[[], float]) -> None:
+        self.config = config
+        self.channels = channels
+        self._send_front = send_front
+        self.clock = clock
+        self.scheduler = JobScheduler(config.policy)
+        self.tasks: dict[str, dict] = {}           # service -> task name -> description
+        self._endpoints: dict[str, set] = {}       # service -> real-time endpoint names
+        self._workers: dict[bytes, str] = {}       # backend identity -> worker id
+        self._identity_of: dict[str, bytes] = {}   # worker id -> its latest identity
+        self._leaving: dict[str, float] = {}       # worker id -> when to stop hearing it
+        self._outbox: list[tuple[str | None, list]] = []  # (worker id or None: frontend, frames)
+        self._store: JobStore | None = None
+        self._next_purge = 0.0
+        self.started = clock()
+        if os.path.exists(config.store_path):
+            self._recover()
+
+    # ------------------------------------------------------------ store
+
+    @property
+    def store(self) -> JobStore:
+        """The store, created on first use (a broker without jobs writes no file)."""
+        if self._store is None:
+            self._store = JobStore(self.config.store_path)
+        return self._store
+
+    def _recover(self) -> None:
+        now = self.clock()
+        jobs = self.store.active()
+        for job in jobs:
+            self.scheduler.add(job, now)
+        running = sum(job.state is JobState.RUNNING for job in jobs)
+        log.info("broker: recovered %d jobs from %s (%d queued, %d running, re-leased)",
+                 len(jobs), self.config.store_path, len(jobs) - running, running)
+
+    def flush(self) -> None:
+        """Commit what was written, then send what waited for it."""
+        if self._store is not None:
+            self._store.commit()
+        outbox, self._outbox = self._outbox, []
+        for worker_id, frames in outbox:
+            if worker_id is None:
+                self._send_front(frames)
+            else:
+                self.channels.send(worker_id, frames)
+
+    def close(self) -> None:
+        self.flush()
+        if self._store is not None:
+            self._store.close()
+
+    # ------------------------------------------------------------ lanes
+
+    def lane_ready(self, identity: bytes, ready: p.Ready) -> None:
+        """A worker registered: remember its tasks and open its lane, if it has one."""
+        self._endpoints[ready.service] = set(ready.endpoints)
+        try:
+            lane = jp.parse_lane(ready.jobs)
+        except p.ProtocolError as exc:
+            log.warning("broker: worker %s announced a bad job lane (%s)", ready.worker_id, exc)
+            return
+        if lane is None:
+            return
+        self.tasks[ready.service] = lane.tasks
+        self._workers[identity] = ready.worker_id
+        self._identity_of[ready.worker_id] = identity
+        self._leaving.pop(ready.worker_id, None)
+        self.channels.open_lane(ready.worker_id, lane.pull, lane.push)
+        self.scheduler.lane_joined(ready.worker_id, ready.service, lane.slots, lane.running,
+                                   self.clock())
+        self._pump()
+
+    def lane_draining(self, identity: bytes) -> None:
+        """The worker is draining: no new job for it."""
+        worker_id = self._workers.get(identity)
+        if worker_id is not None:
+            self.scheduler.lane_draining(worker_id)
+
+    def lane_gone(self, identity: bytes, lost: bool) -> None:
+        """The worker left (drained) or was ``lost`` (evicted): its running jobs end now if lost;
+        otherwise its events are still heard for one lease, to let them finish."""
+        worker_id = self._workers.pop(identity, None)
+        if worker_id is None or self._identity_of.get(worker_id) != identity:
+            return  # unknown, or the worker has registered again on a new connection
+        del self._identity_of[worker_id]
+        now = self.clock()
+        self.channels.stop_dispatch(worker_id)
+        changed = self.scheduler.lane_left(worker_id, now, lost)
+        for job in changed:
+            self.store.update(job)
+        if lost:
+            self.channels.stop_events(worker_id)
+        else:
+            self._leaving[worker_id] = now + self.config.policy.lease_s
+        if changed:
+            log.warning("broker: worker %s lost with %d jobs; they are retried or failed",
+                        worker_id, len(changed))
+        self._pump()
+
+    # ------------------------------------------------------------ events and time
+
+    def on_event(self, frames: list) -> None:
+        """One message from the job sink."""
+        try:
+            event = jp.parse_event(frames)
+        except p.ProtocolError as exc:
+            log.warning("broker: dropped a malformed job event (%s)", exc)
+            return
+        job, changed = self.scheduler.on_event(event, self.clock())
+        if job is None:
+            return
+        if changed:
+            result: Any = event.result if job.state is JobState.SUCCEEDED else None
+            self.store.update(job, None if result is None else bytes(getattr(
+                result, "bytes", result)))
+            if job.state is JobState.FAILED:
+                log.warning("broker: job %s (%s.%s) failed after %d attempts: %s", job.id,
+                            job.service, job.task, job.attempts, job.error)
+            self._pump()
+
+    def on_tick(self) -> None:
+        """Expire leases, purge finished jobs past retention, dispatch what became due."""
+        now = self.clock()
+        for job in self.scheduler.expire_leases(now):
+            log.warning("broker: job %s lease expired on worker %s (attempt %d)", job.id,
+                        job.worker, job.attempts)
+            self.store.update(job)
+        for worker_id, until in list(self._leaving.items()):
+            if until <= now:
+                del self._leaving[worker_id]
+                self.channels.stop_events(worker_id)
+        if self._store is not None and now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY_S
+            purged = self._store.purge(now)
+            if purged:
+                log.info("broker: removed %d finished jobs past their retention", purged)
+        self._pump()
+
+    def next_wake(self) -> float | None:
+        """Seconds until ``on_tick`` has job work to do, or None."""
+        now = self.clock()
+        wake = self.scheduler.next_wake(now)
+        return None if wake is None else max(0.0, wake - now)
+
+    def _pump(self) -> None:
+        now = self.clock()
+        for job in self.scheduler.dispatch(now):
+            self.store.update(job)
+            inputs = self.store.inputs(job.id) or b""
+            self._outbox.append((job.worker, jp.JobDispatch(
+                job.id, job.task, job.attempts, self.config.policy.lease_s, job.timeout_s,
+                inputs).to_frames()))
+
+    # ------------------------------------------------------------ control calls
+
+    def on_control(self, gateway: bytes, ctl: p.Control) -> None:
+        """Answer a job control call (the answer is sent at the next ``flush``)."""
+        handlers: dict[p.ControlOp, Callable[[dict], dict]] = {
+            p.ControlOp.JOB_SUBMIT: self._submit, p.ControlOp.JOB_GET: self._get,
+            p.ControlOp.JOB_RESULT: self._result, p.ControlOp.JOB_CANCEL: self._cancel,
+            p.ControlOp.JOB_RETRY: self._retry, p.ControlOp.JOB_LIST: self._list}
+        try:
+            reply = p.Reply(ctl.request_id, Status.OK, p.pack_map(handlers[ctl.op](ctl.args)))
+        except JobError as exc:
+            reply = p.error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
+        except sqlite3.Error as exc:
+            log.error("broker: job store %s failed: %s", self.config.store_path, exc)
+            reply = p.error_reply(ctl.request_id, Status.INTERNAL, f"job store error: {exc}",
+                                  code=int(Status.INTERNAL))
+        self._outbox.append((None, [gateway, *reply.to_frames()]))
+
+    def _check_task(self, service: str, task: str) -> dict:
+        desc = self.tasks.get(service, {}).get(task)
+        if desc is not None:
+            return desc
+        if task in self._endpoints.get(service, ()):
+            raise JobError(Status.BAD_REQUEST, f"'{service}/{task}' is a real-time endpoint, "
+                                               "not a task: call it directly")
+        if service in self.tasks or service in self._endpoints:
+            raise JobError(Status.NOT_FOUND, f"service '{service}' has no task '{task}'")
+        if self.clock() - self.started < self.config.grace_s:
+            raise JobError(Status.NO_WORKER, f"no worker of '{service}' has registered yet "
+                                             "since the broker started; retry shortly")
+        raise JobError(Status.NOT_FOUND, f"unknown service '{service}'")
+
+    def _submit(self, args: dict) -> dict:
+        service, task, inputs = args.get("service"), args.get("task"), args.get("inputs")
+        key = args.get("idempotency_key")
+        if not isinstance(service, str) or not isinstance(task, str) \
+                or not isinstance(inputs, bytes):
+            raise JobError(Status.BAD_REQUEST, "a job needs a service, a task and inputs")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY):
+            raise JobError(Status.BAD_REQUEST,
+                           f"idempotency_key must be a string of 1 to {_MAX_KEY} characters")
+        if len(inputs) > self.config.max_input_bytes:
+            raise JobError(Status.PAYLOAD_TOO_LARGE, f"job inputs are {len(inputs)} bytes, "
+                                                     f"at most {self.config.max_input_bytes}")
+        desc = self._check_task(service, task)
+        if key is not None:
+            existing = self.store.find_key(key)
+            if existing is not None:
+                return {"job": self._fresh(existing).public(), "created": False}
+        now = self.clock()
+        job = Job(os.urandom(8).hex(), service, task, JobState.QUEUED,
+                  max_attempts=int(desc.get("max_attempts", 3)),
+                  timeout_s=float(desc.get("timeout_s", 600.0)), created_at=now, updated_at=now,
+                  idempotency_key=key)
+        self.store.insert(job, inputs)
+        self.scheduler.add(job, now)
+        self._pump()
+        return {"job": job.public(), "created": True}
+
+    def _fresh(self, job: Job) -> Job:
+        """The in-memory copy of an active job (newer progress), else the stored one."""
+        return self.scheduler.active.get(job.id, job)
+
+    def _find(self, args: dict) -> Job:
+        job_id = args.get("id")
+        if not isinstance(job_id, str):
+            raise JobError(Status.BAD_REQUEST, "a job id is needed")
+        job = self.scheduler.active.get(job_id)
+        if job is None and (self._store is not None or os.path.exists(self.config.store_path)):
+            job = self.store.get(job_id)
+        if job is None:
+            raise JobError(Status.NOT_FOUND, f"no job '{job_id}' (unknown, or removed after "
+                                             "its retention)")
+        return job
+
+    def _get(self, args: dict) -> dict:
+        return {"job": self._find(args).public()}
+
+    def _result(self, args: dict) -> dict:
+        job = self._find(args)
+        if job.state is not JobState.SUCCEEDED:
+            detail = f": {job.error}" if job.error and job.state.terminal else ""
+            raise JobError(Status.CONFLICT, f"job {job.id} is {job.state.value}{detail}")
+        return {"job": job.public(), "result": self.store.result(job.id) or b""}
+
+    def _cancel(self, args: dict) -> dict:
+        job = self._find(args)
+        if job.state.terminal:
+            raise JobError(Status.CONFLICT, f"job {job.id} is already {job.state.value}")
+        active, worker = self.scheduler.cancel(job.id, self.clock())
+        assert active is not None, "a job that is not finished is active"
+        self.store.update(active)
+        if worker is not None:
+            self._outbox.append((worker, jp.JobCancel(active.id, active.attempts).to_frames()))
+        return {"job": active.public()}
+
+    def _retry(self, args: dict) -> dict:
+        job = self._find(args)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise JobError(Status.CONFLICT, f"job {job.id} is {job.state.value}; only failed "
+                                            "or cancelled jobs can be retried")
+        self.scheduler.requeue(job, self.clock())
+        self.store.update(job)
+        self._pump()
+        return {"job": job.public()}
+
+    def _list(self, args: dict) -> dict:
+        service, state = args.get("service") or None, args.get("state") or None
+        after, limit = args.get("after", 0), args.get("limit", 100)
+        if state is not None and state not in {s.value for s in JobState}:
+            raise JobError(Status.BAD_REQUEST, f"unknown state {state!r}; one of "
+                                               f"{[s.value for s in JobState]}")
+        if not isinstance(after, int) or not isinstance(limit, int) \
+                or not 1 <= limit <= _MAX_PAGE or (service is not None
+                                                   and not isinstance(service, str)):
+            raise JobError(Status.BAD_REQUEST, f"bad page: limit is 1..{_MAX_PAGE}, cursor and "
+                                               "limit are integers")
+        if self._store is None and not os.path.exists(self.config.store_path):
+            return {"jobs": [], "next": None}
+        jobs, cursor = self.store.page(service, state, after, limit)
+        return {"jobs": [self._fresh(job).public() for job in jobs], "next": cursor}
+
+    # ------------------------------------------------------------ reporting
+
+    def stats(self) -> dict[str, Any]:
+        """Active jobs, lanes and free job slots; stored jobs per state."""
+        stored = self._store.counts() if self._store is not None else {}
+        return {**self.scheduler.counts(), "stored": stored}
+
+
+def jobs_config_from(settings: Settings) -> JobsConfig:
+    """The broker's job settings (``jobs.*``; the store path defaults per frontend port)."""
+    return JobsConfig(
+        store_path=settings.get("jobs.store_path")
+        or default_store_path(settings.get("broker.frontend")),
+        policy=JobPolicy(lease_s=settings.get("jobs.lease_s"),
+                         backoff_s=settings.get("jobs.retry_backoff_s"),
+                         backoff_max_s=settings.get("jobs.retry_backoff_max_s"),
+                         retention_s=settings.get("jobs.retention_s")),
+        max_input_bytes=settings.get("jobs.max_input_bytes"),
+        grace_s=2 * settings.get("heartbeat.interval_s") * settings.get("heartbeat.liveness"))

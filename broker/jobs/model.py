@@ -1,0 +1,63 @@
+"""A job as the broker keeps it, and the policy numbers that govern leases and retries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zeroserve.job_protocol import JobState
+
+
+@dataclass(eq=False)
+class Job:
+    """One job: what to run, where it is, and its history. Times are wall-clock seconds.
+
+    ``attempts`` counts executions handed to a lane (failed, timed out, or lost);
+    ``worker`` and ``lease_until`` describe the current lease while ``running``.
+    """
+
+    id: str
+    service: str
+    task: str
+    state: JobState
+    max_attempts: int
+    timeout_s: float
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float = 0.0
+    error: str | None = None
+    not_before: float = 0.0
+    worker: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    expires_at: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The status answer: everything a caller may see (no inputs, no result)."""
+        return {"id": self.id, "service": self.service, "endpoint": self.task,
+                "state": self.state.value, "attempts": self.attempts,
+                "max_attempts": self.max_attempts, "progress": self.progress,
+                "error": self.error, "created_at": self.created_at,
+                "updated_at": self.updated_at, "started_at": self.started_at,
+                "finished_at": self.finished_at, "expires_at": self.expires_at,
+                "cancel_requested": self.cancel_requested,
+                "idempotency_key": self.idempotency_key}
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    """Seconds: ``lease_s`` without a sign of life re-queues a job; a failed attempt waits
+    ``backoff_s * 2**(attempts-1)`` (at most ``backoff_max_s``) before the next; a finished
+    job is kept ``retention_s``."""
+
+    lease_s: float = 30.0
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    retention_s: float = 86400.0
+
+    def backoff(self, attempts: int) -> float:
+        """The wait before attempt ``attempts + 1``, after ``attempts`` failed ones."""
+        return min(self.backoff_s * 2.0 ** max(attempts - 1, 0), self.backoff_max_s)

@@ -1,0 +1,198 @@
+"""JobDesk over a real SQLite store with fake sockets and clock: durability before answers,
+idempotency, validation, recovery after a restart, retention."""
+import sqlite3
+
+import pytest
+
+from broker.job_store import JobStore
+from broker.jobs.desk import JobDesk, JobsConfig
+from broker.jobs.model import JobPolicy
+from zeroserve import job_protocol as jp
+from zeroserve import protocol as p
+from zeroserve.protocol import Status
+
+TASKS = {"score": {"inputs": [], "output": {}, "timeout_s": 5.0, "max_attempts": 2}}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Channels:
+    def __init__(self):
+        self.sent, self.open, self.events = [], {}, set()
+
+    def open_lane(self, worker_id, pull, push):
+        self.open[worker_id] = pull
+        self.events.add(worker_id)
+
+    def stop_dispatch(self, worker_id):
+        self.open.pop(worker_id, None)
+
+    def stop_events(self, worker_id):
+        self.events.discard(worker_id)
+
+    def send(self, worker_id, frames):
+        self.sent.append((worker_id, jp.parse_lane_message(frames)))
+
+
+class Harness:
+    def __init__(self, path, retention_s=100.0, max_input_bytes=1000):
+        self.clock, self.channels, self.front = Clock(), Channels(), []
+        self.path = path
+        self.desk = JobDesk(JobsConfig(str(path), JobPolicy(lease_s=10.0, backoff_s=1.0,
+                                                            retention_s=retention_s),
+                                       max_input_bytes, grace_s=0.0),
+                            self.channels, self.front.append, self.clock)
+        self.n = 0
+
+    def worker(self, identity=b"I1", worker_id="w1", slots=1, running=()):
+        lane = jp.JobLaneInfo(slots, "tcp://pull", "tcp://push", TASKS, list(running))
+        self.desk.lane_ready(identity, p.Ready(worker_id, "svc", {"rt": {}}, 1, {},
+                                               lane.describe()))
+
+    def call(self, op, **args):
+        self.n += 1
+        self.desk.on_control(b"G", p.Control(self.n.to_bytes(8, "big"), op, args))
+        assert not self.front, "answered before the commit"
+        self.desk.flush()
+        (frames,) = self.front
+        self.front.clear()
+        reply = p.parse_reply(p.split_command(frames[1:])[1])
+        return reply.status, p.unpack_map(reply.meta, "answer")
+
+    def submit(self, task="score", inputs=b"in", **extra):
+        return self.call(p.ControlOp.JOB_SUBMIT, service="svc", task=task, inputs=inputs,
+                         **extra)
+
+    def event(self, job_id, attempt, kind, **extra):
+        self.desk.on_event(jp.JobEvent(job_id, attempt, "w1", kind, **extra).to_frames())
+        self.desk.flush()
+
+
+def test_submission_is_stored_durably_before_the_answer_and_dispatched_to_a_free_slot(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    status, answer = h.submit()
+    assert status is Status.OK and answer["created"]
+    job_id = answer["job"]["id"]
+    other = sqlite3.connect(str(tmp_path / "jobs.db"))  # another connection sees it committed
+    assert other.execute("SELECT state, inputs FROM jobs WHERE id = ?", (job_id,)).fetchone() \
+        == ("running", b"in")
+    (worker, dispatch), = h.channels.sent
+    assert worker == "w1" and dispatch.job_id == job_id and dispatch.attempt == 1
+    assert dispatch.inputs == b"in" and dispatch.timeout_s == 5.0
+
+
+def test_same_idempotency_key_returns_the_same_job(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    first = h.submit(idempotency_key="k-1")[1]
+    again = h.submit(idempotency_key="k-1", inputs=b"other")[1]
+    assert again["job"]["id"] == first["job"]["id"] and not again["created"]
+    assert len(h.channels.sent) == 1
+
+
+@pytest.mark.parametrize("task, inputs, status", [
+    ("rt", b"x", Status.BAD_REQUEST), ("nope", b"x", Status.NOT_FOUND),
+    ("score", b"x" * 1001, Status.PAYLOAD_TOO_LARGE)])
+def test_bad_submissions_are_refused_and_never_stored(tmp_path, task, inputs, status):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    got, answer = h.submit(task=task, inputs=inputs)
+    assert got is status and answer["code"] == int(status)
+    assert not (tmp_path / "jobs.db").exists() or not JobStore(tmp_path / "jobs.db").counts()
+
+
+def test_unknown_service_is_404(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    status, answer = h.call(p.ControlOp.JOB_SUBMIT, service="ghost", task="t", inputs=b"")
+    assert status is Status.NOT_FOUND and "unknown service" in answer["error"]
+
+
+def test_result_status_and_conflicts(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    job_id = h.submit()[1]["job"]["id"]
+    assert h.call(p.ControlOp.JOB_RESULT, id=job_id)[0] is Status.CONFLICT
+    h.event(job_id, 1, jp.EventKind.STARTED)
+    h.event(job_id, 1, jp.EventKind.PROGRESS, progress=0.25)
+    assert h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]["progress"] == 0.25
+    h.event(job_id, 1, jp.EventKind.SUCCEEDED, result=b"out")
+    status, answer = h.call(p.ControlOp.JOB_RESULT, id=job_id)
+    assert status is Status.OK and answer["result"] == b"out"
+    assert answer["job"]["state"] == "succeeded"
+    assert h.call(p.ControlOp.JOB_CANCEL, id=job_id)[0] is Status.CONFLICT
+    assert h.call(p.ControlOp.JOB_RETRY, id=job_id)[0] is Status.CONFLICT
+    assert h.call(p.ControlOp.JOB_GET, id="missing")[0] is Status.NOT_FOUND
+
+
+def test_cancel_running_tells_the_worker_and_retry_runs_it_again(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    job_id = h.submit()[1]["job"]["id"]
+    status, answer = h.call(p.ControlOp.JOB_CANCEL, id=job_id)
+    assert status is Status.OK and answer["job"]["cancel_requested"]
+    assert isinstance(h.channels.sent[-1][1], jp.JobCancel)
+    h.event(job_id, 1, jp.EventKind.CANCELLED)
+    assert h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]["state"] == "cancelled"
+    assert h.call(p.ControlOp.JOB_RETRY, id=job_id)[0] is Status.OK
+    assert h.channels.sent[-1][1].job_id == job_id and h.channels.sent[-1][1].attempt == 1
+
+
+def test_restart_recovers_queued_and_running_jobs(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker(slots=1)
+    running = h.submit()[1]["job"]["id"]
+    queued = h.submit()[1]["job"]["id"]
+    # the broker dies; a new one opens the same store
+    h2 = Harness(tmp_path / "jobs.db")
+    jobs = {j["id"]: j["state"] for j in h2.call(p.ControlOp.JOB_LIST)[1]["jobs"]}
+    assert jobs == {running: "running", queued: "queued"}
+    h2.worker(running=[[running, 1]])  # the worker still runs attempt 1
+    assert h2.channels.sent == []  # its only slot is taken by the recovered job
+    h2.event(running, 1, jp.EventKind.SUCCEEDED, result=b"r")
+    assert h2.channels.sent[0][1].job_id == queued
+    assert h2.call(p.ControlOp.JOB_GET, id=running)[1]["job"]["attempts"] == 1
+
+
+def test_finished_jobs_are_removed_after_retention(tmp_path):
+    h = Harness(tmp_path / "jobs.db", retention_s=50.0)
+    h.worker()
+    job_id = h.submit()[1]["job"]["id"]
+    h.event(job_id, 1, jp.EventKind.SUCCEEDED, result=b"r")
+    h.clock.now += 49.0
+    h.desk.on_tick()
+    h.desk.flush()
+    assert h.call(p.ControlOp.JOB_GET, id=job_id)[0] is Status.OK
+    h.clock.now += 2.0
+    h.desk.on_tick()
+    h.desk.flush()
+    assert h.call(p.ControlOp.JOB_GET, id=job_id)[0] is Status.NOT_FOUND
+
+
+def test_list_pages_and_filters(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    h.desk.lane_draining(b"I1")  # known tasks, but no free slot: every job stays queued
+    ids = [h.submit()[1]["job"]["id"] for _ in range(5)]
+    page = h.call(p.ControlOp.JOB_LIST, limit=2)[1]
+    rest = h.call(p.ControlOp.JOB_LIST, limit=10, after=page["next"])[1]
+    assert [j["id"] for j in page["jobs"] + rest["jobs"]] == ids and rest["next"] is None
+    assert h.call(p.ControlOp.JOB_LIST, state="running")[1]["jobs"] == []
+    assert h.call(p.ControlOp.JOB_LIST, state="bogus")[0] is Status.BAD_REQUEST
+
+
+def test_lost_worker_requeues_with_backoff_and_stops_listening(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    job_id = h.submit()[1]["job"]["id"]
+    h.desk.lane_gone(b"I1", lost=True)
+    h.desk.flush()
+    job = h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]
+    assert job["state"] == "queued" and "lost" in job["error"]
+    assert "w1" not in h.channels.events

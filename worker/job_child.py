@@ -1,0 +1,84 @@
+"""The process of one job slot: loads the service again and runs one job at a time.
+
+A child of the worker (multiprocessing, spawn), so that a CPU-heavy task never
+holds the GIL of the worker's real-time loop. It talks to its parent over a
+pipe in msgpack maps (never pickle): it receives ``{job_id, attempt, task,
+inputs}`` and answers ``started``, ``progress``, then ``succeeded`` (with the
+result as a codec payload, every array inline) or ``failed``. The parent sets
+``cancel`` to make ``ctx.cancelled`` true.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from zeroserve import codec
+from zeroserve.protocol import pack_map, unpack_map
+from zeroserve.service import ServiceSpec, load_service
+from zeroserve.task import JobContext
+
+_PROGRESS_EVERY_S = 0.1  # progress reports closer together than this are merged
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def child_main(target: str, conn: Connection, cancel: Any) -> None:
+    """Entry point of the child: load ``target``, then run jobs from ``conn`` until EOF."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its slots stop
+    try:
+        spec = load_service(target)
+        instance = spec.cls()
+    except Exception as exc:  # the parent logs it and retries later
+        conn.send_bytes(pack_map({"kind": "broken", "error": f"{type(exc).__name__}: {exc}"}))
+        return
+    conn.send_bytes(pack_map({"kind": "ready"}))
+    while True:
+        try:
+            message = unpack_map(conn.recv_bytes(), "job")
+        except (EOFError, OSError):
+            return
+        run_job(spec, instance, message, conn.send_bytes, cancel.is_set)
+
+
+def run_job(spec: ServiceSpec, instance: Any, message: dict, send: Any,
+            is_cancelled: Any) -> None:
+    """Run one job message; report through ``send(bytes)``; never raises for the task's error."""
+    job_id, attempt = message["job_id"], message["attempt"]
+
+    def say(kind: str, **fields: Any) -> None:
+        send(pack_map({"kind": kind, "job_id": job_id, "attempt": attempt, **fields}))
+
+    task = spec.tasks.get(message["task"])
+    if task is None:
+        return say("failed", error=f"service '{spec.name}' has no task '{message['task']}'")
+    say("started")
+    last = [0.0]
+
+    def report(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= _PROGRESS_EVERY_S or fraction >= 1.0:
+            last[0] = now
+            say("progress", progress=fraction)
+
+    try:
+        inputs = codec.decode(message["inputs"])
+        if not isinstance(inputs, dict):
+            raise codec.CodecError("inputs must be a map of names to values")
+        if task.context_arg:
+            inputs[task.context_arg] = JobContext(job_id, attempt, report, is_cancelled)
+        method = getattr(instance, task.method)
+        value = asyncio.run(method(**inputs)) if task.is_async else method(**inputs)
+        result, _ = codec.encode(value, threshold=1 << 62)
+    except Exception as exc:  # the user's task (or its inputs/result): report, keep serving
+        return say("failed", error=f"{type(exc).__name__}: {exc}")
+    say("succeeded", result=result)

@@ -1,0 +1,123 @@
+"""Job handles for the client SDK: ``job = client.submit("reports", "score_file", rows=x)``.
+
+A :class:`Job` names one durable job on the cluster; ``job.status()``,
+``job.result(timeout=)``, ``job.cancel()`` and ``job.retry()`` call the
+gateway's ``/v1/jobs`` routes (msgpack bodies, over the client's HTTP
+transport). Errors are the SDK's typed exceptions (:mod:`zeroserve.errors`),
+plus :class:`JobFailed` and :class:`JobCancelled` from ``result``.
+"""
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zeroserve import sdk_wire as wire
+from zeroserve.errors import ZeroserveError
+
+_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobFailed(ZeroserveError):
+    """The job ended ``failed`` after its attempts; ``message`` is the last error."""
+
+
+class JobCancelled(ZeroserveError):
+    """The job was cancelled; it has no result."""
+
+
+class JobsApi:
+    """The ``/v1/jobs`` routes over an ``HttpTransport`` (anything with its ``request``)."""
+
+    def __init__(self, transport: Any, timeout_s: float = 30.0) -> None:
+        if not hasattr(transport, "request"):
+            raise ValueError("jobs need an http:// gateway URL (gRPC jobs are not served yet)")
+        self.transport = transport
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: Any = None,
+             headers: Mapping[str, str] | None = None) -> Any:
+        """One HTTP call; the decoded answer, or the typed exception of an error status."""
+        payload = None if body is None else wire.encode_inputs(body)
+        status, _, answer = self.transport.request(
+            method, path, payload, {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
+                                    **(headers or {})}, self.timeout_s)
+        if not 200 <= status < 300:
+            raise wire.http_error(status, answer)
+        return wire.decode_value(answer)
+
+    def submit(self, service: str, endpoint: str, inputs: Mapping[str, Any],
+               idempotency_key: str | None = None) -> Job:
+        """Submit a job; the same ``idempotency_key`` always names the same job."""
+        body: dict[str, Any] = {"service": service, "endpoint": endpoint, "inputs": dict(inputs)}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        answer = self.call("POST", "/v1/jobs", body)
+        return Job(self, answer["id"], answer)
+
+    def list(self, service: str | None = None, state: str | None = None, limit: int = 100,
+             cursor: int | None = None) -> dict[str, Any]:
+        """One page of jobs, oldest first: ``{"jobs": [...], "next_cursor": int | None}``."""
+        query = {k: v for k, v in (("service", service), ("state", state), ("limit", limit),
+                                   ("cursor", cursor)) if v is not None}
+        return self.call("GET", "/v1/jobs?" + urllib.parse.urlencode(query))
+
+
+class Job:
+    """A handle on one job (see the module docstring); ``info`` is the last status seen."""
+
+    def __init__(self, api: JobsApi, job_id: str, info: dict[str, Any] | None = None) -> None:
+        self.api = api
+        self.id = job_id
+        self.info = info or {}
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, state={self.info.get('state')!r})"
+
+    def status(self) -> dict[str, Any]:
+        """State, attempts, progress, timestamps and last error."""
+        self.info = self.api.call("GET", f"/v1/jobs/{self.id}")
+        return self.info
+
+    def wait(self, timeout: float | None = None, poll_s: float = 0.05) -> dict[str, Any]:
+        """Poll until the job has finished; return its status. ``TimeoutError`` after
+        ``timeout`` seconds (None: no limit). Polls start at ``poll_s`` and slow to 1 s."""
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            info = self.status()
+            if info["state"] in _TERMINAL:
+                return info
+            if deadline is not None and self._clock() + poll_s > deadline:
+                raise TimeoutError(f"job {self.id} is still {info['state']} after {timeout}s")
+            self._sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 1.0)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job, then return the task's value; raise :class:`JobFailed` or
+        :class:`JobCancelled` if it did not succeed, ``TimeoutError`` past ``timeout``."""
+        info = self.wait(timeout)
+        if info["state"] == "failed":
+            raise JobFailed(409, f"job {self.id} failed after {info['attempts']} attempts: "
+                                 f"{info.get('error')}")
+        if info["state"] == "cancelled":
+            raise JobCancelled(409, f"job {self.id} was cancelled")
+        return self.api.call("GET", f"/v1/jobs/{self.id}/result")
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the job: a queued one never starts, a running one sees ``ctx.cancelled``."""
+        self.info = self.api.call("DELETE", f"/v1/jobs/{self.id}")
+        return self.info
+
+    def retry(self) -> dict[str, Any]:
+        """Run a failed or cancelled job again, with all its attempts."""
+        self.info = self.api.call("POST", f"/v1/jobs/{self.id}/retry", {})
+        return self.info
+
+
+def submit(transport: Any, service: str, endpoint: str, inputs: Mapping[str, Any],
+           idempotency_key: str | None = None, timeout_s: float = 30.0) -> Job:
+    """Submit a job through a client's transport (what ``Client.submit`` does)."""
+    return JobsApi(transport, timeout_s).submit(service, endpoint, inputs, idempotency_key)
