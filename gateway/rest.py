@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import tornado.web
 
+import zeroserve
+from gateway import openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
@@ -228,6 +230,25 @@ class ServicesHandler(BaseHandler):
                              "broker_alive": self.link.alive}))
 
 
+class OpenApiHandler(BaseHandler):
+    """``GET /openapi.json``: this gateway's routes for the services the caller may use."""
+
+    async def get(self) -> None:
+        await self.link.refresh_if_stale(1.0)
+        visible = self.access.visible(self.identity, self.link.services)
+        self.set_header("Content-Type", "application/json")
+        self.finish(to_json(openapi.describe({s: self.link.services[s] for s in visible},
+                                             zeroserve.__version__)))
+
+
+class DocsHandler(BaseHandler):
+    """``GET /docs``: the OpenAPI description, rendered by Swagger UI."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(openapi.DOCS_PAGE)
+
+
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
                  max_body_bytes: int, access: Access | None = None) -> dict[str, Any]:
     """The ``initialize`` arguments of every gateway handler."""
@@ -242,5 +263,7 @@ def routes(args: dict[str, Any]) -> list:
         (r"/healthz", HealthHandler, args),
         (r"/readyz", ReadyHandler, args),
         (r"/v1/services", ServicesHandler, args),
+        (r"/openapi.json", OpenApiHandler, args),
+        (r"/docs", DocsHandler, args),
         (r"/([^/]+)/([^/]+)", InvokeHandler, args),
     ]

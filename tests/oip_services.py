@@ -31,3 +31,19 @@ class OipModels:
     @zeroserve.api
     def broken(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError("the model failed on purpose")
+
+
+@zeroserve.service(name="fuzz")
+class FuzzTarget:
+    """Every kind of input, and answers that stay finite whatever comes in: a target for
+    fuzzing the gateway, where any 5xx is the gateway's fault."""
+
+    @zeroserve.api(batchable=True, max_batch_size=8, max_latency_ms=2)
+    def score(self, x: Rows) -> Rows:
+        return np.tanh(np.nan_to_num(x)).astype(np.float32)
+
+    @zeroserve.api
+    def mixed(self, count: int, ratio: float, name: str, on: bool, items: list,
+              options: dict, anything=None) -> dict:
+        return {"count": count % 1000, "name": name[:16], "on": on, "items": len(items),
+                "options": sorted(options)[:4], "finite": bool(np.isfinite(ratio))}

@@ -97,6 +97,21 @@ def _string_array(field: Field, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _narrow(field: Field, arr: np.ndarray, want: np.dtype) -> np.ndarray:
+    """``arr`` cast to ``want``; values that the cast would wrap or turn infinite are refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(want)
+    if want.kind in "iu" and arr.dtype.kind in "iub":
+        lost = not np.array_equal(out.astype(arr.dtype), arr)
+    elif want.kind == "f":
+        lost = bool(np.any(np.isinf(out) & np.isfinite(arr)))
+    else:
+        lost = False
+    if lost:
+        raise InvalidInput(field.name, f"values out of the range of {want}")
+    return out
+
+
 def coerce_tensor(field: Field, value: Any) -> np.ndarray:
     """Turn a JSON list or a decoded array into an array of the field's dtype and shape."""
     if isinstance(value, np.ndarray):
@@ -119,7 +134,7 @@ def coerce_tensor(field: Field, value: Any) -> np.ndarray:
                     arr.dtype, want, casting="same_kind"):
                 raise InvalidInput(field.name, f"dtype {arr.dtype} cannot be used as {want}")
             else:
-                arr = arr.astype(want)
+                arr = _narrow(field, arr, want)
     elif arr.dtype.kind not in "biufcUSO":
         raise InvalidInput(field.name, f"dtype {arr.dtype} is not supported")
     _check_shape(field, arr.shape)

@@ -1,0 +1,156 @@
+"""The gateway's OpenAPI 3 description, built from the services the broker knows (pure).
+
+Every endpoint gets its own path (``POST /{service}/{endpoint}``) whose JSON body
+schema follows the endpoint's declared inputs; the Open Inference Protocol
+paths take the model names as an enum. ``/openapi.json`` serves it and
+``/docs`` renders it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gateway.oip_models import model_names
+from zeroserve.oip_tensors import DATATYPES, MAX_DIMS
+from zeroserve.schema import Field
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JSON_SCALAR = {"int": {"type": "integer"}, "float": {"type": "number"},
+                "bool": {"type": "boolean"}, "str": {"type": "string"},
+                "list": {"type": "array"}, "dict": {"type": "object"}}
+
+
+def _element(dtype: str | None) -> dict[str, Any]:
+    if dtype is None:
+        return {"type": "number"}
+    kind = np.dtype(dtype).kind
+    if kind == "b":
+        return {"type": "boolean"}
+    if kind in "iu":
+        info = np.iinfo(np.dtype(dtype))
+        return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
+    if kind == "f":
+        limit = float(np.finfo(np.dtype(dtype)).max)
+        return {"type": "number", "minimum": -limit, "maximum": limit}
+    return {"type": "string"}
+
+
+def _tensor(field: Field) -> dict[str, Any]:
+    """Nested arrays, one level per dimension, sized where the declaration fixes the size."""
+    schema = _element(field.dtype)
+    if field.shape is None:
+        return {"type": "array", "description": "an array of any shape"}
+    for dim in reversed(field.shape):
+        level: dict[str, Any] = {"type": "array", "items": schema}
+        if dim >= 0:
+            level.update(minItems=dim, maxItems=dim)
+        schema = level
+    return schema
+
+
+def input_schema(fields: list[Field]) -> dict[str, Any]:
+    """The JSON schema of an endpoint's body: an object of its named inputs."""
+    properties = {f.name: _tensor(f) if f.kind == "tensor" else dict(_JSON_SCALAR.get(f.kind, {}))
+                  for f in fields}
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "required": [f.name for f in fields if f.required]}
+
+
+def _responses(ok: str, *errors: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": {"description": ok, "content": {"application/json": {}}}}
+    for status in errors:
+        out[str(status)] = {"description": _ERROR_TEXT[status],
+                            "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+_ERROR_TEXT = {400: "invalid input", 401: "no valid API key", 403: "key may not use it",
+               404: "no such service, endpoint or model", 413: "body too large",
+               500: "the endpoint raised", 503: "no worker, or queue full",
+               504: "deadline passed"}
+_CALL_ERRORS = (400, 401, 403, 404, 413, 500, 503, 504)
+
+
+def _get(summary: str, ok: str, *errors: int) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": _responses(ok, *errors)}}
+
+
+def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
+    """The OpenAPI document for ``services`` (the broker's MODELS answer)."""
+    paths: dict[str, Any] = {
+        "/healthz": _get("The gateway process is up", "up"),
+        "/readyz": _get("The broker answers and a worker serves", "ready", 503),
+        "/v1/services": _get("Services, their endpoints' schemas and workers", "services", 401),
+        "/v2": _get("Open Inference Protocol server metadata", "metadata", 401),
+        "/v2/health/live": _get("OIP liveness", "live"),
+        "/v2/health/ready": _get("OIP readiness", "ready", 503),
+    }
+    for service, info in sorted(services.items()):
+        for endpoint, desc in info.get("endpoints", {}).items():
+            try:
+                fields = [Field.from_description(d) for d in desc["inputs"]]
+            except (KeyError, TypeError, ValueError):
+                continue
+            paths[f"/{service}/{endpoint}"] = {"post": {
+                "summary": f"Call {service}.{endpoint}",
+                "parameters": [{"name": "X-Zeroserve-Timeout", "in": "header",
+                                "required": False, "description": "deadline, seconds",
+                                "schema": {"type": "number", "minimum": 0,
+                                           "exclusiveMinimum": True}}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": input_schema(fields)}}},
+                "responses": _responses("the endpoint's answer", *_CALL_ERRORS)}}
+    models = sorted(ref.name for ref in model_names(services))
+    if models:
+        model = {"name": "model", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": models}}
+        base = "/v2/models/{model}"
+        paths[base] = {"get": {"summary": "OIP model metadata", "parameters": [model],
+                               "responses": _responses("metadata", 401, 403, 404)}}
+        paths[base + "/ready"] = {"get": {"summary": "OIP model readiness",
+                                          "parameters": [model],
+                                          "responses": _responses("ready", 404, 503)}}
+        paths[base + "/config"] = {"get": {"summary": "Triton model configuration",
+                                           "parameters": [model],
+                                           "responses": _responses("config", 401, 403, 404)}}
+        paths[base + "/infer"] = {"post": {
+            "summary": "OIP inference (JSON tensors)", "parameters": [model],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
+            "responses": _responses("outputs", *_CALL_ERRORS)}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "zeroserve gateway", "version": version,
+                 "description": "REST calls of every served endpoint and the Open Inference "
+                                "Protocol (KServe V2)."},
+        "paths": paths,
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"type": "string"}}},
+            "InferenceRequest": {
+                "type": "object", "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "inputs": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["name", "datatype", "shape", "data"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "datatype": {"type": "string", "enum": list(DATATYPES)},
+                            "shape": {"type": "array", "maxItems": MAX_DIMS,
+                                      "items": {"type": "integer", "minimum": 0}},
+                            "data": {"type": "array"}}}},
+                    "outputs": {"type": "array", "items": {
+                        "type": "object", "required": ["name"],
+                        "properties": {"name": {"type": "string"}}}}}}}},
+    }
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>zeroserve API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""
