@@ -1,9 +1,11 @@
--- wrk script for scripts/bench: POST one JSON body on every request and, when the
--- run is over, print one machine-readable line that scripts/bench parses:
+-- wrk script for scripts/bench: POST one body (JSON unless a header says otherwise) on
+-- every request and, when the run is over, print one machine-readable line that
+-- scripts/bench parses:
 --
 --   BENCH_RESULT {"requests": ..., "responses_2xx": ..., "latency_us": {...}, ...}
 --
--- Usage: wrk -s post_json.lua URL -- BODY_FILE
+-- Usage: wrk -s post_json.lua URL -- BODY_FILE ["Name: value" ...]
+-- Each "Name: value" argument is a request header (Content-Type replaces the default).
 -- Latencies are in microseconds and cover every response, 2xx or not; socket
 -- errors and timeouts are counted apart and have no latency.
 
@@ -19,6 +21,11 @@ function init(args)
    file:close()
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
+   for i = 2, #args do
+      local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+      assert(name, "header argument must be 'Name: value', got " .. args[i])
+      wrk.headers[name] = value
+   end
    responses_2xx = 0
    responses_other = 0
    statuses = {}

@@ -1,7 +1,8 @@
 """What the benchmark measures, as data: servers, runs, checks and the profiles grouping them.
 
-A profile is a fixed load (connections, wrk threads) applied to a few runs,
-each a server plus the route that is hit, and checks that compare two runs
+A profile is a fixed load (connections, load threads) applied to a few runs,
+each a server plus the route that is hit, with the protocol the requests
+speak and the load tool that sends them, and checks that compare two runs
 of the same profile, measured in the same invocation. Adding a profile is
 adding an entry to :data:`PROFILES`; nothing else changes.
 """
@@ -11,15 +12,38 @@ import enum
 from dataclasses import dataclass, field
 
 
+class Protocol(enum.Enum):
+    """What a run's requests are: the body, the headers and how the answer is read."""
+
+    REST_JSON = "rest-json"    # POST /{service}/{endpoint}, {"x": [[...]]} -> [[...]]
+    OIP_BINARY = "oip-binary"  # POST /v2/models/{m}/infer, JSON header + raw tensor bytes
+    GRPC = "grpc"              # inference.GRPCInferenceService/ModelInfer, raw tensor contents
+
+
+class LoadTool(enum.Enum):
+    """The program that sends a run's load (closed loop, one request in flight per
+    connection)."""
+
+    WRK = "wrk"        # HTTP/1.1; C and LuaJIT
+    H2LOAD = "h2load"  # HTTP/1.1 (--h1) and HTTP/2, so gRPC too; C (nghttp2)
+    K6 = "k6"          # HTTP/1.1 and gRPC; Go, one JavaScript VM per VU
+
+    def speaks(self, protocol: Protocol) -> bool:
+        return protocol is not Protocol.GRPC or self is not LoadTool.WRK
+
+
 @dataclass(frozen=True)
 class EchoServer:
-    """The bare tornado baseline, answering the reference ``model``'s output to every POST."""
+    """The bare tornado baseline, answering the reference ``model``'s output to every POST;
+    with ``grpc``, also a bare grpc.aio server answering every ``ModelInfer`` with the
+    model's output (the gRPC baseline)."""
 
     model: str
+    grpc: bool = False
 
     @property
     def label(self) -> str:
-        return f"tornado echo ({self.model})"
+        return f"tornado{' + grpc' if self.grpc else ''} echo ({self.model})"
 
 
 @dataclass(frozen=True)
@@ -47,11 +71,14 @@ ServerSpec = EchoServer | Cluster
 
 @dataclass(frozen=True)
 class Run:
-    """One measured window: ``POST`` load on ``route`` of ``server``.
+    """One measured window: ``POST`` load on ``route`` of ``server``, sent by ``tool``.
 
     ``label`` names the run within its profile; checks refer to runs by it.
+    ``route`` is an HTTP path; for ``Protocol.GRPC`` it is the OIP model name.
     ``connections`` / ``threads``, when set, replace the profile's load for this
-    run (a sweep is one profile whose runs differ in load).
+    run (a sweep is one profile whose runs differ in load). ``endpoint`` is the
+    broker's name of the endpoint the run reaches (``mlp.predict``), for its
+    statistics, when the route does not spell it (an OIP model name).
     """
 
     label: str
@@ -59,6 +86,22 @@ class Run:
     route: str
     connections: int | None = None
     threads: int | None = None
+    protocol: Protocol = Protocol.REST_JSON
+    tool: LoadTool = LoadTool.WRK
+    endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tool.speaks(self.protocol):
+            raise ValueError(f"run {self.label!r}: {self.tool.value} cannot send "
+                             f"{self.protocol.value}")
+
+    @property
+    def target(self) -> str:
+        """What the run loads, for a person: ``POST /mlp/predict``, ``gRPC ModelInfer mlp``."""
+        if self.protocol is Protocol.GRPC:
+            return f"gRPC ModelInfer {self.route}"
+        return f"POST {self.route}" + (" (binary tensors)"
+                                        if self.protocol is Protocol.OIP_BINARY else "")
 
 
 class Measure(enum.Enum):
@@ -97,7 +140,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Profile:
-    """A load (``connections`` over ``threads`` wrk threads, closed loop) and what it compares.
+    """A load (``connections`` over ``threads`` load threads, closed loop) and what it
+    compares.
 
     ``model`` names the reference model in ``examples/reference_models.py``
     whose single-row input is the request body and whose answer the echo
@@ -119,7 +163,7 @@ class Profile:
         raise KeyError(f"profile {self.name} has no run {label!r}")
 
     def load(self, run: Run) -> tuple[int, int]:
-        """(connections, wrk threads) of ``run``: its own, else the profile's."""
+        """(connections, load threads) of ``run``: its own, else the profile's."""
         return (run.connections or self.connections, run.threads or self.threads)
 
 
@@ -189,6 +233,72 @@ BATCHING_SWEEP = Profile(
     ),
 )
 
+# The Open Inference Protocol next to the REST route, each sent by every load tool that
+# speaks it, so that routes are compared only within one tool: wrk (HTTP routes, as in the
+# overhead profiles), h2load (every route, HTTP/2 for gRPC; a C program that costs the
+# server's two cores little) and k6 (every route; its Go gRPC client costs far more CPU per
+# call than its HTTP one, so its gRPC/REST ratio is reported, not checked).
+OIP_TOOLS = (LoadTool.WRK, LoadTool.H2LOAD, LoadTool.K6)
+OIP_CHECKED_TOOL = LoadTool.H2LOAD
+GRPC_VS_REST_TARGET = 1.0
+OIP_MODEL = "mlp"  # the mlp service's default endpoint, as an OIP model
+OIP_ENDPOINT = "mlp.predict"
+_ECHO_OIP = EchoServer("mlp", grpc=True)
+_MLP_1 = Cluster(MLP, workers=1)
+
+
+def oip_label(tool: LoadTool, what: str) -> str:
+    """The label of an `oip-*` run: ``h2load grpc``, ``wrk rest``, ``k6 grpc echo``..."""
+    return f"{tool.value} {what}"
+
+
+def _oip_runs(tool: LoadTool, echo: bool) -> tuple[Run, ...]:
+    grpc = tool.speaks(Protocol.GRPC)
+    return tuple(r for r in (
+        echo and Run(oip_label(tool, "echo"), _ECHO_OIP, "/mlp/predict", tool=tool),
+        echo and grpc and Run(oip_label(tool, "grpc echo"), _ECHO_OIP, OIP_MODEL,
+                              protocol=Protocol.GRPC, tool=tool),
+        Run(oip_label(tool, "rest"), _MLP_1, "/mlp/predict", tool=tool),
+        Run(oip_label(tool, "oip-bin"), _MLP_1, f"/v2/models/{OIP_MODEL}/infer",
+            protocol=Protocol.OIP_BINARY, tool=tool, endpoint=OIP_ENDPOINT),
+        grpc and Run(oip_label(tool, "grpc"), _MLP_1, OIP_MODEL, protocol=Protocol.GRPC,
+                     tool=tool, endpoint=OIP_ENDPOINT),
+    ) if r)
+
+
+def _oip_checks(tool: LoadTool, latency: bool) -> tuple[Check, ...]:
+    def label(what: str) -> str:
+        return oip_label(tool, what)
+
+    checks = [Check(label("oip-bin"), label("rest"), Measure.THROUGHPUT_RATIO)]
+    if tool.speaks(Protocol.GRPC):
+        checked = tool is OIP_CHECKED_TOOL
+        checks.append(Check(
+            label("grpc"), label("rest"), Measure.THROUGHPUT_RATIO,
+            bound=GRPC_VS_REST_TARGET if checked else None,
+            basis="" if checked else f"reported only: {tool.value}'s gRPC client costs more "
+                                     "CPU per call than its HTTP one"))
+    if latency:
+        checks += [Check(label("rest"), label("echo"), Measure.ADDED_P50_MS),
+                   Check(label("oip-bin"), label("echo"), Measure.ADDED_P50_MS)]
+        if tool.speaks(Protocol.GRPC):
+            checks.append(Check(label("grpc"), label("grpc echo"), Measure.ADDED_P50_MS))
+    return tuple(checks)
+
+
+def oip_profile(connections: int) -> Profile:
+    """`oip-cN`: the overhead profile at ``connections`` over REST JSON, OIP HTTP with binary
+    tensors and OIP gRPC, each tool on its own (mlp, 1 worker). At one connection the echo
+    baselines are measured too, for the latency each route adds."""
+    return Profile(
+        name=f"oip-c{connections}",
+        summary=f"REST JSON vs OIP HTTP binary vs OIP gRPC at {connections} connection(s), "
+                "mlp, 1 worker; each load tool compares routes it sent itself",
+        model="mlp", connections=connections, threads=_wrk_threads(connections),
+        runs=tuple(r for tool in OIP_TOOLS for r in _oip_runs(tool, connections == 1)),
+        checks=tuple(c for tool in OIP_TOOLS for c in _oip_checks(tool, connections == 1)),
+    )
+
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
@@ -205,6 +315,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         runs=(_ECHO_MLP, _ZEROSERVE_MLP),
         checks=(Check("zeroserve", "echo", Measure.THROUGHPUT_RATIO, bound=0.4),),
     ),
+    oip_profile(1),
+    oip_profile(64),
     BATCHING_C64,
     BATCHING_SWEEP,
     Profile(

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib.broker_stats import BatchFigures
+from bench_lib.load import LoadResult
 from bench_lib.profiles import Check, Measure, Profile, Run
-from bench_lib.wrk import LoadResult
 
 
 @dataclass
 class RunOutcome:
-    """One run of one profile: its wrk result, or why there is none."""
+    """One run of one profile: its load tool's result, or why there is none (``error``: it
+    failed; ``skipped``: its load tool is not installed)."""
 
     profile: Profile
     run: Run
@@ -22,6 +24,14 @@ class RunOutcome:
     answer_matches: bool | None = None  # the smoke request's answer vs the reference model
     ready_s: float | None = None
     batching: BatchFigures | None = None  # what the broker saw in the measured window
+    server_cpu_s: float | None = None  # CPU the server's processes used in the window
+    skipped: str | None = None
+
+    def server_ms_per_request(self) -> float | None:
+        """Server CPU per answered request in the window, in ms (all its processes)."""
+        if self.server_cpu_s is None or self.result is None or not self.result.requests:
+            return None
+        return 1000.0 * self.server_cpu_s / self.result.requests
 
 
 class Verdict(enum.Enum):
@@ -100,13 +110,18 @@ def format_target(check: Check) -> str:
 
 
 HEADER = ("profile", "run", "server", "conns", "req/s", "ok req/s", "non-2xx", "sock err",
-          "p50 ms", "p99 ms", "batch", "vs baseline", "target", "verdict")
-_NUMERIC = {"conns", "req/s", "ok req/s", "non-2xx", "sock err", "p50 ms", "p99 ms", "batch"}
+          "p50 ms", "p99 ms", "batch", "tool cpu", "srv cpu/req", "vs baseline", "target",
+          "verdict")
+_NUMERIC = {"conns", "req/s", "ok req/s", "non-2xx", "sock err", "p50 ms", "p99 ms", "batch",
+            "tool cpu", "srv cpu/req"}
 
 
-def table_rows(outcomes: list[RunOutcome],
-               checks: dict[str, list[CheckOutcome]]) -> list[tuple[str, ...]]:
-    """One row per run, in measuring order of profiles; checks sit on their subject's row."""
+def table_rows(outcomes: list[RunOutcome], checks: dict[str, list[CheckOutcome]],
+               cpus: int | None = None) -> list[tuple[str, ...]]:
+    """One row per run, in measuring order of profiles; checks sit on their subject's row.
+    ``tool cpu`` is the load tool's share of all ``cpus`` (this host's) while it ran;
+    ``srv cpu/req`` the server's CPU per answered request, in ms."""
+    cpus = cpus or os.cpu_count() or 1
     rows = []
     for o in outcomes:
         mine = [c for c in checks.get(o.profile.name, []) if c.check.subject == o.run.label]
@@ -122,11 +137,14 @@ def table_rows(outcomes: list[RunOutcome],
             target = verdict = ""
         r = o.result
         if r is None:
-            cells: tuple[str, ...] = ("failed", "", "", "", "", "", "")
+            cells: tuple[str, ...] = ("skipped" if o.skipped else "failed", *[""] * 8)
         else:
             batch = f"{o.batching.mean_batch_size:.1f}" if o.batching else ""
+            share, per_request = r.tool_cpu_share(cpus), o.server_ms_per_request()
             cells = (f"{r.rps:,.0f}", f"{r.ok_rps:,.0f}", f"{r.responses_other:,}",
-                     f"{r.errors:,}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", batch)
+                     f"{r.errors:,}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", batch,
+                     "" if share is None else f"{share:.0%}",
+                     "" if per_request is None else f"{per_request:.2f} ms")
         rows.append((o.profile.name, o.run.label, o.run.server.label,
                      str(o.profile.load(o.run)[0]), *cells, figure, target, verdict))
     return rows
@@ -154,6 +172,15 @@ def failures(outcomes: list[RunOutcome]) -> list[str]:
             for o in outcomes if o.error]
 
 
+def skipped(outcomes: list[RunOutcome]) -> list[str]:
+    """A line per reason runs were skipped (a load tool missing), naming the runs."""
+    runs: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.skipped:
+            runs.setdefault(o.skipped, []).append(f"{o.profile.name} / {o.run.label}")
+    return [f"{', '.join(labels)}: {reason}" for reason, labels in runs.items()]
+
+
 def to_document(meta: dict, outcomes: list[RunOutcome],
                 checks: dict[str, list[CheckOutcome]], profiles: list[Profile],
                 extra: dict | None = None) -> dict:
@@ -163,12 +190,20 @@ def to_document(meta: dict, outcomes: list[RunOutcome],
         runs = []
         for o in (o for o in outcomes if o.profile is profile):
             connections, threads = profile.load(o.run)
+            share = o.result.tool_cpu_share(os.cpu_count() or 1) if o.result else None
+            per_request = o.server_ms_per_request()
             runs.append({
                 "label": o.run.label, "server": o.run.server.label, "route": o.run.route,
+                "protocol": o.run.protocol.value, "tool": o.run.tool.value,
                 "connections": connections, "threads": threads,
                 "ready_s": None if o.ready_s is None else round(o.ready_s, 2),
                 "answer_matches_reference": o.answer_matches, "error": o.error,
+                "skipped": o.skipped,
                 "result": o.result.to_json() if o.result else None,
+                "tool_cpu_share": None if share is None else round(share, 4),
+                "server_cpu_s": None if o.server_cpu_s is None else round(o.server_cpu_s, 3),
+                "server_cpu_ms_per_request":
+                    None if per_request is None else round(per_request, 4),
                 "broker": None if o.batching is None else o.batching.to_json(),
             })
         doc_profiles.append({

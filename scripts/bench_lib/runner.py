@@ -2,10 +2,11 @@
 
 Runs that share a server (the same echo, the same cluster) are measured one
 after another while it is up, so at most one server runs at any time and the
-two cores are shared only between it and wrk.
+two cores are shared only between it and the load tool.
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib import broker_stats
+from bench_lib.load import LoadFailed, LoadRunner, LoadTarget
+from bench_lib.oip_wire import grpc_frame
 from bench_lib.payloads import Payload, answer_matches, build_payload, load_reference_models
-from bench_lib.profiles import EchoServer, Profile, Run, ServerSpec
+from bench_lib.profiles import EchoServer, LoadTool, Profile, Protocol, Run, ServerSpec
 from bench_lib.report import RunOutcome
 from bench_lib.servers import Progress, ServerFailed, ServerProcess, start_server
-from bench_lib.wrk import WrkFailed, WrkRunner
+
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -63,40 +67,79 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-class Bench:
-    """Measures runs with ``wrk`` against servers it starts and stops itself."""
+@dataclass(frozen=True)
+class PayloadFiles:
+    """A payload and the files holding it: the request body, the answer body and, for gRPC,
+    the request as protobuf JSON (k6's form)."""
 
-    def __init__(self, settings: Settings, wrk: WrkRunner) -> None:
+    payload: Payload
+    request: Path
+    answer: Path
+    request_json: Path | None = None
+
+
+class Bench:
+    """Measures runs with their load tools against servers it starts and stops itself.
+
+    ``runners`` has a runner per installed load tool; the runs of a tool in ``missing``
+    (the reason, e.g. how to install it) are skipped, and their servers not started for
+    them."""
+
+    def __init__(self, settings: Settings, runners: dict[LoadTool, LoadRunner],
+                 missing: dict[LoadTool, str] | None = None) -> None:
         self.settings = settings
-        self.wrk = wrk
+        self.runners = runners
+        self.missing = missing or {}
         self._models = load_reference_models(settings.repo / "examples" / "reference_models.py")
-        self._payloads: dict[str, tuple[Payload, Path, Path]] = {}
+        self._payloads: dict[tuple[str, Protocol, str], PayloadFiles] = {}
         self._stats_warned = False
 
-    def payload(self, model: str) -> tuple[Payload, Path, Path]:
-        """The payload of ``model`` and the files holding its request and answer bodies."""
-        if model not in self._payloads:
-            payload = build_payload(self._models, model)
+    def payload(self, model: str, protocol: Protocol = Protocol.REST_JSON,
+                oip_model: str | None = None) -> PayloadFiles:
+        """The payload of ``model`` in ``protocol`` (OIP model ``oip_model``, default
+        ``model``) and the files holding it."""
+        key = (model, protocol, oip_model or model)
+        if key not in self._payloads:
+            payload = build_payload(self._models, model, protocol, oip_model)
             folder = self.settings.work_dir / "payloads"
             folder.mkdir(parents=True, exist_ok=True)
-            request_file = folder / f"{model}.request.json"
-            answer_file = folder / f"{model}.answer.json"
+            stem = model if protocol is Protocol.REST_JSON else \
+                f"{model}.{protocol.value}.{oip_model or model}"
+            ext = {Protocol.REST_JSON: "json", Protocol.OIP_BINARY: "bin",
+                   Protocol.GRPC: "pb"}[protocol]
+            request_file = folder / f"{stem}.request.{ext}"
+            answer_file = folder / f"{stem}.answer.{ext}"
             request_file.write_bytes(payload.request)
             answer_file.write_bytes(payload.answer)
-            self._payloads[model] = (payload, request_file, answer_file)
-        return self._payloads[model]
+            json_file = None
+            if payload.grpc_json is not None:
+                json_file = folder / f"{stem}.request.json"
+                json_file.write_text(json.dumps(payload.grpc_json))
+            self._payloads[key] = PayloadFiles(payload, request_file, answer_file, json_file)
+        return self._payloads[key]
 
     def execute(self, profiles: list[Profile], only_baseline: bool,
                 outcomes: list[RunOutcome]) -> None:
         """Measure every run, appending to ``outcomes`` as it goes (so that an
         interrupted invocation still has what was measured)."""
         for index, (spec, runs) in enumerate(plan(profiles, only_baseline)):
-            self._measure_server(index, spec, runs, outcomes)
+            measurable = []
+            for profile, run in runs:
+                if run.tool in self.missing:
+                    outcomes.append(RunOutcome(profile, run, skipped=self.missing[run.tool]))
+                else:
+                    measurable.append((profile, run))
+            if measurable:
+                self._measure_server(index, spec, measurable, outcomes)
 
     def _measure_server(self, index: int, spec: ServerSpec, runs: list[tuple[Profile, Run]],
                         outcomes: list[RunOutcome]) -> None:
         model = spec.model if isinstance(spec, EchoServer) else runs[0][0].model
-        _, _, answer_file = self.payload(model)
+        answer_file = self.payload(model).answer
+        grpc_answer_file = None
+        if isinstance(spec, EchoServer) and spec.grpc:
+            grpc_model = next((r.route for _, r in runs if r.protocol is Protocol.GRPC), model)
+            grpc_answer_file = self.payload(model, Protocol.GRPC, grpc_model).answer
         server: ServerProcess | None = None
         try:
             with signals_deferred():
@@ -104,7 +147,7 @@ class Bench:
                                       work_dir=self.settings.work_dir,
                                       answer_file=answer_file,
                                       zeroserve_cmd=list(self.settings.zeroserve_cmd),
-                                      index=index)
+                                      index=index, grpc_answer_file=grpc_answer_file)
             progress = Progress(f"starting {spec.label} on 127.0.0.1:{server.http_port}")
             try:
                 ready_s = server.wait_ready(self.settings.ready_timeout_s, progress)
@@ -126,36 +169,56 @@ class Bench:
                 warn = "warning: " if report.killed or report.left else ""
                 _say(f"  {warn}stopped {spec.label} ({report.describe()})")
 
+    def _target(self, server: ServerProcess, run: Run, files: PayloadFiles) -> LoadTarget:
+        payload = files.payload
+        if run.protocol is Protocol.GRPC:
+            return LoadTarget(run.protocol, f"http://127.0.0.1:{server.grpc_port}{GRPC_METHOD}",
+                              files.request, payload.headers, files.request_json,
+                              answer_bytes=len(grpc_frame(payload.answer)))
+        return LoadTarget(run.protocol, f"http://127.0.0.1:{server.http_port}{run.route}",
+                          files.request, payload.headers)
+
     def _measure_run(self, server: ServerProcess, profile: Profile, run: Run,
                      ready_s: float) -> RunOutcome:
-        payload, request_file, _ = self.payload(profile.model)
+        files = self.payload(profile.model, run.protocol,
+                             run.route if run.protocol is Protocol.GRPC else None)
+        payload = files.payload
         outcome = RunOutcome(profile, run, ready_s=ready_s)
         name = f"{profile.name} / {run.label}"
+        tool = self.runners[run.tool]
         try:
-            answer = server.smoke(run.route, payload.request)
+            if run.protocol is Protocol.GRPC:
+                answer = server.smoke_grpc(GRPC_METHOD, payload.request)
+            else:
+                answer = server.smoke(run.route, payload.request, headers=payload.headers)
             outcome.answer_matches = answer_matches(payload, answer)
             if not outcome.answer_matches:
-                _say(f"  warning: {name}: POST {run.route} answered {answer[:120]!r}, "
+                _say(f"  warning: {name}: {run.target} answered {answer[:120]!r}, "
                      "not the reference model's output")
-            url = f"http://127.0.0.1:{server.http_port}{run.route}"
+            target = self._target(server, run, files)
             connections, threads = profile.load(run)
-            load = (url, request_file, threads, connections)
             if self.settings.warmup_s > 0:
                 _say(f"  {name}: warm-up {self.settings.warmup_s:g}s")
-                self.wrk.run(*load, self.settings.warmup_s)
+                tool.run(target, threads, connections, self.settings.warmup_s)
             _say(f"  {name}: measuring {self.settings.duration_s:g}s at "
-                 f"{connections} connection(s), {threads} wrk thread(s)")
+                 f"{connections} connection(s), {run.tool.value}"
+                 + (f" with {threads} thread(s)" if run.tool is not LoadTool.K6 else ""))
             before = self._broker_snapshot(server)
             started = time.monotonic()
-            result = self.wrk.run(*load, self.settings.duration_s)
+            cpu_before = server.cpu_seconds()
+            result = tool.run(target, threads, connections, self.settings.duration_s)
+            cpu_after = server.cpu_seconds()
             outcome.result = result
+            if cpu_before is not None and cpu_after is not None:
+                outcome.server_cpu_s = cpu_after - cpu_before
             after = self._broker_snapshot(server)
             if before is not None and after is not None:
                 try:
                     outcome.batching = broker_stats.window(
-                        before, after, broker_stats.endpoint_key(run.route))
+                        before, after, run.endpoint or broker_stats.endpoint_key(run.route))
                 except broker_stats.StatsUnavailable as exc:
                     self._warn_stats(exc)
+            per_request = outcome.server_ms_per_request()
             _say(f"  {name}: {result.rps:,.0f} req/s ({result.ok_rps:,.0f} ok), "
                  f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
                  f"{result.responses_other} non-2xx"
@@ -164,11 +227,15 @@ class Bench:
                  + (f" {result.socket_errors}" if result.errors else "")
                  + (f", {outcome.batching.batches:,} model calls of "
                     f"{outcome.batching.mean_batch_size:.1f} rows" if outcome.batching else "")
+                 + (f", {run.tool.value} {result.tool_cpu_s:.1f} CPU-s"
+                    if result.tool_cpu_s is not None else "")
+                 + (f", server {per_request:.2f} CPU-ms/request"
+                    if per_request is not None else "")
                  + f" [{time.monotonic() - started:.1f}s]")
             if not server.alive():
                 raise ServerFailed(f"{server.spec.label} died during the run; see "
                                    f"{server.log_path}")
-        except (ServerFailed, WrkFailed) as exc:
+        except (ServerFailed, LoadFailed) as exc:
             outcome.error = str(exc)
             _say(f"  error: {name}: {exc}")
         return outcome

@@ -24,6 +24,27 @@ from pathlib import Path
 from bench_lib.profiles import Cluster, EchoServer, ServerSpec
 
 ECHO_SCRIPT = Path(__file__).resolve().parent / "echo_server.py"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_GRPC_CALL = """\
+import sys, time
+try:
+    import grpc
+except ImportError:
+    sys.exit("the gRPC smoke request needs grpcio: python -m pip install grpcio")
+address, method, retry_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+message = sys.stdin.buffer.read()
+deadline = time.monotonic() + retry_s
+with grpc.insecure_channel(address) as channel:
+    call = channel.unary_unary(method)  # no serializers: bytes in, bytes out
+    while True:
+        try:
+            sys.stdout.buffer.write(call(message, timeout=5.0))
+            break
+        except grpc.RpcError as exc:
+            if time.monotonic() > deadline:
+                sys.exit(f"{exc.code()}: {exc.details()}")
+        time.sleep(0.25)
+"""
 
 
 class ServerFailed(Exception):
@@ -52,12 +73,15 @@ def _prepare_child() -> None:
 
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 timeout_s: float = 5.0) -> tuple[int, bytes]:
-    """One request to 127.0.0.1:``port`` (no proxy); return (status, body). Raises OSError."""
+                 timeout_s: float = 5.0,
+                 headers: tuple[tuple[str, str], ...] | None = None) -> tuple[int, bytes]:
+    """One request to 127.0.0.1:``port`` (no proxy); return (status, body). A body goes as
+    JSON unless ``headers`` say otherwise. Raises OSError."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        sent = ({"Content-Type": "application/json"} if body is not None else {}) | dict(
+            headers or ())
+        conn.request(method, path, body=body, headers=sent)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -65,15 +89,17 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None,
 
 
 class ServerProcess:
-    """One server under test, listening on ``http_port``; its output goes to ``log_path``."""
+    """One server under test, listening on ``http_port`` (and gRPC on ``grpc_port``, when it
+    serves gRPC); its output goes to ``log_path``."""
 
     def __init__(self, spec: ServerSpec, argv: list[str], http_port: int, log_path: Path,
                  cwd: Path, env: dict[str, str], stop_grace_s: float,
-                 control_address: str | None = None) -> None:
+                 control_address: str | None = None, grpc_port: int | None = None) -> None:
         self.spec = spec
         self.control_address = control_address  # the broker's frontend, for STATS
         self.argv = argv
         self.http_port = http_port
+        self.grpc_port = grpc_port
         self.log_path = log_path
         self.stop_grace_s = stop_grace_s
         self._log = open(log_path, "wb")
@@ -112,12 +138,14 @@ class ServerProcess:
             progress.tick(waited)
             time.sleep(0.2)
 
-    def smoke(self, route: str, body: bytes, retry_s: float = 10.0) -> bytes:
+    def smoke(self, route: str, body: bytes, retry_s: float = 10.0,
+              headers: tuple[tuple[str, str], ...] | None = None) -> bytes:
         """POST ``body`` to ``route`` until a 200 (retrying ``retry_s``); return the answer."""
         deadline = time.monotonic() + retry_s
         while True:
             try:
-                status, answer = http_request(self.http_port, "POST", route, body)
+                status, answer = http_request(self.http_port, "POST", route, body,
+                                              headers=headers)
             except OSError as exc:
                 status, answer = 0, str(exc).encode()
             if status == 200:
@@ -126,6 +154,39 @@ class ServerProcess:
                 raise ServerFailed(f"{self.spec.label}: POST {route} answered {status}: "
                                    f"{answer[:300]!r}")
             time.sleep(0.25)
+
+    def smoke_grpc(self, method: str, message: bytes, retry_s: float = 10.0) -> bytes:
+        """Call gRPC ``method`` (``/package.Service/Method``) with the serialized ``message``
+        until it answers OK (retrying ``retry_s``); return the serialized answer. The call
+        runs in a subprocess of this interpreter with grpcio (zeroserve's own dependency), so
+        that no gRPC threads live on in the harness. Raises ServerFailed."""
+        if self.grpc_port is None:
+            raise ServerFailed(f"{self.spec.label} serves no gRPC")
+        argv = [sys.executable, "-c", _GRPC_CALL, f"127.0.0.1:{self.grpc_port}", method,
+                str(retry_s)]
+        try:
+            done = subprocess.run(argv, input=message, capture_output=True,
+                                  timeout=retry_s + 15, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServerFailed(f"{self.spec.label}: gRPC {method}: {exc}") from None
+        if done.returncode != 0:
+            last = (done.stderr.decode(errors="replace").strip().splitlines()
+                    or ["no output"])[-1]
+            raise ServerFailed(f"{self.spec.label}: gRPC {method} failed: {last}")
+        return done.stdout
+
+    def cpu_seconds(self) -> float | None:
+        """CPU (user + system) used so far by the live processes of the server's group, all
+        threads; None where /proc cannot tell (not Linux)."""
+        total = 0
+        for pid in _live_group_members(self.proc.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / _CLOCK_TICKS if Path("/proc").is_dir() else None
 
     def stop(self) -> StopReport:
         """Stop the server and everything in its process group; say how it went."""
@@ -231,22 +292,30 @@ class Progress:
 
 
 def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: Path,
-                 zeroserve_cmd: list[str], index: int) -> ServerProcess:
-    """Start ``spec`` on free loopback ports; its log goes to ``work_dir/logs``."""
+                 zeroserve_cmd: list[str], index: int,
+                 grpc_answer_file: Path | None = None) -> ServerProcess:
+    """Start ``spec`` on free loopback ports; its log goes to ``work_dir/logs``. An echo
+    answers ``answer_file`` to every POST and, with gRPC, ``grpc_answer_file`` to every
+    ModelInfer call."""
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if isinstance(spec, EchoServer):
-        (port,) = free_ports(1)
+        port, grpc_port = free_ports(2)
         argv = [sys.executable, str(ECHO_SCRIPT), "--port", str(port),
                 "--body-file", str(answer_file)]
+        if spec.grpc:
+            if grpc_answer_file is None:
+                raise ValueError("a gRPC echo needs grpc_answer_file")
+            argv += ["--grpc-port", str(grpc_port), "--grpc-body-file", str(grpc_answer_file)]
         log_path = logs / f"{index:02d}-echo-{spec.model}.log"
-        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=5.0)
+        return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=5.0,
+                             grpc_port=grpc_port if spec.grpc else None)
     if isinstance(spec, Cluster):
-        port, frontend, backend = free_ports(3)
+        port, frontend, backend, grpc_port = free_ports(4)
         argv = zeroserve_cmd + [
             spec.service, "--workers", str(spec.workers), "--http-port", str(port),
-            "--host", "127.0.0.1",
+            "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
             "--frontend", f"tcp://127.0.0.1:{frontend}",
             "--backend", f"tcp://127.0.0.1:{backend}",
             *spec.serve_args]
@@ -254,5 +323,6 @@ def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: P
         name = spec.service.rsplit(":", 1)[-1].lower()
         log_path = logs / f"{index:02d}-zeroserve-{name}-w{spec.workers}.log"
         return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=20.0,
-                             control_address=f"tcp://127.0.0.1:{frontend}")
+                             control_address=f"tcp://127.0.0.1:{frontend}",
+                             grpc_port=grpc_port)
     raise TypeError(f"unknown server spec {spec!r}")

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_lib.load import LoadResult
 from bench_lib.profiles import (
     BATCH_MAX_LATENCY_MS,
     BATCH_MAX_ROWS,
@@ -24,7 +25,6 @@ from bench_lib.profiles import (
     sweep_label,
 )
 from bench_lib.report import CheckOutcome, RunOutcome, Verdict
-from bench_lib.wrk import LoadResult
 
 MATPLOTLIB_HINT = ("matplotlib is missing, so no batching-sweep plot was written; install it "
                    "into the Python that runs scripts/bench:  {python} -m pip install matplotlib")
