@@ -55,6 +55,9 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
               help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
 @click.option("--max-queue", "broker__max_queue", type=int,
               help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
+@click.option("--job-store", "jobs__store_path",
+              help="SQLite file of the durable job store "
+                   "[default: $XDG_STATE_HOME/zeroserve/jobs-<frontend port>.sqlite3].")
 @common_options
 def broker_command(config_file: str | None, **options: Any) -> None:
     """Run the broker: routes requests from gateways to workers, with queues and batching."""
@@ -90,6 +93,9 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 @click.option("--threads", "worker__threads", type=int,
               help="Sync endpoint calls run at once; raise it only for thread-safe models "
                    "[default: 1].")
+@click.option("--job-slots", "worker__job_slots", type=int,
+              help="Jobs (@zeroserve.task) run at once, each in a child process; 0: none "
+                   "[default: 1].")
 @common_options
 def worker_command(service: str, config_file: str | None, **options: Any) -> None:
     """Run a worker for SERVICE (path/file.py:Class or package.module:Class)."""
@@ -117,6 +123,10 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @click.option("--slots", "worker__slots", type=int, help="Slots per worker [default: 2].")
 @click.option("--threads", "worker__threads", type=int,
               help="Threads per worker for sync endpoints [default: 1].")
+@click.option("--job-slots", "worker__job_slots", type=int,
+              help="Job slots per worker (child processes) [default: 1].")
+@click.option("--job-store", "jobs__store_path",
+              help="The broker's SQLite job store [default: under $XDG_STATE_HOME/zeroserve].")
 @common_options
 def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
                   config_file: str | None, **options: Any) -> None:
