@@ -56,7 +56,10 @@ def test_request_expired_in_queue_is_504_and_never_executed(cluster):
     _ledger_cluster(cluster, "--slots", "1")
     with cf.ThreadPoolExecutor(2) as pool:
         busy = pool.submit(cluster.post, "/ledger/mark", {"tag": "busy", "seconds": 1.0})
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5  # until the worker's only slot holds "busy"
+        while not any(w["in_flight"] for w in cluster.stats()["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         status, body, _ = cluster.post("/ledger/mark", {"tag": "late"},
                                        headers={"X-Zeroserve-Timeout": "0.3"})
         assert busy.result(timeout=10)[0] == 200

@@ -1,7 +1,8 @@
 """HTTP bodies and headers fuzzed against the gateway's own OpenAPI description (schemathesis).
 
 The worker serves a service whose code never fails, so every 5xx would be the
-gateway's (or broker's) fault; the daemons must all outlive the run.
+gateway's (or broker's) fault, except a 504 for a fuzzed deadline that ran out;
+the daemons must all outlive the run.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from cluster import ROOT, Cluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,11 @@ def test_no_server_errors(fuzz_cluster: Cluster, mode: GenerationMode) -> None:
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=[not_a_server_error], timeout=30)
+            response = case.call(timeout=30)
+            if response.status_code == 504:  # the fuzzed X-Zeroserve-Timeout ran out: correct
+                assert "deadline" in response.json()["error"]
+            else:
+                assert response.status_code < 500, (case.as_curl_command(), response.text)
 
         try:
             fuzz()

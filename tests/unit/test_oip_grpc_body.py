@@ -52,7 +52,7 @@ def test_typed_inputs_get_typed_outputs_but_fp16_stays_raw() -> None:
      "FP16 has no typed contents"),
     (pb.ModelInferRequest(inputs=[Tensor(
         name="a", datatype="UINT8", shape=[1],
-        contents=pb.InferTensorContents(uint_contents=[256]))]), "range of UINT8"),
+        contents=pb.InferTensorContents(uint_contents=[256]))]), "UINT8"),
     (pb.ModelInferRequest(inputs=[Tensor(
         name="a", datatype="INT32", shape=[2],
         contents=pb.InferTensorContents(int_contents=[1]))]), "needs 2 elements"),
