@@ -66,7 +66,8 @@ async def serve(settings: Settings) -> int:
         if grpc_port:
             grpc_server = await start_server(link, host, grpc_port,
                                              settings.get("request.default_timeout_s"),
-                                             settings.get("request.max_timeout_s"), access)
+                                             settings.get("request.max_timeout_s"), access,
+                                             settings.get("jobs.max_input_bytes"))
     except OSError as exc:
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()

@@ -1,11 +1,12 @@
-"""The gateway's gRPC server: the Open Inference Protocol and zeroserve.v1.Serving on grpc.aio,
-in the gateway's asyncio loop."""
+"""The gateway's gRPC server: the Open Inference Protocol, zeroserve.v1.Serving and
+zeroserve.v1.Jobs on grpc.aio, in the gateway's asyncio loop."""
 from __future__ import annotations
 
 import grpc
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
+from gateway.jobs_grpc import JobsService
 from gateway.oip_grpc import InferenceService
 from gateway.serving_grpc import ServingService
 from zeroserve.grpc_gen import grpc_service_pb2_grpc, zeroserve_serving_pb2_grpc
@@ -14,7 +15,8 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow thems
 
 
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
-                       max_timeout_s: float, access: Access | None = None) -> grpc.aio.Server:
+                       max_timeout_s: float, access: Access | None = None,
+                       max_job_input_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -25,6 +27,8 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
         InferenceService(link, default_timeout_s, max_timeout_s, access or Access()), server)
     zeroserve_serving_pb2_grpc.add_ServingServicer_to_server(
         ServingService(link, default_timeout_s, max_timeout_s, access or Access()), server)
+    zeroserve_serving_pb2_grpc.add_JobsServicer_to_server(
+        JobsService(link, access or Access(), max_job_input_bytes), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

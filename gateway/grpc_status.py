@@ -11,6 +11,7 @@ GRPC_CODE = {
     Status.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
     Status.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     Status.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.USER_ERROR: grpc.StatusCode.INTERNAL,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,

@@ -18,6 +18,7 @@ from zeroserve.async_client import AsyncClient
 from zeroserve.client import Client
 from zeroserve.errors import (
     BadRequest,
+    Conflict,
     DeadlineExceeded,
     Forbidden,
     NotFound,
@@ -38,4 +39,4 @@ __version__ = "0.1.0"
 __all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
            "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__",
-           "task", "JobContext", "Job", "JobFailed", "JobCancelled"]
+           "task", "JobContext", "Job", "JobFailed", "JobCancelled", "Conflict"]

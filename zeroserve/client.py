@@ -114,7 +114,7 @@ class Client:
     def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
                **inputs: Any) -> Job:
         """Submit a durable job to task ``service/endpoint``; return its :class:`Job` handle
-        (``status()``, ``result(timeout=)``, ``cancel()``). Needs an ``http://`` URL."""
+        (``status()``, ``result(timeout=)``, ``cancel()``), over ``http://`` or ``grpc://``."""
         from zeroserve.jobs_client import submit
 
         return submit(self._transport, service, endpoint, inputs, idempotency_key,

@@ -30,6 +30,10 @@ class Forbidden(ZeroserveError):
     """403: the call's API key may not use that service."""
 
 
+class Conflict(ZeroserveError):
+    """409: the job's state does not allow that (a result before it succeeded, say)."""
+
+
 class NotFound(ZeroserveError):
     """404: no such service, endpoint or model."""
 
@@ -55,12 +59,14 @@ class PayloadTooLarge(BadRequest):
 
 
 _BY_STATUS: dict[int, type[ZeroserveError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    413: PayloadTooLarge,
     503: Overloaded, 504: DeadlineExceeded, 499: DeadlineExceeded}
 
 _HTTP_OF_GRPC = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
 }

@@ -40,13 +40,13 @@ class GrpcTransport:
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
         self.url = url
-        self._metadata = auth_metadata(api_key)
-        self._channel = grpc.insecure_channel(target(url), options=CHANNEL_OPTIONS)
-        self._serving = pb_grpc.ServingStub(self._channel)
-        self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+        self.metadata = auth_metadata(api_key)
+        self.channel = grpc.insecure_channel(target(url), options=CHANNEL_OPTIONS)
+        self._serving = pb_grpc.ServingStub(self.channel)
+        self._oip = oip_grpc.GRPCInferenceServiceStub(self.channel)
 
     def _options(self, timeout_s: float) -> dict[str, Any]:
-        return {"timeout": timeout_s, "metadata": self._metadata}
+        return {"timeout": timeout_s, "metadata": self.metadata}
 
     def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
              timeout_s: float) -> Any:
@@ -87,4 +87,4 @@ class GrpcTransport:
                 "reason": "" if ready else "no worker has registered, or no broker answers"}
 
     def close(self) -> None:
-        self._channel.close()
+        self.channel.close()

@@ -2,9 +2,10 @@
 
 A :class:`Job` names one durable job on the cluster; ``job.status()``,
 ``job.result(timeout=)``, ``job.cancel()`` and ``job.retry()`` call the
-gateway's ``/v1/jobs`` routes (msgpack bodies, over the client's HTTP
-transport). Errors are the SDK's typed exceptions (:mod:`zeroserve.errors`),
-plus :class:`JobFailed` and :class:`JobCancelled` from ``result``.
+gateway's ``/v1/jobs`` routes (msgpack bodies) over ``http://``, or its
+``zeroserve.v1.Jobs`` service over ``grpc://``. Errors are the SDK's typed
+exceptions (:mod:`zeroserve.errors`), plus :class:`JobFailed` and
+:class:`JobCancelled` from ``result``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroserve import sdk_wire as wire
-from zeroserve.errors import ZeroserveError
+from zeroserve.errors import ZeroserveError, from_grpc
 
 _TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -31,10 +32,20 @@ class JobsApi:
     """The ``/v1/jobs`` routes over an ``HttpTransport`` (anything with its ``request``)."""
 
     def __init__(self, transport: Any, timeout_s: float = 30.0) -> None:
-        if not hasattr(transport, "request"):
-            raise ValueError("jobs need an http:// gateway URL (gRPC jobs are not served yet)")
         self.transport = transport
         self.timeout_s = timeout_s
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/v1/jobs/{job_id}")
+
+    def result(self, job_id: str) -> Any:
+        return self.call("GET", f"/v1/jobs/{job_id}/result")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.call("DELETE", f"/v1/jobs/{job_id}")
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/v1/jobs/{job_id}/retry", {})
 
     def call(self, method: str, path: str, body: Any = None,
              headers: Mapping[str, str] | None = None) -> Any:
@@ -67,7 +78,8 @@ class JobsApi:
 class Job:
     """A handle on one job (see the module docstring); ``info`` is the last status seen."""
 
-    def __init__(self, api: JobsApi, job_id: str, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, api: JobsApi | GrpcJobsApi, job_id: str,
+                 info: dict[str, Any] | None = None) -> None:
         self.api = api
         self.id = job_id
         self.info = info or {}
@@ -79,7 +91,7 @@ class Job:
 
     def status(self) -> dict[str, Any]:
         """State, attempts, progress, timestamps and last error."""
-        self.info = self.api.call("GET", f"/v1/jobs/{self.id}")
+        self.info = self.api.get(self.id)
         return self.info
 
     def wait(self, timeout: float | None = None, poll_s: float = 0.05) -> dict[str, Any]:
@@ -104,20 +116,84 @@ class Job:
                                  f"{info.get('error')}")
         if info["state"] == "cancelled":
             raise JobCancelled(409, f"job {self.id} was cancelled")
-        return self.api.call("GET", f"/v1/jobs/{self.id}/result")
+        return self.api.result(self.id)
 
     def cancel(self) -> dict[str, Any]:
         """Cancel the job: a queued one never starts, a running one sees ``ctx.cancelled``."""
-        self.info = self.api.call("DELETE", f"/v1/jobs/{self.id}")
+        self.info = self.api.cancel(self.id)
         return self.info
 
     def retry(self) -> dict[str, Any]:
         """Run a failed or cancelled job again, with all its attempts."""
-        self.info = self.api.call("POST", f"/v1/jobs/{self.id}/retry", {})
+        self.info = self.api.retry(self.id)
         return self.info
+
+
+class GrpcJobsApi:
+    """``zeroserve.v1.Jobs`` over a ``GrpcTransport``'s channel; the same calls as
+    :class:`JobsApi`."""
+
+    def __init__(self, transport: Any, timeout_s: float = 30.0) -> None:
+        from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+
+        self.stub = pb_grpc.JobsStub(transport.channel)
+        self.options = {"timeout": timeout_s, "metadata": transport.metadata}
+
+    def _rpc(self, method: str, request: Any) -> Any:
+        import grpc
+
+        try:
+            return getattr(self.stub, method)(request, **self.options)
+        except grpc.RpcError as exc:
+            raise from_grpc(exc.code(), exc.details()) from None
+
+    def _by_id(self, method: str, job_id: str) -> Any:
+        from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+
+        return self._rpc(method, pb.JobRequest(id=job_id))
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return job_dict(self._by_id("Get", job_id))
+
+    def result(self, job_id: str) -> Any:
+        return wire.decode_value(self._by_id("Result", job_id).value)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return job_dict(self._by_id("Cancel", job_id))
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return job_dict(self._by_id("Retry", job_id))
+
+    def submit(self, service: str, endpoint: str, inputs: Mapping[str, Any],
+               idempotency_key: str | None = None) -> Job:
+        from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+
+        reply = self._rpc("Submit", pb.SubmitJobRequest(
+            service=service, endpoint=endpoint, inputs=wire.encode_inputs(inputs),
+            idempotency_key=idempotency_key))
+        info = job_dict(reply.job)
+        return Job(self, info["id"], info)
+
+    def list(self, service: str | None = None, state: str | None = None, limit: int = 100,
+             cursor: int | None = None) -> dict[str, Any]:
+        from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+
+        reply = self._rpc("List", pb.ListJobsRequest(service=service, state=state, limit=limit,
+                                                     cursor=cursor))
+        return {"jobs": [job_dict(j) for j in reply.jobs],
+                "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None}
+
+
+def job_dict(message: Any) -> dict[str, Any]:
+    """A Job message as the HTTP routes give it: every field, None where unset."""
+    return {field.name: (getattr(message, field.name)
+                         if not field.has_presence or message.HasField(field.name) else None)
+            for field in message.DESCRIPTOR.fields}
 
 
 def submit(transport: Any, service: str, endpoint: str, inputs: Mapping[str, Any],
            idempotency_key: str | None = None, timeout_s: float = 30.0) -> Job:
     """Submit a job through a client's transport (what ``Client.submit`` does)."""
-    return JobsApi(transport, timeout_s).submit(service, endpoint, inputs, idempotency_key)
+    api: JobsApi | GrpcJobsApi = JobsApi(transport, timeout_s) if hasattr(transport, "request") \
+        else GrpcJobsApi(transport, timeout_s)
+    return api.submit(service, endpoint, inputs, idempotency_key)

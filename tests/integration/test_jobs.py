@@ -190,3 +190,33 @@ def test_bad_submissions_are_refused_and_never_stored(cluster):
         assert got == status and message in answer["error"], (body, answer)
     assert _all_jobs(cluster) == []
     assert cluster.post("/chores/mark", {"tag": "x"})[0] == 404  # tasks are not real-time
+
+
+def test_jobs_over_grpc(cluster):
+    """The same job calls through the gateway's zeroserve.v1.Jobs service."""
+    _start(cluster, job_slots=1)
+    client = zeroserve.Client(f"grpc://127.0.0.1:{cluster.grpc_port}")
+    job = client.submit("chores", "double", x=np.ones((1, 4), np.float32))
+    np.testing.assert_array_equal(job.result(timeout=20), np.full((1, 4), 2, np.float32))
+    info = job.status()
+    assert info["state"] == "succeeded" and info["attempts"] == 1 and info["error"] is None
+    assert cluster.get(f"/v1/jobs/{job.id}")[1]["state"] == "succeeded"  # one store for both
+
+    first = client.submit("chores", "mark", idempotency_key="grpc-7", tag="g")
+    again = client.submit("chores", "mark", idempotency_key="grpc-7", tag="g")
+    assert first.id == again.id
+    failing = client.submit("chores", "always_fails", message="nope")
+    with pytest.raises(zeroserve.JobFailed, match="RuntimeError: nope"):
+        failing.result(timeout=30)
+    with pytest.raises(zeroserve.Conflict):
+        failing.api.result(failing.id)
+    running = client.submit("chores", "until_cancelled", tag="gc", seconds=30)
+    assert running.cancel()["cancel_requested"] or running.status()["state"] == "cancelled"
+    assert running.wait(timeout=15)["state"] == "cancelled"
+    with pytest.raises(zeroserve.NotFound, match="no task"):
+        client.submit("chores", "nope")
+    with pytest.raises(zeroserve.BadRequest, match="real-time"):
+        client.submit("chores", "ping")
+    with pytest.raises(zeroserve.NotFound):
+        client.submit("ghost", "mark", tag="x")
+    client.close()

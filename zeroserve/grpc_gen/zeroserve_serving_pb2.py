@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.AddSerializedFile(b'\n\x17zeroserve_serving.proto\x12\x0czeroserve.v1\"@\n\x0b\x43\x61llRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x01(\x0c\"\x1a\n\tCallReply\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x11\n\x0fServicesRequest\"7\n\rServicesReply\x12\x10\n\x08services\x18\x01 \x01(\x0c\x12\x14\n\x0c\x62roker_alive\x18\x02 \x01(\x08\x32\x91\x01\n\x07Serving\x12<\n\x04\x43\x61ll\x12\x19.zeroserve.v1.CallRequest\x1a\x17.zeroserve.v1.CallReply\"\x00\x12H\n\x08Services\x12\x1d.zeroserve.v1.ServicesRequest\x1a\x1b.zeroserve.v1.ServicesReply\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.AddSerializedFile(b'\n\x17zeroserve_serving.proto\x12\x0czeroserve.v1\"@\n\x0b\x43\x61llRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x01(\x0c\"\x1a\n\tCallReply\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x11\n\x0fServicesRequest\"7\n\rServicesReply\x12\x10\n\x08services\x18\x01 \x01(\x0c\x12\x14\n\x0c\x62roker_alive\x18\x02 \x01(\x08\"\x9b\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x15\n\x08progress\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x12\n\ncreated_at\x18\t \x01(\x01\x12\x12\n\nupdated_at\x18\n \x01(\x01\x12\x17\n\nstarted_at\x18\x0b \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0b\x66inished_at\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\x17\n\nexpires_at\x18\r \x01(\x01H\x04\x88\x01\x01\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x1c\n\x0fidempotency_key\x18\x0f \x01(\tH\x05\x88\x01\x01\x42\x0b\n\t_progressB\x08\n\x06_errorB\r\n\x0b_started_atB\x0e\n\x0c_finished_atB\r\n\x0b_expires_atB\x12\n\x10_idempotency_key\"w\n\x10SubmitJobRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x01(\x0c\x12\x1c\n\x0fidempotency_key\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_idempotency_key\"A\n\x0eSubmitJobReply\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.zeroserve.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x18\n\nJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1a\n\tJobResult\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x8f\x01\n\x0fListJobsRequest\x12\x14\n\x07service\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05state\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06\x63ursor\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\n\n\x08_serviceB\x08\n\x06_stateB\x08\n\x06_limitB\t\n\x07_cursor\"Z\n\rListJobsReply\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.zeroserve.v1.Job\x12\x18\n\x0bnext_cursor\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x0e\n\x0c_next_cursor2\x91\x01\n\x07Serving\x12<\n\x04\x43\x61ll\x12\x19.zeroserve.v1.CallRequest\x1a\x17.zeroserve.v1.CallReply\"\x00\x12H\n\x08Services\x12\x1d.zeroserve.v1.ServicesRequest\x1a\x1b.zeroserve.v1.ServicesReply\"\x00\x32\xfc\x02\n\x04Jobs\x12H\n\x06Submit\x12\x1e.zeroserve.v1.SubmitJobRequest\x1a\x1c.zeroserve.v1.SubmitJobReply\"\x00\x12\x34\n\x03Get\x12\x18.zeroserve.v1.JobRequest\x1a\x11.zeroserve.v1.Job\"\x00\x12=\n\x06Result\x12\x18.zeroserve.v1.JobRequest\x1a\x17.zeroserve.v1.JobResult\"\x00\x12\x37\n\x06\x43\x61ncel\x12\x18.zeroserve.v1.JobRequest\x1a\x11.zeroserve.v1.Job\"\x00\x12\x36\n\x05Retry\x12\x18.zeroserve.v1.JobRequest\x1a\x11.zeroserve.v1.Job\"\x00\x12\x44\n\x04List\x12\x1d.zeroserve.v1.ListJobsRequest\x1a\x1b.zeroserve.v1.ListJobsReply\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICESREQUEST']._serialized_end=152
   _globals['_SERVICESREPLY']._serialized_start=154
   _globals['_SERVICESREPLY']._serialized_end=209
-  _globals['_SERVING']._serialized_start=212
-  _globals['_SERVING']._serialized_end=357
+  _globals['_JOB']._serialized_start=212
+  _globals['_JOB']._serialized_end=623
+  _globals['_SUBMITJOBREQUEST']._serialized_start=625
+  _globals['_SUBMITJOBREQUEST']._serialized_end=744
+  _globals['_SUBMITJOBREPLY']._serialized_start=746
+  _globals['_SUBMITJOBREPLY']._serialized_end=811
+  _globals['_JOBREQUEST']._serialized_start=813
+  _globals['_JOBREQUEST']._serialized_end=837
+  _globals['_JOBRESULT']._serialized_start=839
+  _globals['_JOBRESULT']._serialized_end=865
+  _globals['_LISTJOBSREQUEST']._serialized_start=868
+  _globals['_LISTJOBSREQUEST']._serialized_end=1011
+  _globals['_LISTJOBSREPLY']._serialized_start=1013
+  _globals['_LISTJOBSREPLY']._serialized_end=1103
+  _globals['_SERVING']._serialized_start=1106
+  _globals['_SERVING']._serialized_end=1251
+  _globals['_JOBS']._serialized_start=1254
+  _globals['_JOBS']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

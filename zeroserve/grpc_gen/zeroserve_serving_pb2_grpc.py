@@ -140,3 +140,296 @@ class Serving:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class JobsStub:
+    """Durable async jobs (docs/jobs.md): the same calls as the gateway's /v1/jobs routes.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Submit = channel.unary_unary(
+                '/zeroserve.v1.Jobs/Submit',
+                request_serializer=zeroserve__serving__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.SubmitJobReply.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/zeroserve.v1.Jobs/Get',
+                request_serializer=zeroserve__serving__pb2.JobRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.Job.FromString,
+                _registered_method=True)
+        self.Result = channel.unary_unary(
+                '/zeroserve.v1.Jobs/Result',
+                request_serializer=zeroserve__serving__pb2.JobRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.JobResult.FromString,
+                _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/zeroserve.v1.Jobs/Cancel',
+                request_serializer=zeroserve__serving__pb2.JobRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.Job.FromString,
+                _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/zeroserve.v1.Jobs/Retry',
+                request_serializer=zeroserve__serving__pb2.JobRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.Job.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/zeroserve.v1.Jobs/List',
+                request_serializer=zeroserve__serving__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.ListJobsReply.FromString,
+                _registered_method=True)
+
+
+class JobsServicer:
+    """Durable async jobs (docs/jobs.md): the same calls as the gateway's /v1/jobs routes.
+    """
+
+    def Submit(self, request, context):
+        """Store a job durably and answer once it is stored; the same idempotency key
+        always names the same job (created is then false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Result(self, request, context):
+        """The task's value; FAILED_PRECONDITION until the job has succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cancel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retry(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Submit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Submit,
+                    request_deserializer=zeroserve__serving__pb2.SubmitJobRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.SubmitJobReply.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=zeroserve__serving__pb2.JobRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.Job.SerializeToString,
+            ),
+            'Result': grpc.unary_unary_rpc_method_handler(
+                    servicer.Result,
+                    request_deserializer=zeroserve__serving__pb2.JobRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.JobResult.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=zeroserve__serving__pb2.JobRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.Job.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=zeroserve__serving__pb2.JobRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.Job.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=zeroserve__serving__pb2.ListJobsRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.ListJobsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'zeroserve.v1.Jobs', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('zeroserve.v1.Jobs', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Jobs:
+    """Durable async jobs (docs/jobs.md): the same calls as the gateway's /v1/jobs routes.
+    """
+
+    @staticmethod
+    def Submit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/Submit',
+            zeroserve__serving__pb2.SubmitJobRequest.SerializeToString,
+            zeroserve__serving__pb2.SubmitJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/Get',
+            zeroserve__serving__pb2.JobRequest.SerializeToString,
+            zeroserve__serving__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Result(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/Result',
+            zeroserve__serving__pb2.JobRequest.SerializeToString,
+            zeroserve__serving__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/Cancel',
+            zeroserve__serving__pb2.JobRequest.SerializeToString,
+            zeroserve__serving__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/Retry',
+            zeroserve__serving__pb2.JobRequest.SerializeToString,
+            zeroserve__serving__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zeroserve.v1.Jobs/List',
+            zeroserve__serving__pb2.ListJobsRequest.SerializeToString,
+            zeroserve__serving__pb2.ListJobsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,101 @@
+"""Durable async jobs over gRPC (``zeroserve.v1.Jobs``): the calls of the /v1/jobs routes."""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from gateway.access import Access
+from gateway.api_keys import Identity
+from gateway.broker_link import BrokerLink
+from gateway.grpc_status import abort, call_headers
+from gateway.invoke import RequestFailed
+from gateway.jobs_calls import job_call, submit_job
+from zeroserve import codec
+from zeroserve import protocol as p
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+from zeroserve.protocol import Status
+
+_JOB_FIELDS = ("id", "service", "endpoint", "state", "attempts", "max_attempts", "progress",
+               "error", "created_at", "updated_at", "started_at", "finished_at", "expires_at",
+               "cancel_requested", "idempotency_key")
+
+
+def job_message(job: dict[str, Any]) -> pb.Job:
+    """The Job message of the broker's job map (absent values stay unset)."""
+    return pb.Job(**{k: job[k] for k in _JOB_FIELDS if job.get(k) is not None})
+
+
+class JobsService(pb_grpc.JobsServicer):
+    """Submit, Get, Result, Cancel, Retry and List on the gateway's broker link."""
+
+    def __init__(self, link: BrokerLink, access: Access, max_input_bytes: int) -> None:
+        self.link = link
+        self.access = access
+        self.max_input_bytes = max_input_bytes
+
+    async def _job(self, op: p.ControlOp, job_id: str, identity: Identity | None) -> dict:
+        answer = await job_call(self.link, p.ControlOp.JOB_GET, {"id": job_id})
+        self.access.check(identity, answer["job"]["service"])  # before anything changes
+        return answer if op is p.ControlOp.JOB_GET else \
+            await job_call(self.link, op, {"id": job_id})
+
+    async def _run(self, context: grpc.aio.ServicerContext, op: p.ControlOp,
+                   job_id: str) -> dict:
+        try:
+            return await self._job(op, job_id, self.access.identify(call_headers(context)))
+        except RequestFailed as exc:
+            await abort(context, exc)
+            raise  # not reached: abort raises
+
+    async def Submit(self, request: pb.SubmitJobRequest,
+                     context: grpc.aio.ServicerContext) -> pb.SubmitJobReply:
+        try:
+            self.access.check(self.access.identify(call_headers(context)), request.service)
+            try:
+                inputs = codec.decode(request.inputs) if request.inputs else {}
+            except codec.CodecError as exc:
+                raise RequestFailed(Status.BAD_REQUEST,
+                                    f"inputs are not valid msgpack: {exc}") from None
+            key = request.idempotency_key if request.HasField("idempotency_key") else None
+            answer = await submit_job(self.link, request.service, request.endpoint, inputs,
+                                      key, self.max_input_bytes)
+        except RequestFailed as exc:
+            await abort(context, exc)
+        return pb.SubmitJobReply(job=job_message(answer["job"]),
+                                 created=bool(answer.get("created")))
+
+    async def Get(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return job_message((await self._run(context, p.ControlOp.JOB_GET, request.id))["job"])
+
+    async def Result(self, request: pb.JobRequest,
+                     context: grpc.aio.ServicerContext) -> pb.JobResult:
+        answer = await self._run(context, p.ControlOp.JOB_RESULT, request.id)
+        return pb.JobResult(value=bytes(answer["result"]))
+
+    async def Cancel(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return job_message((await self._run(context, p.ControlOp.JOB_CANCEL, request.id))["job"])
+
+    async def Retry(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return job_message((await self._run(context, p.ControlOp.JOB_RETRY, request.id))["job"])
+
+    async def List(self, request: pb.ListJobsRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ListJobsReply:
+        args: dict[str, Any] = {}
+        for field, key in (("service", "service"), ("state", "state"), ("limit", "limit"),
+                           ("cursor", "after")):
+            if request.HasField(field):
+                args[key] = getattr(request, field)
+        try:
+            identity = self.access.identify(call_headers(context))
+            if "service" in args:
+                self.access.check(identity, args["service"])
+            answer = await job_call(self.link, p.ControlOp.JOB_LIST, args)
+        except RequestFailed as exc:
+            await abort(context, exc)
+        reply = pb.ListJobsReply(jobs=[job_message(j) for j in answer["jobs"]
+                                       if self.access.visible(identity, [j["service"]])])
+        if answer.get("next") is not None:
+            reply.next_cursor = int(answer["next"])
+        return reply
