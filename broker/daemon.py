@@ -11,6 +11,7 @@ import zmq
 from broker.core import BrokerConfig, BrokerCore
 from broker.jobs.desk import JobDesk, jobs_config_from
 from broker.jobs.sockets import JobSockets
+from zeroserve import curve
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
 
@@ -42,15 +43,20 @@ class BrokerDaemon:
     def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
         self.settings = settings
         self.context = context or zmq.Context.instance()
+        self.curve = curve.from_settings(settings, "broker")
+        self.authenticator = curve.start_authenticator(self.context, self.curve) \
+            if self.curve else None
         self.frontend = self.context.socket(zmq.ROUTER)
         self.backend = self.context.socket(zmq.ROUTER)
         for sock in (self.frontend, self.backend):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
+            if self.curve:
+                self.curve.server(sock)
         self.core = BrokerCore(config_from(settings), self._send_front, self._send_back,
                                time.monotonic())
-        self.job_sockets = JobSockets(self.context)
+        self.job_sockets = JobSockets(self.context, self.curve)
         self.jobs = JobDesk(jobs_config_from(settings), self.job_sockets, self._send_front,
                             time.time)
         self.core.jobs = self.jobs
@@ -110,11 +116,17 @@ class BrokerDaemon:
         self.job_sockets.close()
         self.frontend.close(0)
         self.backend.close(0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
 
 def run(settings: Settings) -> int:
     """Run the broker until SIGINT or SIGTERM; return the exit code."""
-    daemon = BrokerDaemon(settings)
+    try:
+        daemon = BrokerDaemon(settings)
+    except curve.CurveError as exc:
+        log.error("broker: %s", exc)
+        return 1
     try:
         front, back = daemon.bind()
     except zmq.ZMQError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from zeroserve import protocol as p
+from zeroserve.curve import Curve
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.protocol import Command, Status
 from zeroserve.schema import Field
@@ -50,8 +51,9 @@ class BrokerLink:
     """Sends requests and control calls to the broker and awaits their replies."""
 
     def __init__(self, address: str, heartbeat_s: float, liveness: int,
-                 schema_refresh_s: float) -> None:
+                 schema_refresh_s: float, curve: Curve | None = None) -> None:
         self.address = address
+        self.curve = curve
         self.heartbeat_s = heartbeat_s
         self.liveness_s = heartbeat_s * liveness
         self.schema_refresh_s = schema_refresh_s
@@ -73,6 +75,8 @@ class BrokerLink:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        if self.curve:
+            self.curve.client(sock)
         sock.connect(self.address)
         self._socket = LoopSocket(sock, self._on_message, copied=5)  # REPLY up to its meta
         self._tasks = [asyncio.create_task(self._ping())]

@@ -16,6 +16,7 @@ from gateway.grpc_server import start_server
 from gateway.jobs_rest import job_routes
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
+from zeroserve import curve
 from zeroserve.config import Settings
 
 log = logging.getLogger("zeroserve.gateway")
@@ -45,11 +46,16 @@ async def serve(settings: Settings) -> int:
     try:
         access = load_access(settings.get("gateway.api_keys_file"),
                              settings.get("gateway.public_paths"))
+        keys = curve.from_settings(settings, "client")
     except KeysFileError as exc:
         log.error("gateway: cannot use the API keys file: %s", exc)
         return 1
+    except curve.CurveError as exc:
+        log.error("gateway: %s", exc)
+        return 1
     link = BrokerLink(settings.get("gateway.broker"), settings.get("heartbeat.interval_s"),
-                      settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"))
+                      settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"),
+                      keys)
     link.start()
     server = tornado.httpserver.HTTPServer(
         make_app(link, settings, access), decompress_request=True,

@@ -13,6 +13,7 @@ import zmq
 
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
+from zeroserve import curve
 from zeroserve import protocol as p
 from zeroserve.config import Settings
 from zeroserve.loopsocket import LoopSocket
@@ -36,6 +37,7 @@ class WorkerDaemon:
         self.drain_timeout = settings.get("worker.drain_timeout_s")
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.context = zmq.Context()
+        self.curve = curve.from_settings(settings, "client")
         self.sock: LoopSocket | None = None
         self.threads = settings.get("worker.threads")
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="endpoint")
@@ -61,6 +63,8 @@ class WorkerDaemon:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        if self.curve:
+            self.curve.client(sock)
         sock.connect(self.broker)
         self.sock = LoopSocket(sock, self._on_message, copied=5)  # BATCH up to its header
         self._last_broker = time.monotonic()
@@ -80,7 +84,7 @@ class WorkerDaemon:
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool))
         if self.job_slots > 0:
             self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
-                                self.context)
+                                self.context, self.curve)
             self.jobs.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
@@ -187,5 +191,9 @@ class WorkerDaemon:
 
 def run(spec: ServiceSpec, settings: Settings) -> int:
     """Run a worker for ``spec`` until SIGTERM/SIGINT (drains first); return the exit code."""
-    daemon = WorkerDaemon(spec, settings)
+    try:
+        daemon = WorkerDaemon(spec, settings)
+    except curve.CurveError as exc:
+        log.error("worker: %s", exc)
+        return 1
     return asyncio.run(daemon.serve())

@@ -26,6 +26,7 @@ import zmq
 
 from worker.job_child import child_main
 from zeroserve import job_protocol as jp
+from zeroserve.curve import Curve
 from zeroserve.job_protocol import EventKind
 from zeroserve.loopsocket import NOBLOCK, LoopSocket
 from zeroserve.protocol import ProtocolError, pack_map, unpack_map
@@ -70,12 +71,13 @@ class JobLane:
     """See the module docstring. Create and use it on the worker's event loop."""
 
     def __init__(self, spec: ServiceSpec, worker_id: str, slots: int, host: str,
-                 context: zmq.Context) -> None:
+                 context: zmq.Context, curve: Curve | None = None) -> None:
         self.spec = spec
         self.target = spec.target or f"{spec.cls.__module__}:{spec.cls.__qualname__}"
         self.worker_id = worker_id
         self.host = host
         self.context = context
+        self.curve = curve
         self._mp = multiprocessing.get_context("spawn")
         self._slots = [_Slot(i) for i in range(slots)]
         self._pull: LoopSocket | None = None
@@ -99,6 +101,8 @@ class JobLane:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
+            if self.curve:
+                self.curve.client(sock)  # bound here, but the broker is the CURVE server
         self._addresses = (self._bind(pull), self._bind(push))
         self._pull = LoopSocket(pull, self._on_message, copied=4)
         self._push = push

@@ -6,14 +6,18 @@ import os
 import zmq
 
 from zeroserve import protocol as p
+from zeroserve.curve import Curve
 
 
 def control(address: str, op: p.ControlOp, args: dict | None = None,
-            timeout_s: float = 3.0) -> dict:
-    """Make one control call on the broker at ``address``; raise TimeoutError if it is silent."""
+            timeout_s: float = 3.0, curve: Curve | None = None) -> dict:
+    """Make one control call on the broker at ``address`` (as a CURVE client when ``curve``
+    is given); raise TimeoutError if it is silent."""
     context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.client(sock)
     try:
         sock.connect(address)
         request_id = os.urandom(8)
@@ -27,6 +31,6 @@ def control(address: str, op: p.ControlOp, args: dict | None = None,
         sock.close(0)
 
 
-def broker_stats(address: str, timeout_s: float = 3.0) -> dict:
+def broker_stats(address: str, timeout_s: float = 3.0, curve: Curve | None = None) -> dict:
     """The broker's statistics: workers, queues and per-endpoint batching figures."""
-    return control(address, p.ControlOp.STATS, timeout_s=timeout_s)
+    return control(address, p.ControlOp.STATS, timeout_s=timeout_s, curve=curve)

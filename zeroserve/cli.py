@@ -164,7 +164,34 @@ def status_command(address: str, watch: bool, as_json: bool) -> None:
 
 @click.group("keys")
 def keys_group() -> None:
-    """Make keys: API keys for the gateways' callers."""
+    """Make keys: CURVE keys between the daemons, API keys for the gateways' callers."""
+
+
+@keys_group.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True,
+              help="A key pair to make (repeat it) [default: broker, gateway, worker].")
+def keys_generate_command(directory: str, names: tuple[str, ...]) -> None:
+    """Make CURVE key pairs in DIRECTORY for the broker and its peers.
+
+    Every pair but the broker's also goes into DIRECTORY/allowed, the broker's
+    curve.allowed_keys_dir: a peer whose key is not there cannot join.
+    """
+    from pathlib import Path
+
+    from zeroserve.curve import generate
+
+    folder = Path(directory)
+    chosen = list(names) or ["broker", "gateway", "worker"]
+    for path in generate(folder, chosen):
+        click.echo(f"wrote {path}")
+    client = next((n for n in chosen if n != "broker"), "worker")
+    click.echo("\n# broker:")
+    click.echo(f"curve: {{enabled: true, secret_key_file: {folder / 'broker.key_secret'}, "
+               f"allowed_keys_dir: {folder / 'allowed'}}}")
+    click.echo("# a gateway or worker (its own pair, and the broker's public key):")
+    click.echo(f"curve: {{enabled: true, secret_key_file: {folder / (client + '.key_secret')}, "
+               f"broker_key_file: {folder / 'broker.key'}}}")
 
 
 @keys_group.command("api")

@@ -60,6 +60,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "retry_backoff_max_s": 60.0,
         "max_input_bytes": 64 * MiB,          # encoded inputs of one job; more is 413
     },
+    "curve": {                                # encryption + authentication between daemons
+        "enabled": False,
+        "secret_key_file": "",                # this daemon's key pair (zeroserve keys generate)
+        "broker_key_file": "",                # gateways, workers, status: the broker's key
+        "allowed_keys_dir": "",               # broker: public keys of the peers it lets in
+    },
     "heartbeat": {
         "interval_s": 1.0,
         "liveness": 3,                        # missed intervals before a peer is dead

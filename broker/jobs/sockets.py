@@ -15,17 +15,22 @@ import logging
 
 import zmq
 
+from zeroserve.curve import Curve
+
 log = logging.getLogger("zeroserve.broker")
 
 
 class JobSockets:
     """Implements ``broker.jobs.desk.JobChannels`` on ZeroMQ; ``sink`` is polled by the daemon."""
 
-    def __init__(self, context: zmq.Context) -> None:
+    def __init__(self, context: zmq.Context, curve: Curve | None = None) -> None:
         self.context = context
+        self.curve = curve
         self.sink = context.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.setsockopt(zmq.RCVHWM, 0)
+        if curve:
+            curve.server(self.sink)
         self._push: dict[str, zmq.Socket] = {}
         self._events: dict[str, str] = {}  # worker id -> the lane's event address
 
@@ -35,6 +40,8 @@ class JobSockets:
         sock = self.context.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
+        if self.curve:
+            self.curve.server(sock)
         sock.connect(pull)
         self._push[worker_id] = sock
         if self._events.get(worker_id) != push:

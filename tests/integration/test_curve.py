@@ -1,0 +1,71 @@
+"""CURVE between the daemons: with the switch on, peers with an allowed key work as before
+(requests and the job lane), and a worker without an allowed key cannot join."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cluster import TEST_SERVICES, Cluster
+
+import zeroserve
+from zeroserve.admin import broker_stats
+from zeroserve.curve import Curve, generate
+
+pytestmark = pytest.mark.integration
+
+
+def _env(keys: Path, pair: str, broker: bool = False) -> dict[str, str]:
+    env = {"ZEROSERVE_CURVE_ENABLED": "true",
+           "ZEROSERVE_CURVE_SECRET_KEY_FILE": str(keys / f"{pair}.key_secret")}
+    if broker:
+        env["ZEROSERVE_CURVE_ALLOWED_KEYS_DIR"] = str(keys / "allowed")
+    else:
+        env["ZEROSERVE_CURVE_BROKER_KEY_FILE"] = str(keys / "broker.key")
+    return env
+
+
+def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generate(keys, ["broker", "gateway", "worker", "intruder"])
+    (keys / "allowed" / "intruder.key").unlink()
+    cluster.env["ZEROSERVE_WORKER_JOB_SLOTS"] = "1"
+    broker = cluster.broker(env=_env(keys, "broker", broker=True))
+    cluster.gateway(env=_env(keys, "gateway"))
+    cluster.test_worker("Chores", env=_env(keys, "worker"))
+    cluster.wait_ready(1)
+
+    client = zeroserve.Client(cluster.url)
+    assert client.call("chores", "ping") == "pong"
+    job = client.submit("chores", "double", x=np.ones((1, 4), np.float32))
+    np.testing.assert_array_equal(job.result(timeout=20), np.full((1, 4), 2, np.float32))
+
+    intruder = cluster.worker(f"{TEST_SERVICES}:Chores", env=_env(keys, "intruder"))
+    plain = cluster.worker(f"{TEST_SERVICES}:Chores")  # no CURVE at all
+    time.sleep(2.0)
+    operator = Curve(*_pair(keys / "gateway.key_secret"),
+                     broker_public=_pair(keys / "broker.key_secret")[0])
+    stats = broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", curve=operator)
+    assert len(stats["workers"]) == 1
+    assert intruder.alive() and plain.alive()  # they keep trying; the broker keeps refusing
+    assert "refused a CURVE peer" in broker.log()
+    with pytest.raises(TimeoutError):  # and a plain operator tool gets no answer either
+        broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5)
+    assert client.call("chores", "ping") == "pong"
+    client.close()
+
+
+def _pair(path: Path) -> tuple[bytes, bytes]:
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(str(path))
+    assert secret is not None
+    return public, secret
+
+
+def test_bad_curve_settings_stop_the_daemon_with_a_reason(cluster: Cluster) -> None:
+    broker = cluster.broker(env={"ZEROSERVE_CURVE_ENABLED": "true"})
+    assert broker.proc.wait(20) == 1
+    assert "curve.secret_key_file" in broker.log()
+    broker.stopped = True
