@@ -18,6 +18,7 @@ import numpy as np
 
 from zeroserve import sdk_wire as wire
 from zeroserve.aio_http import AsyncHttpConnectionPool
+from zeroserve.async_jobs import AsyncGrpcJobs, AsyncHttpJobs, AsyncJob
 from zeroserve.errors import DeadlineExceeded, Overloaded, from_grpc
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
@@ -90,13 +91,13 @@ class AsyncGrpcTransport:
     """``zeroserve.v1.Serving`` and the OIP service over one grpc.aio channel."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
-        self._metadata = auth_metadata(api_key)
-        self._channel = grpc.aio.insecure_channel(target(url), options=CHANNEL_OPTIONS)
-        self._serving = pb_grpc.ServingStub(self._channel)
-        self._oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+        self.metadata = auth_metadata(api_key)
+        self.channel = grpc.aio.insecure_channel(target(url), options=CHANNEL_OPTIONS)
+        self._serving = pb_grpc.ServingStub(self.channel)
+        self._oip = oip_grpc.GRPCInferenceServiceStub(self.channel)
 
     def _options(self, timeout_s: float) -> dict[str, Any]:
-        return {"timeout": timeout_s, "metadata": self._metadata}
+        return {"timeout": timeout_s, "metadata": self.metadata}
 
     async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                    timeout_s: float) -> Any:
@@ -137,7 +138,7 @@ class AsyncGrpcTransport:
                 "reason": "" if ready else "no worker has registered, or no broker answers"}
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.channel.close()
 
 
 class AsyncClient:
@@ -171,6 +172,15 @@ class AsyncClient:
         """Run an Open Inference Protocol model on named tensors; return its outputs."""
         return await self._with_retries(
             timeout, lambda left: self._transport.infer(model, inputs, outputs, left))
+
+    async def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
+                     **inputs: Any) -> AsyncJob:
+        """Submit a durable job to task ``service/endpoint``; return its :class:`AsyncJob`."""
+        api: AsyncHttpJobs | AsyncGrpcJobs = \
+            AsyncHttpJobs(self._transport, self.timeout) \
+            if isinstance(self._transport, AsyncHttpTransport) \
+            else AsyncGrpcJobs(self._transport, self.timeout)
+        return AsyncJob(api, await api.submit(service, endpoint, inputs, idempotency_key))
 
     async def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""

@@ -17,7 +17,7 @@ from typing import Any
 from zeroserve import sdk_wire as wire
 from zeroserve.errors import ZeroserveError, from_grpc
 
-_TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class JobFailed(ZeroserveError):
@@ -100,7 +100,7 @@ class Job:
         deadline = None if timeout is None else self._clock() + timeout
         while True:
             info = self.status()
-            if info["state"] in _TERMINAL:
+            if info["state"] in TERMINAL:
                 return info
             if deadline is not None and self._clock() + poll_s > deadline:
                 raise TimeoutError(f"job {self.id} is still {info['state']} after {timeout}s")

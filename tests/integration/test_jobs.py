@@ -220,3 +220,24 @@ def test_jobs_over_grpc(cluster):
     with pytest.raises(zeroserve.NotFound):
         client.submit("ghost", "mark", tag="x")
     client.close()
+
+
+def test_async_client_jobs_over_both_transports(cluster):
+    import asyncio
+
+    _start(cluster, job_slots=1)
+
+    async def main(url):
+        async with zeroserve.AsyncClient(url) as client:
+            job = await client.submit("chores", "double", x=np.ones((1, 4), np.float32))
+            np.testing.assert_array_equal(await job.result(timeout=20),
+                                          np.full((1, 4), 2, np.float32))
+            assert (await job.status())["state"] == "succeeded"
+            failing = await client.submit("chores", "always_fails", message="async")
+            with pytest.raises(zeroserve.JobFailed, match="async"):
+                await failing.result(timeout=30)
+            with pytest.raises(zeroserve.NotFound):
+                await client.submit("chores", "nope")
+
+    for url in (cluster.url, f"grpc://127.0.0.1:{cluster.grpc_port}"):
+        asyncio.run(main(url))
