@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 PROTOCOL = b"ZS1"
+MAX_FRAMES = 16384  # frames in one message: a BATCH of a few hundred requests fits easily
 
 Frame = Any  # bytes, memoryview, or a zmq.Frame received with copy=False
 
@@ -112,6 +113,8 @@ def split_command(frames: Sequence[Frame]) -> tuple[Command, Sequence[Frame]]:
     """Check the protocol frame and return the command and the frames after it."""
     if len(frames) < 2:
         raise ProtocolError(f"message has {len(frames)} frame(s), at least 2 expected")
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"message has {len(frames)} frames, at most {MAX_FRAMES} allowed")
     if _raw(frames[0]) != PROTOCOL:
         raise ProtocolError(f"unknown protocol {_raw(frames[0])[:16]!r}, expected {PROTOCOL!r}")
     command = _COMMANDS.get(_raw(frames[1]))

@@ -85,3 +85,9 @@ def test_result_with_unknown_status_is_refused():
     frames = [b"\0" * 8, p.pack_map({"exec_s": 0.1, "items": [[b"a", 299, 1]]}), b"m"]
     with pytest.raises(p.ProtocolError, match="status"):
         p.parse_result(frames)
+
+
+def test_a_message_with_too_many_frames_is_refused():
+    frames = [p.PROTOCOL, p.Command.HEARTBEAT.value] + [b""] * p.MAX_FRAMES
+    with pytest.raises(p.ProtocolError, match="at most"):
+        p.split_command(frames)
