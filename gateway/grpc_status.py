@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.access import Access
+from gateway.api_keys import Identity
 from gateway.invoke import RequestFailed
 from zeroserve.protocol import Status
 
@@ -26,7 +28,11 @@ async def abort(context: grpc.aio.ServicerContext, exc: RequestFailed) -> None:
     await context.abort(GRPC_CODE.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
 
 
-def call_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's text metadata as headers with lower-case names (API keys travel here)."""
-    return {str(key).lower(): value for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str)}
+def caller(access: Access, context: grpc.aio.ServicerContext) -> Identity | None:
+    """Who makes the call, from the API key in its metadata (None when keys are off);
+    raises :class:`RequestFailed` (401) when keys are on and the call has no valid one."""
+    if not access.enforced:
+        return None
+    return access.identify({str(key).lower(): value
+                            for key, value in (context.invocation_metadata() or ())
+                            if isinstance(value, str)})

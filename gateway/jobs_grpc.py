@@ -8,7 +8,7 @@ import grpc
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort, call_headers
+from gateway.grpc_status import abort, caller
 from gateway.invoke import RequestFailed
 from gateway.jobs_calls import job_call, submit_job
 from zeroserve import codec
@@ -44,7 +44,7 @@ class JobsService(pb_grpc.JobsServicer):
     async def _run(self, context: grpc.aio.ServicerContext, op: p.ControlOp,
                    job_id: str) -> dict:
         try:
-            return await self._job(op, job_id, self.access.identify(call_headers(context)))
+            return await self._job(op, job_id, caller(self.access, context))
         except RequestFailed as exc:
             await abort(context, exc)
             raise  # not reached: abort raises
@@ -52,7 +52,7 @@ class JobsService(pb_grpc.JobsServicer):
     async def Submit(self, request: pb.SubmitJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.SubmitJobReply:
         try:
-            self.access.check(self.access.identify(call_headers(context)), request.service)
+            self.access.check(caller(self.access, context), request.service)
             try:
                 inputs = codec.decode(request.inputs) if request.inputs else {}
             except codec.CodecError as exc:
@@ -88,7 +88,7 @@ class JobsService(pb_grpc.JobsServicer):
             if request.HasField(field):
                 args[key] = getattr(request, field)
         try:
-            identity = self.access.identify(call_headers(context))
+            identity = caller(self.access, context)
             if "service" in args:
                 self.access.check(identity, args["service"])
             answer = await job_call(self.link, p.ControlOp.JOB_LIST, args)

@@ -16,7 +16,7 @@ import grpc
 import zeroserve
 from gateway.access import Access
 from gateway.broker_link import BrokerLink, EndpointInfo
-from gateway.grpc_status import abort, call_headers
+from gateway.grpc_status import abort, caller
 from gateway.invoke import RequestFailed, call, find_model
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
@@ -56,7 +56,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
         try:
-            identity = self.access.identify(call_headers(context))
+            identity = caller(self.access, context)
         except RequestFailed as exc:
             await abort(context, exc)
         ref = resolve(request.name, self.link.services)
@@ -69,7 +69,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
         try:
-            self.access.identify(call_headers(context))
+            caller(self.access, context)
         except RequestFailed as exc:
             await abort(context, exc)
         return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
@@ -149,7 +149,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
                      ) -> tuple[ModelRef, EndpointInfo]:
         """The model's endpoint, if the caller's API key may use its service."""
-        identity = self.access.identify(call_headers(context))
+        identity = caller(self.access, context)
         ref, info = await find_model(self.link, name, version)
         self.access.check(identity, ref.service)
         return ref, info

@@ -10,7 +10,7 @@ import grpc
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort, call_headers
+from gateway.grpc_status import abort, caller
 from gateway.invoke import RequestFailed, call, find_endpoint
 from zeroserve import codec
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -36,7 +36,7 @@ class ServingService(pb_grpc.ServingServicer):
         timeout_s = min(self.default_timeout_s if remaining is None else remaining,
                         self.max_timeout_s)
         try:
-            self.access.check(self.access.identify(call_headers(context)), request.service)
+            self.access.check(caller(self.access, context), request.service)
             info = await find_endpoint(self.link, request.service, request.endpoint)
             try:
                 inputs = codec.decode(request.inputs)
@@ -56,7 +56,7 @@ class ServingService(pb_grpc.ServingServicer):
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
         try:
-            identity = self.access.identify(call_headers(context))
+            identity = caller(self.access, context)
         except RequestFailed as exc:
             await abort(context, exc)
         await self.link.refresh_if_stale(1.0)
