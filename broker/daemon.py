@@ -11,6 +11,7 @@ import zmq
 from broker.core import BrokerConfig, BrokerCore
 from broker.jobs.desk import JobDesk, jobs_config_from
 from broker.jobs.sockets import JobSockets
+from broker.metrics import BrokerMetrics
 from zeroserve import curve
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
@@ -22,6 +23,7 @@ _DRAIN_PER_WAKE = 512  # messages read from one socket before looking at the oth
 # identity + a RESULT up to its header
 _FRONTEND_COPIED = 8
 _BACKEND_COPIED = 5
+_METRICS_EVERY_S = 1.0  # how often the metrics snapshot is refreshed
 
 
 def config_from(settings: Settings) -> BrokerConfig:
@@ -60,6 +62,7 @@ class BrokerDaemon:
         self.jobs = JobDesk(jobs_config_from(settings), self.job_sockets, self._send_front,
                             time.time)
         self.core.jobs = self.jobs
+        self.metrics: BrokerMetrics | None = None
         self._running = False
 
     def _send_front(self, frames: list) -> None:
@@ -85,13 +88,16 @@ class BrokerDaemon:
         poller.register(self.job_sockets.sink, zmq.POLLIN)
         core = self.core
         self._running = True
-        next_tick = 0.0
+        next_tick = next_snapshot = 0.0
         while self._running:
             now = time.monotonic()
             if now >= next_tick:
                 core.on_tick(now)
                 self.jobs.flush()
                 next_tick = now + core.next_wake(now)
+                if self.metrics is not None and now >= next_snapshot:
+                    self.metrics.update(core.stats(now))
+                    next_snapshot = now + _METRICS_EVERY_S
             ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
                 self._drain(self.backend, core.on_backend, _BACKEND_COPIED)
@@ -136,6 +142,10 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, daemon.stop)
     log.info("broker %s: frontend (gateways) on %s, backend (workers) on %s",
              daemon.core.broker_id, front, back)
+    if settings.get("broker.metrics_port"):
+        metrics = BrokerMetrics()
+        if metrics.serve(settings.get("broker.metrics_host"), settings.get("broker.metrics_port")):
+            daemon.metrics = metrics
     try:
         daemon.serve_forever()
     finally:

@@ -14,6 +14,7 @@ from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
 from gateway.grpc_server import start_server
 from gateway.jobs_rest import job_routes
+from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
 from zeroserve import curve
@@ -24,9 +25,12 @@ log = logging.getLogger("zeroserve.gateway")
 _CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk inflates to at once
 
 
-def _log_errors_only(handler: tornado.web.RequestHandler) -> None:
-    """Access log: nothing for successes (the hot path logs nothing), one line per error."""
+def _finished(handler: tornado.web.RequestHandler) -> None:
+    """Every answered request: counted in the metrics; an error also gets a log line (the hot
+    path logs nothing)."""
     status = handler.get_status()
+    observe(getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),
+            getattr(handler, "metric_route", "other"), status, handler.request.request_time())
     if status >= 400:
         log.log(logging.WARNING if status >= 500 else logging.INFO, "gateway: %d %s %s",
                 status, handler.request.method, handler.request.uri)
@@ -39,7 +43,7 @@ def make_app(link: BrokerLink, settings: Settings, access: Access) -> tornado.we
                         settings.get("gateway.max_body_bytes"), access)
     return tornado.web.Application(job_routes(args, settings.get("jobs.max_input_bytes"))
                                    + oip_routes(args) + routes(args),
-                                   log_function=_log_errors_only)
+                                   log_function=_finished)
 
 
 async def serve(settings: Settings) -> int:

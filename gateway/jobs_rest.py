@@ -28,6 +28,8 @@ def _with_links(job: dict) -> dict:
 class _JobHandler(BaseHandler):
     """Shared parts: ``max_input_bytes``, answers in JSON (or msgpack when asked)."""
 
+    metric_route = "jobs"
+
     def initialize(self, max_input_bytes: int, **args: Any) -> None:  # type: ignore[override]
         super().initialize(**args)
         self.max_input_bytes = max_input_bytes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,6 +19,7 @@ from gateway.access import Access
 from gateway.broker_link import BrokerLink, EndpointInfo
 from gateway.grpc_status import abort, caller
 from gateway.invoke import RequestFailed, call, find_model
+from gateway.metrics import observe
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
 from gateway.oip_models import VERSION, ModelRef, endpoint_inputs, endpoint_outputs, resolve
@@ -104,11 +106,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        started, labels = time.perf_counter(), ["", ""]
         try:
-            return await self._infer(request, context)
+            response = await self._infer(request, context, labels)
         except RequestFailed as exc:
+            observe(labels[0], labels[1], "oip_grpc", exc.status.http_status,
+                    time.perf_counter() - started)
             await abort(context, exc)
             raise  # not reached: abort raises
+        observe(labels[0], labels[1], "oip_grpc", 200, time.perf_counter() - started)
+        return response
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
@@ -120,7 +127,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self._infer(request, context)
+                response = await self._infer(request, context, ["", ""])
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
             except RequestFailed as exc:
                 await answers.put(_stream_error(request, str(exc)))
@@ -154,9 +161,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.access.check(identity, ref.service)
         return ref, info
 
-    async def _infer(self, request: pb.ModelInferRequest,
-                     context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
+                     labels: list[str]) -> pb.ModelInferResponse:
+        """Run one inference; ``labels`` gets the endpoint's service and name once known."""
         ref, info = await self._model(request.model_name, request.model_version, context)
+        labels[:] = [ref.service, ref.endpoint]
         remaining_s = context.time_remaining()
         try:
             parsed, typed = parse_request(request)

@@ -98,9 +98,12 @@ class ModelHandler(OipHandler):
 class InferHandler(BodyHandler):
     """``POST /v2/models/{m}[/versions/{v}]/infer``."""
 
+    metric_route = "oip_http"
+
     async def handle(self, model: str, version: str | None) -> None:  # type: ignore[override]
         ref, info = await find_model(self.link, model, version)
         self.authorize(ref.service)
+        self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         try:
             request = parse_request(self._body(), self._header_length())
             inputs = endpoint_inputs(info, request.inputs)

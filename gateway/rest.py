@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import zeroserve
-from gateway import openapi
+from gateway import metrics, openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
@@ -54,6 +55,7 @@ class BaseHandler(tornado.web.RequestHandler):
     """
 
     link: BrokerLink
+    metric_route = "other"  # the route label of this handler's requests in the metrics
 
     def initialize(self, link: BrokerLink, default_timeout_s: float,
                    max_timeout_s: float, max_body_bytes: int, access: Access) -> None:
@@ -63,6 +65,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.max_body_bytes = max_body_bytes
         self.access = access
         self.identity: Identity | None = None
+        self.metric_service = self.metric_endpoint = ""  # set once a known endpoint is named
 
     def prepare(self) -> None:
         if not self.access.enforced or self.request.path in self.access.public_paths:
@@ -154,6 +157,8 @@ class BodyHandler(BaseHandler):
 class InvokeHandler(BodyHandler):
     """``POST /{service}/{endpoint}``."""
 
+    metric_route = "rest"
+
     async def handle(self, service: str, endpoint: str) -> None:  # type: ignore[override]
         await self._invoke(service, endpoint)
 
@@ -178,6 +183,7 @@ class InvokeHandler(BodyHandler):
     async def _invoke(self, service: str, endpoint: str) -> None:
         self.authorize(service)
         info = await find_endpoint(self.link, service, endpoint)
+        self.metric_service, self.metric_endpoint = info.service, info.name
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
         is_msgpack = ctype.strip().lower() in _MSGPACK_TYPES
         timeout_s = self.timeout_s()
@@ -241,6 +247,14 @@ class OpenApiHandler(BaseHandler):
                                              zeroserve.__version__)))
 
 
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: this gateway's Prometheus metrics."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(metrics.REGISTRY))
+
+
 class DocsHandler(BaseHandler):
     """``GET /docs``: the OpenAPI description, rendered by Swagger UI."""
 
@@ -265,5 +279,6 @@ def routes(args: dict[str, Any]) -> list:
         (r"/v1/services", ServicesHandler, args),
         (r"/openapi.json", OpenApiHandler, args),
         (r"/docs", DocsHandler, args),
+        (r"/metrics", MetricsHandler, args),
         (r"/([^/]+)/([^/]+)", InvokeHandler, args),
     ]

@@ -97,6 +97,7 @@ class Cluster:
         self.backend_port = free_port()
         self.http_port = free_port()
         self.grpc_port = free_port()
+        self.metrics_port = free_port()
         self.daemons: list[Daemon] = []
         self._n = 0
 
@@ -115,7 +116,8 @@ class Cluster:
     def broker(self, *extra: str, env: dict | None = None) -> Daemon:
         return self._start("broker", [
             "broker", "--frontend", f"tcp://127.0.0.1:{self.frontend_port}",
-            "--backend", f"tcp://127.0.0.1:{self.backend_port}", *extra], env)
+            "--backend", f"tcp://127.0.0.1:{self.backend_port}",
+            "--metrics-port", str(self.metrics_port), *extra], env)
 
     def gateway(self, *extra: str, env: dict | None = None) -> Daemon:
         return self._start("gateway", [

@@ -53,6 +53,8 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
                    "tcp://0.0.0.0:5555 to accept gateways from other hosts.")
 @click.option("--backend", "broker__backend",
               help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
+@click.option("--metrics-port", "broker__metrics_port", type=int,
+              help="Port of the broker's Prometheus /metrics; 0 turns it off [default: 8002].")
 @click.option("--max-queue", "broker__max_queue", type=int,
               help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
 @click.option("--job-store", "jobs__store_path",
@@ -140,24 +142,41 @@ def serve_command(service: str, workers: int, frontend: str | None, backend: str
 @click.command("status")
 @click.option("--broker", "address", default="tcp://127.0.0.1:5555", show_default=True,
               help="The broker's frontend address.")
-@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw statistics as JSON.")
-def status_command(address: str, watch: bool, as_json: bool) -> None:
-    """Show the broker's workers, queues, batch sizes and fitted latency model."""
+@click.option("--watch/--once", default=None,
+              help="Refresh every second until Ctrl-C, or print once [default: --watch on a "
+                   "terminal, --once otherwise].")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw statistics as JSON, once.")
+def status_command(address: str, watch: bool | None, as_json: bool) -> None:
+    """Show the broker's workers, queues, requests/s, batch sizes and fitted latency model.
+
+    With CURVE on, set the same ZEROSERVE_CURVE_* variables as for a gateway.
+    """
     import json
     import time
 
     from zeroserve.admin import broker_stats
-    from zeroserve.status import render
+    from zeroserve.curve import CurveError, from_settings
+    from zeroserve.status import render, request_rates
 
+    try:
+        keys = from_settings(load_settings(), "client")
+    except (CurveError, ConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
+    live = sys.stdout.isatty() if watch is None else watch
+    previous: tuple[float, dict] | None = None
     while True:
         try:
-            stats = broker_stats(address)
+            stats = broker_stats(address, curve=keys)
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from None
-        text = json.dumps(stats, indent=2) if as_json else render(stats)
-        click.echo(("\x1b[2J\x1b[H" if watch else "") + text)
-        if not watch:
+        if as_json:
+            click.echo(json.dumps(stats, indent=2))
+            return
+        now = time.monotonic()
+        rates = request_rates(previous[1], stats, now - previous[0]) if previous else None
+        previous = (now, stats)
+        click.echo(("\x1b[2J\x1b[H" if live else "") + render(stats, rates))
+        if not live:
             return
         time.sleep(1.0)
 

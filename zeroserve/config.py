@@ -26,6 +26,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_queue": 1000,                    # waiting requests per endpoint
         "retry_after_s": 1,                   # Retry-After on a full queue
         "max_attempts": 3,                    # dispatches of one request (worker loss)
+        "metrics_host": "127.0.0.1",          # Prometheus metrics of the broker
+        "metrics_port": 8002,                 # 0: off
     },
     "gateway": {
         "broker": "tcp://127.0.0.1:5555",

@@ -10,8 +10,22 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def render(stats: dict) -> str:
-    """Format a broker STATS answer for a terminal."""
+def request_rates(before: dict, after: dict, seconds: float) -> dict[str, float]:
+    """Requests/s per endpoint between two STATS answers taken ``seconds`` apart (an endpoint
+    that is new, or whose counter went back after a broker restart, counts from zero)."""
+    if seconds <= 0:
+        return {}
+    old = before.get("endpoints", {})
+    rates = {}
+    for name, e in after.get("endpoints", {}).items():
+        previous = old.get(name, {}).get("requests", 0)
+        done = e["requests"] - previous if e["requests"] >= previous else e["requests"]
+        rates[name] = done / seconds
+    return rates
+
+
+def render(stats: dict, rates: dict[str, float] | None = None) -> str:
+    """Format a broker STATS answer for a terminal; ``rates`` adds a requests/s column."""
     out = [f"broker {stats['broker_id']}  up {stats['uptime_s']:.0f}s  "
            f"malformed messages dropped: {stats['malformed_dropped']}", ""]
     workers = [[w["worker_id"], w["service"], w["slots"], w["in_flight"],
@@ -23,14 +37,20 @@ def render(stats: dict) -> str:
     rows = []
     for name, e in sorted(stats["endpoints"].items()):
         model = e["latency_model"]
-        rows.append([name, e["queued"], e["requests"], e["batches"],
+        rate = "-" if rates is None else f"{rates.get(name, 0.0):.0f}"
+        rows.append([name, e["queued"], rate, e["requests"], e["batches"],
                      f"{e['mean_batch_size']:.1f}", f"{e['mean_queue_wait_ms']:.1f}",
                      f"{e['mean_exec_ms']:.2f}",
                      f"{1000 * model['a_s_per_row']:.3f}ms/row + {1000 * model['b_s']:.2f}ms",
                      f"{e['max_batch_size']}/{e['max_latency_ms']:.0f}ms"])
-    out.append(_table(["endpoint", "queued", "requests", "batches", "mean batch",
+    out.append(_table(["endpoint", "queued", "req/s", "requests", "batches", "mean batch",
                        "wait ms", "exec ms", "fitted a*n+b", "limits"], rows)
                if rows else "no endpoints")
+    jobs = stats.get("jobs") or {}
+    if jobs.get("stored"):
+        out.append("\njobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs["stored"].items()))
+                   + f"; job lanes {jobs.get('lanes', 0)}, free job slots "
+                     f"{jobs.get('free_slots', 0)}")
     sizes = {n: e["batch_sizes"] for n, e in stats["endpoints"].items() if e["batch_sizes"]}
     for name, hist in sorted(sizes.items()):
         out.append(f"\n{name} batch sizes: " + ", ".join(f"{k}x{v}" for k, v in hist.items()))

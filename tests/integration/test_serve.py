@@ -38,7 +38,8 @@ def test_serve_starts_the_cluster_and_stops_every_process(tmp_path):
          "--http-port", str(http), "--grpc-port", str(free_port()), "--host", "127.0.0.1",
          "--workers", "2",
          "--frontend", f"tcp://127.0.0.1:{front}", "--backend", f"tcp://127.0.0.1:{back}"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV}, cwd=str(ROOT))
+        stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        env={**os.environ, **FAST_ENV, "ZEROSERVE_BROKER_METRICS_PORT": str(free_port())})
     try:
         client = zeroserve.Client(f"http://127.0.0.1:{http}")
         deadline = time.monotonic() + 60

@@ -1,0 +1,114 @@
+"""The broker's Prometheus metrics, served from a snapshot of its statistics.
+
+The broker's loop refreshes the snapshot (:meth:`BrokerMetrics.update`, about once
+a second); the metrics server's thread only ever reads the latest snapshot, never
+the broker's live state. Every family is built from the same STATS answer that
+``zeroserve status`` shows.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+log = logging.getLogger("zeroserve.broker")
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _batch_histogram(sizes: dict) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative buckets of a {batch size: batches} count, and the sum of the sizes."""
+    counts = {int(k): int(v) for k, v in sizes.items()}
+    buckets = [(str(bound), float(sum(n for size, n in counts.items() if size <= bound)))
+               for bound in BATCH_SIZE_BUCKETS]
+    buckets.append(("+Inf", float(sum(counts.values()))))
+    return buckets, float(sum(size * n for size, n in counts.items()))
+
+
+def families(stats: dict[str, Any]) -> list[Metric]:
+    """The metric families of one broker STATS answer."""
+    workers = GaugeMetricFamily("zeroserve_broker_workers", "Workers registered, by service",
+                                labels=["service"])
+    slots = GaugeMetricFamily("zeroserve_broker_worker_slots",
+                              "Slots the workers of a service advertise", labels=["service"])
+    busy = GaugeMetricFamily("zeroserve_broker_worker_in_flight",
+                             "Batches the workers of a service hold now", labels=["service"])
+    per_service: dict[str, list[int]] = {}
+    for w in stats.get("workers", []):
+        totals = per_service.setdefault(w["service"], [0, 0, 0])
+        totals[0] += 1
+        totals[1] += int(w["slots"])
+        totals[2] += int(w["in_flight"])
+    for service, (count, total_slots, in_flight) in sorted(per_service.items()):
+        workers.add_metric([service], count)
+        slots.add_metric([service], total_slots)
+        busy.add_metric([service], in_flight)
+
+    queued = GaugeMetricFamily("zeroserve_broker_queue_depth",
+                               "Requests waiting in the endpoint's queue", labels=["endpoint"])
+    requests = CounterMetricFamily("zeroserve_broker_requests",
+                                   "Requests answered, by endpoint and status",
+                                   labels=["endpoint", "status"])
+    batches = CounterMetricFamily("zeroserve_broker_batches", "Batches run, by endpoint",
+                                  labels=["endpoint"])
+    sizes = HistogramMetricFamily("zeroserve_broker_batch_size", "Rows per batch",
+                                  labels=["endpoint"])
+    wait = GaugeMetricFamily("zeroserve_broker_queue_wait_seconds_mean",
+                             "Mean time requests waited in the queue", labels=["endpoint"])
+    run = GaugeMetricFamily("zeroserve_broker_exec_seconds_mean",
+                            "Mean execution time of a batch, as workers report it",
+                            labels=["endpoint"])
+    for name, e in sorted(stats.get("endpoints", {}).items()):
+        queued.add_metric([name], e["queued"])
+        for status, count in sorted(e.get("statuses", {}).items()):
+            requests.add_metric([name, str(status)], count)
+        batches.add_metric([name], e["batches"])
+        buckets, total = _batch_histogram(e.get("batch_sizes", {}))
+        sizes.add_metric([name], buckets, total)
+        wait.add_metric([name], e["mean_queue_wait_ms"] / 1000)
+        run.add_metric([name], e["mean_exec_ms"] / 1000)
+
+    jobs = GaugeMetricFamily("zeroserve_jobs", "Stored jobs, by state", labels=["state"])
+    for state, count in sorted((stats.get("jobs") or {}).get("stored", {}).items()):
+        jobs.add_metric([state], count)
+    dropped = CounterMetricFamily("zeroserve_broker_malformed_dropped",
+                                  "Malformed messages dropped")
+    dropped.add_metric([], stats.get("malformed_dropped", 0))
+    uptime = GaugeMetricFamily("zeroserve_broker_uptime_seconds", "Seconds since the start")
+    uptime.add_metric([], stats.get("uptime_s", 0.0))
+    return [workers, slots, busy, queued, requests, batches, sizes, wait, run, jobs, dropped,
+            uptime]
+
+
+class BrokerMetrics:
+    """A Prometheus collector over the latest statistics snapshot."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def update(self, stats: dict[str, Any]) -> None:
+        """Replace the snapshot (the broker's loop calls this)."""
+        self.snapshot = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.snapshot)
+
+    def serve(self, host: str, port: int) -> bool:
+        """Serve ``/metrics`` on ``host:port`` from a thread; False (logged) if it cannot."""
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            log.error("broker: metrics not served, cannot listen on %s:%d: %s", host, port, exc)
+            return False
+        log.info("broker: metrics on http://%s:%d/metrics", host, port)
+        return True

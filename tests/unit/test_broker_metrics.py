@@ -1,0 +1,39 @@
+"""The broker's metric families, from a STATS answer."""
+from __future__ import annotations
+
+from broker.metrics import _batch_histogram, families
+
+
+def test_batch_sizes_become_a_cumulative_histogram() -> None:
+    buckets, total = _batch_histogram({1: 3, 3: 2, 64: 1, 300: 1})
+    as_dict = dict(buckets)
+    assert as_dict["1"] == 3 and as_dict["2"] == 3 and as_dict["4"] == 5
+    assert as_dict["64"] == 6 and as_dict["256"] == 6 and as_dict["+Inf"] == 7
+    assert total == 3 + 6 + 64 + 300
+
+
+def test_families_of_a_stats_answer() -> None:
+    stats = {
+        "uptime_s": 12.0, "malformed_dropped": 4,
+        "workers": [{"service": "mlp", "slots": 2, "in_flight": 1},
+                    {"service": "mlp", "slots": 2, "in_flight": 0}],
+        "endpoints": {"mlp.predict": {"queued": 3, "statuses": {200: 10, 504: 1},
+                                      "batches": 4, "batch_sizes": {2: 4},
+                                      "mean_queue_wait_ms": 2.0, "mean_exec_ms": 1.0}},
+        "jobs": {"stored": {"queued": 2, "succeeded": 5}},
+    }
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in families(stats) for s in family.samples}
+    assert samples[("zeroserve_broker_workers", (("service", "mlp"),))] == 2
+    assert samples[("zeroserve_broker_worker_in_flight", (("service", "mlp"),))] == 1
+    assert samples[("zeroserve_broker_queue_depth", (("endpoint", "mlp.predict"),))] == 3
+    assert samples[("zeroserve_broker_requests_total",
+                    (("endpoint", "mlp.predict"), ("status", "504")))] == 1
+    assert samples[("zeroserve_broker_batch_size_sum", (("endpoint", "mlp.predict"),))] == 8
+    assert samples[("zeroserve_jobs", (("state", "succeeded"),))] == 5
+    assert samples[("zeroserve_broker_malformed_dropped_total", ())] == 4
+
+
+def test_an_empty_snapshot_gives_empty_families() -> None:
+    assert all(not f.samples or f.name.endswith(("dropped", "uptime_seconds"))
+               for f in families({}))
