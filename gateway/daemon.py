@@ -72,12 +72,13 @@ async def serve(settings: Settings) -> int:
     grpc_port = settings.get("gateway.grpc_port")
     grpc_server = None
     try:
-        server.listen(port, address=host)
+        server.listen(port, address=host, reuse_port=settings.get("gateway.reuse_port"))
         if grpc_port:
             grpc_server = await start_server(link, host, grpc_port,
                                              settings.get("request.default_timeout_s"),
                                              settings.get("request.max_timeout_s"), access,
-                                             settings.get("jobs.max_input_bytes"))
+                                             settings.get("jobs.max_input_bytes"),
+                                             settings.get("gateway.reuse_port"))
     except OSError as exc:
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()

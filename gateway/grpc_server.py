@@ -16,12 +16,13 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow thems
 
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
                        max_timeout_s: float, access: Access | None = None,
-                       max_job_input_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Server:
+                       max_job_input_bytes: int = 64 * 1024 * 1024,
+                       reuse_port: bool = False) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ])
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(link, default_timeout_s, max_timeout_s, access or Access()), server)

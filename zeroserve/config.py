@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "http_host": "0.0.0.0",
         "http_port": 8000,
         "grpc_port": 8001,                    # Open Inference Protocol over gRPC; 0: off
+        "reuse_port": False,                  # several gateways share the HTTP and gRPC ports
         "api_keys_file": "",                  # YAML of accepted API keys; empty: no keys needed
         "public_paths": ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready",
                          "/metrics"],         # open without a key when keys are on

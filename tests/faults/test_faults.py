@@ -16,7 +16,7 @@ import time
 
 import pytest
 from cluster import EXAMPLES, TEST_SERVICES, Cluster, Daemon, free_port
-from load import SteadyLoad, Tally
+from steady_load import SteadyLoad, Tally
 
 import zeroserve
 

@@ -31,12 +31,14 @@ class Tally:
 
 
 class SteadyLoad:
-    """``threads`` callers, each calling ``service/endpoint`` back to back through one of
-    ``urls`` (round-robin by thread), with ``timeout`` as every call's deadline."""
+    """``threads`` callers, each calling ``service/endpoint`` with ``inputs`` back to back
+    through one of ``urls`` (round-robin by thread), with ``timeout`` as every call's
+    deadline."""
 
     def __init__(self, urls: list[str], service: str, endpoint: str, threads: int = 4,
-                 timeout: float = 8.0) -> None:
+                 timeout: float = 8.0, inputs: dict | None = None) -> None:
         self.urls, self.service, self.endpoint = urls, service, endpoint
+        self.inputs = inputs or {}
         self.timeout = timeout
         self.tally = Tally()
         self._lock = threading.Lock()
@@ -56,7 +58,7 @@ class SteadyLoad:
             with self._lock:
                 self.tally.sent += 1
             try:
-                client.call(self.service, self.endpoint)
+                client.call(self.service, self.endpoint, **self.inputs)
                 outcome = None
             except zeroserve.ZeroserveError as exc:
                 outcome = type(exc).__name__

@@ -1,0 +1,96 @@
+"""When to add or remove a worker, from the broker's statistics (pure; the clock is passed in).
+
+Each observation gives the service's queue depth (requests waiting in all its
+endpoints' queues) and its slot utilisation (batches in flight / slots). The
+policy scales up by one when requests wait beyond ``up_queue_per_worker`` per
+worker or utilisation stays above ``up_utilisation``, and down by one when
+nothing has waited and utilisation stayed below ``down_utilisation`` for
+``idle_s``. After any change it holds still for ``cooldown_s``, so that the new
+worker's effect is seen before the next decision; it never leaves ``[minimum,
+maximum]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    minimum: int = 1
+    maximum: int = 8
+    up_queue_per_worker: float = 2.0
+    up_utilisation: float = 0.85
+    down_utilisation: float = 0.3
+    idle_s: float = 30.0
+    cooldown_s: float = 15.0
+    smoothing: float = 0.5  # weight of the newest utilisation sample
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at the service: ``workers`` registered, ``queued`` requests waiting,
+    ``in_flight`` batches held out of ``slots``."""
+
+    workers: int
+    queued: int
+    in_flight: int
+    slots: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``target`` workers (the current count when nothing changes) and why."""
+
+    target: int
+    reason: str
+
+
+def observe(stats: dict, service: str) -> Observation:
+    """The service's figures in a broker STATS answer."""
+    workers = [w for w in stats.get("workers", []) if w["service"] == service
+               and not w.get("draining")]
+    queued = sum(e["queued"] for name, e in stats.get("endpoints", {}).items()
+                 if name.split(".", 1)[0] == service)
+    return Observation(len(workers), queued, sum(w["in_flight"] for w in workers),
+                       sum(w["slots"] for w in workers))
+
+
+class Autoscaler:
+    """Feeds observations to the policy; remembers the smoothed utilisation, the last change
+    and since when the service has been idle."""
+
+    def __init__(self, policy: ScalePolicy) -> None:
+        self.policy = policy
+        self.utilisation = 0.0
+        self.changed_at = float("-inf")
+        self.idle_since: float | None = None
+
+    def decide(self, seen: Observation, now: float) -> Decision:
+        """What to do now; call :meth:`changed` when a change was made."""
+        p = self.policy
+        sample = seen.in_flight / seen.slots if seen.slots else 0.0
+        self.utilisation = p.smoothing * sample + (1 - p.smoothing) * self.utilisation
+        busy = seen.queued > 0 or self.utilisation >= p.down_utilisation
+        self.idle_since = None if busy else (self.idle_since if self.idle_since is not None
+                                             else now)
+        workers = seen.workers
+        if workers < p.minimum:
+            return Decision(p.minimum, f"below the minimum of {p.minimum}")
+        if workers > p.maximum:
+            return Decision(p.maximum, f"above the maximum of {p.maximum}")
+        if now - self.changed_at < p.cooldown_s:
+            return Decision(workers, "cooling down")
+        if workers < p.maximum and (seen.queued > p.up_queue_per_worker * max(workers, 1)
+                                    or self.utilisation > p.up_utilisation):
+            return Decision(workers + 1, f"{seen.queued} queued, utilisation "
+                                         f"{self.utilisation:.2f}")
+        if workers > p.minimum and self.idle_since is not None \
+                and now - self.idle_since >= p.idle_s:
+            return Decision(workers - 1, f"idle for {now - self.idle_since:.0f}s "
+                                         f"(utilisation {self.utilisation:.2f})")
+        return Decision(workers, "steady")
+
+    def changed(self, now: float) -> None:
+        """Record that the fleet was resized at ``now``: cool down, and idle time restarts."""
+        self.changed_at = now
+        self.idle_since = None

@@ -1,0 +1,59 @@
+"""The autoscaler's decisions, with the clock passed in."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from cluster_lib.autoscale import Autoscaler, Observation, ScalePolicy, observe  # noqa: E402
+
+POLICY = ScalePolicy(minimum=1, maximum=3, up_queue_per_worker=2, up_utilisation=0.85,
+                     down_utilisation=0.3, idle_s=10, cooldown_s=5, smoothing=1.0)
+
+
+def test_a_queue_adds_a_worker_then_it_cools_down() -> None:
+    scaler = Autoscaler(POLICY)
+    assert scaler.decide(Observation(1, 3, 2, 2), now=0).target == 2
+    scaler.changed(0)
+    assert scaler.decide(Observation(2, 10, 4, 4), now=3).reason == "cooling down"
+    assert scaler.decide(Observation(2, 10, 4, 4), now=6).target == 3
+    scaler.changed(6)
+    assert scaler.decide(Observation(3, 50, 6, 6), now=20).target == 3  # the maximum
+
+
+def test_full_slots_add_a_worker_even_without_a_queue() -> None:
+    assert Autoscaler(POLICY).decide(Observation(1, 0, 2, 2), now=0).target == 2
+
+
+def test_idleness_removes_a_worker_after_idle_s_down_to_the_minimum() -> None:
+    scaler = Autoscaler(POLICY)
+    assert scaler.decide(Observation(2, 0, 0, 4), now=0).target == 2
+    assert scaler.decide(Observation(2, 0, 0, 4), now=9).target == 2
+    assert scaler.decide(Observation(2, 1, 0, 4), now=9.5).target == 2  # a request: not idle
+    assert scaler.decide(Observation(2, 0, 0, 4), now=12).target == 2   # idle again from 12
+    decision = scaler.decide(Observation(2, 0, 0, 4), now=22)
+    assert decision.target == 1 and "idle" in decision.reason
+    scaler.changed(22)
+    assert scaler.decide(Observation(1, 0, 0, 2), now=100).target == 1  # the minimum
+
+
+def test_outside_the_bounds_comes_back_at_once() -> None:
+    assert Autoscaler(POLICY).decide(Observation(0, 0, 0, 0), now=0).target == 1
+    assert Autoscaler(POLICY).decide(Observation(5, 0, 0, 10), now=0).target == 3
+
+
+def test_utilisation_is_smoothed() -> None:
+    scaler = Autoscaler(ScalePolicy(smoothing=0.5, up_utilisation=0.85, cooldown_s=0))
+    assert scaler.decide(Observation(1, 0, 2, 2), now=0).target == 1  # 0.5 so far
+    assert scaler.decide(Observation(1, 0, 2, 2), now=1).target == 1  # 0.75
+    assert scaler.decide(Observation(1, 0, 2, 2), now=2).target == 2  # 0.875
+
+
+def test_observe_reads_the_service_from_broker_stats() -> None:
+    stats = {"workers": [{"service": "probe", "slots": 2, "in_flight": 2},
+                         {"service": "probe", "slots": 2, "in_flight": 1, "draining": True},
+                         {"service": "other", "slots": 4, "in_flight": 4}],
+             "endpoints": {"probe.sleep": {"queued": 3}, "probe.double": {"queued": 1},
+                           "other.run": {"queued": 9}}}
+    assert observe(stats, "probe") == Observation(1, 4, 2, 2)
