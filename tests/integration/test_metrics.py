@@ -1,8 +1,12 @@
 """Prometheus metrics of a real gateway and broker, parsed with prometheus_client's parser."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,6 +29,16 @@ def _scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def _scrape_until(url: str, done: Callable[[dict], bool], timeout: float = 10.0) -> dict:
+    """Scrape until ``done`` holds (the broker refreshes its snapshot every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = _scrape(url)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
 
 
 def test_gateway_and_broker_metrics_count_what_happened(cluster: Cluster) -> None:
@@ -56,8 +70,8 @@ def test_gateway_and_broker_metrics_count_what_happened(cluster: Cluster) -> Non
     assert _value(gateway, "zeroserve_gateway_request_duration_seconds_count", **known,
                   route="rest") == 7
 
-    time.sleep(1.5)  # the broker refreshes its snapshot every second
-    broker = _scrape(f"http://127.0.0.1:{cluster.metrics_port}/metrics")
+    broker = _scrape_until(f"http://127.0.0.1:{cluster.metrics_port}/metrics", lambda s: _value(
+        s, "zeroserve_broker_requests_total", endpoint="mlp.predict", status="200") >= 12)
     assert _value(broker, "zeroserve_broker_workers", service="mlp") == 1
     assert _value(broker, "zeroserve_broker_worker_slots", service="mlp") == 2
     assert _value(broker, "zeroserve_broker_requests_total", endpoint="mlp.predict",
@@ -69,3 +83,47 @@ def test_gateway_and_broker_metrics_count_what_happened(cluster: Cluster) -> Non
                   le="+Inf") == batches
     assert _value(broker, "zeroserve_broker_queue_depth", endpoint="mlp.predict") == 0
     assert _value(broker, "zeroserve_broker_uptime_seconds") > 0
+
+
+def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
+        cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.gateway()
+    cluster.test_worker("Probe")
+    cluster.wait_ready(1)
+    for _ in range(3):
+        assert cluster.post("/probe/whoami", {})[0] == 200
+    for _ in range(2):
+        assert cluster.post("/probe/fail", {"message": "on purpose"})[0] == 500
+
+    gateway = _scrape(cluster.url + "/metrics")
+    requests = "zeroserve_gateway_requests_total"
+    assert _value(gateway, requests, service="probe", endpoint="whoami", route="rest",
+                  status="200") == 3
+    assert _value(gateway, requests, service="probe", endpoint="fail", route="rest",
+                  status="500") == 2
+    broker = _scrape_until(f"http://127.0.0.1:{cluster.metrics_port}/metrics", lambda s: _value(
+        s, "zeroserve_broker_requests_total", endpoint="probe.fail", status="500") >= 2)
+    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.fail",
+                  status="500") == 2
+    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.fail",
+                  status="200") == 0
+    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.whoami",
+                  status="200") == 3
+
+    address = f"tcp://127.0.0.1:{cluster.frontend_port}"
+    table = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--once",
+                            "--broker", address], capture_output=True, text=True, timeout=30,
+                           env=cluster.env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.split("\n")
+    worker = next(line for line in lines if " probe " in f" {line} ")
+    assert worker.split()[1:5] == ["probe", "2", "0", "serving"]
+    rows = {line.split()[0]: line.split() for line in lines
+            if line.startswith("probe.") and "batch sizes" not in line}
+    assert rows["probe.whoami"][3] == "3" and rows["probe.fail"][3] == "2"  # requests column
+
+    raw = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--json", "--broker",
+                          address], capture_output=True, text=True, timeout=30, env=cluster.env)
+    assert raw.returncode == 0, raw.stderr
+    assert json.loads(raw.stdout)["endpoints"]["probe.fail"]["statuses"] == {"500": 2}
