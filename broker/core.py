@@ -380,8 +380,9 @@ class BrokerCore:
 
     # ------------------------------------------------------------ reporting
 
-    def stats(self, now: float) -> dict:
-        """Workers, queues and per-endpoint batching figures, for the STATS control call."""
+    def stats(self, now: float, jobs: bool = True) -> dict:
+        """Workers, queues and per-endpoint batching figures, for the STATS control call;
+        ``jobs=False`` leaves out the job figures (counting stored jobs reads the store)."""
         return {
             "broker_id": self.broker_id,
             "uptime_s": now - self.started,
@@ -396,7 +397,7 @@ class BrokerCore:
                                   "samples": e.policy.model.samples}}
                 for e in self.endpoints.values()},
             "malformed_dropped": self.dropped,
-            "jobs": self.jobs.stats() if self.jobs is not None else {},
+            "jobs": self.jobs.stats() if self.jobs is not None and jobs else {},
         }
 
     def _drop(self, socket: str, reason: str) -> None:

@@ -11,7 +11,7 @@ import zmq
 from broker.core import BrokerConfig, BrokerCore
 from broker.jobs.desk import JobDesk, jobs_config_from
 from broker.jobs.sockets import JobSockets
-from broker.metrics import BrokerMetrics
+from broker.metrics import BrokerMetrics, stored_job_counts
 from zeroserve import curve
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
@@ -96,7 +96,7 @@ class BrokerDaemon:
                 self.jobs.flush()
                 next_tick = now + core.next_wake(now)
                 if self.metrics is not None and now >= next_snapshot:
-                    self.metrics.update(core.stats(now))
+                    self.metrics.update(core.stats(now, jobs=False))  # jobs: at scrape time
                     next_snapshot = now + _METRICS_EVERY_S
             ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
@@ -143,7 +143,8 @@ def run(settings: Settings) -> int:
     log.info("broker %s: frontend (gateways) on %s, backend (workers) on %s",
              daemon.core.broker_id, front, back)
     if settings.get("broker.metrics_port"):
-        metrics = BrokerMetrics()
+        store = daemon.jobs.config.store_path
+        metrics = BrokerMetrics(lambda: stored_job_counts(store))
         if metrics.serve(settings.get("broker.metrics_host"), settings.get("broker.metrics_port")):
             daemon.metrics = metrics
     try:

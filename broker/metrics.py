@@ -3,12 +3,16 @@
 The broker's loop refreshes the snapshot (:meth:`BrokerMetrics.update`, about once
 a second); the metrics server's thread only ever reads the latest snapshot, never
 the broker's live state. Every family is built from the same STATS answer that
-``zeroserve status`` shows.
+``zeroserve status`` shows, but for the stored jobs: counting them costs a pass over
+the job store (about 50 ms per million jobs), so the metrics thread counts them at
+scrape time on a read-only connection of its own, off the broker's loop.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -33,8 +37,28 @@ def _batch_histogram(sizes: dict) -> tuple[list[tuple[str, float]], float]:
     return buckets, float(sum(size * n for size, n in counts.items()))
 
 
-def families(stats: dict[str, Any]) -> list[Metric]:
-    """The metric families of one broker STATS answer."""
+def stored_job_counts(path: str) -> dict[str, int]:
+    """Jobs per state in the job store at ``path`` (the query of ``JobStore.counts``), on a
+    read-only connection of the caller's own: WAL lets it read beside the broker's writes.
+    {} while there is no store (it is created on the first job) or when it cannot be read
+    (logged)."""
+    store = Path(path)
+    if not store.exists():
+        return {}
+    try:
+        db = sqlite3.connect(store.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
+        try:
+            return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        log.warning("broker: metrics could not count the jobs in %s: %s", path, exc)
+        return {}
+
+
+def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -> list[Metric]:
+    """The metric families of one broker STATS answer; ``stored_jobs`` (jobs per state), when
+    given, replaces the answer's own count."""
     workers = GaugeMetricFamily("zeroserve_broker_workers", "Workers registered, by service",
                                 labels=["service"])
     slots = GaugeMetricFamily("zeroserve_broker_worker_slots",
@@ -77,7 +101,9 @@ def families(stats: dict[str, Any]) -> list[Metric]:
         run.add_metric([name], e["mean_exec_ms"] / 1000)
 
     jobs = GaugeMetricFamily("zeroserve_jobs", "Stored jobs, by state", labels=["state"])
-    for state, count in sorted((stats.get("jobs") or {}).get("stored", {}).items()):
+    if stored_jobs is None:
+        stored_jobs = (stats.get("jobs") or {}).get("stored", {})
+    for state, count in sorted(stored_jobs.items()):
         jobs.add_metric([state], count)
     dropped = CounterMetricFamily("zeroserve_broker_malformed_dropped",
                                   "Malformed messages dropped")
@@ -89,10 +115,15 @@ def families(stats: dict[str, Any]) -> list[Metric]:
 
 
 class BrokerMetrics:
-    """A Prometheus collector over the latest statistics snapshot."""
+    """A Prometheus collector over the latest statistics snapshot.
 
-    def __init__(self) -> None:
+    ``job_counts``, when given, is called at each scrape, on the metrics server's thread, for
+    the stored jobs per state (:func:`stored_job_counts` of the broker's job store).
+    """
+
+    def __init__(self, job_counts: Callable[[], dict[str, int]] | None = None) -> None:
         self.snapshot: dict[str, Any] = {}
+        self.job_counts = job_counts
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -101,7 +132,9 @@ class BrokerMetrics:
         self.snapshot = stats
 
     def collect(self) -> Iterator[Metric]:
-        yield from families(self.snapshot)
+        """The families of the latest snapshot (called on the metrics server's thread)."""
+        yield from families(self.snapshot,
+                            self.job_counts() if self.job_counts is not None else None)
 
     def serve(self, host: str, port: int) -> bool:
         """Serve ``/metrics`` on ``host:port`` from a thread; False (logged) if it cannot."""

@@ -127,3 +127,23 @@ def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
                           address], capture_output=True, text=True, timeout=30, env=cluster.env)
     assert raw.returncode == 0, raw.stderr
     assert json.loads(raw.stdout)["endpoints"]["probe.fail"]["statuses"] == {"500": 2}
+
+
+def test_stored_jobs_by_state_on_the_broker_metrics(cluster: Cluster) -> None:
+    metrics_url = f"http://127.0.0.1:{cluster.metrics_port}/metrics"
+    cluster.env["ZEROSERVE_JOBS_RETRY_BACKOFF_S"] = "0.1"
+    cluster.broker()
+    cluster.gateway()
+    cluster.test_worker("Chores")
+    cluster.wait_ready(1)
+    assert not [k for k in _scrape(metrics_url) if k[0] == "zeroserve_jobs"]  # no store yet
+    for endpoint, inputs in [("mark", {"tag": "a"}), ("mark", {"tag": "b"}),
+                             ("always_fails", {"message": "on purpose"})]:
+        status, body, _ = cluster.post("/v1/jobs", {"service": "chores", "endpoint": endpoint,
+                                                    "inputs": inputs})
+        assert status == 202, body
+    samples = _scrape_until(metrics_url, lambda s: _value(s, "zeroserve_jobs", state="succeeded")
+                            + _value(s, "zeroserve_jobs", state="failed") >= 3, timeout=30.0)
+    assert _value(samples, "zeroserve_jobs", state="succeeded") == 2
+    assert _value(samples, "zeroserve_jobs", state="failed") == 1
+    assert _value(samples, "zeroserve_jobs", state="queued") == 0

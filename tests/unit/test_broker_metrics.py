@@ -1,7 +1,11 @@
 """The broker's metric families, from a STATS answer."""
 from __future__ import annotations
 
-from broker.metrics import _batch_histogram, families
+from pathlib import Path
+
+from broker.job_store import JobStore
+from broker.jobs.model import Job, JobState
+from broker.metrics import BrokerMetrics, _batch_histogram, families, stored_job_counts
 
 
 def test_batch_sizes_become_a_cumulative_histogram() -> None:
@@ -37,3 +41,33 @@ def test_families_of_a_stats_answer() -> None:
 def test_an_empty_snapshot_gives_empty_families() -> None:
     assert all(not f.samples or f.name.endswith(("dropped", "uptime_seconds"))
                for f in families({}))
+
+
+def _job(job_id: str, state: JobState) -> Job:
+    return Job(id=job_id, service="chores", task="ping", state=state, max_attempts=1,
+               timeout_s=1.0, created_at=0.0, updated_at=0.0)
+
+
+def test_stored_jobs_are_counted_beside_an_open_write(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for n, state in enumerate([JobState.QUEUED, JobState.QUEUED, JobState.SUCCEEDED]):
+        store.insert(_job(f"j{n}", state), b"")
+    store.commit()
+    store.insert(_job("uncommitted", JobState.RUNNING), b"")  # the broker's write in progress
+    assert stored_job_counts(str(tmp_path / "jobs.sqlite3")) == {"queued": 2, "succeeded": 1}
+    store.close()
+
+
+def test_no_store_or_an_unreadable_one_counts_nothing(tmp_path: Path) -> None:
+    assert stored_job_counts(str(tmp_path / "none.sqlite3")) == {}
+    (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 100)
+    assert stored_job_counts(str(tmp_path / "junk.sqlite3")) == {}
+    assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_job_counts_taken_at_scrape_time_replace_the_snapshots() -> None:
+    metrics = BrokerMetrics(lambda: {"running": 7})
+    metrics.update({"jobs": {"stored": {"running": 1}}})
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in metrics.collect() for s in family.samples}
+    assert samples[("zeroserve_jobs", (("state", "running"),))] == 7
