@@ -79,7 +79,7 @@ async def serve(settings: Settings) -> int:
                                              settings.get("request.max_timeout_s"), access,
                                              settings.get("jobs.max_input_bytes"),
                                              settings.get("gateway.reuse_port"))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()
         await link.close()

@@ -74,7 +74,7 @@ def broker_command(config_file: str | None, **options: Any) -> None:
 @click.option("--http", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
 @click.option("--reuse-port/--no-reuse-port", "gateway__reuse_port", default=None,
               help="Share the HTTP and gRPC ports with other gateways on this host "
-                   "(SO_REUSEPORT) [default: no].")
+                   "(SO_REUSEPORT) [default: yes where the platform has it].")
 @click.option("--grpc", "gateway__grpc_port", type=int,
               help="gRPC (Open Inference Protocol) port; 0 turns gRPC off [default: 8001].")
 @click.option("--host", "gateway__http_host",

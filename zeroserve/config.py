@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, cast
@@ -18,6 +19,7 @@ import yaml
 from simple_di import container, providers
 
 MiB = 1024 * 1024
+REUSE_PORT_SUPPORTED = hasattr(socket, "SO_REUSEPORT")  # Linux, the BSDs, macOS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "broker": {
@@ -34,7 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "http_host": "0.0.0.0",
         "http_port": 8000,
         "grpc_port": 8001,                    # Open Inference Protocol over gRPC; 0: off
-        "reuse_port": False,                  # several gateways share the HTTP and gRPC ports
+        "reuse_port": REUSE_PORT_SUPPORTED,   # several gateways share the HTTP and gRPC ports
         "api_keys_file": "",                  # YAML of accepted API keys; empty: no keys needed
         "public_paths": ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready",
                          "/metrics"],         # open without a key when keys are on
