@@ -1,194 +1,219 @@
-"""A fleet of zeroserve daemons on this host, kept in a run directory.
+"""Start, scale and stop a fleet of zeroserve daemons on this host.
 
-The run directory holds ``fleet.json`` (the service and the ports), one pidfile per
-daemon (``broker.pid``, ``gateway-1.pid``, ``worker-3.pid``...) and their logs under
-``logs/``. Daemons are started detached (their own session), so the fleet outlives
-the command that started it; everything else (scale, status, down) reads the
-directory. Stopping sends SIGTERM: a worker finishes what it holds before it
-leaves, so scaling down fails no request.
+What was started is recorded in a run directory (:mod:`cluster_lib.rundir`), so
+that ``scale``, ``status`` and ``down`` work from any later command. Daemons are
+the ordinary ``python -m broker|gateway|worker`` commands, started detached (a
+session of their own) with their output in the run directory's logs; they
+outlive the command that started them. Gateways share the HTTP and gRPC ports
+(SO_REUSEPORT). Stopping sends SIGTERM: a worker tells the broker it is draining,
+receives no new work, finishes what it holds and exits, so scaling down fails no
+request.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from cluster_lib.rundir import FleetError, FleetSpec, RunDir, is_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
+STOP_TIMEOUT_S = 60.0  # a worker's drain (worker.drain_timeout_s is 30 s) and then some
+READY_TIMEOUT_S = 60.0
 
 
-class FleetError(Exception):
-    """Something the operator has to fix; the message says what."""
+def check_service(target: str) -> None:
+    """Raise FleetError when ``target`` is not ``file.py:Class`` / ``module:Class`` or names
+    a file that is not there."""
+    module, sep, cls = target.rpartition(":")
+    if not sep or not module or not cls:
+        raise FleetError(f"SERVICE must be path/to/file.py:Class or package.module:Class, "
+                         f"not {target!r}")
+    if module.endswith(".py") and not Path(module).is_file():
+        raise FleetError(f"no such file: {module}")
 
 
-@dataclass
-class FleetSpec:
-    """What ``up`` was asked for: the service and where everything listens."""
-
-    service: str
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    frontend_port: int = 5555
-    backend_port: int = 5556
-    metrics_port: int = 8002
-
-    @property
-    def frontend(self) -> str:
-        return f"tcp://{self.host}:{self.frontend_port}"
-
-    @property
-    def backend(self) -> str:
-        return f"tcp://{self.host}:{self.backend_port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this very process is not alive
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+def port_taken(host: str, port: int) -> bool:
+    """Whether something on this host already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemons bind
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 class Fleet:
-    """The daemons recorded in one run directory."""
+    """The daemons recorded in one run directory; ``env`` is added to the daemons'
+    environment (``ZEROSERVE_*`` settings reach them this way)."""
 
     def __init__(self, run_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.run_dir = run_dir
+        self.dir = RunDir(run_dir)
         self.env = {**os.environ, **(env or {})}
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-
-    # ------------------------------------------------------------ records
+        self._log_offsets: dict[str, int] = {}
 
     @property
-    def spec_file(self) -> Path:
-        return self.run_dir / "fleet.json"
+    def run_dir(self) -> Path:
+        return self.dir.path
 
     def spec(self) -> FleetSpec:
-        if not self.spec_file.exists():
-            raise FleetError(f"no fleet in {self.run_dir}: start one with `cluster up SERVICE`")
-        return FleetSpec(**json.loads(self.spec_file.read_text()))
+        return self.dir.spec()
 
     def members(self, kind: str) -> list[tuple[str, int]]:
-        """(name, pid) of the live daemons of ``kind``, oldest first; stale pidfiles go."""
-        found = []
-        for pidfile in self.run_dir.glob(f"{kind}*.pid"):
-            pid = int(pidfile.read_text().strip() or 0)
-            if pid and _alive(pid):
-                found.append((pidfile.stem, pid))
-            else:
-                pidfile.unlink(missing_ok=True)
-        return sorted(found, key=lambda m: (len(m[0]), m[0]))
+        """(name, pid) of the live daemons of ``kind`` (broker, gateway, worker)."""
+        return self.dir.members(kind)
 
-    # ------------------------------------------------------------ start and stop
-
-    def _start(self, name: str, args: list[str]) -> int:
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log,
-                                    stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT),
-                                    start_new_session=True)
-        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
-        return proc.pid
-
-    def _next_name(self, kind: str) -> str:
-        used = {int(p.stem.split("-")[1]) for p in self.run_dir.glob(f"{kind}-*.pid")}
-        return f"{kind}-{next(i for i in range(1, len(used) + 2) if i not in used)}"
-
-    def up(self, spec: FleetSpec, gateways: int, workers: int, ready_timeout: float = 60.0,
-           say: Say = print) -> None:
-        """Start a broker, ``gateways`` gateways sharing the ports, and ``workers`` workers."""
-        running = self.members("broker")
-        if running:
-            raise FleetError(f"a fleet is already running in {self.run_dir} (broker pid "
-                             f"{running[0][1]}): use `cluster scale` or `cluster down`")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.spec_file.write_text(json.dumps(asdict(spec), indent=2) + "\n")
-        pid = self._start("broker", ["broker", "--frontend", spec.frontend, "--backend",
-                                     spec.backend, "--metrics-port", str(spec.metrics_port)])
-        say(f"broker     pid {pid}  frontend {spec.frontend}  backend {spec.backend}")
-        self.scale("gateway", gateways, say=say, wait=False)
-        self.scale("worker", workers, say=say, wait=False)
-        self.wait_ready(workers, ready_timeout)
-        say(f"ready: {spec.url} (HTTP), {spec.host}:{spec.grpc_port} (gRPC), "
-            f"{workers} worker(s) serving {spec.service}")
+    # ------------------------------------------------------------ start
 
     def _args(self, kind: str, spec: FleetSpec) -> list[str]:
+        if kind == "broker":
+            return ["broker", "--frontend", spec.frontend_bind, "--backend", spec.backend_bind,
+                    "--metrics-port", str(spec.metrics_port),
+                    "--job-store", str((self.run_dir / "jobs.sqlite3").resolve())]
         if kind == "gateway":
             return ["gateway", "--broker", spec.frontend, "--host", spec.host, "--http",
                     str(spec.http_port), "--grpc", str(spec.grpc_port), "--reuse-port"]
         return ["worker", spec.service, "--broker", spec.backend]
 
-    def scale(self, kind: str, count: int, say: Say = print,
-              wait: bool = True, stop_timeout: float = 60.0) -> None:
-        """Start or stop ``kind`` daemons until ``count`` run. Stopping drains: the newest
-        go first, each finishing what it holds."""
+    def _start(self, kind: str, spec: FleetSpec) -> tuple[str, int]:
+        name = kind if kind == "broker" else self.dir.next_name(kind)
+        log_path = self.dir.log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        config = ["--config", spec.config] if spec.config else []
+        with open(log_path, "ab") as log:
+            self._log_offsets[name] = log.tell()
+            proc = subprocess.Popen([sys.executable, "-m", *self._args(kind, spec), *config],
+                                    stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                    cwd=str(ROOT), start_new_session=True)
+        self.dir.record(name, proc.pid)
+        return name, proc.pid
+
+    def up(self, spec: FleetSpec, gateways: int, workers: int,
+           ready_timeout: float = READY_TIMEOUT_S, say: Say = print) -> None:
+        """Start a broker, ``gateways`` gateways sharing the ports and ``workers`` workers,
+        and wait until they serve. Raise FleetError, having started nothing, when a fleet
+        runs in this directory already, the service file is missing or a port is taken; and,
+        having stopped what it started, when a daemon exits or the workers never register."""
+        running = self.dir.everyone()
+        if running:
+            names = ", ".join(f"{name} (pid {pid})" for name, pid in running)
+            raise FleetError(f"a fleet is already running in {self.run_dir}: {names}; "
+                             "use `cluster scale`, `cluster status` or `cluster down`")
+        if gateways < 1 or workers < 0:
+            raise FleetError("need at least 1 gateway and 0 or more workers")
+        check_service(spec.service)
+        taken = [f"{what} port {port}" for what, port in spec.ports().items()
+                 if port and port_taken(spec.host, port)]
+        if taken:
+            raise FleetError(f"already in use on {spec.host}: {', '.join(taken)}; stop what "
+                             "holds them or choose other ports (cluster up --help)")
+        self.dir.save(spec)
+        try:
+            name, pid = self._start("broker", spec)
+            say(f"{name:<10} pid {pid}  frontend {spec.frontend_bind}  "
+                f"backend {spec.backend_bind}")
+            started = [(name, pid)]
+            started += self._add("gateway", gateways, spec, say)
+            started += self._add("worker", workers, spec, say)
+            self.wait_ready(workers, ready_timeout, watch=started)
+        except FleetError as exc:
+            self.down(say=lambda line: None)
+            raise FleetError(f"{exc}\n(`up` stopped what it had started; logs in "
+                             f"{self.dir.logs})") from None
+        try:
+            served = sorted(self.readiness().get("services", {}))
+        except (OSError, ValueError):
+            served = []
+        if len(served) == 1:
+            spec.service_name = served[0]
+            self.dir.save(spec)
+        say(f"ready: {spec.url} (HTTP), {spec.connect_host}:{spec.grpc_port} (gRPC), "
+            f"{gateways} gateway(s), {workers} worker(s) serving "
+            f"{spec.service_name or '?'} ({spec.service})")
+
+    def _add(self, kind: str, count: int, spec: FleetSpec, say: Say) -> list[tuple[str, int]]:
+        started = []
+        for _ in range(count):
+            name, pid = self._start(kind, spec)
+            say(f"{name:<10} pid {pid}  started")
+            started.append((name, pid))
+        return started
+
+    # ------------------------------------------------------------ scale
+
+    def scale(self, kind: str, count: int, say: Say = print, wait: bool = True,
+              stop_timeout: float = STOP_TIMEOUT_S) -> None:
+        """Start or stop ``kind`` daemons (gateway or worker) until ``count`` run. New workers
+        are waited for (until they have registered) when ``wait``; stopping drains, the
+        newest first, all at once, each finishing what it holds."""
         if kind not in ("gateway", "worker"):
             raise FleetError(f"cannot scale {kind!r}: scale gateways or workers")
-        if count < 0:
-            raise FleetError("the count must be 0 or more")
+        if count < (1 if kind == "gateway" else 0):
+            raise FleetError(f"cannot scale {kind}s to {count}")
         spec = self.spec()
         if not self.members("broker"):
             raise FleetError(f"the fleet's broker in {self.run_dir} is not running: "
                              "`cluster down`, then `cluster up`")
         members = self.members(kind)
-        for _ in range(count - len(members)):
-            name = self._next_name(kind)
-            pid = self._start(name, self._args(kind, spec))
-            say(f"{name:<10} pid {pid}  started")
-        extra = members[count:] if count < len(members) else []
-        for name, pid in reversed(extra):
-            self._stop(name, pid, stop_timeout)
-            say(f"{name:<10} pid {pid}  stopped (drained)")
-        if wait and kind == "worker" and count > len(members):
-            self.wait_ready(count, 60.0)
+        if count == len(members):
+            say(f"{count} {kind}(s) running already")
+            return
+        if count > len(members):
+            started = self._add(kind, count - len(members), spec, say)
+            if wait:
+                self.wait_ready(count if kind == "worker" else 0, READY_TIMEOUT_S,
+                                watch=started)
+            return
+        self.stop(list(reversed(members[count:])), stop_timeout, say)
 
-    def _stop(self, name: str, pid: int, timeout: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    def stop(self, members: list[tuple[str, int]], timeout: float, say: Say) -> None:
+        """SIGTERM ``members`` together; whoever has not exited after ``timeout`` is killed."""
+        for _, pid in members:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        for name, pid in members:
+            while is_daemon(pid, name.split("-")[0]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            how = "stopped"
+            if is_daemon(pid, name.split("-")[0]):
+                os.kill(pid, signal.SIGKILL)
+                how = f"killed (still running {timeout:.0f}s after SIGTERM)"
+            self.dir.drop(name)
+            say(f"{name:<10} pid {pid}  {how}")
 
     def down(self, say: Say = print) -> bool:
-        """Stop everything: workers (drained), then gateways, then the broker. False when
-        nothing was running."""
+        """Stop everything: workers (drained), then gateways, then the broker; forget the
+        spec. False when nothing was running."""
         stopped = False
         for kind in ("worker", "gateway", "broker"):
-            for name, pid in reversed(self.members(kind)):
-                self._stop(name, pid, 60.0)
-                say(f"{name:<10} pid {pid}  stopped")
+            members = list(reversed(self.members(kind)))
+            if members:
+                self.stop(members, STOP_TIMEOUT_S, say)
                 stopped = True
+        self.dir.forget()
         return stopped
 
     # ------------------------------------------------------------ state
 
     def readiness(self) -> dict:
-        """The gateway's /readyz answer (its body, also when it says 503)."""
+        """The gateway's /readyz answer (its body, also when it says 503); OSError when no
+        gateway answers."""
         spec = self.spec()
         try:
             with urllib.request.urlopen(spec.url + "/readyz", timeout=2) as resp:
@@ -196,15 +221,36 @@ class Fleet:
         except urllib.error.HTTPError as err:
             return json.loads(err.read() or b"{}")
 
-    def wait_ready(self, workers: int, timeout: float) -> None:
-        """Wait until ``workers`` workers have registered with the broker."""
+    def _listening(self, name: str) -> bool:
+        """Whether a gateway started by this object has logged that it listens."""
+        try:
+            with open(self.dir.log_path(name), "rb") as log:
+                log.seek(self._log_offsets.get(name, 0))
+                return b"gateway: HTTP on" in log.read()
+        except FileNotFoundError:
+            return False
+
+    def wait_ready(self, workers: int, timeout: float,
+                   watch: list[tuple[str, int]] | None = None) -> None:
+        """Wait until ``workers`` workers have registered with the broker and every gateway
+        in ``watch`` listens; FleetError, with its log, as soon as a daemon in ``watch``
+        exits."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        watch = watch or []
+        while True:
+            for name, pid in watch:
+                if not is_daemon(pid, name.split("-")[0]):
+                    raise FleetError(f"{name} (pid {pid}) exited; the end of its log "
+                                     f"({self.dir.log_path(name)}):\n"
+                                     f"{self.dir.log_tail(name, self._log_offsets.get(name, 0))}")
             try:
-                if sum(self.readiness().get("services", {}).values()) >= workers:
-                    return
+                registered = sum(self.readiness().get("services", {}).values())
             except (OSError, ValueError):
-                pass
+                registered = -1
+            gateways = all(self._listening(n) for n, _ in watch if n.startswith("gateway"))
+            if registered >= workers and gateways:
+                return
+            if time.monotonic() > deadline:
+                raise FleetError(f"{max(registered, 0)} of {workers} workers registered within "
+                                 f"{timeout:.0f}s; see the logs in {self.dir.logs}")
             time.sleep(0.2)
-        raise FleetError(f"fewer than {workers} workers registered within {timeout:.0f}s; "
-                         f"see the logs in {self.run_dir / 'logs'}")

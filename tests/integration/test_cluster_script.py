@@ -1,55 +1,24 @@
-"""scripts/cluster and scripts/autoscale with real daemons: up, scale under load with no
-failed request, status, down, and the autoscaler adding and removing a worker."""
+"""scripts/cluster with real daemons: up with gateways sharing a port, scale 1 -> 4 -> 1 under a
+steady load with no failed request, status, down, and the errors when something is already
+running, missing or cannot start."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster import FAST_ENV, ROOT, TEST_SERVICES, free_port
+from cluster import ROOT, TEST_SERVICES
+from script_fleet import ScriptFleet
 from steady_load import SteadyLoad
 
 import zeroserve
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = ROOT / "scripts"
+MLP = f"{ROOT / 'examples' / 'mlp.py'}:MLP"
 ROW = np.zeros((1, 64), np.float32)
-
-
-class ScriptFleet:
-    """Runs scripts/cluster on its own run directory and ports; ``down`` at the end."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.http = free_port()
-        self.env = {**os.environ, **FAST_ENV}
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        done = subprocess.run([sys.executable, str(SCRIPTS / "cluster"), "--run-dir",
-                               str(self.run_dir), *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
-        if check:
-            assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
-
-    def up(self, service: str, *args: str) -> str:
-        return self.run("up", service, "--http-port", str(self.http), "--grpc-port",
-                        str(free_port()), "--frontend-port", str(free_port()),
-                        "--backend-port", str(free_port()), "--metrics-port", str(free_port()),
-                        *args)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
-
-    def workers(self) -> int:
-        """Workers whose pidfile is there (scripts/cluster removes it once one has left)."""
-        return len(list(self.run_dir.glob("worker-*.pid")))
 
 
 @pytest.fixture
@@ -61,50 +30,70 @@ def fleet(tmp_path: Path):
         f.run("down", check=False)
 
 
-def test_up_scale_1_4_1_under_load_status_and_down(fleet: ScriptFleet) -> None:
-    out = fleet.up(f"{ROOT / 'examples' / 'mlp.py'}:MLP", "--workers", "1", "--gateways", "2")
-    assert "ready:" in out
-    again = fleet.run("up", "examples/mlp.py:MLP", check=False)
-    assert "already running" in again
+def _wait_workers(url: str, count: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    with zeroserve.Client(url) as client:
+        while True:
+            seen = client.health()["services"].get("mlp", 0)
+            if seen == count or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.1)
+
+
+def test_scale_1_4_1_under_load_fails_no_request(fleet: ScriptFleet) -> None:
+    out = fleet.up(MLP, "--workers", "1", "--gateways", "2")
+    assert "ready:" in out and "2 gateway(s)" in out
     load = SteadyLoad([fleet.url], "mlp", "predict", threads=4, inputs={"x": ROW}).start()
-    time.sleep(1.0)
-    fleet.run("scale", "workers", "4")
-    with zeroserve.Client(fleet.url) as client:
-        assert client.health()["services"] == {"mlp": 4}
-    time.sleep(1.0)
-    fleet.run("scale", "workers", "1")
-    time.sleep(1.0)
-    tally = load.stop()
-    print("\n" + tally.line("scale 1 -> 4 -> 1"))
-    assert tally.succeeded > 100 and sum(tally.failed.values()) == 0 and tally.hung == 0
-    status = fleet.run("status")
-    assert "gateway-2" in status and "worker-1" in status and "worker-2" not in status
-    assert "stopped" in fleet.run("down")
-    assert "nothing is running" in fleet.run("down")
-    assert "not running" in fleet.run("scale", "workers", "2", check=False)
-
-
-def test_autoscaler_adds_a_worker_under_a_queue_and_removes_it_when_idle(
-        fleet: ScriptFleet) -> None:
-    fleet.up(f"{TEST_SERVICES}:Probe", "--workers", "1")
-    scaler = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "autoscale"), "--run-dir", str(fleet.run_dir),
-         "--min", "1", "--max", "2", "--interval", "0.2", "--cooldown", "1", "--idle", "1.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=fleet.env)
     try:
-        load = SteadyLoad([fleet.url], "probe", "sleep", threads=8,
-                          inputs={"seconds": 0.2}).start()
-        deadline = time.monotonic() + 20
-        while fleet.workers() < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert fleet.workers() == 2
-        tally = load.stop()
-        assert sum(tally.failed.values()) == 0
-        deadline = time.monotonic() + 20
-        while fleet.workers() > 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert fleet.workers() == 1
+        time.sleep(1.0)
+        fleet.run("scale", "workers", "4")
+        assert _wait_workers(fleet.url, 4) == 4
+        time.sleep(1.0)
+        out = fleet.run("scale", "workers", "1")
+        assert out.count("stopped") == 3 and "killed" not in out
+        assert _wait_workers(fleet.url, 1) == 1
+        time.sleep(1.0)
     finally:
-        scaler.terminate()
-        log, _ = scaler.communicate(timeout=10)
-    assert "1 -> 2 workers" in log and "2 -> 1 workers" in log, log
+        tally = load.stop()
+    print("\n" + tally.line("scripts/cluster scale 1 -> 4 -> 1, 2 gateways"))
+    assert tally.succeeded > 100
+    assert sum(tally.failed.values()) == 0 and tally.hung == 0, tally.line("scale")
+    assert len(fleet.pids("gateway")) == 2 and fleet.workers() == 1
+
+
+def test_up_twice_is_refused_status_shows_the_daemons_and_down_is_idempotent(
+        fleet: ScriptFleet) -> None:
+    fleet.up(MLP, "--workers", "2")
+    again = fleet.command("cluster", "up", MLP, *fleet.ports())
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert fleet.workers() == 2  # nothing started twice
+    status = fleet.run("status")
+    assert "broker" in status and "gateway-1" in status
+    assert status.count("serving, 0/2 slots busy") == 2 and "queue mlp.predict" in status
+    assert fleet.run("scale", "workers", "2").strip() == "2 worker(s) running already"
+    down = fleet.run("down")
+    assert down.count("stopped") == 4 and not list(fleet.run_dir.glob("*.pid"))
+    assert "nothing is running" in fleet.run("down")
+    for args in (["status"], ["scale", "workers", "2"]):
+        done = fleet.command("cluster", *args)
+        assert done.returncode == 1 and "cluster up" in done.stderr, done.stderr
+
+
+def test_up_refuses_a_taken_port_or_a_missing_service_and_starts_nothing(
+        fleet: ScriptFleet) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", fleet.http))
+        holder.listen()
+        done = fleet.command("cluster", "up", MLP, *fleet.ports())
+    assert done.returncode == 1 and f"HTTP port {fleet.http}" in done.stderr, done.stderr
+    done = fleet.command("cluster", "up", "examples/nothing.py:Model", *fleet.ports())
+    assert done.returncode == 1 and "no such file" in done.stderr
+    assert not list(fleet.run_dir.glob("*.pid"))
+
+
+def test_a_worker_that_cannot_start_fails_up_with_its_log_and_leaves_nothing_running(
+        fleet: ScriptFleet) -> None:
+    done = fleet.command("cluster", "up", f"{TEST_SERVICES}:Broken", *fleet.ports())
+    assert done.returncode == 1
+    assert "worker-1" in done.stderr and "weights.bin" in done.stderr, done.stderr
+    assert not list(fleet.run_dir.glob("*.pid"))
