@@ -1,21 +1,25 @@
 """When to add or remove a worker, from the broker's statistics (pure; the clock is passed in).
 
 Each observation gives the service's queue depth (requests waiting in all its
-endpoints' queues) and its slot utilisation (batches in flight / slots). The
-policy scales up by one when requests wait beyond ``up_queue_per_worker`` per
-worker or utilisation stays above ``up_utilisation``, and down by one when
-nothing has waited and utilisation stayed below ``down_utilisation`` for
-``idle_s``. After any change it holds still for ``cooldown_s``, so that the new
-worker's effect is seen before the next decision; it never leaves ``[minimum,
-maximum]``.
+endpoints' queues) and its slot utilisation (batches in flight / slots, smoothed).
+The policy scales up when more than ``up_queue_per_worker`` requests per worker
+wait or utilisation is above ``up_utilisation``: to as many workers as the queue
+asks for (``queued / up_queue_per_worker``), at least one more and at most twice
+as many. It scales down by one when nothing has waited and utilisation stayed
+below ``down_utilisation`` for ``idle_s``. After any change it holds still for
+``cooldown_s``, so that the new workers' effect is seen before the next
+decision; it never leaves ``[minimum, maximum]``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class ScalePolicy:
+    """The bounds, thresholds and times (seconds) of the autoscaler; see the module."""
+
     minimum: int = 1
     maximum: int = 8
     up_queue_per_worker: float = 2.0
@@ -24,6 +28,13 @@ class ScalePolicy:
     idle_s: float = 30.0
     cooldown_s: float = 15.0
     smoothing: float = 0.5  # weight of the newest utilisation sample
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.minimum <= self.maximum or self.maximum < 1:
+            raise ValueError(f"need 0 <= minimum <= maximum and maximum >= 1, got "
+                             f"{self.minimum} and {self.maximum}")
+        if self.up_queue_per_worker <= 0 or not 0 < self.smoothing <= 1:
+            raise ValueError("up_queue_per_worker must be > 0 and smoothing in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,12 @@ class Decision:
 
     target: int
     reason: str
+
+
+def service_of(stats: dict) -> str:
+    """The one service the broker's workers serve, or "" when none or several."""
+    names = {w["service"] for w in stats.get("workers", [])}
+    return names.pop() if len(names) == 1 else ""
 
 
 def observe(stats: dict, service: str) -> Observation:
@@ -80,10 +97,14 @@ class Autoscaler:
             return Decision(p.maximum, f"above the maximum of {p.maximum}")
         if now - self.changed_at < p.cooldown_s:
             return Decision(workers, "cooling down")
-        if workers < p.maximum and (seen.queued > p.up_queue_per_worker * max(workers, 1)
-                                    or self.utilisation > p.up_utilisation):
-            return Decision(workers + 1, f"{seen.queued} queued, utilisation "
-                                         f"{self.utilisation:.2f}")
+        load = f"{seen.queued} queued, utilisation {self.utilisation:.2f}"
+        if seen.queued > p.up_queue_per_worker * workers \
+                or self.utilisation > p.up_utilisation:
+            if workers >= p.maximum:
+                return Decision(workers, f"at the maximum of {p.maximum} ({load})")
+            wanted = math.ceil(seen.queued / p.up_queue_per_worker)
+            step = max(workers + 1, min(wanted, 2 * workers))
+            return Decision(min(step, p.maximum), load)
         if workers > p.minimum and self.idle_since is not None \
                 and now - self.idle_since >= p.idle_s:
             return Decision(workers - 1, f"idle for {now - self.idle_since:.0f}s "

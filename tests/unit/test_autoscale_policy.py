@@ -4,9 +4,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from cluster_lib.autoscale import Autoscaler, Observation, ScalePolicy, observe  # noqa: E402
+from cluster_lib.autoscale import (  # noqa: E402
+    Autoscaler,
+    Observation,
+    ScalePolicy,
+    observe,
+    service_of,
+)
 
 POLICY = ScalePolicy(minimum=1, maximum=3, up_queue_per_worker=2, up_utilisation=0.85,
                      down_utilisation=0.3, idle_s=10, cooldown_s=5, smoothing=1.0)
@@ -57,3 +65,35 @@ def test_observe_reads_the_service_from_broker_stats() -> None:
              "endpoints": {"probe.sleep": {"queued": 3}, "probe.double": {"queued": 1},
                            "other.run": {"queued": 9}}}
     assert observe(stats, "probe") == Observation(1, 4, 2, 2)
+
+
+def test_a_long_queue_adds_as_many_workers_as_it_asks_for_at_most_doubling() -> None:
+    scaler = Autoscaler(ScalePolicy(minimum=1, maximum=8, up_queue_per_worker=2, cooldown_s=0,
+                                    smoothing=1.0))
+    assert scaler.decide(Observation(2, 7, 4, 4), now=0).target == 4   # 7 / 2 -> 4
+    assert scaler.decide(Observation(2, 40, 4, 4), now=1).target == 4  # doubling at most
+    assert scaler.decide(Observation(6, 40, 12, 12), now=2).target == 8  # the maximum
+
+
+def test_at_the_maximum_the_decision_says_so() -> None:
+    decision = Autoscaler(POLICY).decide(Observation(3, 50, 6, 6), now=0)
+    assert decision.target == 3 and decision.reason.startswith("at the maximum of 3")
+
+
+def test_with_a_minimum_of_zero_one_waiting_request_starts_a_worker() -> None:
+    scaler = Autoscaler(ScalePolicy(minimum=0, maximum=2, idle_s=5, cooldown_s=0))
+    assert scaler.decide(Observation(0, 0, 0, 0), now=0).target == 0
+    assert scaler.decide(Observation(0, 1, 0, 0), now=1).target == 1
+
+
+@pytest.mark.parametrize("bad", [{"minimum": 3, "maximum": 2}, {"maximum": 0},
+                                 {"up_queue_per_worker": 0}, {"smoothing": 0}])
+def test_a_policy_outside_its_bounds_is_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        ScalePolicy(**bad)
+
+
+def test_service_of_names_the_one_service_the_workers_serve() -> None:
+    assert service_of({"workers": [{"service": "mlp"}, {"service": "mlp"}]}) == "mlp"
+    assert service_of({"workers": [{"service": "a"}, {"service": "b"}]}) == ""
+    assert service_of({"workers": []}) == ""
