@@ -107,8 +107,8 @@ class Autoscaler:
             return Decision(min(step, p.maximum), load)
         if workers > p.minimum and self.idle_since is not None \
                 and now - self.idle_since >= p.idle_s:
-            return Decision(workers - 1, f"idle for {now - self.idle_since:.0f}s "
-                                         f"(utilisation {self.utilisation:.2f})")
+            return Decision(workers - 1, f"idle for {now - self.idle_since:.0f}s, "
+                                         f"utilisation {self.utilisation:.2f}")
         return Decision(workers, "steady")
 
     def changed(self, now: float) -> None:
