@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -31,9 +32,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def child_main(target: str, conn: Connection, cancel: Any) -> None:
-    """Entry point of the child: load ``target``, then run jobs from ``conn`` until EOF."""
+def child_main(target: str, conn: Connection, cancel: Any, nice: int = 0) -> None:
+    """Entry point of the child: lower its CPU priority by ``nice``, load ``target``, then run
+    jobs from ``conn`` until EOF."""
     _die_with_parent()
+    if nice:
+        os.nice(nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its slots stop
     try:
         spec = load_service(target)

@@ -5,7 +5,8 @@ socket (EVENTs to the broker's sink), and names both in the worker's READY
 (see ``broker/jobs/sockets.py`` for why the lane binds). It keeps one child
 process per job slot (``worker/job_child.py``); each runs one job at a time,
 so a CPU-heavy task never competes with real-time requests for this
-process's GIL. The lane also keeps each running job's lease alive, stops a job
+process's GIL, and at a lower CPU priority (``worker.job_nice``), so that
+the host's real-time daemons get a busy CPU first. The lane also keeps each running job's lease alive, stops a job
 past its ``timeout_s`` (and one that ignores a cancel), and replaces a child
 that died.
 """
@@ -71,13 +72,16 @@ class JobLane:
     """See the module docstring. Create and use it on the worker's event loop."""
 
     def __init__(self, spec: ServiceSpec, worker_id: str, slots: int, host: str,
-                 context: zmq.Context, curve: Curve | None = None) -> None:
+                 context: zmq.Context, curve: Curve | None = None, nice: int = 0) -> None:
+        if not 0 <= nice <= 19:
+            raise ValueError(f"worker.job_nice must be between 0 and 19, got {nice}")
         self.spec = spec
         self.target = spec.target or f"{spec.cls.__module__}:{spec.cls.__qualname__}"
         self.worker_id = worker_id
         self.host = host
         self.context = context
         self.curve = curve
+        self.nice = nice
         self._mp = multiprocessing.get_context("spawn")
         self._slots = [_Slot(i) for i in range(slots)]
         self._pull: LoopSocket | None = None
@@ -146,7 +150,7 @@ class JobLane:
     def _spawn(self, slot: _Slot) -> None:
         parent, child = self._mp.Pipe()
         slot.cancel = self._mp.Event()
-        slot.process = self._mp.Process(target=child_main, args=(self.target, child, slot.cancel),
+        slot.process = self._mp.Process(target=child_main, args=(self.target, child, slot.cancel, self.nice),
                                         name=f"job-slot-{slot.index}", daemon=True)
         slot.process.start()
         child.close()
