@@ -6,9 +6,9 @@ socket (EVENTs to the broker's sink), and names both in the worker's READY
 process per job slot (``worker/job_child.py``); each runs one job at a time,
 so a CPU-heavy task never competes with real-time requests for this
 process's GIL, and at a lower CPU priority (``worker.job_nice``), so that
-the host's real-time daemons get a busy CPU first. The lane also keeps each running job's lease alive, stops a job
-past its ``timeout_s`` (and one that ignores a cancel), and replaces a child
-that died.
+the host's real-time daemons get a busy CPU first. The lane also keeps each
+running job's lease alive, stops a job past its ``timeout_s`` (and one that
+ignores a cancel), and replaces a child that died.
 """
 from __future__ import annotations
 
@@ -150,8 +150,9 @@ class JobLane:
     def _spawn(self, slot: _Slot) -> None:
         parent, child = self._mp.Pipe()
         slot.cancel = self._mp.Event()
-        slot.process = self._mp.Process(target=child_main, args=(self.target, child, slot.cancel, self.nice),
-                                        name=f"job-slot-{slot.index}", daemon=True)
+        slot.process = self._mp.Process(
+            target=child_main, args=(self.target, child, slot.cancel, self.nice),
+            name=f"job-slot-{slot.index}", daemon=True)
         slot.process.start()
         child.close()
         slot.conn = parent
