@@ -148,7 +148,8 @@ class BrokerCore:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
         elif ctl.op is p.ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "services": {
-                name: {"endpoints": eps, "workers": self.registry.count(name),
+                name: {"endpoints": self._effective_endpoints(name, eps),
+                       "workers": self.registry.count(name),
                        "tasks": self.jobs.tasks.get(name, {}) if self.jobs else {}}
                 for name, eps in self.registry.services.items()}}
         else:
@@ -202,6 +203,19 @@ class BrokerCore:
             else:
                 self._limbo.append((service, endpoint, item))
         self._pump(ready.service, now)
+
+    def _effective_endpoints(self, service: str, endpoints: dict) -> dict:
+        """The workers' descriptions of ``service``'s endpoints, with the batching limits this
+        broker applies (``batching.overrides`` replace what the code declares)."""
+        effective = {}
+        for name, desc in endpoints.items():
+            endpoint = self.endpoints.get((service, name))
+            if endpoint is not None and desc.get("batchable"):
+                limits = endpoint.policy.limits
+                desc = {**desc, "max_batch_size": limits.max_batch_size,
+                        "max_latency_ms": limits.max_latency_s * 1000.0}
+            effective[name] = desc
+        return effective
 
     def _endpoint(self, service: str, name: str, desc: dict) -> Endpoint:
         key = (service, name)

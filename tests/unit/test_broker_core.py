@@ -152,3 +152,15 @@ def test_malformed_messages_are_counted_and_dropped():
                    [b"W", b"ZS1", b"\x10", b"\xc1"]):
         (h.core.on_backend if frames[0] == b"W" else h.core.on_frontend)(frames, 0.0)
     assert h.core.dropped == 4 and h.replies() == {}
+
+
+def test_models_answer_carries_the_batching_limits_the_broker_applies():
+    h = Harness(batching_overrides={"svc.tag": {"max_batch_size": 32, "max_latency_ms": 4}})
+    h.worker()
+    ctl = p.Control(b"\x00" * 8, p.ControlOp.MODELS, {})
+    h.core.on_frontend([b"G", *ctl.to_frames()], 0.1)
+    (reply,) = h.replies().values()
+    endpoints = p.unpack_map(reply.meta, "models")["services"]["svc"]["endpoints"]
+    assert endpoints["tag"]["max_batch_size"] == 32
+    assert endpoints["tag"]["max_latency_ms"] == 4.0
+    assert endpoints["predict"] == ENDPOINTS["predict"]
