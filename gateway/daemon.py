@@ -78,7 +78,8 @@ async def serve(settings: Settings) -> int:
                                              settings.get("request.default_timeout_s"),
                                              settings.get("request.max_timeout_s"), access,
                                              settings.get("jobs.max_input_bytes"),
-                                             settings.get("gateway.reuse_port"))
+                                             settings.get("gateway.reuse_port"),
+                                             settings.get("gateway.max_body_bytes"))
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()

@@ -11,16 +11,18 @@ from gateway.oip_grpc import InferenceService
 from gateway.serving_grpc import ServingService
 from zeroserve.grpc_gen import grpc_service_pb2_grpc, zeroserve_serving_pb2_grpc
 
-MAX_MESSAGE_BYTES = 2**31 - 1  # what tritonclient and perf_analyzer allow themselves
+MAX_MESSAGE_BYTES = 2**31 - 1  # answers: what tritonclient and perf_analyzer allow themselves
 
 
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
                        max_timeout_s: float, access: Access | None = None,
                        max_job_input_bytes: int = 64 * 1024 * 1024,
-                       reuse_port: bool = False) -> grpc.aio.Server:
-    """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind."""
+                       reuse_port: bool = False,
+                       max_request_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+    """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind.
+    A request message larger than ``max_request_bytes`` ends with RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", int(reuse_port)),
     ])

@@ -46,3 +46,26 @@ def test_oversize_bodies_get_413_and_the_gateway_keeps_serving(cluster: Cluster)
     status, answer = _post(cluster, "/mlp/predict", json.dumps(row).encode(),
                            {"Content-Type": "application/json"})
     assert status == 200 and len(answer[0]) == 10
+
+
+def test_oversize_grpc_request_is_resource_exhausted_and_the_gateway_keeps_serving(
+        cluster: Cluster) -> None:
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    cluster.broker()
+    cluster.gateway(env={"ZEROSERVE_GATEWAY_MAX_BODY_BYTES": str(LIMIT)})
+    cluster.worker()
+    cluster.wait_ready(1)
+
+    def infer(rows: int) -> np.ndarray:
+        x = triton.InferInput("x", [rows, 64], "FP32")
+        x.set_data_from_numpy(np.full((rows, 64), 0.5, np.float32))
+        return client.infer("mlp", [x]).as_numpy("output")
+
+    with triton.InferenceServerClient(f"127.0.0.1:{cluster.grpc_port}") as client:
+        with pytest.raises(InferenceServerException) as refused:
+            infer(20)  # 5,120 bytes of tensor alone
+        assert "RESOURCE_EXHAUSTED" in str(refused.value.status())
+        assert infer(1).shape == (1, 10)
