@@ -142,6 +142,11 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, daemon.stop)
     log.info("broker %s: frontend (gateways) on %s, backend (workers) on %s",
              daemon.core.broker_id, front, back)
+    exposed = [e for e in (front, back) if curve.reachable_from_other_hosts(e)]
+    if exposed and daemon.curve is None:
+        log.warning("broker: CURVE is off and the broker takes peers from other hosts on %s: "
+                    "anyone who reaches it can join or call the cluster; set curve.enabled "
+                    "where the network is shared (docs/security.md)", " and ".join(exposed))
     if settings.get("broker.metrics_port"):
         store = daemon.jobs.config.store_path
         metrics = BrokerMetrics(lambda: stored_job_counts(store))

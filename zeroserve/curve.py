@@ -143,3 +143,13 @@ def generate(directory: Path, names: list[str]) -> list[Path]:
         if name != "broker":
             written.append(Path(shutil.copy(public, allowed / Path(public).name)))
     return written
+
+
+def reachable_from_other_hosts(endpoint: str) -> bool:
+    """Whether a bound ZeroMQ ``endpoint`` (``tcp://host:port``) accepts peers on other hosts:
+    any TCP address but a loopback one (``ipc://`` and ``inproc://`` never do)."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp":
+        return False
+    host = rest.rpartition(":")[0].strip("[]").lower()
+    return not (host == "localhost" or host == "::1" or host.startswith("127."))

@@ -1,17 +1,21 @@
 """CURVE between the daemons: with the switch on, peers with an allowed key work as before
-(requests and the job lane), and a worker without an allowed key cannot join."""
+(requests and the job lane), and a worker or gateway without an allowed key cannot join."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster import TEST_SERVICES, Cluster
+from cluster import TEST_SERVICES, Cluster, free_port
 
 import zeroserve
 from zeroserve.admin import broker_stats
-from zeroserve.curve import Curve, generate
+from zeroserve.curve import Curve
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +32,10 @@ def _env(keys: Path, pair: str, broker: bool = False) -> dict[str, str]:
 
 def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    generate(keys, ["broker", "gateway", "worker", "intruder"])
+    made = subprocess.run([sys.executable, "-m", "zeroserve", "keys", "generate", str(keys),
+                           *[f"--name={n}" for n in ("broker", "gateway", "worker", "intruder")]],
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+    assert f"wrote {keys / 'broker.key_secret'}" in made and "allowed_keys_dir" in made
     (keys / "allowed" / "intruder.key").unlink()
     cluster.env["ZEROSERVE_WORKER_JOB_SLOTS"] = "1"
     broker = cluster.broker(env=_env(keys, "broker", broker=True))
@@ -52,8 +59,34 @@ def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
     assert "refused a CURVE peer" in broker.log()
     with pytest.raises(TimeoutError):  # and a plain operator tool gets no answer either
         broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5)
+
+    rogue_http = free_port()
+    cluster._start("gateway", ["gateway", "--broker", f"tcp://127.0.0.1:{cluster.frontend_port}",
+                               "--http", str(rogue_http), "--grpc", "0", "--host", "127.0.0.1"],
+                   _env(keys, "intruder"))
+    assert _readyz(rogue_http) == 503  # its broker link never gets an answer
     assert client.call("chores", "ping") == "pong"
     client.close()
+
+
+def _readyz(port: int, wait_s: float = 3.0) -> int:
+    """The gateway's /readyz status once it listens, after ``wait_s`` for it to settle."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                status = 200
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        if wait_s <= 0:
+            return status
+        time.sleep(wait_s)
+        wait_s = 0
 
 
 def _pair(path: Path) -> tuple[bytes, bytes]:
