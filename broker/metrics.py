@@ -23,6 +23,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from broker.stats import TIME_BUCKETS_S
+
 log = logging.getLogger("zeroserve.broker")
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -35,6 +37,19 @@ def _batch_histogram(sizes: dict) -> tuple[list[tuple[str, float]], float]:
                for bound in BATCH_SIZE_BUCKETS]
     buckets.append(("+Inf", float(sum(counts.values()))))
     return buckets, float(sum(size * n for size, n in counts.items()))
+
+
+def _time_histogram(histogram: dict) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative buckets of a ``{"buckets": [count per TIME_BUCKETS_S bound, then past
+    them], "sum": seconds}`` summary, and its sum."""
+    counts = list(histogram.get("buckets", ()))
+    if len(counts) != len(TIME_BUCKETS_S) + 1:
+        counts = [0] * (len(TIME_BUCKETS_S) + 1)
+    buckets, running = [], 0
+    for bound, count in zip((*map(str, TIME_BUCKETS_S), "+Inf"), counts):
+        running += int(count)
+        buckets.append((bound, float(running)))
+    return buckets, float(histogram.get("sum", 0.0))
 
 
 def stored_job_counts(path: str) -> dict[str, int]:
@@ -90,6 +105,12 @@ def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -
     run = GaugeMetricFamily("zeroserve_broker_exec_seconds_mean",
                             "Mean execution time of a batch, as workers report it",
                             labels=["endpoint"])
+    waits = HistogramMetricFamily("zeroserve_broker_queue_wait_seconds",
+                                  "Time each request waited in the queue before dispatch",
+                                  labels=["endpoint"])
+    runs = HistogramMetricFamily("zeroserve_broker_exec_seconds",
+                                 "Execution time of each batch, as workers report it",
+                                 labels=["endpoint"])
     for name, e in sorted(stats.get("endpoints", {}).items()):
         queued.add_metric([name], e["queued"])
         for status, count in sorted(e.get("statuses", {}).items()):
@@ -99,6 +120,8 @@ def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -
         sizes.add_metric([name], buckets, total)
         wait.add_metric([name], e["mean_queue_wait_ms"] / 1000)
         run.add_metric([name], e["mean_exec_ms"] / 1000)
+        waits.add_metric([name], *_time_histogram(e.get("queue_wait_s", {})))
+        runs.add_metric([name], *_time_histogram(e.get("exec_s", {})))
 
     jobs = GaugeMetricFamily("zeroserve_jobs", "Stored jobs, by state", labels=["state"])
     if stored_jobs is None:
@@ -110,8 +133,8 @@ def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -
     dropped.add_metric([], stats.get("malformed_dropped", 0))
     uptime = GaugeMetricFamily("zeroserve_broker_uptime_seconds", "Seconds since the start")
     uptime.add_metric([], stats.get("uptime_s", 0.0))
-    return [workers, slots, busy, queued, requests, batches, sizes, wait, run, jobs, dropped,
-            uptime]
+    return [workers, slots, busy, queued, requests, batches, sizes, wait, run, waits, runs, jobs,
+            dropped, uptime]
 
 
 class BrokerMetrics:

@@ -1,10 +1,15 @@
 """Per-endpoint figures the broker keeps: batch sizes, queue wait, execution time, outcomes."""
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
 from zeroserve.protocol import Status
+
+# upper bounds (seconds) of the queue-wait and execution-time histograms
+TIME_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                  5.0, 10.0)
 
 
 @dataclass
@@ -21,6 +26,9 @@ class EndpointStats:
     waits: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)
+    # counts per TIME_BUCKETS_S bound (not cumulative), the last one past every bound
+    wait_buckets: list = field(default_factory=lambda: [0] * (len(TIME_BUCKETS_S) + 1))
+    exec_buckets: list = field(default_factory=lambda: [0] * (len(TIME_BUCKETS_S) + 1))
 
     def record_batch(self, rows: int, requests: int, exec_s: float) -> None:
         self.batches += 1
@@ -28,11 +36,13 @@ class EndpointStats:
         self.rows += rows
         self.exec_s_total += exec_s
         self.batch_sizes[rows] += 1
+        self.exec_buckets[bisect_left(TIME_BUCKETS_S, exec_s)] += 1
 
     def record_wait(self, seconds: float) -> None:
         self.waits += 1
         self.wait_s_total += seconds
         self.wait_s_max = max(self.wait_s_max, seconds)
+        self.wait_buckets[bisect_left(TIME_BUCKETS_S, seconds)] += 1
 
     def record_status(self, status: Status) -> None:
         self.statuses[int(status)] += 1
@@ -48,4 +58,6 @@ class EndpointStats:
             "mean_queue_wait_ms": 1000 * self.wait_s_total / self.waits if self.waits else 0.0,
             "max_queue_wait_ms": 1000 * self.wait_s_max,
             "statuses": dict(self.statuses),
+            "queue_wait_s": {"buckets": list(self.wait_buckets), "sum": self.wait_s_total},
+            "exec_s": {"buckets": list(self.exec_buckets), "sum": self.exec_s_total},
         }

@@ -81,6 +81,9 @@ def test_gateway_and_broker_metrics_count_what_happened(cluster: Cluster) -> Non
     assert _value(broker, "zeroserve_broker_batch_size_count", endpoint="mlp.predict") == batches
     assert _value(broker, "zeroserve_broker_batch_size_bucket", endpoint="mlp.predict",
                   le="+Inf") == batches
+    assert _value(broker, "zeroserve_broker_exec_seconds_count", endpoint="mlp.predict") == batches
+    assert _value(broker, "zeroserve_broker_queue_wait_seconds_count",
+                  endpoint="mlp.predict") == 5 + 3 + 2 + 2  # one wait per request
     assert _value(broker, "zeroserve_broker_queue_depth", endpoint="mlp.predict") == 0
     assert _value(broker, "zeroserve_broker_uptime_seconds") > 0
 

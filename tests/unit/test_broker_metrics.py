@@ -71,3 +71,24 @@ def test_job_counts_taken_at_scrape_time_replace_the_snapshots() -> None:
     samples = {(s.name, tuple(s.labels.items())): s.value
                for family in metrics.collect() for s in family.samples}
     assert samples[("zeroserve_jobs", (("state", "running"),))] == 7
+
+
+def test_queue_wait_and_exec_times_become_histograms() -> None:
+    from broker.stats import EndpointStats
+
+    stats = EndpointStats()
+    for seconds in (0.0002, 0.003, 0.003, 7.0, 60.0):
+        stats.record_wait(seconds)
+    stats.record_batch(4, 2, 0.02)
+    summary = {"queued": 0, "batches": 1, "mean_queue_wait_ms": 0.0, "mean_exec_ms": 0.0,
+               **stats.summary()}
+    samples = {(s.name, s.labels.get("le")): s.value
+               for family in families({"endpoints": {"m.e": summary}}) for s in family.samples}
+    wait = "zeroserve_broker_queue_wait_seconds"
+    assert samples[(f"{wait}_bucket", "0.0005")] == 1
+    assert samples[(f"{wait}_bucket", "0.005")] == 3
+    assert samples[(f"{wait}_bucket", "10.0")] == 4
+    assert samples[(f"{wait}_bucket", "+Inf")] == samples[(f"{wait}_count", None)] == 5
+    assert samples[(f"{wait}_sum", None)] == 0.0002 + 0.006 + 67.0
+    assert samples[("zeroserve_broker_exec_seconds_bucket", "0.025")] == 1
+    assert samples[("zeroserve_broker_exec_seconds_bucket", "0.01")] == 0
