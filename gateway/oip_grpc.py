@@ -99,6 +99,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         doc = model_config(ref, info)
         cfg = config_pb.ModelConfig(name=doc["name"], platform=doc["platform"],
                                     backend=doc["backend"], max_batch_size=doc["max_batch_size"])
+        for entry in doc["input"]:
+            cfg.input.add(name=entry["name"], data_type=config_pb.DataType.Value(
+                entry["data_type"]), dims=entry["dims"], optional=entry.get("optional", False))
+        for entry in doc["output"]:
+            cfg.output.add(name=entry["name"], data_type=config_pb.DataType.Value(
+                entry["data_type"]), dims=entry["dims"])
         if "dynamic_batching" in doc:
             cfg.dynamic_batching.max_queue_delay_microseconds = \
                 doc["dynamic_batching"]["max_queue_delay_microseconds"]

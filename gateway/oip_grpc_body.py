@@ -14,7 +14,16 @@ import numpy as np
 
 from gateway.oip_rest_body import InferRequest
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
-from zeroserve.oip_tensors import TensorError, check_shape, datatype_of, from_raw, numpy_dtype
+from zeroserve.oip_tensors import (
+    TensorError,
+    check_shape,
+    datatype_of,
+    element_count,
+    from_raw,
+    numpy_dtype,
+    object_array,
+    shaped,
+)
 from zeroserve.oip_tensors import to_raw as raw_bytes
 
 # the typed field of each datatype (InferTensorContents)
@@ -72,19 +81,18 @@ def _from_typed(name: str, datatype: str, shape: tuple[int, ...],
         raise TensorError(f"input '{name}': {datatype} has no typed contents; send it in "
                           "raw_input_contents")
     values = getattr(contents, field)
-    count = int(np.prod(shape)) if shape else 1
+    count = element_count(shape)  # a Python int: numpy's product wraps ([2**32, 2**32] is 0)
     if len(values) != count:
         raise TensorError(f"input '{name}': shape {list(shape)} needs {count} elements, "
                           f"{field} has {len(values)}")
     if dtype.kind == "O":
-        arr = np.empty(count, dtype=object)
-        arr[:] = list(values)
-        return arr.reshape(shape)
+        return object_array(name, list(values), shape)
     try:
         with np.errstate(over="raise", invalid="raise"):
-            out = np.array(values, dtype=dtype).reshape(shape)
-    except (OverflowError, FloatingPointError, ValueError) as exc:
+            flat = np.array(values, dtype=dtype)
+    except (OverflowError, FloatingPointError, ValueError, MemoryError) as exc:
         raise TensorError(f"input '{name}': {datatype} cannot hold its data ({exc})") from None
+    out = shaped(name, flat, shape)
     if dtype.kind in "iu" and not np.array_equal(out.reshape(-1), np.asarray(values)):
         raise TensorError(f"input '{name}': data out of the range of {datatype}")
     return out

@@ -3,8 +3,9 @@
 Each endpoint is a model: ``service`` names the service's default (first declared)
 endpoint and ``service.endpoint`` names each one. Metadata and the Triton model
 configuration come from the endpoint's declared inputs and output; a batching
-endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every shape.
-Every model has the one version ``"1"``.
+endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every metadata
+shape (the configuration's ``dims`` leave the batch dimension out, as Triton's
+do). Every model has the one version ``"1"``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gateway.broker_link import EndpointInfo
+from zeroserve.dtypes import dtype_named
 from zeroserve.oip_tensors import TensorError, as_output, datatype_of
 from zeroserve.schema import Field
 
@@ -65,7 +67,7 @@ def batches(info: EndpointInfo) -> bool:
 def _tensor(field: Field, batched: bool) -> tuple[str, list[int]]:
     if field.kind != "tensor":
         return _SCALARS.get(field.kind, ("BYTES", [-1]))
-    datatype = "FP32" if field.dtype is None else datatype_of(np.dtype(field.dtype))
+    datatype = "FP32" if field.dtype is None else datatype_of(dtype_named(field.dtype))
     shape = [-1] if field.shape is None else [int(d) for d in field.shape]
     if batched:
         shape = [-1, *shape[1:]] if field.shape is not None else [-1, -1]
@@ -89,11 +91,32 @@ def metadata(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
             "outputs": [describe(f) for f in _outputs(info)]}
 
 
+def _config_tensor(field: Field, batched: bool) -> dict[str, Any]:
+    datatype, shape = _tensor(field, batched)
+    batch_dim = batched and field.kind == "tensor"  # _tensor put a leading -1 there
+    entry: dict[str, Any] = {"name": field.name, "data_type": config_datatype(datatype),
+                             "dims": shape[1:] if batch_dim else shape}
+    if not field.required:
+        entry["optional"] = True
+    return entry
+
+
+def config_datatype(datatype: str) -> str:
+    """The model configuration's ``DataType`` name of an OIP datatype (``BYTES``:
+    ``TYPE_STRING``, ``BF16``: ``TYPE_BF16``)."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
 def config(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
-    """The Triton model configuration (``GET /v2/models/{m}/config``), as JSON."""
+    """The Triton model configuration (``GET /v2/models/{m}/config``), as JSON.
+
+    ``input`` and ``output`` list the same tensors as the metadata, with Triton's
+    ``data_type`` names; on a batching model their ``dims`` leave out the batch dimension."""
     batched = batches(info)
     cfg: dict[str, Any] = {"name": ref.name, "platform": PLATFORM, "backend": PLATFORM,
-                           "max_batch_size": info.max_batch_size if batched else 0}
+                           "max_batch_size": info.max_batch_size if batched else 0,
+                           "input": [_config_tensor(f, batched) for f in info.inputs],
+                           "output": [_config_tensor(f, batched) for f in _outputs(info)]}
     if batched:
         cfg["dynamic_batching"] = {
             "max_queue_delay_microseconds": int(info.max_latency_ms * 1000)}
@@ -122,7 +145,7 @@ def endpoint_inputs(info: EndpointInfo, tensors: dict[str, tuple[str, np.ndarray
 def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
     if field.kind == "tensor":
         if field.dtype is not None:
-            want = datatype_of(np.dtype(field.dtype))
+            want = datatype_of(dtype_named(field.dtype))
             if datatype != want:
                 raise TensorError(f"input '{field.name}': datatype {datatype} does not match "
                                   f"the model's {want}")

@@ -6,6 +6,8 @@ every input with ``parameters.binary_data_size`` takes its blob, in input
 order. A response puts outputs asked for as binary (per output
 ``binary_data``, else the request's ``binary_data_output``) after its JSON the
 same way; JSON outputs carry a flat ``data`` list and no ``parameters``.
+BF16 never goes in JSON: a BF16 input with ``data`` is refused, and a BF16 output
+is sent binary even when JSON is asked for (tritonclient reads either).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zeroserve.oip_tensors import (
+    RAW_ONLY,
     TensorError,
     datatype_of,
     from_json,
@@ -142,15 +145,18 @@ def select_outputs(produced: list[tuple[str, np.ndarray]], wanted: dict[str, boo
 
 def encode_response(model: str, version: str, request: InferRequest,
                     outputs: list[tuple[str, np.ndarray]]) -> tuple[bytes, list]:
-    """The response's JSON bytes and the binary blobs that follow it (possibly none)."""
+    """The response's JSON bytes and the binary blobs that follow it (possibly none).
+
+    An output goes binary when asked (per output, else the request's default) and always
+    when its datatype cannot travel in JSON (BF16)."""
     described, blobs = [], []
     for name, arr in outputs:
-        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(arr.dtype),
-                                 "shape": list(arr.shape)}
+        datatype = datatype_of(arr.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         binary = request.outputs.get(name)
         if binary is None:
             binary = request.binary_output
-        if binary:
+        if binary or datatype in RAW_ONLY:
             blob = to_raw(arr)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from gateway.oip_models import model_names
+from zeroserve.dtypes import dtype_named, is_float
 from zeroserve.oip_tensors import DATATYPES, MAX_DIMS
 from zeroserve.schema import Field
 
@@ -21,17 +23,17 @@ _JSON_SCALAR = {"int": {"type": "integer"}, "float": {"type": "number"},
                 "list": {"type": "array"}, "dict": {"type": "object"}}
 
 
-def _element(dtype: str | None) -> dict[str, Any]:
-    if dtype is None:
+def _element(name: str | None) -> dict[str, Any]:
+    if name is None:
         return {"type": "number"}
-    kind = np.dtype(dtype).kind
-    if kind == "b":
+    dtype = dtype_named(name)
+    if dtype.kind == "b":
         return {"type": "boolean"}
-    if kind in "iu":
-        info = np.iinfo(np.dtype(dtype))
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
         return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
-    if kind == "f":
-        limit = float(np.finfo(np.dtype(dtype)).max)
+    if is_float(dtype):
+        limit = float(ml_dtypes.finfo(dtype).max)  # numpy's finfo does not know bfloat16
         return {"type": "number", "minimum": -limit, "maximum": limit}
     return {"type": "string"}
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import ml_dtypes
 import numpy as np
 
 import zeroserve
 
 Rows = Annotated[np.ndarray, zeroserve.Tensor("float32", (-1, 4))]
+HalfRows = Annotated[np.ndarray, zeroserve.Tensor("bfloat16", (-1, 4))]
 
 
 @zeroserve.service(name="oip")
@@ -31,6 +33,14 @@ class OipModels:
     @zeroserve.api
     def broken(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError("the model failed on purpose")
+
+    @zeroserve.api
+    def bf16(self, x: HalfRows) -> HalfRows:
+        """Doubles a bfloat16 tensor (exact while finite), in bfloat16: the worker must get
+        an ``ml_dtypes.bfloat16`` array, not its bytes or float32."""
+        if x.dtype != ml_dtypes.bfloat16:
+            raise TypeError(f"expected a bfloat16 array, got {x.dtype}")
+        return (x.astype(np.float32) * 2).astype(ml_dtypes.bfloat16)
 
 
 @zeroserve.service(name="fuzz")

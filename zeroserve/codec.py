@@ -10,8 +10,11 @@ read-only views of those frames (``np.frombuffer``), not copies.
 
 Supported: None, bool, int, float, str, bytes, list, tuple (as list), dict,
 numpy scalars (as Python scalars) and arrays of every numeric dtype, bool,
-float16, fixed-width bytes (``S``) and strings (``U`` or object arrays of str).
-Anything else raises :class:`CodecError`; nothing is ever unpickled.
+float16, bfloat16 (``ml_dtypes.bfloat16``), fixed-width bytes (``S``) and
+strings (``U`` or object arrays of str). An array header names its dtype by
+``dtype.str`` (``'<f4'``), except bfloat16, whose ``dtype.str`` is the
+anonymous ``'<V2'``: it is named ``"bfloat16"``. Anything else raises
+:class:`CodecError`; nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from typing import Any
 
 import msgpack
 import numpy as np
+
+from zeroserve.dtypes import BFLOAT16, name_of
 
 FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 
@@ -36,7 +41,7 @@ class CodecError(ValueError):
 
 
 def _array_header(arr: np.ndarray) -> list:
-    return [arr.dtype.str, list(arr.shape)]
+    return [name_of(arr.dtype), list(arr.shape)]
 
 
 def encode(value: Any, threshold: int = FRAME_THRESHOLD) -> tuple[bytes, list]:
@@ -67,7 +72,7 @@ def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtT
             raise CodecError("object arrays may hold only str or bytes")
         return msgpack.ExtType(_EXT_STRINGS, msgpack.packb(
             [kind, list(arr.shape), flat], use_bin_type=True))
-    if kind not in _NUMERIC_KINDS:
+    if kind not in _NUMERIC_KINDS and arr.dtype != BFLOAT16:
         raise CodecError(f"arrays of dtype {arr.dtype} cannot be sent")
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
@@ -83,12 +88,16 @@ def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtT
 def _check_header(dtype_str: Any, shape: Any) -> tuple[np.dtype, tuple]:
     if not isinstance(dtype_str, str) or not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise CodecError("malformed array header")
-    try:
-        dtype = np.dtype(dtype_str)
-    except TypeError:
-        raise CodecError(f"unknown dtype {dtype_str!r}") from None
-    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise CodecError(f"dtype {dtype_str!r} is not allowed")
+    if dtype_str == "bfloat16":
+        dtype = BFLOAT16
+    else:
+        try:
+            dtype = np.dtype(dtype_str)
+        except TypeError:
+            raise CodecError(f"unknown dtype {dtype_str!r}") from None
+        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or \
+                dtype.subdtype is not None:
+            raise CodecError(f"dtype {dtype_str!r} is not allowed")
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise CodecError(f"bad array shape {shape!r}")
     return dtype, tuple(shape)

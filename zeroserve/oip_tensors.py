@@ -4,7 +4,14 @@ Pure functions shared by the OIP HTTP and gRPC front ends. All raw data is
 little-endian and row-major; a BYTES element is a 4-byte little-endian length
 followed by its bytes. BYTES tensors become numpy object arrays of ``bytes``
 (as in Triton's Python backend); arrays of ``str`` or fixed-width strings go
-back out as BYTES.
+back out as BYTES. BF16 is ``ml_dtypes.bfloat16`` and travels raw only, never
+in JSON.
+
+Shapes are checked before numpy sees them: element counts are Python ints (no
+wrap-around), and a shape whose non-zero dimensions multiply past
+:data:`MAX_ELEMENTS` is refused, so every bad shape is a :class:`TensorError`
+naming the tensor, never a numpy ``ValueError``, ``OverflowError`` or
+``MemoryError``.
 """
 from __future__ import annotations
 
@@ -14,18 +21,25 @@ from typing import Any
 
 import numpy as np
 
+from zeroserve.dtypes import BFLOAT16
+
 _NUMPY = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
     "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
     "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
     "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
+    "FP16": np.dtype("<f2"), "BF16": BFLOAT16, "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"), "BYTES": np.dtype(object),
 }
-_DATATYPE = {(dt.kind, dt.itemsize): name for name, dt in _NUMPY.items() if name != "BYTES"}
+_DATATYPE = {(dt.kind, dt.itemsize): name for name, dt in _NUMPY.items()
+             if name not in ("BYTES", "BF16")}
 DATATYPES = tuple(_NUMPY)
+RAW_ONLY = frozenset({"BF16"})  # datatypes that never travel in JSON
 MAX_DIMS = 32
+# the most elements that a shape's non-zero dimensions may multiply to: far more than any
+# 2 GiB message holds, and far below where numpy's size arithmetic overflows
+MAX_ELEMENTS = 1 << 40
 _LENGTH = struct.Struct("<I")
 _JSON_TYPES: dict[str, tuple[type, ...]] = {"b": (bool,), "i": (int,), "u": (int,),
                                             "f": (int, float)}
@@ -49,6 +63,8 @@ def datatype_of(dtype: np.dtype) -> str:
     """The OIP datatype of a numpy dtype (strings and objects: ``BYTES``)."""
     if dtype.kind in "OSU":
         return "BYTES"
+    if dtype == BFLOAT16:
+        return "BF16"
     try:
         return _DATATYPE[(dtype.kind, dtype.itemsize)]
     except KeyError:
@@ -56,45 +72,78 @@ def datatype_of(dtype: np.dtype) -> str:
 
 
 def check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    """A tensor's shape as a tuple of non-negative ints; :class:`TensorError` otherwise."""
+    """A tensor's shape as a tuple of non-negative ints that numpy can hold.
+
+    :class:`TensorError` for anything else: not a list, more than :data:`MAX_DIMS`
+    dimensions, a dimension that is negative or not an int, or non-zero dimensions that
+    multiply past :data:`MAX_ELEMENTS` (``[0, 2**70]`` holds no element, but numpy
+    cannot make it)."""
     if not isinstance(shape, (list, tuple)) or len(shape) > MAX_DIMS or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise TensorError(f"tensor '{name}': shape must be a list of at most {MAX_DIMS} "
-                          f"non-negative integers, got {shape!r}")
+                          f"non-negative integers, got {_brief(shape)}")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise TensorError(f"tensor '{name}': shape {_brief(list(shape))} is too large: its "
+                          f"non-zero dimensions multiply to more than {MAX_ELEMENTS} "
+                          "(2**40) elements")
     return tuple(shape)
 
 
-def _count(shape: tuple[int, ...]) -> int:
+def _brief(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    """The number of elements of a shape, as a Python int (numpy's product can wrap)."""
     return math.prod(shape)
 
 
-def _object_array(items: list, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
+def shaped(name: str, flat: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """``flat`` reshaped to ``dims``; whatever numpy raises becomes a :class:`TensorError`."""
+    try:
+        return flat.reshape(dims)
+    except (ValueError, OverflowError, MemoryError) as exc:
+        raise TensorError(f"tensor '{name}': cannot make an array of shape {_brief(list(dims))}"
+                          f" from {flat.size} elements ({exc})") from None
+
+
+def object_array(name: str, items: list, dims: tuple[int, ...]) -> np.ndarray:
+    """An object array of ``items`` (row-major) in shape ``dims``."""
+    try:
+        arr = np.empty(len(items), dtype=object)
+    except MemoryError:
+        raise TensorError(f"tensor '{name}': {len(items)} elements do not fit in memory"
+                          ) from None
     arr[:] = items
-    return arr.reshape(shape)
+    return shaped(name, arr, dims)
 
 
 def from_json(name: str, datatype: str, shape: Any, data: Any) -> np.ndarray:
     """The array of a JSON tensor; ``data`` may be flat or nested, in row-major order."""
     dims = check_shape(name, shape)
     dtype = numpy_dtype(datatype, name)
+    if datatype in RAW_ONLY:
+        raise TensorError(f"tensor '{name}': {datatype} cannot travel in JSON 'data'; send it "
+                          "as binary data (parameters.binary_data_size)")
     if not isinstance(data, list):
         raise TensorError(f"tensor '{name}': data must be a list, got {type(data).__name__}")
     flat = _flatten(data)
-    if len(flat) != _count(dims):
+    if len(flat) != element_count(dims):
         raise _size_error(name, dims, len(flat))
     if dtype.kind == "O":
         if not all(isinstance(v, str) for v in flat):
             raise TensorError(f"tensor '{name}': BYTES data must be strings")
-        return _object_array([v.encode() for v in flat], dims)
+        return object_array(name, [v.encode() for v in flat], dims)
     if not all(isinstance(v, _JSON_TYPES[dtype.kind]) and
                (dtype.kind == "b" or not isinstance(v, bool)) for v in flat):
         raise TensorError(f"tensor '{name}': {datatype} data must be {_JSON_NAMES[dtype.kind]}")
     try:
         with np.errstate(over="raise", invalid="raise"):
-            return np.array(flat, dtype=dtype).reshape(dims)
+            arr = np.array(flat, dtype=dtype)
     except (OverflowError, FloatingPointError, ValueError):
         raise TensorError(f"tensor '{name}': data out of the range of {datatype}") from None
+    return shaped(name, arr, dims)
 
 
 def _flatten(data: list) -> list:
@@ -112,13 +161,16 @@ def _flatten(data: list) -> list:
 
 
 def _size_error(name: str, dims: tuple[int, ...], got: int) -> TensorError:
-    return TensorError(f"tensor '{name}': shape {list(dims)} needs {_count(dims)} elements, "
-                       f"data has {got}")
+    return TensorError(f"tensor '{name}': shape {list(dims)} needs {element_count(dims)} "
+                       f"elements, data has {got}")
 
 
 def to_json(arr: np.ndarray) -> list:
     """A flat JSON ``data`` list (BYTES as UTF-8 strings; FP32 in its shortest decimal
-    form, 0.1 rather than 0.10000000149011612)."""
+    form, 0.1 rather than 0.10000000149011612). BF16 raises :class:`TensorError`: it
+    travels raw only."""
+    if arr.dtype == BFLOAT16:
+        raise TensorError("BF16 cannot travel in JSON; send it as binary data")
     flat = arr.reshape(-1)
     if arr.dtype.kind in "OSU":
         return [_text(v) for v in flat.tolist()]
@@ -138,13 +190,13 @@ def from_raw(name: str, datatype: str, shape: Any, raw: Any) -> np.ndarray:
     dims = check_shape(name, shape)
     dtype = numpy_dtype(datatype, name)
     buf = memoryview(raw).cast("B")
-    count = _count(dims)
+    count = element_count(dims)
     if dtype.kind == "O":
-        return _object_array(_split_bytes(name, buf, count), dims)
+        return object_array(name, _split_bytes(name, buf, count), dims)
     if len(buf) != count * dtype.itemsize:
         raise TensorError(f"tensor '{name}': {datatype} shape {list(dims)} needs "
                           f"{count * dtype.itemsize} bytes, got {len(buf)}")
-    arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(dims)
+    arr = shaped(name, np.frombuffer(buf, dtype=dtype, count=count), dims)
     if dtype.kind == "b" and arr.size and arr.view(np.uint8).max() > 1:
         raise TensorError(f"tensor '{name}': BOOL bytes must be 0 or 1")
     return arr
@@ -192,7 +244,7 @@ def as_output(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, (str, bytes)):
-        arr = _object_array([value], (1,))
+        arr = object_array("output", [value], (1,))
     else:
         try:
             arr = np.asarray(value)

@@ -3,7 +3,8 @@
 A schema is a list of :class:`Field`; it travels from worker to broker to
 gateway as plain dicts (``Field.describe`` / ``Field.from_description``), and
 the gateway validates every request against it before anything reaches the
-broker.
+broker. A tensor's ``dtype`` is any name numpy knows (``"float32"``, ``"<i8"``)
+or ``"bfloat16"`` (``ml_dtypes.bfloat16``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+
+from zeroserve.dtypes import BFLOAT16, dtype_named, is_float
 
 KINDS = ("tensor", "int", "float", "str", "bool", "list", "dict", "any")
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -33,8 +36,9 @@ class InvalidInput(ValueError):
 class Tensor:
     """Declares a numpy input or output: ``Annotated[np.ndarray, Tensor("float32", (-1, 64))]``.
 
-    ``dtype`` None accepts any numeric dtype; in ``shape`` -1 (or None) is a
-    dimension of any size, and ``shape`` None accepts any shape.
+    ``dtype`` is a numpy dtype name or ``"bfloat16"`` (``ml_dtypes.bfloat16``); None
+    accepts any numeric dtype. In ``shape`` -1 (or None) is a dimension of any size, and
+    ``shape`` None accepts any shape.
     """
 
     dtype: str | None = None
@@ -82,7 +86,7 @@ def _string_array(field: Field, arr: np.ndarray) -> np.ndarray:
     items = arr.reshape(-1).tolist()
     if not all(isinstance(v, (str, bytes)) for v in items):
         raise InvalidInput(field.name, "not a rectangular array of numbers or strings")
-    want = None if field.dtype is None else np.dtype(field.dtype).kind
+    want = None if field.dtype is None else dtype_named(field.dtype).kind
     if want == "U":
         try:
             return np.array([v.decode() if isinstance(v, bytes) else v for v in items],
@@ -93,7 +97,7 @@ def _string_array(field: Field, arr: np.ndarray) -> np.ndarray:
         return np.array([v.encode() if isinstance(v, str) else v for v in items],
                         dtype=bytes).reshape(arr.shape)
     if want not in (None, "O"):
-        raise InvalidInput(field.name, f"strings cannot be used as {np.dtype(field.dtype)}")
+        raise InvalidInput(field.name, f"strings cannot be used as {dtype_named(field.dtype)}")
     return arr
 
 
@@ -103,7 +107,7 @@ def _narrow(field: Field, arr: np.ndarray, want: np.dtype) -> np.ndarray:
         out = arr.astype(want)
     if want.kind in "iu" and arr.dtype.kind in "iub":
         lost = not np.array_equal(out.astype(arr.dtype), arr)
-    elif want.kind == "f":
+    elif is_float(want):
         lost = bool(np.any(np.isinf(out) & np.isfinite(arr)))
     else:
         lost = False
@@ -126,16 +130,17 @@ def coerce_tensor(field: Field, value: Any) -> np.ndarray:
     if arr.dtype.kind == "O":
         arr = _string_array(field, arr)
     if field.dtype is not None:
-        want = np.dtype(field.dtype)
+        want = dtype_named(field.dtype)
         if arr.dtype != want:
             if want.kind in "US" and arr.dtype.kind in "US":
                 arr = arr.astype(want.kind)
             elif arr.dtype.kind in "US" or want.kind in "US" or not np.can_cast(
-                    arr.dtype, want, casting="same_kind"):
+                    arr.dtype, want, casting="same_kind") or (
+                    want == BFLOAT16 and arr.dtype.kind not in "biuf"):
                 raise InvalidInput(field.name, f"dtype {arr.dtype} cannot be used as {want}")
             else:
                 arr = _narrow(field, arr, want)
-    elif arr.dtype.kind not in "biufcUSO":
+    elif arr.dtype.kind not in "biufcUSO" and arr.dtype != BFLOAT16:
         raise InvalidInput(field.name, f"dtype {arr.dtype} is not supported")
     _check_shape(field, arr.shape)
     return arr

@@ -5,11 +5,12 @@ from __future__ import annotations
 import queue
 
 import grpc
+import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from cluster import ROOT, Cluster
-from test_oip_http import DATATYPES
+from test_oip_http import BF16, DATATYPES, HUGE_SHAPES
 from tritonclient.utils import InferenceServerException
 
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
@@ -153,3 +154,54 @@ def test_typed_contents_in_get_typed_contents_out(oip: Cluster) -> None:
             stub.ModelInfer(short, timeout=20)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "needs 3 elements" in info.value.details()
+
+
+def test_bf16_round_trips_raw_bit_exactly(client: triton.InferenceServerClient) -> None:
+    result = client.infer("oip", [_input("x", BF16)])
+    got = result.as_numpy("output")
+    assert got.dtype == ml_dtypes.bfloat16
+    assert got.view("<u2").tolist() == BF16.view("<u2").tolist()
+    assert result.get_response().outputs[0].datatype == "BF16"
+    meta = client.get_model_metadata("oip.bf16", as_json=True)
+    assert meta["inputs"] == [{"name": "x", "datatype": "BF16", "shape": ["-1", "4"]}]
+    config = client.get_model_config("oip.bf16", as_json=True)["config"]
+    assert config["input"][0]["data_type"] == "TYPE_BF16"
+    assert config["output"][0]["data_type"] == "TYPE_BF16"
+    x = np.array([[1.5, -3.0, 0.0078125, 1e30]], dtype=ml_dtypes.bfloat16)
+    got = client.infer("oip.bf16", [_input("x", x)]).as_numpy("output")
+    want = (x.astype(np.float32) * 2).astype(ml_dtypes.bfloat16)
+    assert got.dtype == ml_dtypes.bfloat16
+    assert got.view("<u2").tolist() == want.view("<u2").tolist()
+
+
+def _refusal(stub: pb_grpc.GRPCInferenceServiceStub, request: pb.ModelInferRequest) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request, timeout=20)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    return info.value.details()
+
+
+def test_typed_bf16_and_shapes_numpy_cannot_hold_are_invalid_argument(oip: Cluster) -> None:
+    tensor = pb.ModelInferRequest.InferInputTensor
+    with grpc.insecure_channel(f"127.0.0.1:{oip.grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        typed_bf16 = pb.ModelInferRequest(model_name="oip.bf16", inputs=[tensor(
+            name="x", datatype="BF16", shape=[1, 4],
+            contents=pb.InferTensorContents(fp32_contents=[1, 2, 3, 4]))])
+        assert "BF16 has no typed contents; send it in raw_input_contents" in \
+            _refusal(stub, typed_bf16)
+        for shape in [s for s in HUGE_SHAPES if max(s) < 2**63]:  # gRPC dims are int64
+            for datatype in ("FP32", "BYTES", "BF16"):
+                raw = pb.ModelInferRequest(model_name="oip", raw_input_contents=[b""], inputs=[
+                    tensor(name="x", datatype=datatype, shape=shape)])
+                details = _refusal(stub, raw)
+                assert "tensor 'x': shape" in details and "too large" in details
+            for datatype, field in (("FP32", "fp32_contents"), ("BYTES", "bytes_contents")):
+                typed = pb.ModelInferRequest(model_name="oip", inputs=[tensor(
+                    name="x", datatype=datatype, shape=shape,
+                    contents=pb.InferTensorContents(**{field: []}))])
+                details = _refusal(stub, typed)
+                assert "tensor 'x': shape" in details and "too large" in details
+        negative = pb.ModelInferRequest(model_name="oip", raw_input_contents=[b""], inputs=[
+            tensor(name="x", datatype="FP32", shape=[3, -1])])
+        assert "non-negative integers" in _refusal(stub, negative)

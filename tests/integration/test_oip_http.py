@@ -5,6 +5,7 @@ import json
 import urllib.request
 import zlib
 
+import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -30,6 +31,13 @@ DATATYPES = {
     "FP64": np.array([[-1.5, 0.25, 1.0e300]], dtype=np.float64),
     "BYTES": np.array([[b"", b"caf\xc3\xa9", b"z" * 300]], dtype=object),
 }
+# bfloat16 bit patterns: 1.5, -1, +inf, -inf, a NaN with a payload, the smallest
+# subnormal, -0.0 and the largest finite value
+BF16_BITS = np.array([0x3FC0, 0xBF80, 0x7F80, 0xFF80, 0x7FC1, 0x0001, 0x8000, 0x7F7F],
+                     dtype="<u2")
+BF16 = BF16_BITS.view(ml_dtypes.bfloat16).reshape(2, 4)
+# shapes that numpy cannot make an array of, though three of them hold no element
+HUGE_SHAPES = [[0, 2**70], [2**32, 2**32], [0, 2**40, 2**40], [0, 2**62, 4]]
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +193,68 @@ def test_malformed_bodies_get_400_json(oip: Cluster) -> None:
         assert message in answer["error"], answer
     with urllib.request.urlopen(oip.url + "/v2/health/live") as resp:  # still serving
         assert json.loads(resp.read()) == {"live": True}
+
+
+@pytest.mark.parametrize("binary_output", [True, False], ids=["binary-out", "json-asked"])
+def test_bf16_round_trips_bit_exactly(client: triton.InferenceServerClient,
+                                      binary_output: bool) -> None:
+    out = triton.InferRequestedOutput("output", binary_data=binary_output)
+    result = client.infer("oip", [_input("x", BF16)], outputs=[out])
+    got = result.as_numpy("output")
+    assert got.dtype == ml_dtypes.bfloat16 and got.shape == BF16.shape
+    assert got.view("<u2").tolist() == BF16.view("<u2").tolist()
+    described = result.get_response()["outputs"][0]
+    assert described["datatype"] == "BF16"
+    assert described["parameters"] == {"binary_data_size": 16}  # binary even when JSON asked
+
+
+def test_declared_bf16_endpoint(client: triton.InferenceServerClient) -> None:
+    meta = client.get_model_metadata("oip.bf16")
+    assert meta["inputs"] == [{"name": "x", "datatype": "BF16", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "output", "datatype": "BF16", "shape": [-1, 4]}]
+    config = client.get_model_config("oip.bf16")
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_BF16", "dims": [-1, 4]}]
+    assert config["output"][0]["data_type"] == "TYPE_BF16"
+    x = np.array([[1.5, -3.0, 0.0078125, 1e30]], dtype=ml_dtypes.bfloat16)
+    got = client.infer("oip.bf16", [_input("x", x)]).as_numpy("output")
+    assert got.dtype == ml_dtypes.bfloat16
+    want = (x.astype(np.float32) * 2).astype(ml_dtypes.bfloat16)
+    assert got.view("<u2").tolist() == want.view("<u2").tolist()
+    with pytest.raises(InferenceServerException, match="datatype FP32 does not match the "
+                                                       "model's BF16"):
+        client.infer("oip.bf16", [_input("x", x.astype(np.float32))])
+
+
+def test_bf16_in_json_is_refused(oip: Cluster) -> None:
+    body = {"inputs": [{"name": "x", "datatype": "BF16", "shape": [1, 4],
+                        "data": [1.0, 2.0, 3.0, 4.0]}]}
+    status, answer, _ = oip.post("/v2/models/oip.bf16/infer", body)
+    assert status == 400
+    assert "tensor 'x': BF16 cannot travel in JSON 'data'; send it as binary" in \
+        answer["error"]
+
+
+def _binary_body(entry: dict, blob: bytes) -> tuple[bytes, dict]:
+    entry = {**entry, "parameters": {"binary_data_size": len(blob)}}
+    header = json.dumps({"inputs": [entry]}).encode()
+    return header + blob, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES)
+def test_shapes_numpy_cannot_hold_get_400_naming_the_input(oip: Cluster, shape: list) -> None:
+    requests = [(json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": shape,
+                                         "data": []}]}).encode(), {})
+                for datatype in ("FP32", "BYTES")]
+    requests += [_binary_body({"name": "x", "datatype": datatype, "shape": shape}, b"")
+                 for datatype in ("FP32", "BYTES", "BF16")]
+    for body, headers in requests:
+        status, answer, _ = oip.post("/v2/models/oip/infer", body, headers=headers)
+        assert status == 400, (body, answer)
+        assert "tensor 'x': shape" in answer["error"] and "too large" in answer["error"]
+
+
+def test_negative_dims_get_400(oip: Cluster) -> None:
+    body, headers = _binary_body({"name": "x", "datatype": "FP32", "shape": [2, -2]},
+                                 b"\0" * 16)
+    status, answer, _ = oip.post("/v2/models/oip/infer", body, headers=headers)
+    assert status == 400 and "non-negative integers" in answer["error"]

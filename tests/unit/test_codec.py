@@ -1,4 +1,5 @@
 """The tensor codec: round trips of every dtype, zero copy for large arrays, bad input rejected."""
+import ml_dtypes
 import msgpack
 import numpy as np
 import pytest
@@ -24,6 +25,26 @@ def test_every_numeric_dtype_round_trips_inline_and_framed(dtype, size):
     out = roundtrip({"a": arr})["a"]
     assert out.dtype == arr.dtype and out.shape == arr.shape
     np.testing.assert_array_equal(out, arr)
+
+
+# bfloat16 bits: 1.5, -inf, a NaN with a payload, the smallest subnormal, -0.0
+BF16_BITS = np.array([0x3FC0, 0xFF80, 0x7FC1, 0x0001, 0x8000], dtype="<u2")
+
+
+@pytest.mark.parametrize("repeat", [1, 500], ids=["inline", "framed"])
+def test_bfloat16_round_trips_bit_exactly_by_name(repeat):
+    arr = np.tile(BF16_BITS, repeat).view(ml_dtypes.bfloat16).reshape(repeat, 5)
+    meta, frames = codec.encode({"h": arr})
+    assert len(frames) == (repeat > 1)
+    header = msgpack.unpackb(msgpack.unpackb(meta, raw=False)["h"].data, raw=False)
+    assert header[0] == "bfloat16"  # by name: its dtype.str '<V2' names no dtype
+    out = codec.decode(meta, [bytes(f) for f in frames])["h"]
+    assert out.dtype == ml_dtypes.bfloat16 and out.shape == arr.shape
+    assert out.view("<u2").tolist() == arr.view("<u2").tolist()
+
+
+def test_bfloat16_scalar_becomes_a_float():
+    assert roundtrip([ml_dtypes.bfloat16(1.5)]) == [1.5]
 
 
 def test_strings_and_bytes_round_trip():
@@ -55,7 +76,8 @@ def test_non_contiguous_array_round_trips():
 
 
 @pytest.mark.parametrize("value", [object(), np.array([1, None], dtype=object),
-                                   np.zeros(2, dtype="datetime64[s]")])
+                                   np.zeros(2, dtype="datetime64[s]"), np.zeros(2, "V2"),
+                                   np.zeros(2, ml_dtypes.float8_e4m3fn)])
 def test_unsupported_values_are_refused(value):
     with pytest.raises(codec.CodecError):
         codec.encode(value)
@@ -73,7 +95,8 @@ def test_reference_to_missing_frame_is_rejected():
         codec.decode(meta, [])
 
 
-@pytest.mark.parametrize("dtype", ["O", "V8", "M8[s]", "nonsense"])
+@pytest.mark.parametrize("dtype", ["O", "V8", "<V2", "|V2", "M8[s]", "nonsense",
+                                   "float8_e4m3fn"])
 def test_forbidden_dtype_in_header_is_rejected(dtype):
     ext = msgpack.ExtType(1, msgpack.packb([dtype, [1], b"\0" * 8]))
     with pytest.raises(codec.CodecError):

@@ -1,6 +1,7 @@
 """OIP gRPC messages: raw in -> raw out, typed in -> typed out."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -41,6 +42,22 @@ def test_typed_inputs_get_typed_outputs_but_fp16_stays_raw() -> None:
     assert not response.raw_output_contents
     half = build_response("m", "1", parsed, typed, [("o", np.array([1.5], np.float16))])
     assert len(half.raw_output_contents) == 1
+    bf16 = build_response("m", "1", parsed, typed,
+                          [("o", np.array([1.5], ml_dtypes.bfloat16))])
+    assert bf16.outputs[0].datatype == "BF16"
+    assert bf16.raw_output_contents[0] == b"\xc0\x3f"
+
+
+def test_bf16_raw_in_raw_out_bit_exact() -> None:
+    bits = np.array([0x7FC1, 0x0001, 0x8000], dtype="<u2")
+    request = pb.ModelInferRequest(inputs=[Tensor(name="h", datatype="BF16", shape=[3])],
+                                   raw_input_contents=[bits.tobytes()])
+    parsed, typed = parse_request(request)
+    arr = parsed.inputs["h"][1]
+    assert not typed and arr.dtype == ml_dtypes.bfloat16
+    response = build_response("m", "1", parsed, typed, [("o", arr)])
+    assert response.outputs[0].datatype == "BF16"
+    assert response.raw_output_contents[0] == bits.tobytes()
 
 
 @pytest.mark.parametrize("request_, message", [
@@ -50,6 +67,24 @@ def test_typed_inputs_get_typed_outputs_but_fp16_stays_raw() -> None:
     (pb.ModelInferRequest(inputs=[Tensor(
         name="a", datatype="FP16", shape=[1], contents=pb.InferTensorContents())]),
      "FP16 has no typed contents"),
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="BF16", shape=[1],
+        contents=pb.InferTensorContents(fp32_contents=[1.5]))]),
+     "BF16 has no typed contents; send it in raw_input_contents"),
+    # shapes numpy cannot hold: np.prod([2**32, 2**32]) wraps to 0
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="FP32", shape=[2**32, 2**32], contents=pb.InferTensorContents())]),
+     "tensor 'a': shape .* is too large"),
+    (pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="BYTES", shape=[2**32, 2**32], contents=pb.InferTensorContents())]),
+     "tensor 'a': shape .* is too large"),
+    (pb.ModelInferRequest(inputs=[Tensor(name="a", datatype="FP32", shape=[0, 2**62])],
+                          raw_input_contents=[b""]), "tensor 'a': shape .* is too large"),
+    (pb.ModelInferRequest(inputs=[Tensor(name="a", datatype="BYTES", shape=[0, 2**62])],
+                          raw_input_contents=[b""]), "tensor 'a': shape .* is too large"),
+    (pb.ModelInferRequest(inputs=[Tensor(name="a", datatype="INT8", shape=[2, -1])],
+                          raw_input_contents=[b""]), "tensor 'a': shape must be a list of "
+                                                     "at most 32 non-negative integers"),
     (pb.ModelInferRequest(inputs=[Tensor(
         name="a", datatype="UINT8", shape=[1],
         contents=pb.InferTensorContents(uint_contents=[256]))]), "UINT8"),

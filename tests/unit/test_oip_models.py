@@ -1,6 +1,7 @@
 """Endpoints as OIP models: names, metadata, config and input conversion."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -48,8 +49,28 @@ def test_batching_endpoint_reports_max_batch_size_and_leading_minus_one() -> Non
     assert meta["versions"] == ["1"] and meta["name"] == "mlp"
     assert config(ref, _info(batchable=True)) == {
         "name": "mlp", "platform": "zeroserve", "backend": "zeroserve", "max_batch_size": 32,
-        "dynamic_batching": {"max_queue_delay_microseconds": 20000}}
+        "dynamic_batching": {"max_queue_delay_microseconds": 20000},
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [64]}],  # no batch dim
+        "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [10]}]}
     assert config(ref, _info())["max_batch_size"] == 0
+
+
+def test_bfloat16_tensors_are_bf16_in_metadata_and_type_bf16_in_config() -> None:
+    half = Field("h", "tensor", "bfloat16", (-1, 8))
+    info = _info(inputs=[half, Field("s", "str", required=False)],
+                 output=Field("output", "tensor", "bfloat16", (-1, 8)))
+    ref = ModelRef("mlp", "mlp", "predict")
+    assert metadata(ref, info)["inputs"][0] == {"name": "h", "datatype": "BF16",
+                                                "shape": [-1, 8]}
+    cfg = config(ref, info)
+    assert cfg["input"] == [{"name": "h", "data_type": "TYPE_BF16", "dims": [-1, 8]},
+                            {"name": "s", "data_type": "TYPE_STRING", "dims": [1],
+                             "optional": True}]
+    assert cfg["output"] == [{"name": "output", "data_type": "TYPE_BF16", "dims": [-1, 8]}]
+    arr = np.zeros((1, 8), ml_dtypes.bfloat16)
+    assert endpoint_inputs(info, {"h": ("BF16", arr)})["h"] is arr
+    with pytest.raises(TensorError, match="datatype FP32 does not match the model's BF16"):
+        endpoint_inputs(info, {"h": ("FP32", np.zeros((1, 8), np.float32))})
 
 
 def test_inputs_that_are_not_tensors() -> None:

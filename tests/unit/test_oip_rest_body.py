@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -91,3 +92,42 @@ def test_select_outputs() -> None:
     assert [name for name, _ in select_outputs(produced, {"b": None, "a": True})] == ["b", "a"]
     with pytest.raises(TensorError, match="unknown output 'c'"):
         select_outputs(produced, {"c": None})
+
+
+def test_bf16_binary_input_and_json_input_refused() -> None:
+    bits = np.array([0x3FC0, 0x7FC1], dtype="<u2")
+    body, length = _body({"inputs": [{"name": "h", "datatype": "BF16", "shape": [2],
+                                      "parameters": {"binary_data_size": 4}}]},
+                         bits.tobytes())
+    arr = parse_request(body, length).inputs["h"][1]
+    assert arr.dtype == ml_dtypes.bfloat16 and arr.view("<u2").tolist() == bits.tolist()
+    text = json.dumps({"inputs": [{"name": "h", "datatype": "BF16", "shape": [1],
+                                   "data": [1.5]}]}).encode()
+    with pytest.raises(TensorError, match="tensor 'h': BF16 cannot travel in JSON 'data'; "
+                                          "send it as binary"):
+        parse_request(text, None)
+
+
+def test_bf16_output_asked_as_json_goes_binary() -> None:
+    request = InferRequest(id="", inputs={}, outputs={"h": False, "f": False})
+    h = np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16)
+    header, blobs = encode_response("m", "1", request, [("h", h), ("f", np.ones(1))])
+    doc = json.loads(header)
+    assert doc["outputs"][0] == {"name": "h", "datatype": "BF16", "shape": [2],
+                                 "parameters": {"binary_data_size": 4}}
+    assert doc["outputs"][1]["data"] == [1.0]  # the others still go as asked
+    assert [bytes(b) for b in blobs] == [h.tobytes()]
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": "x", "datatype": "FP32", "shape": [0, 2**70],
+     "parameters": {"binary_data_size": 0}},
+    {"name": "x", "datatype": "BYTES", "shape": [0, 2**70],
+     "parameters": {"binary_data_size": 0}},
+    {"name": "x", "datatype": "FP32", "shape": [2**32, 2**32], "data": []},
+    {"name": "x", "datatype": "BYTES", "shape": [0, 2**40, 2**40], "data": []},
+])
+def test_shapes_numpy_cannot_hold_are_tensor_errors(entry: dict) -> None:
+    text = json.dumps({"inputs": [entry]}).encode()
+    with pytest.raises(TensorError, match="tensor 'x': shape .* is too large"):
+        parse_request(text, len(text))

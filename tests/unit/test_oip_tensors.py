@@ -1,17 +1,23 @@
 """OIP tensors <-> numpy: datatypes, JSON data, raw bytes, and the errors."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from zeroserve.oip_tensors import (
     DATATYPES,
+    MAX_ELEMENTS,
+    RAW_ONLY,
     TensorError,
     as_output,
+    check_shape,
     datatype_of,
+    element_count,
     from_json,
     from_raw,
     numpy_dtype,
+    shaped,
     to_json,
     to_raw,
 )
@@ -24,7 +30,7 @@ SAMPLES = {
 }
 
 
-@pytest.mark.parametrize("datatype", DATATYPES)
+@pytest.mark.parametrize("datatype", [d for d in DATATYPES if d not in RAW_ONLY])
 def test_json_and_raw_round_trip(datatype: str) -> None:
     arr = from_json("t", datatype, [2, 1], SAMPLES[datatype])
     assert arr.shape == (2, 1) and datatype_of(arr.dtype) == datatype
@@ -90,3 +96,77 @@ def test_outputs_from_python_values() -> None:
     with pytest.raises(TensorError):
         as_output(np.array([1 + 2j]))
     assert numpy_dtype("BYTES") == np.dtype(object)
+
+
+# bfloat16 bit patterns: 1.5, -1, +inf, -inf, a NaN with a payload, the smallest
+# subnormal, -0.0 and the largest finite value
+BF16_BITS = np.array([0x3FC0, 0xBF80, 0x7F80, 0xFF80, 0x7FC1, 0x0001, 0x8000, 0x7F7F],
+                     dtype="<u2")
+
+
+def test_bf16_raw_round_trips_bit_exactly_as_ml_dtypes_bfloat16() -> None:
+    arr = from_raw("t", "BF16", [2, 4], BF16_BITS.tobytes())
+    assert arr.dtype == ml_dtypes.bfloat16 and arr.shape == (2, 4)
+    assert arr.view("<u2").reshape(-1).tolist() == BF16_BITS.tolist()
+    assert bytes(to_raw(arr)) == BF16_BITS.tobytes()
+    assert datatype_of(arr.dtype) == "BF16" and numpy_dtype("BF16") == arr.dtype
+    assert datatype_of(as_output(arr).dtype) == "BF16"
+
+
+def test_bf16_never_travels_in_json() -> None:
+    with pytest.raises(TensorError, match="tensor 'x': BF16 cannot travel in JSON"):
+        from_json("x", "BF16", [1], [1.5])
+    with pytest.raises(TensorError, match="BF16 cannot travel in JSON"):
+        to_json(np.ones(2, dtype=ml_dtypes.bfloat16))
+
+
+def test_other_two_byte_void_dtypes_are_not_bf16() -> None:
+    with pytest.raises(TensorError, match="no Open Inference Protocol datatype"):
+        datatype_of(np.dtype("V2"))
+
+
+def test_element_count_does_not_wrap() -> None:
+    assert element_count((2**32, 2**32)) == 2**64  # np.prod wraps this to 0
+    assert element_count(()) == 1 and element_count((0, 2**40)) == 0
+
+
+SHAPES_NUMPY_CANNOT_HOLD = [[0, 2**70], [2**32, 2**32], [0, 2**40, 2**40], [0, 2**62, 4],
+                            [2**63, 1]]
+
+
+@pytest.mark.parametrize("shape", SHAPES_NUMPY_CANNOT_HOLD)
+@pytest.mark.parametrize("datatype", ["FP32", "BOOL", "BYTES", "BF16"])
+def test_raw_shape_past_numpy_is_a_tensor_error(shape: list, datatype: str) -> None:
+    with pytest.raises(TensorError, match=r"tensor 'x': shape .* is too large"):
+        from_raw("x", datatype, shape, b"")
+
+
+@pytest.mark.parametrize("shape", SHAPES_NUMPY_CANNOT_HOLD)
+@pytest.mark.parametrize("datatype", ["FP32", "INT64", "BYTES"])
+def test_json_shape_past_numpy_is_a_tensor_error(shape: list, datatype: str) -> None:
+    with pytest.raises(TensorError, match=r"tensor 'x': shape .* is too large"):
+        from_json("x", datatype, shape, [])
+
+
+@pytest.mark.parametrize("shape", [[-1], [2, -3], [1.0], [True], "12", None, [1] * 33])
+def test_negative_or_malformed_dims_are_refused(shape: object) -> None:
+    with pytest.raises(TensorError, match="tensor 'x': shape must be a list"):
+        check_shape("x", shape)
+
+
+def test_large_but_holdable_empty_shapes_are_accepted() -> None:
+    assert from_raw("x", "FP32", [0, MAX_ELEMENTS], b"").shape == (0, MAX_ELEMENTS)
+    assert from_json("x", "BYTES", [MAX_ELEMENTS, 0], []).shape == (MAX_ELEMENTS, 0)
+    with pytest.raises(TensorError, match="too large"):
+        check_shape("x", [0, MAX_ELEMENTS + 1])
+
+
+def test_error_message_of_a_huge_shape_stays_short() -> None:
+    with pytest.raises(TensorError) as info:
+        check_shape("x", [10**200] * 32)
+    assert len(str(info.value)) < 300
+
+
+def test_what_numpy_raises_while_reshaping_becomes_a_tensor_error() -> None:
+    with pytest.raises(TensorError, match="tensor 'x': cannot make an array of shape"):
+        shaped("x", np.zeros(0), (2**32, 2**32))

@@ -1,6 +1,7 @@
 """Input validation against an endpoint's schema, and schemas from type hints."""
 from typing import Annotated
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -14,6 +15,20 @@ X = Field("x", "tensor", "float32", (-1, 4))
 def test_json_lists_become_arrays_of_the_declared_dtype():
     out = validate_inputs([X], {"x": [[1, 2, 3, 4]]})
     assert out["x"].dtype == np.float32 and out["x"].shape == (1, 4)
+
+
+def test_bfloat16_field_takes_bfloat16_arrays_and_json_numbers():
+    half = Field("h", "tensor", "bfloat16", (-1,))
+    arr = np.array([1.5, -2.0], ml_dtypes.bfloat16)
+    assert validate_inputs([half], {"h": arr})["h"] is arr
+    out = validate_inputs([half], {"h": [1.5, 3]})["h"]
+    assert out.dtype == ml_dtypes.bfloat16 and out.tolist() == [1.5, 3.0]
+    with pytest.raises(InvalidInput, match="out of the range"):
+        validate_inputs([half], {"h": [1e300]})
+    with pytest.raises(InvalidInput, match="cannot be used as bfloat16"):
+        validate_inputs([half], {"h": np.array([1 + 2j])})
+    untyped = Field("x", "tensor")
+    assert validate_inputs([untyped], {"x": arr})["x"] is arr
 
 
 @pytest.mark.parametrize("value, reason", [
