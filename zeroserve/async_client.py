@@ -19,7 +19,7 @@ import numpy as np
 from zeroserve import sdk_wire as wire
 from zeroserve.aio_http import AsyncHttpConnectionPool
 from zeroserve.async_jobs import AsyncGrpcJobs, AsyncHttpJobs, AsyncJob
-from zeroserve.errors import DeadlineExceeded, Overloaded, from_grpc
+from zeroserve.errors import Overloaded, from_grpc, no_answer, passed_while_retrying
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -192,23 +192,26 @@ class AsyncClient:
 
     async def _with_retries(self, timeout: float | None,
                             attempt: Callable[[float], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + (timeout or self.timeout)
+        budget = timeout or self.timeout
+        deadline = time.monotonic() + budget
         tries = 0
+        last: Overloaded | None = None  # the overload answer being retried
         while True:
-            left = deadline - time.monotonic()
+            started = time.monotonic()
+            left = deadline - started
             if left <= 0:
-                raise DeadlineExceeded(504, "the deadline passed while retrying")
+                raise passed_while_retrying(last)
             try:
                 return await attempt(left)
-            except TimeoutError:
-                raise DeadlineExceeded(504, "no answer before the deadline") from None
-            except Overloaded:
+            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (two types before 3.11)
+                raise no_answer(time.monotonic() - started, budget) from None
+            except Overloaded as exc:
                 delay = retry_delay(tries, deadline - time.monotonic(), random.random) \
                     if self.retry else None
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
-                tries += 1
+                tries, last = tries + 1, exc
 
     async def close(self) -> None:
         """Close the connections to the gateway."""

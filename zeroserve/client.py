@@ -28,6 +28,8 @@ from zeroserve.errors import (
     Unreachable,
     ZeroserveError,
     from_http,
+    no_answer,
+    passed_while_retrying,
 )
 from zeroserve.jobs_client import Job
 from zeroserve.retry import retry_delay
@@ -99,7 +101,9 @@ class Client:
         array([[...]], dtype=float32)
 
         Raises :class:`BadRequest`, :class:`NotFound`, :class:`Overloaded`,
-        :class:`DeadlineExceeded` or :class:`ServerError` with the server's message.
+        :class:`DeadlineExceeded` or :class:`ServerError` with the server's message;
+        :class:`DeadlineExceeded` with ``from_server`` False when no answer came by the
+        deadline (+1 s over HTTP), :class:`Unreachable` when no gateway could be reached.
         """
         return self._with_retries(
             timeout, lambda left: self._transport.call(service, endpoint, inputs, left))
@@ -130,23 +134,26 @@ class Client:
         return self._transport.health(timeout)
 
     def _with_retries(self, timeout: float | None, attempt: Callable[[float], T]) -> T:
-        deadline = self._clock() + (timeout or self.timeout)
+        budget = timeout or self.timeout
+        deadline = self._clock() + budget
         tries = 0
+        last: Overloaded | None = None  # the overload answer being retried
         while True:
-            left = deadline - self._clock()
+            started = self._clock()
+            left = deadline - started
             if left <= 0:
-                raise DeadlineExceeded(504, "the deadline passed while retrying")
+                raise passed_while_retrying(last)
             try:
                 return attempt(left)
             except TimeoutError:
-                raise DeadlineExceeded(504, "no answer before the deadline") from None
-            except Overloaded:
+                raise no_answer(self._clock() - started, budget) from None
+            except Overloaded as exc:
                 delay = retry_delay(tries, deadline - self._clock(), random.random) \
                     if self.retry else None
                 if delay is None:
                     raise
                 self._sleep(delay)
-                tries += 1
+                tries, last = tries + 1, exc
 
     def close(self) -> None:
         """Close the connection to the gateway."""

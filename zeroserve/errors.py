@@ -2,7 +2,8 @@
 
 Over HTTP ``status`` is the HTTP status; over gRPC it is the HTTP status of the
 same kind (a gRPC ``UNAVAILABLE`` is 503), so that handling code is the same for
-both transports.
+both transports. ``from_server`` tells an error answer a gateway sent from one the
+client raised because no answer came (its own timeout, no gateway reachable).
 """
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ import grpc
 
 
 class ZeroserveError(Exception):
-    """A call that the cluster answered with an error; ``status`` is the HTTP status."""
+    """A call that ended in an error; ``status`` is the HTTP status of its kind.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``from_server`` is True when the error comes from an answer a gateway sent (``message``
+    is the gateway's, or quotes it), False when the client raised it because no answer came
+    from a gateway: its own timeout ran out (:func:`no_answer`) or no gateway could be
+    reached (:class:`Unreachable`).
+    """
+
+    def __init__(self, status: int, message: str, *, from_server: bool = True) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.from_server = from_server
 
 
 class BadRequest(ZeroserveError):
@@ -47,11 +55,17 @@ class Overloaded(ZeroserveError):
 
 
 class Unreachable(Overloaded):
-    """No gateway answered at the client's URL (refused, reset); retried like a 503."""
+    """No gateway answered at the client's URL (refused, reset); retried like a 503.
+    Raised by the client, so ``from_server`` is False."""
+
+    def __init__(self, status: int, message: str, *, from_server: bool = False) -> None:
+        super().__init__(status, message, from_server=from_server)
 
 
 class DeadlineExceeded(ZeroserveError):
-    """504: the deadline passed before the answer came."""
+    """504: the deadline passed before the answer came. Sent by a gateway (``from_server``,
+    the request was dropped or cut short in the cluster), or raised by the client when no
+    answer came in time (``from_server`` False, see :func:`no_answer`)."""
 
 
 class PayloadTooLarge(BadRequest):
@@ -72,6 +86,24 @@ _HTTP_OF_GRPC = {
 }
 
 
+_GRPC_LOCAL_DEADLINE = "Deadline Exceeded"  # grpc's details when the client's deadline ran out
+
+
+def no_answer(waited_s: float, deadline_s: float) -> DeadlineExceeded:
+    """The client's own :class:`DeadlineExceeded` (``from_server`` False): it waited
+    ``waited_s`` seconds for an answer to a call of deadline ``deadline_s`` and none came."""
+    return DeadlineExceeded(
+        504, f"no answer came from the server in {waited_s:.1f} s (deadline {deadline_s:.1f} s);"
+             " the client stopped waiting", from_server=False)
+
+
+def passed_while_retrying(last: ZeroserveError | None) -> DeadlineExceeded:
+    """The client's :class:`DeadlineExceeded` when the deadline passed while it waited to retry
+    ``last`` (an overload); ``from_server`` is that of ``last``."""
+    return DeadlineExceeded(504, f"the deadline passed while retrying (last try: {last})",
+                            from_server=last is not None and last.from_server)
+
+
 def from_http(status: int, message: str) -> ZeroserveError:
     """The typed exception for an HTTP error status."""
     kind = _BY_STATUS.get(status, ServerError if status >= 500 else ZeroserveError)
@@ -79,9 +111,13 @@ def from_http(status: int, message: str) -> ZeroserveError:
 
 
 def from_grpc(code: grpc.StatusCode, details: str | None) -> ZeroserveError:
-    """The typed exception for a gRPC status (``UNAVAILABLE`` with no details: unreachable)."""
+    """The typed exception for a gRPC status (``UNAVAILABLE`` with no details: unreachable;
+    ``DEADLINE_EXCEEDED`` with grpc's own details: the client's deadline ran out first)."""
     if code is grpc.StatusCode.UNAVAILABLE and _connection_failure(details):
         return Unreachable(503, details or "no gateway answered")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == _GRPC_LOCAL_DEADLINE:
+        return DeadlineExceeded(504, "no answer came from the server before the deadline; "
+                                     "the client stopped waiting", from_server=False)
     return from_http(_HTTP_OF_GRPC.get(code, 500), details or code.name)
 
 

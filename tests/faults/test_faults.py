@@ -1,6 +1,8 @@
 """Fault injection under a steady load: kill -9 a worker, a gateway and the broker, stop a
-worker past its liveness, and cut a worker off the network. No call may hang and every
-acknowledged job must succeed; calls may fail, but only with an explicit error.
+worker past its liveness, and cut a worker off the network. No call may hang (get no answer
+from a gateway by its deadline + 1 s: the SDK's own timeout, no gateway reachable until the
+deadline) and every acknowledged job must succeed; calls may fail, but only with an error
+answer that a gateway sent (``steady_load.classify``).
 
 Run with ``-s`` to see the tally of each fault (docs/reliability.md quotes them).
 """
@@ -59,6 +61,8 @@ def _finish(load: SteadyLoad, jobs: list[zeroserve.Job], fault: str) -> Tally:
                 assert time.monotonic() < deadline  # the gateway or broker is coming back
                 time.sleep(0.2)
     print("\n" + tally.line(fault))
+    assert tally.sent == tally.succeeded + tally.failed_total + tally.hung, \
+        tally.line(fault)
     assert tally.hung == 0, tally.line(fault)
     assert tally.jobs_succeeded == tally.jobs_submitted, tally.line(fault)
     assert tally.succeeded > 0

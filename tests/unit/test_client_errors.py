@@ -1,0 +1,116 @@
+"""The SDK's errors say who made them: a gateway's error answer, or the client when no answer
+came (its own timeout, no gateway reachable)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+import zeroserve
+from zeroserve import sdk_wire as wire
+from zeroserve.errors import from_grpc
+
+
+class ScriptedTransport:
+    """Raises the errors of ``script`` in turn, then answers "ok"; records the time left."""
+
+    def __init__(self, *script: BaseException) -> None:
+        self.script = list(script)
+        self.calls: list[float] = []
+
+    def call(self, service: str, endpoint: str, inputs: Any, timeout_s: float) -> Any:
+        self.calls.append(timeout_s)
+        if self.script:
+            raise self.script.pop(0)
+        return "ok"
+
+    def close(self) -> None:
+        pass
+
+
+def _client(transport: ScriptedTransport, timeout: float = 5.0,
+            overshoot_s: float = 0.0) -> zeroserve.Client:
+    """A client on a fake clock; each sleep lasts ``overshoot_s`` longer than asked."""
+    now = [0.0]
+    client = zeroserve.Client("http://unused:1", timeout=timeout,
+                              transport=transport)  # type: ignore[arg-type]
+    client._clock = lambda: now[0]
+    client._sleep = lambda s: now.__setitem__(0, now[0] + s + overshoot_s)
+    return client
+
+
+def test_the_clients_own_timeout_is_a_deadline_exceeded_not_from_the_server() -> None:
+    transport = ScriptedTransport(TimeoutError("timed out"))
+    with pytest.raises(zeroserve.DeadlineExceeded) as info:
+        _client(transport, timeout=2.0).call("s", "e")
+    assert info.value.status == 504 and not info.value.from_server
+    assert "no answer came from the server" in info.value.message
+    assert "deadline 2.0 s" in info.value.message
+    assert len(transport.calls) == 1  # not retried: the call may be running
+
+
+def test_a_504_the_gateway_sent_is_from_the_server_with_its_message() -> None:
+    error = wire.http_error(504, b'{"error": "deadline exceeded after 8000 ms in the queue"}')
+    transport = ScriptedTransport(error)
+    with pytest.raises(zeroserve.DeadlineExceeded) as info:
+        _client(transport).call("s", "e")
+    assert info.value.from_server
+    assert info.value.message == "deadline exceeded after 8000 ms in the queue"
+
+
+@pytest.mark.parametrize("status", [400, 404, 500, 503, 504])
+def test_every_http_error_answer_is_from_the_server(status: int) -> None:
+    assert wire.http_error(status, b'{"error": "x"}').from_server
+
+
+def test_no_gateway_reachable_until_the_deadline_is_not_from_the_server() -> None:
+    refused = zeroserve.Unreachable(503, "no gateway answered at http://unused:1")
+    transport = ScriptedTransport(*[refused] * 1000)
+    with pytest.raises(zeroserve.Unreachable) as info:
+        _client(transport, timeout=1.0).call("s", "e")
+    assert not info.value.from_server and len(transport.calls) > 3
+
+
+def test_refused_then_answered_within_the_deadline_succeeds() -> None:
+    refused = zeroserve.Unreachable(503, "connection refused")
+    assert _client(ScriptedTransport(refused, refused)).call("s", "e") == "ok"
+
+
+@pytest.mark.parametrize("last", [zeroserve.Overloaded(503, "queue full"),
+                                  zeroserve.Unreachable(503, "connection refused")])
+def test_a_deadline_passed_while_retrying_keeps_the_last_tries_origin(
+        last: zeroserve.Overloaded) -> None:
+    client = _client(ScriptedTransport(last), timeout=1.0, overshoot_s=5.0)
+    with pytest.raises(zeroserve.DeadlineExceeded) as info:
+        client.call("s", "e")
+    assert info.value.from_server is last.from_server
+    assert "while retrying" in info.value.message and last.message in info.value.message
+
+
+def test_grpcs_own_deadline_is_not_from_the_server_a_gateways_is() -> None:
+    local = from_grpc(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    sent = from_grpc(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded after 10 ms "
+                                                        "waiting in the queue")
+    assert isinstance(local, zeroserve.DeadlineExceeded) and not local.from_server
+    assert isinstance(sent, zeroserve.DeadlineExceeded) and sent.from_server
+    assert not from_grpc(grpc.StatusCode.UNAVAILABLE, "failed to connect").from_server
+    assert from_grpc(grpc.StatusCode.UNAVAILABLE, "no worker serves 'x'").from_server
+
+
+def test_the_async_clients_own_timeout_is_not_from_the_server() -> None:
+    class Silent:
+        async def call(self, service: str, endpoint: str, inputs: Any,
+                       timeout_s: float) -> Any:
+            await asyncio.wait_for(asyncio.sleep(1.0), 0.01)  # as the HTTP pool times out
+
+    async def main() -> zeroserve.DeadlineExceeded:
+        client = zeroserve.AsyncClient("http://unused:1", timeout=1.0)
+        client._transport = Silent()  # type: ignore[assignment]
+        with pytest.raises(zeroserve.DeadlineExceeded) as info:
+            await client.call("s", "e")
+        return info.value
+
+    error = asyncio.run(main())
+    assert not error.from_server and "no answer came from the server" in error.message
