@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroserve import sdk_wire as wire
-from zeroserve.errors import ZeroserveError, from_grpc
+from zeroserve.errors import ZeroserveError, from_grpc, no_answer
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -36,24 +36,29 @@ class JobsApi:
         self.timeout_s = timeout_s
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/jobs/{job_id}")
+        return self.call("GET", _job_path(job_id))
 
     def result(self, job_id: str) -> Any:
-        return self.call("GET", f"/v1/jobs/{job_id}/result")
+        return self.call("GET", _job_path(job_id, "/result"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.call("DELETE", f"/v1/jobs/{job_id}")
+        return self.call("DELETE", _job_path(job_id))
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        return self.call("POST", f"/v1/jobs/{job_id}/retry", {})
+        return self.call("POST", _job_path(job_id, "/retry"), {})
 
     def call(self, method: str, path: str, body: Any = None,
              headers: Mapping[str, str] | None = None) -> Any:
-        """One HTTP call; the decoded answer, or the typed exception of an error status."""
+        """One HTTP call; the decoded answer, or the typed exception of an error status
+        (:class:`~zeroserve.errors.DeadlineExceeded` when no answer came in ``timeout_s``)."""
         payload = None if body is None else wire.encode_inputs(body)
-        status, _, answer = self.transport.request(
-            method, path, payload, {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
-                                    **(headers or {})}, self.timeout_s)
+        started = time.monotonic()
+        try:
+            status, _, answer = self.transport.request(
+                method, path, payload, {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
+                                        **(headers or {})}, self.timeout_s)
+        except TimeoutError:
+            raise no_answer(time.monotonic() - started, self.timeout_s) from None
         if not 200 <= status < 300:
             raise wire.http_error(status, answer)
         return wire.decode_value(answer)
@@ -182,6 +187,10 @@ class GrpcJobsApi:
                                                      cursor=cursor))
         return {"jobs": [job_dict(j) for j in reply.jobs],
                 "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None}
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}{suffix}"
 
 
 def job_dict(message: Any) -> dict[str, Any]:

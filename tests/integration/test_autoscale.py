@@ -37,7 +37,8 @@ def test_autoscaler_adds_a_worker_under_a_queue_and_removes_it_when_idle(
             added = _until(lambda: fleet.workers() == 2, 20)
         finally:
             tally = load.stop()
-        assert added and sum(tally.failed.values()) == 0, tally.line("autoscale up")
+        assert added and sum(tally.failed.values()) == 0 and tally.hung == 0, \
+            tally.line("autoscale up")
         assert _until(lambda: fleet.workers() == 1, 20)
     finally:
         if scaler is not None:

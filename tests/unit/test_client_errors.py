@@ -114,3 +114,25 @@ def test_the_async_clients_own_timeout_is_not_from_the_server() -> None:
 
     error = asyncio.run(main())
     assert not error.from_server and "no answer came from the server" in error.message
+
+
+class SilentTransport:
+    """An ``HttpTransport`` stand-in whose every request times out; records the paths."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, body: Any, headers: Any, timeout_s: float) -> Any:
+        self.paths.append(path)
+        raise TimeoutError("timed out")
+
+
+def test_a_job_call_with_no_answer_is_the_clients_deadline_exceeded() -> None:
+    from zeroserve.jobs_client import JobsApi
+
+    transport = SilentTransport()
+    api = JobsApi(transport, timeout_s=3.0)
+    with pytest.raises(zeroserve.DeadlineExceeded) as info:
+        api.get("a/b?c")
+    assert not info.value.from_server and "deadline 3.0 s" in info.value.message
+    assert transport.paths == ["/v1/jobs/a%2Fb%3Fc"]  # the id is one path segment
