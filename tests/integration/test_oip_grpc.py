@@ -25,11 +25,7 @@ SERVICE = f"{ROOT / 'tests' / 'oip_services.py'}:OipModels"
 def oip(tmp_path_factory: pytest.TempPathFactory):
     cluster = Cluster(tmp_path_factory.mktemp("oip-grpc"))
     try:
-        cluster.broker()
-        cluster.gateway()
-        cluster.worker(SERVICE)
-        cluster.wait_ready(1)
-        yield cluster
+        yield cluster.start(SERVICE)
     finally:
         cluster.stop()
 

@@ -44,11 +44,7 @@ HUGE_SHAPES = [[0, 2**70], [2**32, 2**32], [0, 2**40, 2**40], [0, 2**62, 4]]
 def oip(tmp_path_factory: pytest.TempPathFactory):
     cluster = Cluster(tmp_path_factory.mktemp("oip-http"))
     try:
-        cluster.broker()
-        cluster.gateway()
-        cluster.worker(SERVICE)
-        cluster.wait_ready(1)
-        yield cluster
+        yield cluster.start(SERVICE)
     finally:
         cluster.stop()
 
