@@ -45,10 +45,17 @@ class InFlight:
     worker: WorkerState
     endpoint: Endpoint
     items: list  # list[Pending]
-    waiting: dict = field(default_factory=dict)  # request id -> Pending, not yet answered
+    # item key -> Pending, not yet answered. A key names a request within its batch (gateways
+    # number their requests each from 1, so two gateways' ids may meet in one batch)
+    waiting: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.waiting = {item.request_id: item for item in self.items}
+        self.waiting = {item_key(i): item for i, item in enumerate(self.items)}
+
+
+def item_key(index: int) -> bytes:
+    """The id that the ``index``-th request of a BATCH carries, and its RESULT item answers."""
+    return index.to_bytes(4, "big")
 
 
 @dataclass(frozen=True)
@@ -250,7 +257,7 @@ class BrokerCore:
             item = flight.waiting.pop(ri.request_id, None)
             if item is not None:  # None: answered already (its deadline passed)
                 flight.endpoint.stats.record_status(ri.status)
-                self._reply(item.gateway, p.Reply(ri.request_id, ri.status, ri.frames[0],
+                self._reply(item.gateway, p.Reply(item.request_id, ri.status, ri.frames[0],
                                                   ri.frames[1:]))
         if worker.draining and not worker.in_flight:
             self.registry.remove(worker.identity)
@@ -306,8 +313,8 @@ class BrokerCore:
             it.attempts += 1
             endpoint.stats.record_wait(now - it.arrived)
         batch = p.Batch(batch_id, endpoint.name, [
-            p.BatchItem(it.request_id, max(int((it.deadline - now) * 1000), 1), it.frames)
-            for it in items])
+            p.BatchItem(item_key(i), max(int((it.deadline - now) * 1000), 1), it.frames)
+            for i, it in enumerate(items)])
         self._send_back([worker.identity, *batch.to_frames()])
 
     # ------------------------------------------------------------ time
@@ -319,9 +326,10 @@ class BrokerCore:
             if expired:
                 self._expire_waiting(endpoint, expired)
         for flight in self._in_flight.values():
-            late = [item for item in flight.waiting.values() if item.deadline <= now]
-            for item in late:
-                del flight.waiting[item.request_id]
+            late = [(key, item) for key, item in flight.waiting.items()
+                    if item.deadline <= now]
+            for key, item in late:
+                del flight.waiting[key]
                 flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
                 self._reply(item.gateway, p.error_reply(
                     item.request_id, Status.DEADLINE_EXCEEDED,

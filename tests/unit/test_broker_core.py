@@ -21,9 +21,14 @@ class Harness:
     def request(self, now, timeout_ms=1000, endpoint="predict", service="svc", key=b""):
         self.ids += 1
         rid = self.ids.to_bytes(8, "big")
-        req = p.Request(rid, service, endpoint, timeout_ms, b"meta", [], 1, key)
+        req = p.Request(rid, service, endpoint, timeout_ms, b"meta:" + rid, [], 1, key)
         self.core.on_frontend([b"G", *req.to_frames()], now)
         return rid
+
+    @staticmethod
+    def origin(item):
+        """The gateway's request id of a batch item (from its meta, see ``request``)."""
+        return bytes(item.frames[0]).removeprefix(b"meta:")
 
     def batches(self):
         out = []
@@ -54,7 +59,7 @@ def test_request_goes_to_a_worker_and_the_reply_back_to_its_gateway():
     h.worker()
     rid = h.request(0.1)
     ((identity, batch),) = h.batches()
-    assert identity == b"W1" and batch.items[0].request_id == rid
+    assert identity == b"W1" and h.origin(batch.items[0]) == rid
     h.result(identity, batch, 0.2)
     reply = h.replies()[rid]
     assert reply.status is Status.OK and bytes(reply.meta) == b"out"
@@ -69,7 +74,7 @@ def test_request_expired_in_queue_is_504_and_never_dispatched():
     h.core.on_tick(0.2)
     assert h.replies()[late].status is Status.DEADLINE_EXCEEDED
     h.core.on_tick(0.3)
-    assert not [b for _, b in h.batches() if b.items[0].request_id == late]
+    assert not [b for _, b in h.batches() if h.origin(b.items[0]) == late]
 
 
 def test_no_worker_waits_until_the_deadline_then_503():
@@ -101,7 +106,7 @@ def test_silent_worker_is_evicted_and_its_request_requeued_to_another():
     h.worker(b"W2", now=3.0)
     h.core.on_tick(3.6)  # W1 silent for 3.6 s > 3 s liveness
     ((second, batch),) = h.batches()
-    assert (first, second) == (b"W1", b"W2") and batch.items[0].request_id == rid
+    assert (first, second) == (b"W1", b"W2") and h.origin(batch.items[0]) == rid
 
 
 def test_deadline_during_execution_answers_504_and_drops_the_late_result():
@@ -164,3 +169,25 @@ def test_models_answer_carries_the_batching_limits_the_broker_applies():
     assert endpoints["tag"]["max_batch_size"] == 32
     assert endpoints["tag"]["max_latency_ms"] == 4.0
     assert endpoints["predict"] == ENDPOINTS["predict"]
+
+
+def test_two_gateways_with_the_same_request_id_in_one_batch_both_get_their_answer():
+    h = Harness()
+    h.worker(slots=1)
+    h.request(0.0, endpoint="tag")  # holds the only slot, so the next two wait together
+    ((identity, first),) = h.batches()
+    same = (7).to_bytes(8, "big")
+    for gateway in (b"G1", b"G2"):
+        req = p.Request(same, "svc", "tag", 5000, b"meta:" + gateway, [], 1, b"")
+        h.core.on_frontend([gateway, *p.Request.to_frames(req)], 0.01)
+    h.result(identity, first, 0.02)
+    ((identity, batch),) = h.batches()
+    assert len(batch.items) == 2 and len({it.request_id for it in batch.items}) == 2
+    h.front.clear()
+    res = p.Result(batch.batch_id, 0.001, [p.ResultItem(it.request_id, Status.OK, [it.frames[0]])
+                                           for it in batch.items])
+    h.core.on_backend([identity, *res.to_frames()], 0.03)
+    answered = {frames[0]: bytes(p.parse_reply(p.split_command(frames[1:])[1]).meta)
+                for frames in h.front}
+    assert answered == {b"G1": b"meta:G1", b"G2": b"meta:G2"}
+    assert all(p.parse_reply(p.split_command(f[1:])[1]).request_id == same for f in h.front)

@@ -27,7 +27,7 @@ def test_draining_worker_gets_no_new_batch_finishes_its_own_then_leaves():
     assert h.core.registry.get(b"W1") is None
     h.back.clear()
     h.worker(b"W2", slots=4, now=0.4)
-    assert sorted(b.items[0].request_id for _, b in h.batches()) == sorted(queued)
+    assert sorted(h.origin(b.items[0]) for _, b in h.batches()) == sorted(queued)
 
 
 def test_a_batch_sent_before_the_disconnect_arrived_is_still_answered():
