@@ -145,3 +145,32 @@ class Chores:
     @zeroserve.task
     def double(self, x: Vec) -> Vec:
         return x * 2
+
+
+def _job_log_count(prefix: str) -> int:
+    """How many lines of the ZS_TEST_JOB_LOG file start with ``prefix`` (0 without a file)."""
+    path = os.environ.get("ZS_TEST_JOB_LOG")
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path) as log:
+        return sum(1 for line in log if line.startswith(prefix))
+
+
+@zeroserve.service(name="errands")
+class Errands:
+    """A second service with tasks (jobs listed by service); ``flaky`` fails a set number of
+    times."""
+
+    @zeroserve.task
+    def fetch(self, tag: str) -> str:
+        return tag
+
+    @zeroserve.task(timeout_s=30, max_attempts=2)
+    def flaky(self, tag: str, failures: int, ctx: zeroserve.JobContext) -> dict:
+        """Raise on the first ``failures`` executions for ``tag`` (counted across attempts
+        and retries in the job log as ``try TAG ATTEMPT``), then return."""
+        tries = _job_log_count(f"try {tag} ")
+        _job_log(f"try {tag} {ctx.attempt}")
+        if tries < failures:
+            raise RuntimeError(f"{tag}: failure {tries + 1} of {failures}")
+        return {"tag": tag, "tries": tries + 1}

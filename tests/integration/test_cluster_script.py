@@ -1,6 +1,6 @@
-"""scripts/cluster with real daemons: up with gateways sharing a port, scale 1 -> 4 -> 1 under a
-steady load with no failed request, status, down, and the errors when something is already
-running, missing or cannot start."""
+"""scripts/cluster with real daemons: up with gateways sharing a port, scale 1 -> 4 -> 1 and
+1 -> 8 -> 1 under a steady load with no failed request, status, down, and the errors when
+something is already running, missing or cannot start."""
 from __future__ import annotations
 
 import socket
@@ -59,6 +59,32 @@ def test_scale_1_4_1_under_load_fails_no_request(fleet: ScriptFleet) -> None:
     assert tally.succeeded > 100
     assert sum(tally.failed.values()) == 0 and tally.hung == 0, tally.line("scale")
     assert len(fleet.pids("gateway")) == 2 and fleet.workers() == 1
+
+
+def test_scale_1_8_1_under_load_fails_no_request_and_answers_every_call(
+        fleet: ScriptFleet) -> None:
+    fleet.up(MLP, "--gateways", "2", "--workers", "1")
+    load = SteadyLoad([fleet.url], "mlp", "predict", threads=4, inputs={"x": ROW}).start()
+    steps = []
+    try:
+        time.sleep(1.0)
+        for count, stopped in ((8, 0), (1, 7)):
+            started, answered = time.monotonic(), load.tally.succeeded
+            out = fleet.run("scale", "workers", str(count))
+            assert out.count("stopped") == stopped and "killed" not in out, out
+            assert _wait_workers(fleet.url, count, timeout=30.0) == count
+            took = time.monotonic() - started
+            steps.append((fleet.workers(), took, load.tally.succeeded - answered))
+            time.sleep(1.0)
+    finally:
+        tally = load.stop()
+    print("\n" + tally.line("scripts/cluster scale 1 -> 8 -> 1, 2 gateways"))
+    for workers, took, answered in steps:
+        print(f"  -> {workers} worker(s) in {took:.1f}s, {answered} calls answered meanwhile")
+    assert tally.succeeded > 100 and all(answered > 0 for _, _, answered in steps)
+    assert sum(tally.failed.values()) == 0 and tally.hung == 0, tally.line("scale")
+    assert tally.succeeded == tally.sent  # every call sent was answered
+    assert fleet.workers() == 1
 
 
 def test_up_twice_is_refused_status_shows_the_daemons_and_down_is_idempotent(

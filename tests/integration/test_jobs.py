@@ -16,12 +16,16 @@ JOB_ENV = {"ZEROSERVE_JOBS_LEASE_S": "2", "ZEROSERVE_JOBS_RETRY_BACKOFF_S": "0.2
            "ZEROSERVE_JOBS_RETRY_BACKOFF_MAX_S": "1"}
 
 
-def _start(cluster, workers=1, job_slots=1, env=None):
+def _start(cluster, workers=1, job_slots=1, env=None, also=()):
+    """A broker, a gateway, ``workers`` Chores workers and one worker of each test service
+    class in ``also``; the Chores workers."""
     cluster.env.update({**JOB_ENV, "ZEROSERVE_WORKER_JOB_SLOTS": str(job_slots), **(env or {})})
     cluster.broker()
     cluster.gateway()
     daemons = [cluster.test_worker("Chores") for _ in range(workers)]
-    cluster.wait_ready(workers)
+    for cls in also:
+        cluster.test_worker(cls)
+    cluster.wait_ready(workers + len(also))
     return daemons
 
 
@@ -220,6 +224,107 @@ def test_jobs_over_grpc(cluster):
     with pytest.raises(zeroserve.NotFound):
         client.submit("ghost", "mark", tag="x")
     client.close()
+
+
+def test_retry_over_grpc_runs_a_failed_job_again_with_its_attempts_counted_anew(cluster):
+    _start(cluster, workers=0, also=("Errands",))
+    client = zeroserve.Client(f"grpc://127.0.0.1:{cluster.grpc_port}")
+    job = client.submit("errands", "flaky", tag="r", failures=3)  # 2 attempts, 3 failures
+    with pytest.raises(zeroserve.JobFailed, match="RuntimeError: r: failure 2 of 3"):
+        job.result(timeout=30)
+    assert job.info["state"] == "failed" and job.info["attempts"] == 2 == job.info["max_attempts"]
+    retried = job.retry()  # zeroserve.v1.Jobs/Retry
+    assert retried["id"] == job.id and retried["state"] in ("queued", "running")
+    assert retried["attempts"] <= 1 and retried["error"] is None
+    assert job.result(timeout=30) == {"tag": "r", "tries": 4}  # failed once more, then ran
+    info = job.status()
+    assert info["state"] == "succeeded" and info["attempts"] == 2 and info["error"] is None
+    tries = [line.split()[2] for line in cluster.job_log.read_text().splitlines()
+             if line.startswith("try r ")]
+    assert tries == ["1", "2", "1", "2"]  # two executions, then two more after the retry
+    with pytest.raises(zeroserve.Conflict, match="only failed or cancelled"):
+        job.retry()
+    with pytest.raises(zeroserve.NotFound):
+        job.api.retry("0" * 16)
+    client.close()
+
+
+def _pages(list_page, service, state, limit):
+    """The job ids of every page of one listing, following ``next_cursor`` from the first
+    page; ``list_page(service, state, limit, cursor)`` answers ``{"jobs", "next_cursor"}``."""
+    pages, cursor = [], None
+    while len(pages) < 100:
+        page = list_page(service, state, limit, cursor)
+        assert all(j["service"] == service for j in page["jobs"] if service)
+        assert all(j["state"] == state for j in page["jobs"] if state)
+        pages.append([j["id"] for j in page["jobs"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError(f"listing {service}/{state} never ended")
+
+
+def test_list_filters_by_service_and_state_and_pages_over_grpc_and_http(cluster):
+    _start(cluster, job_slots=2, also=("Errands",))
+    grpc_client = zeroserve.Client(f"grpc://127.0.0.1:{cluster.grpc_port}")
+    http_client = zeroserve.Client(cluster.url)
+    submitted = []  # (service, final state, job), in submission order
+    for i in range(5):
+        submitted.append(("chores", "succeeded", grpc_client.submit("chores", "mark", tag=f"l{i}")))
+        if i % 2 == 0:
+            submitted.append(("errands", "succeeded",
+                              http_client.submit("errands", "fetch", tag=f"e{i}")))
+    for i in range(2):
+        submitted.append(("chores", "failed", grpc_client.submit("chores", "always_fails",
+                                                                 message=f"f{i}")))
+    assert [job.wait(timeout=30)["state"] for _, _, job in submitted] == \
+        [state for _, state, _ in submitted]
+
+    def expected(service, state, limit):
+        ids = [job.id for svc, st, job in submitted
+               if service in (None, svc) and state in (None, st)]
+        return [ids[i:i + limit] for i in range(0, len(ids), limit)] or [[]]
+
+    def http_page(service, state, limit, cursor):
+        query = {"service": service, "state": state, "limit": limit, "cursor": cursor}
+        status, page = cluster.get("/v1/jobs?" + "&".join(
+            f"{k}={v}" for k, v in query.items() if v is not None))
+        assert status == 200, page
+        return page
+
+    listings = {"gRPC List": submitted[0][2].api.list, "GET /v1/jobs": http_page,
+                "SDK over HTTP": submitted[1][2].api.list}
+    for name, list_page in listings.items():
+        for service, state, limit in (("chores", "succeeded", 2), ("errands", None, 2),
+                                      (None, "failed", 100), ("errands", "failed", 10),
+                                      (None, None, 3)):
+            assert _pages(list_page, service, state, limit) == expected(service, state, limit), \
+                (name, service, state, limit)
+
+    import grpc
+
+    from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+    from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        stub = pb_grpc.JobsStub(channel)
+        for request, message in ((pb.ListJobsRequest(state="bogus"), "unknown state 'bogus'"),
+                                 (pb.ListJobsRequest(limit=0), "limit is 1..1000"),
+                                 (pb.ListJobsRequest(limit=1001), "limit is 1..1000")):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.List(request, timeout=10)
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, request
+            assert message in err.value.details(), err.value.details()
+    for query, message in (("state=bogus", "unknown state 'bogus'"),
+                           ("service=chores&state=Succeeded", "unknown state 'Succeeded'"),
+                           ("limit=0", "limit is 1..1000"), ("cursor=x", "cursor must be")):
+        status, answer = cluster.get(f"/v1/jobs?{query}")
+        assert status == 400 and message in answer["error"], (query, answer)
+    for api in (submitted[0][2].api, submitted[1][2].api):
+        with pytest.raises(zeroserve.BadRequest, match="unknown state"):
+            api.list(state="bogus")
+    grpc_client.close()
+    http_client.close()
 
 
 def test_async_client_jobs_over_both_transports(cluster):
