@@ -44,7 +44,7 @@ class WorkerDaemon:
         self.runner: BatchRunner | None = None
         self.job_slots = settings.get("worker.job_slots") if spec.tasks else 0
         self.jobs_host = settings.get("worker.jobs_host") or lane_host(self.broker)
-        self.job_nice = settings.get("worker.job_nice")
+        self.job_priority = settings.get("worker.job_priority")
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
         self._last_broker = 0.0
@@ -86,7 +86,7 @@ class WorkerDaemon:
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
-                                    self.context, self.curve, self.job_nice)
+                                    self.context, self.curve, self.job_priority)
             except ValueError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1

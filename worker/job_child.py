@@ -32,12 +32,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def child_main(target: str, conn: Connection, cancel: Any, nice: int = 0) -> None:
-    """Entry point of the child: lower its CPU priority by ``nice``, load ``target``, then run
+PRIORITIES = ("idle", "low", "normal")  # worker.job_priority
+
+
+def lower_priority(priority: str) -> None:
+    """Give this process the CPU priority ``priority``: ``idle`` is Linux's SCHED_IDLE (it runs
+    only on CPU time that no other process wants; nice 19 where there is no SCHED_IDLE),
+    ``low`` is nice 10, ``normal`` changes nothing."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif priority in ("idle", "low"):
+        os.nice(19 if priority == "idle" else 10)
+
+
+def child_main(target: str, conn: Connection, cancel: Any, priority: str = "normal") -> None:
+    """Entry point of the child: take the CPU ``priority`` of jobs, load ``target``, then run
     jobs from ``conn`` until EOF."""
     _die_with_parent()
-    if nice:
-        os.nice(nice)
+    lower_priority(priority)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its slots stop
     try:
         spec = load_service(target)

@@ -5,7 +5,7 @@ socket (EVENTs to the broker's sink), and names both in the worker's READY
 (see ``broker/jobs/sockets.py`` for why the lane binds). It keeps one child
 process per job slot (``worker/job_child.py``); each runs one job at a time,
 so a CPU-heavy task never competes with real-time requests for this
-process's GIL, and at a lower CPU priority (``worker.job_nice``), so that
+process's GIL, and at a lower CPU priority (``worker.job_priority``), so that
 the host's real-time daemons get a busy CPU first. The lane also keeps each
 running job's lease alive, stops a job past its ``timeout_s`` (and one that
 ignores a cancel), and replaces a child that died.
@@ -25,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from worker.job_child import child_main
+from worker.job_child import PRIORITIES, child_main
 from zeroserve import job_protocol as jp
 from zeroserve.curve import Curve
 from zeroserve.job_protocol import EventKind
@@ -72,16 +72,18 @@ class JobLane:
     """See the module docstring. Create and use it on the worker's event loop."""
 
     def __init__(self, spec: ServiceSpec, worker_id: str, slots: int, host: str,
-                 context: zmq.Context, curve: Curve | None = None, nice: int = 0) -> None:
-        if not 0 <= nice <= 19:
-            raise ValueError(f"worker.job_nice must be between 0 and 19, got {nice}")
+                 context: zmq.Context, curve: Curve | None = None,
+                 priority: str = "normal") -> None:
+        if priority not in PRIORITIES:
+            raise ValueError(f"worker.job_priority must be one of {', '.join(PRIORITIES)}, "
+                             f"got {priority!r}")
         self.spec = spec
         self.target = spec.target or f"{spec.cls.__module__}:{spec.cls.__qualname__}"
         self.worker_id = worker_id
         self.host = host
         self.context = context
         self.curve = curve
-        self.nice = nice
+        self.priority = priority
         self._mp = multiprocessing.get_context("spawn")
         self._slots = [_Slot(i) for i in range(slots)]
         self._pull: LoopSocket | None = None
@@ -151,7 +153,7 @@ class JobLane:
         parent, child = self._mp.Pipe()
         slot.cancel = self._mp.Event()
         slot.process = self._mp.Process(
-            target=child_main, args=(self.target, child, slot.cancel, self.nice),
+            target=child_main, args=(self.target, child, slot.cancel, self.priority),
             name=f"job-slot-{slot.index}", daemon=True)
         slot.process.start()
         child.close()

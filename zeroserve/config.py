@@ -55,8 +55,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                                               # (0: no job lane)
         "jobs_host": "",                      # address the job lane binds and announces
                                               # ("": the one facing the broker)
-        "job_nice": 10,                       # niceness added to job processes, so that
-                                              # real-time requests get the CPU first (0-19)
+        "job_priority": "idle",               # CPU priority of job processes: idle (only
+                                              # what real-time work leaves), low, normal
     },
     "jobs": {
         "store_path": "",                     # the broker's SQLite job store ("":

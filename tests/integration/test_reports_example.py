@@ -1,5 +1,6 @@
 """examples/reports.py as a user runs it: a durable job with progress next to a real-time
-endpoint, and job processes at a lower CPU priority than the worker that serves requests."""
+endpoint, and job processes at a lower CPU priority than the worker that serves requests
+(``worker.job_priority``)."""
 import os
 import time
 
@@ -23,11 +24,17 @@ def _job_processes(pid: int) -> list[int]:
     return [c for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
 
 
-def test_score_file_job_runs_below_the_real_time_worker(cluster):
+def _start(cluster, priority=None):
+    env = {} if priority is None else {"ZEROSERVE_WORKER_JOB_PRIORITY": priority}
     cluster.broker()
     cluster.gateway()
-    worker = cluster.worker("reports.py:Reports", env={"ZEROSERVE_WORKER_JOB_NICE": "7"})
+    worker = cluster.worker("reports.py:Reports", env=env)
     cluster.wait_ready(1)
+    return worker
+
+
+def test_score_file_job_runs_below_the_real_time_worker(cluster):
+    worker = _start(cluster)
     rows = np.arange(1000 * 8, dtype=np.float32).reshape(1000, 8) / 1000
     with zeroserve.Client(cluster.url) as client:
         job = client.submit("reports", "score_file", rows=rows, chunk_rows=100)
@@ -41,16 +48,26 @@ def test_score_file_job_runs_below_the_real_time_worker(cluster):
     assert summary["rows"] == 3
     lane = _job_processes(worker.pid)
     assert lane, "the worker has no job process"
-    assert _niceness(worker.pid) == _niceness(os.getpid())
-    assert {_niceness(pid) for pid in lane} == {min(_niceness(os.getpid()) + 7, 19)}
+    assert os.sched_getscheduler(worker.pid) == os.SCHED_OTHER
+    assert {os.sched_getscheduler(pid) for pid in lane} == {os.SCHED_IDLE}  # the default
 
 
-def test_job_nice_out_of_range_stops_the_worker_with_a_clear_error(cluster):
+@pytest.mark.parametrize(("priority", "added"), [("low", 10), ("normal", 0)])
+def test_job_priority_low_is_nice_10_and_normal_is_the_workers_own(cluster, priority, added):
+    worker = _start(cluster, priority)
+    with zeroserve.Client(cluster.url) as client:  # a job has run: its process has started
+        client.submit("reports", "score_file", rows=np.ones((2, 2), np.float32)).result(30)
+    lane = _job_processes(worker.pid)
+    assert lane and {os.sched_getscheduler(pid) for pid in lane} == {os.SCHED_OTHER}
+    assert {_niceness(pid) for pid in lane} == {min(_niceness(worker.pid) + added, 19)}
+
+
+def test_unknown_job_priority_stops_the_worker_with_a_clear_error(cluster):
     cluster.broker()
-    worker = cluster.worker("reports.py:Reports", env={"ZEROSERVE_WORKER_JOB_NICE": "40"})
+    worker = cluster.worker("reports.py:Reports", env={"ZEROSERVE_WORKER_JOB_PRIORITY": "top"})
     deadline = time.monotonic() + 20
     while worker.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not worker.alive()
     assert worker.proc.returncode != 0
-    assert "worker.job_nice must be between 0 and 19, got 40" in worker.log()
+    assert "worker.job_priority must be one of idle, low, normal, got 'top'" in worker.log()
