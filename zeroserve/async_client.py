@@ -176,11 +176,18 @@ class AsyncClient:
     async def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
                      **inputs: Any) -> AsyncJob:
         """Submit a durable job to task ``service/endpoint``; return its :class:`AsyncJob`."""
-        api: AsyncHttpJobs | AsyncGrpcJobs = \
-            AsyncHttpJobs(self._transport, self.timeout) \
-            if isinstance(self._transport, AsyncHttpTransport) \
-            else AsyncGrpcJobs(self._transport, self.timeout)
+        api = self._jobs_api()
         return AsyncJob(api, await api.submit(service, endpoint, inputs, idempotency_key))
+
+    async def jobs(self, service: str | None = None, state: str | None = None,
+                   limit: int = 100, cursor: int | None = None) -> dict[str, Any]:
+        """One page of stored jobs, as :meth:`zeroserve.Client.jobs`."""
+        return await self._jobs_api().list(service, state, limit, cursor)
+
+    def _jobs_api(self) -> AsyncHttpJobs | AsyncGrpcJobs:
+        if isinstance(self._transport, AsyncHttpTransport):
+            return AsyncHttpJobs(self._transport, self.timeout)
+        return AsyncGrpcJobs(self._transport, self.timeout)
 
     async def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""

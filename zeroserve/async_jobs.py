@@ -18,7 +18,14 @@ from zeroserve import sdk_wire as wire
 from zeroserve.errors import from_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.jobs_client import TERMINAL, JobCancelled, JobFailed, job_dict
+from zeroserve.jobs_client import (
+    TERMINAL,
+    JobCancelled,
+    JobFailed,
+    job_dict,
+    job_page,
+    list_path,
+)
 
 
 class AsyncHttpJobs:
@@ -45,16 +52,20 @@ class AsyncHttpJobs:
         return await self._call("POST", "/v1/jobs", body)
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}")
+        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")
 
     async def result(self, job_id: str) -> Any:
-        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/result")
+        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/result")
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/v1/jobs/{urllib.parse.quote(job_id)}")
+        return await self._call("DELETE", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")
 
     async def retry(self, job_id: str) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/jobs/{urllib.parse.quote(job_id)}/retry", {})
+        return await self._call("POST", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/retry", {})
+
+    async def list(self, service: str | None, state: str | None, limit: int,
+                   cursor: int | None) -> dict[str, Any]:
+        return await self._call("GET", list_path(service, state, limit, cursor))
 
 
 class AsyncGrpcJobs:
@@ -88,6 +99,11 @@ class AsyncGrpcJobs:
 
     async def retry(self, job_id: str) -> dict[str, Any]:
         return job_dict(await self._rpc("Retry", pb.JobRequest(id=job_id)))
+
+    async def list(self, service: str | None, state: str | None, limit: int,
+                   cursor: int | None) -> dict[str, Any]:
+        return job_page(await self._rpc("List", pb.ListJobsRequest(
+            service=service, state=state, limit=limit, cursor=cursor)))
 
 
 class AsyncJob:

@@ -119,10 +119,20 @@ class Client:
                **inputs: Any) -> Job:
         """Submit a durable job to task ``service/endpoint``; return its :class:`Job` handle
         (``status()``, ``result(timeout=)``, ``cancel()``), over ``http://`` or ``grpc://``."""
-        from zeroserve.jobs_client import submit
+        from zeroserve.jobs_client import jobs_api
 
-        return submit(self._transport, service, endpoint, inputs, idempotency_key,
-                      self.timeout)
+        return jobs_api(self._transport, self.timeout).submit(service, endpoint, inputs,
+                                                              idempotency_key)
+
+    def jobs(self, service: str | None = None, state: str | None = None, limit: int = 100,
+             cursor: int | None = None) -> dict[str, Any]:
+        """One page of stored jobs, oldest first, optionally of one ``service`` and in one
+        ``state`` (``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``):
+        ``{"jobs": [status, ...], "next_cursor": int | None}``; pass ``next_cursor`` back as
+        ``cursor`` for the next page. Raises :class:`BadRequest` for an unknown state."""
+        from zeroserve.jobs_client import jobs_api
+
+        return jobs_api(self._transport, self.timeout).list(service, state, limit, cursor)
 
     def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""

@@ -75,9 +75,7 @@ class JobsApi:
     def list(self, service: str | None = None, state: str | None = None, limit: int = 100,
              cursor: int | None = None) -> dict[str, Any]:
         """One page of jobs, oldest first: ``{"jobs": [...], "next_cursor": int | None}``."""
-        query = {k: v for k, v in (("service", service), ("state", state), ("limit", limit),
-                                   ("cursor", cursor)) if v is not None}
-        return self.call("GET", "/v1/jobs?" + urllib.parse.urlencode(query))
+        return self.call("GET", list_path(service, state, limit, cursor))
 
 
 class Job:
@@ -183,10 +181,21 @@ class GrpcJobsApi:
              cursor: int | None = None) -> dict[str, Any]:
         from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 
-        reply = self._rpc("List", pb.ListJobsRequest(service=service, state=state, limit=limit,
-                                                     cursor=cursor))
-        return {"jobs": [job_dict(j) for j in reply.jobs],
-                "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None}
+        return job_page(self._rpc("List", pb.ListJobsRequest(
+            service=service, state=state, limit=limit, cursor=cursor)))
+
+
+def list_path(service: str | None, state: str | None, limit: int, cursor: int | None) -> str:
+    """The ``GET /v1/jobs`` path of one page of a listing."""
+    query = {k: v for k, v in (("service", service), ("state", state), ("limit", limit),
+                               ("cursor", cursor)) if v is not None}
+    return "/v1/jobs?" + urllib.parse.urlencode(query)
+
+
+def job_page(reply: Any) -> dict[str, Any]:
+    """A ``ListJobsReply`` as the HTTP route gives it: ``{"jobs", "next_cursor"}``."""
+    return {"jobs": [job_dict(j) for j in reply.jobs],
+            "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None}
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
@@ -200,9 +209,8 @@ def job_dict(message: Any) -> dict[str, Any]:
             for field in message.DESCRIPTOR.fields}
 
 
-def submit(transport: Any, service: str, endpoint: str, inputs: Mapping[str, Any],
-           idempotency_key: str | None = None, timeout_s: float = 30.0) -> Job:
-    """Submit a job through a client's transport (what ``Client.submit`` does)."""
-    api: JobsApi | GrpcJobsApi = JobsApi(transport, timeout_s) if hasattr(transport, "request") \
+def jobs_api(transport: Any, timeout_s: float = 30.0) -> JobsApi | GrpcJobsApi:
+    """The jobs API over a client's transport: ``/v1/jobs`` over HTTP, ``zeroserve.v1.Jobs``
+    over gRPC."""
+    return JobsApi(transport, timeout_s) if hasattr(transport, "request") \
         else GrpcJobsApi(transport, timeout_s)
-    return api.submit(service, endpoint, inputs, idempotency_key)

@@ -292,8 +292,8 @@ def test_list_filters_by_service_and_state_and_pages_over_grpc_and_http(cluster)
         assert status == 200, page
         return page
 
-    listings = {"gRPC List": submitted[0][2].api.list, "GET /v1/jobs": http_page,
-                "SDK over HTTP": submitted[1][2].api.list}
+    listings = {"Client.jobs over gRPC": grpc_client.jobs, "GET /v1/jobs": http_page,
+                "Client.jobs over HTTP": http_client.jobs}
     for name, list_page in listings.items():
         for service, state, limit in (("chores", "succeeded", 2), ("errands", None, 2),
                                       (None, "failed", 100), ("errands", "failed", 10),
@@ -320,9 +320,9 @@ def test_list_filters_by_service_and_state_and_pages_over_grpc_and_http(cluster)
                            ("limit=0", "limit is 1..1000"), ("cursor=x", "cursor must be")):
         status, answer = cluster.get(f"/v1/jobs?{query}")
         assert status == 400 and message in answer["error"], (query, answer)
-    for api in (submitted[0][2].api, submitted[1][2].api):
+    for client in (grpc_client, http_client):
         with pytest.raises(zeroserve.BadRequest, match="unknown state"):
-            api.list(state="bogus")
+            client.jobs(state="bogus")
     grpc_client.close()
     http_client.close()
 
@@ -343,6 +343,9 @@ def test_async_client_jobs_over_both_transports(cluster):
                 await failing.result(timeout=30)
             with pytest.raises(zeroserve.NotFound):
                 await client.submit("chores", "nope")
+            done = await client.jobs(service="chores", state="succeeded", limit=1000)
+            assert job.id in [j["id"] for j in done["jobs"]] and done["next_cursor"] is None
+            assert failing.id in [j["id"] for j in (await client.jobs(state="failed"))["jobs"]]
 
     for url in (cluster.url, f"grpc://127.0.0.1:{cluster.grpc_port}"):
         asyncio.run(main(url))
