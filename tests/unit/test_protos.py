@@ -23,3 +23,20 @@ def test_generated_modules_live_beside_tritonclient() -> None:
                           timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "b'\\n\\x01m'"
+
+
+def test_model_config_field_numbers_are_the_wire_contract() -> None:
+    """The numbers of shared/OIP.md's minimum of model_config.proto."""
+    from zeroserve.grpc_gen import model_config_pb2 as config
+
+    def numbers(message) -> dict[str, int]:
+        return {f.name: f.number for f in message.DESCRIPTOR.fields}
+
+    assert numbers(config.ModelConfig) == {
+        "name": 1, "platform": 2, "max_batch_size": 4, "input": 5, "output": 6,
+        "dynamic_batching": 11, "sequence_batching": 13, "ensemble_scheduling": 15,
+        "backend": 17, "model_transaction_policy": 19, "response_cache": 24}
+    assert numbers(config.ModelInput) == {"name": 1, "data_type": 2, "format": 3, "dims": 4,
+                                          "is_shape_tensor": 6, "optional": 8}
+    assert numbers(config.ModelOutput) == {"name": 1, "data_type": 2, "dims": 3}
+    assert config.DataType.Value("TYPE_STRING") == 13 and config.DataType.Value("TYPE_BF16") == 14
