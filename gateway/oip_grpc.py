@@ -22,7 +22,14 @@ from gateway.invoke import RequestFailed, call, find_model
 from gateway.metrics import observe
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
-from gateway.oip_models import VERSION, ModelRef, endpoint_inputs, endpoint_outputs, resolve
+from gateway.oip_models import (
+    VERSION,
+    ModelRef,
+    endpoint_inputs,
+    endpoint_outputs,
+    repository_index,
+    resolve,
+)
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import select_outputs
@@ -109,6 +116,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             cfg.dynamic_batching.max_queue_delay_microseconds = \
                 doc["dynamic_batching"]["max_queue_delay_microseconds"]
         return pb.ModelConfigResponse(config=cfg)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
+                              context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        try:
+            identity = caller(self.access, context)
+        except RequestFailed as exc:
+            await abort(context, exc)
+        await self.link.refresh_if_stale(1.0)
+        visible = self.access.visible(identity, self.link.services)
+        index = repository_index({s: self.link.services[s] for s in visible}, request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:

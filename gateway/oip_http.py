@@ -13,12 +13,13 @@ through the same broker path as the REST route, batching included.
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from typing import Any
 
 import zeroserve
 from gateway.invoke import RequestFailed, call, find_model
-from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, model_names
+from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, repository_index
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import encode_response, parse_request, select_outputs
@@ -63,18 +64,18 @@ class ServerMetadataHandler(OipHandler):
 
 
 class RepositoryIndexHandler(OipHandler):
-    """``POST /v2/repository/index``: every model, READY while a worker serves it."""
+    """``POST /v2/repository/index``: every model, READY while a worker serves it; only the
+    ready ones when the body is ``{"ready": true}``."""
 
     async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            return self.fail(RequestFailed(Status.BAD_REQUEST, f"body is not valid JSON: {exc}"))
+        ready_only = isinstance(body, dict) and body.get("ready") is True
         await self.link.refresh_if_stale(1.0)
-        index = []
-        visible = set(self.access.visible(self.identity, self.link.services))
-        for ref in model_names({s: self.link.services[s] for s in visible}):
-            ready = bool(self.link.services[ref.service].get("workers"))
-            index.append({"name": ref.name, "version": VERSION,
-                          "state": "READY" if ready else "UNAVAILABLE",
-                          "reason": "" if ready else "no worker serves it"})
-        self.reply(index)
+        visible = self.access.visible(self.identity, self.link.services)
+        self.reply(repository_index({s: self.link.services[s] for s in visible}, ready_only))
 
 
 class ModelHandler(OipHandler):

@@ -48,6 +48,19 @@ def model_names(services: dict[str, Any]) -> list[ModelRef]:
     return refs
 
 
+def repository_index(services: dict[str, Any], ready_only: bool = False) -> list[dict[str, str]]:
+    """The model_repository index of ``services`` (the broker's MODELS answer, already limited
+    to what the caller may see): every model, ``READY`` while a worker serves it."""
+    index = []
+    for ref in model_names(services):
+        ready = bool(services[ref.service].get("workers"))
+        if ready or not ready_only:
+            index.append({"name": ref.name, "version": VERSION,
+                          "state": "READY" if ready else "UNAVAILABLE",
+                          "reason": "" if ready else "no worker serves it"})
+    return index
+
+
 def resolve(model: str, services: dict[str, Any]) -> ModelRef | None:
     """The endpoint serving ``model``, or None if no service has it."""
     info = services.get(model)

@@ -51,6 +51,9 @@ def test_health_metadata_and_config(client: triton.InferenceServerClient) -> Non
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "4"]}]
     config = client.get_model_config("oip.double", as_json=True)["config"]
     assert config["max_batch_size"] == 16 and config["name"] == "oip.double"
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {"name": "oip.double", "version": "1", "state": "READY"} in index
+    assert {m["name"] for m in index} >= {"oip", "oip.echo", "oip.double"}
 
 
 @pytest.mark.parametrize("datatype", sorted(DATATYPES))

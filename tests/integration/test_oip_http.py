@@ -74,7 +74,7 @@ def test_health_and_server_metadata(client: triton.InferenceServerClient) -> Non
     assert "statistics" not in meta["extensions"]
 
 
-def test_model_metadata_and_config(client: triton.InferenceServerClient) -> None:
+def test_model_metadata_and_config(client: triton.InferenceServerClient, oip: Cluster) -> None:
     meta = client.get_model_metadata("oip.double")
     assert meta["name"] == "oip.double" and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
@@ -87,6 +87,9 @@ def test_model_metadata_and_config(client: triton.InferenceServerClient) -> None
     assert [t["datatype"] for t in described["inputs"]] == ["INT32", "BYTES"]
     index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
     assert index["oip.double"] == "READY" and "oip" in index
+    status, body, _ = oip.post("/v2/repository/index", {"ready": True})
+    assert status == 200 and {m["state"] for m in body} == {"READY"}
+    assert oip.post("/v2/repository/index", b"{not json")[0] == 400
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
