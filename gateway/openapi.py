@@ -146,13 +146,3 @@ def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
                         "type": "object", "required": ["name"],
                         "properties": {"name": {"type": "string"}}}}}}}},
     }
-
-
-DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>zeroserve API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
-</body></html>
-"""

@@ -18,7 +18,7 @@ import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import zeroserve
-from gateway import metrics, openapi
+from gateway import docs_page, metrics, openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
@@ -256,11 +256,14 @@ class MetricsHandler(BaseHandler):
 
 
 class DocsHandler(BaseHandler):
-    """``GET /docs``: the OpenAPI description, rendered by Swagger UI."""
+    """``GET /docs``: the OpenAPI description as a page (``gateway.docs_page``)."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.link.refresh_if_stale(1.0)
+        visible = self.access.visible(self.identity, self.link.services)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(openapi.DOCS_PAGE)
+        self.finish(docs_page.render(openapi.describe(
+            {s: self.link.services[s] for s in visible}, zeroserve.__version__)))
 
 
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,

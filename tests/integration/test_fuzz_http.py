@@ -59,3 +59,21 @@ def test_no_server_errors(fuzz_cluster: Cluster, mode: GenerationMode) -> None:
         except Unsatisfiable:  # nothing to make invalid: a route without parameters or body
             assert mode is GenerationMode.NEGATIVE
     assert fuzzed >= 6
+
+
+def test_docs_page_lists_every_operation_without_the_network(fuzz_cluster: Cluster) -> None:
+    import html
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(fuzz_cluster.url + "/openapi.json", timeout=10) as resp:
+        spec = json.loads(resp.read())
+    with urllib.request.urlopen(fuzz_cluster.url + "/docs", timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/html")
+        page = resp.read().decode()
+    for path, item in spec["paths"].items():  # rendered by the gateway, not by a CDN script
+        assert f"<code>{html.escape(path)}</code>" in page, path
+        for method in item:
+            assert f"<td>{method.upper()}</td>" in page
+    assert html.escape('"x"') in page  # the fuzz service's input, in a request body schema
+    assert 'href="openapi.json"' in page
