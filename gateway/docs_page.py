@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 _SWAGGER = "https://unpkg.com/swagger-ui-dist@5"
+_METHODS = ("get", "post", "put", "delete", "patch")
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
           "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}"
           "pre{margin:0;font-size:.85em;max-height:20em;overflow:auto}")
@@ -19,7 +20,7 @@ _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse
 
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(method.upper(), path, op) for path, item in spec.get("paths", {}).items()
-            for method, op in item.items() if isinstance(op, dict)]
+            for method, op in item.items() if method in _METHODS]
 
 
 def _body_schema(op: dict[str, Any]) -> str:

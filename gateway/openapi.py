@@ -68,7 +68,8 @@ def _responses(ok: str, *errors: int) -> dict[str, Any]:
 
 
 _ERROR_TEXT = {400: "invalid input", 401: "no valid API key", 403: "key may not use it",
-               404: "no such service, endpoint or model", 413: "body too large",
+               404: "no such service, endpoint, model or job", 409: "the job's state forbids it",
+               413: "body too large",
                500: "the endpoint raised", 503: "no worker, or queue full",
                504: "deadline passed"}
 _CALL_ERRORS = (400, 401, 403, 404, 413, 500, 503, 504)
@@ -76,6 +77,47 @@ _CALL_ERRORS = (400, 401, 403, 404, 413, 500, 503, 504)
 
 def _get(summary: str, ok: str, *errors: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": _responses(ok, *errors)}}
+
+
+_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _job_paths() -> dict[str, Any]:
+    """The durable jobs routes (docs/jobs.md)."""
+    submitted = _responses("the job already stored under this idempotency key",
+                           400, 401, 403, 404, 413, 503)
+    submitted["202"] = {"description": "the job, stored", "content": {"application/json": {}}}
+    by_id = {"parameters": [_JOB_ID]}
+    return {
+        "/v1/jobs": {
+            "post": {"summary": "Submit a durable job to a task",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"type": "object", "required": ["service", "endpoint"],
+                                    "properties": {"service": {"type": "string"},
+                                                   "endpoint": {"type": "string"},
+                                                   "inputs": {"type": "object"},
+                                                   "idempotency_key": {"type": "string"}}}}}},
+                     "responses": submitted},
+            "get": {"summary": "Stored jobs, oldest first, a page at a time", "parameters": [
+                {"name": "service", "in": "query", "schema": {"type": "string"}},
+                {"name": "state", "in": "query", "schema": {"type": "string",
+                                                            "enum": _JOB_STATES}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "cursor", "in": "query", "schema": {"type": "integer"}}],
+                    "responses": _responses("a page of jobs", 400, 401)}},
+        "/v1/jobs/{id}": {
+            **by_id,
+            "get": {"summary": "A job's status", "responses": _responses("the job", 401, 404)},
+            "delete": {"summary": "Cancel a job",
+                       "responses": _responses("the job", 401, 404, 409)}},
+        "/v1/jobs/{id}/result": {
+            **by_id, **_get("A succeeded job's result", "the result", 401, 404, 409)},
+        "/v1/jobs/{id}/retry": {
+            **by_id, "post": {"summary": "Run a failed or cancelled job again",
+                              "responses": _responses("the job", 401, 404, 409)}},
+    }
 
 
 def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
@@ -87,6 +129,12 @@ def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
         "/v2": _get("Open Inference Protocol server metadata", "metadata", 401),
         "/v2/health/live": _get("OIP liveness", "live"),
         "/v2/health/ready": _get("OIP readiness", "ready", 503),
+        "/v2/repository/index": {"post": {
+            "summary": "OIP model repository index", "requestBody": {"content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "ready": {"type": "boolean"}}}}}},
+            "responses": _responses("the models", 400, 401)}},
+        **_job_paths(),
     }
     for service, info in sorted(services.items()):
         for endpoint, desc in info.get("endpoints", {}).items():

@@ -73,7 +73,7 @@ def test_docs_page_lists_every_operation_without_the_network(fuzz_cluster: Clust
         page = resp.read().decode()
     for path, item in spec["paths"].items():  # rendered by the gateway, not by a CDN script
         assert f"<code>{html.escape(path)}</code>" in page, path
-        for method in item:
+        for method in set(item) & {"get", "post", "delete"}:
             assert f"<td>{method.upper()}</td>" in page
     assert html.escape('"x"') in page  # the fuzz service's input, in a request body schema
     assert 'href="openapi.json"' in page
