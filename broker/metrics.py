@@ -28,6 +28,7 @@ from broker.stats import TIME_BUCKETS_S
 log = logging.getLogger("zeroserve.broker")
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_ENDPOINT = ["service", "endpoint"]  # the labels of per-endpoint families, as on the gateway
 
 
 def _batch_histogram(sizes: dict) -> tuple[list[tuple[str, float]], float]:
@@ -92,36 +93,38 @@ def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -
         busy.add_metric([service], in_flight)
 
     queued = GaugeMetricFamily("zeroserve_broker_queue_depth",
-                               "Requests waiting in the endpoint's queue", labels=["endpoint"])
+                               "Requests waiting in the endpoint's queue", labels=_ENDPOINT)
     requests = CounterMetricFamily("zeroserve_broker_requests",
                                    "Requests answered, by endpoint and status",
-                                   labels=["endpoint", "status"])
+                                   labels=[*_ENDPOINT, "status"])
     batches = CounterMetricFamily("zeroserve_broker_batches", "Batches run, by endpoint",
-                                  labels=["endpoint"])
+                                  labels=_ENDPOINT)
     sizes = HistogramMetricFamily("zeroserve_broker_batch_size", "Rows per batch",
-                                  labels=["endpoint"])
+                                  labels=_ENDPOINT)
     wait = GaugeMetricFamily("zeroserve_broker_queue_wait_seconds_mean",
-                             "Mean time requests waited in the queue", labels=["endpoint"])
+                             "Mean time requests waited in the queue", labels=_ENDPOINT)
     run = GaugeMetricFamily("zeroserve_broker_exec_seconds_mean",
                             "Mean execution time of a batch, as workers report it",
-                            labels=["endpoint"])
+                            labels=_ENDPOINT)
     waits = HistogramMetricFamily("zeroserve_broker_queue_wait_seconds",
                                   "Time each request waited in the queue before dispatch",
-                                  labels=["endpoint"])
+                                  labels=_ENDPOINT)
     runs = HistogramMetricFamily("zeroserve_broker_exec_seconds",
                                  "Execution time of each batch, as workers report it",
-                                 labels=["endpoint"])
+                                 labels=_ENDPOINT)
     for name, e in sorted(stats.get("endpoints", {}).items()):
-        queued.add_metric([name], e["queued"])
+        service, _, endpoint = name.partition(".")  # the broker's key: "service.endpoint"
+        labels = [service, endpoint]
+        queued.add_metric(labels, e["queued"])
         for status, count in sorted(e.get("statuses", {}).items()):
-            requests.add_metric([name, str(status)], count)
-        batches.add_metric([name], e["batches"])
+            requests.add_metric([*labels, str(status)], count)
+        batches.add_metric(labels, e["batches"])
         buckets, total = _batch_histogram(e.get("batch_sizes", {}))
-        sizes.add_metric([name], buckets, total)
-        wait.add_metric([name], e["mean_queue_wait_ms"] / 1000)
-        run.add_metric([name], e["mean_exec_ms"] / 1000)
-        waits.add_metric([name], *_time_histogram(e.get("queue_wait_s", {})))
-        runs.add_metric([name], *_time_histogram(e.get("exec_s", {})))
+        sizes.add_metric(labels, buckets, total)
+        wait.add_metric(labels, e["mean_queue_wait_ms"] / 1000)
+        run.add_metric(labels, e["mean_exec_ms"] / 1000)
+        waits.add_metric(labels, *_time_histogram(e.get("queue_wait_s", {})))
+        runs.add_metric(labels, *_time_histogram(e.get("exec_s", {})))
 
     jobs = GaugeMetricFamily("zeroserve_jobs", "Stored jobs, by state", labels=["state"])
     if stored_jobs is None:

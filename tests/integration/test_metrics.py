@@ -70,21 +70,19 @@ def test_gateway_and_broker_metrics_count_what_happened(cluster: Cluster) -> Non
     assert _value(gateway, "zeroserve_gateway_request_duration_seconds_count", **known,
                   route="rest") == 7
 
+    mlp = {"service": "mlp", "endpoint": "predict"}
     broker = _scrape_until(f"http://127.0.0.1:{cluster.metrics_port}/metrics", lambda s: _value(
-        s, "zeroserve_broker_requests_total", endpoint="mlp.predict", status="200") >= 12)
+        s, "zeroserve_broker_requests_total", **mlp, status="200") >= 12)
     assert _value(broker, "zeroserve_broker_workers", service="mlp") == 1
     assert _value(broker, "zeroserve_broker_worker_slots", service="mlp") == 2
-    assert _value(broker, "zeroserve_broker_requests_total", endpoint="mlp.predict",
-                  status="200") == 5 + 3 + 2 + 2
-    batches = _value(broker, "zeroserve_broker_batches_total", endpoint="mlp.predict")
+    assert _value(broker, "zeroserve_broker_requests_total", **mlp, status="200") == 5 + 3 + 2 + 2
+    batches = _value(broker, "zeroserve_broker_batches_total", **mlp)
     assert batches >= 1
-    assert _value(broker, "zeroserve_broker_batch_size_count", endpoint="mlp.predict") == batches
-    assert _value(broker, "zeroserve_broker_batch_size_bucket", endpoint="mlp.predict",
-                  le="+Inf") == batches
-    assert _value(broker, "zeroserve_broker_exec_seconds_count", endpoint="mlp.predict") == batches
-    assert _value(broker, "zeroserve_broker_queue_wait_seconds_count",
-                  endpoint="mlp.predict") == 5 + 3 + 2 + 2  # one wait per request
-    assert _value(broker, "zeroserve_broker_queue_depth", endpoint="mlp.predict") == 0
+    assert _value(broker, "zeroserve_broker_batch_size_count", **mlp) == batches
+    assert _value(broker, "zeroserve_broker_batch_size_bucket", **mlp, le="+Inf") == batches
+    assert _value(broker, "zeroserve_broker_exec_seconds_count", **mlp) == batches
+    assert _value(broker, "zeroserve_broker_queue_wait_seconds_count", **mlp) == 12  # per request
+    assert _value(broker, "zeroserve_broker_queue_depth", **mlp) == 0
     assert _value(broker, "zeroserve_broker_uptime_seconds") > 0
 
 
@@ -105,14 +103,12 @@ def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
                   status="200") == 3
     assert _value(gateway, requests, service="probe", endpoint="fail", route="rest",
                   status="500") == 2
+    fail, whoami = ({"service": "probe", "endpoint": e} for e in ("fail", "whoami"))
     broker = _scrape_until(f"http://127.0.0.1:{cluster.metrics_port}/metrics", lambda s: _value(
-        s, "zeroserve_broker_requests_total", endpoint="probe.fail", status="500") >= 2)
-    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.fail",
-                  status="500") == 2
-    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.fail",
-                  status="200") == 0
-    assert _value(broker, "zeroserve_broker_requests_total", endpoint="probe.whoami",
-                  status="200") == 3
+        s, "zeroserve_broker_requests_total", **fail, status="500") >= 2)
+    assert _value(broker, "zeroserve_broker_requests_total", **fail, status="500") == 2
+    assert _value(broker, "zeroserve_broker_requests_total", **fail, status="200") == 0
+    assert _value(broker, "zeroserve_broker_requests_total", **whoami, status="200") == 3
 
     address = f"tcp://127.0.0.1:{cluster.frontend_port}"
     table = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--once",

@@ -28,12 +28,13 @@ def test_families_of_a_stats_answer() -> None:
     }
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in families(stats) for s in family.samples}
+    mlp = (("endpoint", "predict"), ("service", "mlp"))
     assert samples[("zeroserve_broker_workers", (("service", "mlp"),))] == 2
     assert samples[("zeroserve_broker_worker_in_flight", (("service", "mlp"),))] == 1
-    assert samples[("zeroserve_broker_queue_depth", (("endpoint", "mlp.predict"),))] == 3
+    assert samples[("zeroserve_broker_queue_depth", mlp)] == 3
     assert samples[("zeroserve_broker_requests_total",
-                    (("endpoint", "mlp.predict"), ("status", "504")))] == 1
-    assert samples[("zeroserve_broker_batch_size_sum", (("endpoint", "mlp.predict"),))] == 8
+                    (*mlp, ("status", "504")))] == 1
+    assert samples[("zeroserve_broker_batch_size_sum", mlp)] == 8
     assert samples[("zeroserve_jobs", (("state", "succeeded"),))] == 5
     assert samples[("zeroserve_broker_malformed_dropped_total", ())] == 4
 
