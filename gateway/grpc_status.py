@@ -1,10 +1,14 @@
-"""How a failed call ends on gRPC: the status code of each zeroserve status, and the abort."""
+"""How a failed gRPC call ends (the status code of each zeroserve status, the abort), and
+who makes a call: its API key and the services it may see."""
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
 from gateway.access import Access
 from gateway.api_keys import Identity
+from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed
 from zeroserve.protocol import Status
 
@@ -36,3 +40,15 @@ def caller(access: Access, context: grpc.aio.ServicerContext) -> Identity | None
     return access.identify({str(key).lower(): value
                             for key, value in (context.invocation_metadata() or ())
                             if isinstance(value, str)})
+
+
+async def visible_services(access: Access, link: BrokerLink,
+                           context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    """The broker's services (asked again when older than a second) that the caller may see;
+    ends the call UNAUTHENTICATED when keys are on and it has no valid one."""
+    try:
+        identity = caller(access, context)
+    except RequestFailed as exc:
+        await abort(context, exc)
+    await link.refresh_if_stale(1.0)
+    return {s: link.services[s] for s in access.visible(identity, link.services)}

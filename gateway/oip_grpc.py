@@ -17,7 +17,7 @@ import grpc
 import zeroserve
 from gateway.access import Access
 from gateway.broker_link import BrokerLink, EndpointInfo
-from gateway.grpc_status import abort, caller
+from gateway.grpc_status import abort, caller, visible_services
 from gateway.invoke import RequestFailed, call, find_model
 from gateway.metrics import observe
 from gateway.oip_grpc_body import build_response, parse_request
@@ -119,13 +119,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
-        try:
-            identity = caller(self.access, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(identity, self.link.services)
-        index = repository_index({s: self.link.services[s] for s in visible}, request.ready)
+        services = await visible_services(self.access, self.link, context)
+        index = repository_index(services, request.ready)
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
 

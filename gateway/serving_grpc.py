@@ -12,7 +12,7 @@ import grpc
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort, caller
+from gateway.grpc_status import abort, caller, visible_services
 from gateway.invoke import RequestFailed, call, find_endpoint
 from gateway.metrics import observe
 from zeroserve import codec
@@ -63,11 +63,5 @@ class ServingService(pb_grpc.ServingServicer):
 
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
-        try:
-            identity = caller(self.access, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(identity, self.link.services)
-        return pb.ServicesReply(services=pack_map({s: self.link.services[s] for s in visible}),
-                                broker_alive=self.link.alive)
+        services = await visible_services(self.access, self.link, context)
+        return pb.ServicesReply(services=pack_map(services), broker_alive=self.link.alive)
