@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 MESSAGES = 120_000  # in all, spread over the three sockets
 ROUNDS = 3
+CHUNK = 3_000  # messages sent before waiting for the broker to catch up
 ROW = np.zeros((1, 64), np.float32)
 
 
@@ -104,7 +105,23 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
         rng = random.Random(1234)
         garbage = _garbage(rng, _valid_messages())
         targets = [frontend, backend, sink]
-        sent = ok_calls = blocked = 0
+        sent = ok_calls = blocked = pings = 0
+
+        def catch_up() -> None:
+            """Wait until the broker has read what the frontend sent before a PING (one peer's
+            messages are read in order, and it drains the other sockets as it goes), so that
+            a backlog in ZeroMQ's queues, which would depend on the machine's load, never
+            grows past a chunk and memory measures the broker alone."""
+            nonlocal pings
+            pings += 1
+            ping_id = b"catch-up-%d" % pings
+            frontend.send_multipart(p.Control(ping_id, p.ControlOp.PING, {}).to_frames())
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if frontend.poll(1000) and frontend.recv_multipart()[2:3] == [ping_id]:
+                    return
+            raise AssertionError("the broker stopped answering on its frontend")
+
         next_beat = 0.0
         rss = [_rss_kib(broker.pid)]
         for _ in range(ROUNDS):
@@ -120,6 +137,8 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
                 if sent % 10_000 == 0:  # valid traffic keeps succeeding meanwhile
                     assert client.call("mlp", "predict", x=ROW).shape == (1, 10)
                     ok_calls += 1
+                if sent % CHUNK == 0:
+                    catch_up()
             for _ in range(10):  # let the broker work through what it has queued
                 lane.send_multipart(p.heartbeat())
                 time.sleep(0.1)
@@ -132,9 +151,8 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
         print(f"\nfuzz: {sent - blocked} messages, {ok_calls} valid calls ok, broker RSS (KiB) "
               f"at start and after each round: {rss}")
         assert blocked < sent // 10
-        # the first round raises the high-water mark (messages queued faster than the broker
-        # drops them); after it, memory must stay flat
-        assert rss[-1] - rss[1] < 24 * 1024, rss
+        # the first round warms the broker's allocations up; after it, memory must stay flat
+        assert rss[-1] - rss[1] < 8 * 1024, rss
         client.close()
     finally:
         for sock in sockets:
