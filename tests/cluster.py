@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,7 +28,29 @@ FAST_ENV = {
 }
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port that nothing listens on, for a daemon to bind.
+
+    It is drawn below the kernel's ephemeral range: a port that ``bind(0)`` gives comes from
+    the range that outgoing connections draw from too, so another test's connection could
+    take it in the moment before the daemon binds it (seen under pytest-xdist)."""
+    low = _ephemeral_low()
+    if low > 20_000:
+        for _ in range(100):
+            port = random.randrange(20_000, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -3,6 +3,7 @@
 something is already running, missing or cannot start."""
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -121,5 +122,6 @@ def test_a_worker_that_cannot_start_fails_up_with_its_log_and_leaves_nothing_run
         fleet: ScriptFleet) -> None:
     done = fleet.command("cluster", "up", f"{TEST_SERVICES}:Broken", *fleet.ports())
     assert done.returncode == 1
-    assert "worker-1" in done.stderr and "weights.bin" in done.stderr, done.stderr
+    # whichever worker exits first is the one reported
+    assert re.search(r"worker-\d", done.stderr) and "weights.bin" in done.stderr, done.stderr
     assert not list(fleet.run_dir.glob("*.pid"))
