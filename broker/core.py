@@ -308,13 +308,13 @@ class BrokerCore:
         self._next_batch += 1
         worker = self.registry.acquire(endpoint.service, batch_id)
         assert worker is not None, "dispatch without a free worker"
-        self._in_flight[batch_id] = InFlight(worker, endpoint, items)
+        flight = self._in_flight[batch_id] = InFlight(worker, endpoint, items)
         for it in items:
             it.attempts += 1
             endpoint.stats.record_wait(now - it.arrived)
         batch = p.Batch(batch_id, endpoint.name, [
-            p.BatchItem(item_key(i), max(int((it.deadline - now) * 1000), 1), it.frames)
-            for i, it in enumerate(items)])
+            p.BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames)
+            for key, it in flight.waiting.items()])
         self._send_back([worker.identity, *batch.to_frames()])
 
     # ------------------------------------------------------------ time

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.api_keys import ApiKeys, Identity, key_from_headers
+from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed
 from zeroserve.protocol import Status
 
@@ -40,6 +42,13 @@ class Access:
     def visible(self, identity: Identity | None, services: Iterable[str]) -> list[str]:
         """The services ``identity`` may see (all of them when keys are off)."""
         return [s for s in services if identity is None or identity.allows(s)]
+
+    async def visible_services(self, link: BrokerLink, identity: Identity | None
+                               ) -> dict[str, Any]:
+        """The broker's services (from its MODELS answer, asked again when older than a
+        second) that ``identity`` may see."""
+        await link.refresh_if_stale(1.0)
+        return {s: link.services[s] for s in self.visible(identity, link.services)}
 
 
 def load_access(keys_file: str, public_paths: Iterable[str]) -> Access:

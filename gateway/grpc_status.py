@@ -50,5 +50,4 @@ async def visible_services(access: Access, link: BrokerLink,
         identity = caller(access, context)
     except RequestFailed as exc:
         await abort(context, exc)
-    await link.refresh_if_stale(1.0)
-    return {s: link.services[s] for s in access.visible(identity, link.services)}
+    return await access.visible_services(link, identity)

@@ -73,9 +73,8 @@ class RepositoryIndexHandler(OipHandler):
         except ValueError as exc:
             return self.fail(RequestFailed(Status.BAD_REQUEST, f"body is not valid JSON: {exc}"))
         ready_only = isinstance(body, dict) and body.get("ready") is True
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(self.identity, self.link.services)
-        self.reply(repository_index({s: self.link.services[s] for s in visible}, ready_only))
+        services = await self.access.visible_services(self.link, self.identity)
+        self.reply(repository_index(services, ready_only))
 
 
 class ModelHandler(OipHandler):

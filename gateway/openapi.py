@@ -14,6 +14,7 @@ import numpy as np
 
 from gateway.oip_models import model_names
 from zeroserve.dtypes import dtype_named, is_float
+from zeroserve.job_protocol import JobState
 from zeroserve.oip_tensors import DATATYPES, MAX_DIMS
 from zeroserve.schema import Field
 
@@ -80,7 +81,7 @@ def _get(summary: str, ok: str, *errors: int) -> dict[str, Any]:
 
 
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-_JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"]
+_JOB_STATES = [state.value for state in JobState]
 
 
 def _job_paths() -> dict[str, Any]:

@@ -229,22 +229,18 @@ class ServicesHandler(BaseHandler):
     many workers serve each."""
 
     async def get(self) -> None:
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(self.identity, self.link.services)
+        services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"services": {s: self.link.services[s] for s in visible},
-                             "broker_alive": self.link.alive}))
+        self.finish(to_json({"services": services, "broker_alive": self.link.alive}))
 
 
 class OpenApiHandler(BaseHandler):
     """``GET /openapi.json``: this gateway's routes for the services the caller may use."""
 
     async def get(self) -> None:
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(self.identity, self.link.services)
+        services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(openapi.describe({s: self.link.services[s] for s in visible},
-                                             zeroserve.__version__)))
+        self.finish(to_json(openapi.describe(services, zeroserve.__version__)))
 
 
 class MetricsHandler(BaseHandler):
@@ -259,11 +255,9 @@ class DocsHandler(BaseHandler):
     """``GET /docs``: the OpenAPI description as a page (``gateway.docs_page``)."""
 
     async def get(self) -> None:
-        await self.link.refresh_if_stale(1.0)
-        visible = self.access.visible(self.identity, self.link.services)
+        services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(docs_page.render(openapi.describe(
-            {s: self.link.services[s] for s in visible}, zeroserve.__version__)))
+        self.finish(docs_page.render(openapi.describe(services, zeroserve.__version__)))
 
 
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,

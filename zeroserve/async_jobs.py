@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from zeroserve.jobs_client import (
     JobFailed,
     job_dict,
     job_page,
+    job_path,
     list_path,
 )
 
@@ -52,16 +52,16 @@ class AsyncHttpJobs:
         return await self._call("POST", "/v1/jobs", body)
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")
+        return await self._call("GET", job_path(job_id))
 
     async def result(self, job_id: str) -> Any:
-        return await self._call("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/result")
+        return await self._call("GET", job_path(job_id, "/result"))
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")
+        return await self._call("DELETE", job_path(job_id))
 
     async def retry(self, job_id: str) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/retry", {})
+        return await self._call("POST", job_path(job_id, "/retry"), {})
 
     async def list(self, service: str | None, state: str | None, limit: int,
                    cursor: int | None) -> dict[str, Any]:

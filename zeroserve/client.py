@@ -31,7 +31,7 @@ from zeroserve.errors import (
     no_answer,
     passed_while_retrying,
 )
-from zeroserve.jobs_client import Job
+from zeroserve.jobs_client import Job, jobs_api
 from zeroserve.retry import retry_delay
 
 __all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
@@ -119,8 +119,6 @@ class Client:
                **inputs: Any) -> Job:
         """Submit a durable job to task ``service/endpoint``; return its :class:`Job` handle
         (``status()``, ``result(timeout=)``, ``cancel()``), over ``http://`` or ``grpc://``."""
-        from zeroserve.jobs_client import jobs_api
-
         return jobs_api(self._transport, self.timeout).submit(service, endpoint, inputs,
                                                               idempotency_key)
 
@@ -130,8 +128,6 @@ class Client:
         ``state`` (``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``):
         ``{"jobs": [status, ...], "next_cursor": int | None}``; pass ``next_cursor`` back as
         ``cursor`` for the next page. Raises :class:`BadRequest` for an unknown state."""
-        from zeroserve.jobs_client import jobs_api
-
         return jobs_api(self._transport, self.timeout).list(service, state, limit, cursor)
 
     def services(self, timeout: float = 5.0) -> dict[str, Any]:

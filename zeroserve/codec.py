@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from zeroserve.dtypes import BFLOAT16, name_of
+from zeroserve.dtypes import BFLOAT16, dtype_named, name_of
 
 FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 
@@ -88,16 +88,13 @@ def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtT
 def _check_header(dtype_str: Any, shape: Any) -> tuple[np.dtype, tuple]:
     if not isinstance(dtype_str, str) or not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise CodecError("malformed array header")
-    if dtype_str == "bfloat16":
-        dtype = BFLOAT16
-    else:
-        try:
-            dtype = np.dtype(dtype_str)
-        except TypeError:
-            raise CodecError(f"unknown dtype {dtype_str!r}") from None
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or \
-                dtype.subdtype is not None:
-            raise CodecError(f"dtype {dtype_str!r} is not allowed")
+    try:
+        dtype = dtype_named(dtype_str)
+    except TypeError:
+        raise CodecError(f"unknown dtype {dtype_str!r}") from None
+    if dtype != BFLOAT16 and (dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None
+                              or dtype.subdtype is not None):
+        raise CodecError(f"dtype {dtype_str!r} is not allowed")
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise CodecError(f"bad array shape {shape!r}")
     return dtype, tuple(shape)

@@ -36,16 +36,16 @@ class JobsApi:
         self.timeout_s = timeout_s
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self.call("GET", _job_path(job_id))
+        return self.call("GET", job_path(job_id))
 
     def result(self, job_id: str) -> Any:
-        return self.call("GET", _job_path(job_id, "/result"))
+        return self.call("GET", job_path(job_id, "/result"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.call("DELETE", _job_path(job_id))
+        return self.call("DELETE", job_path(job_id))
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        return self.call("POST", _job_path(job_id, "/retry"), {})
+        return self.call("POST", job_path(job_id, "/retry"), {})
 
     def call(self, method: str, path: str, body: Any = None,
              headers: Mapping[str, str] | None = None) -> Any:
@@ -198,7 +198,8 @@ def job_page(reply: Any) -> dict[str, Any]:
             "next_cursor": reply.next_cursor if reply.HasField("next_cursor") else None}
 
 
-def _job_path(job_id: str, suffix: str = "") -> str:
+def job_path(job_id: str, suffix: str = "") -> str:
+    """The ``/v1/jobs/{id}`` path of a job (the id quoted as one segment), plus ``suffix``."""
     return f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}{suffix}"
 
 
