@@ -93,8 +93,9 @@ class JobsHandler(_JobHandler, BodyHandler):
             for name, key in (("limit", "limit"), ("cursor", "after")):
                 raw = self.get_query_argument(name, None)
                 if raw is not None:
-                    if not raw.isdigit():
-                        raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer")
+                    if not raw.isdigit() or int(raw) >= 2**63:
+                        raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer "
+                                            "from 0 to 2**63-1")
                     args[key] = int(raw)
             answer = await job_call(self.link, p.ControlOp.JOB_LIST, args)
             jobs = [_with_links(j) for j in answer["jobs"]

@@ -30,6 +30,7 @@ log = logging.getLogger("zeroserve.broker")
 _PURGE_EVERY_S = 1.0
 _MAX_KEY = 256
 _MAX_PAGE = 1000
+_MAX_CURSOR = 2**63  # cursors are the store's row numbers: SQLite integers
 
 
 class JobChannels(Protocol):
@@ -340,10 +341,10 @@ class JobDesk:
             raise JobError(Status.BAD_REQUEST, f"unknown state {state!r}; one of "
                                                f"{[s.value for s in JobState]}")
         if not isinstance(after, int) or not isinstance(limit, int) \
-                or not 1 <= limit <= _MAX_PAGE or (service is not None
-                                                   and not isinstance(service, str)):
-            raise JobError(Status.BAD_REQUEST, f"bad page: limit is 1..{_MAX_PAGE}, cursor and "
-                                               "limit are integers")
+                or not 1 <= limit <= _MAX_PAGE or not 0 <= after < _MAX_CURSOR \
+                or (service is not None and not isinstance(service, str)):
+            raise JobError(Status.BAD_REQUEST, f"bad page: limit is 1..{_MAX_PAGE}, cursor is "
+                                               "0..2**63-1, both integers")
         if self._store is None and not os.path.exists(self.config.store_path):
             return {"jobs": [], "next": None}
         jobs, cursor = self.store.page(service, state, after, limit)

@@ -310,14 +310,16 @@ def test_list_filters_by_service_and_state_and_pages_over_grpc_and_http(cluster)
         stub = pb_grpc.JobsStub(channel)
         for request, message in ((pb.ListJobsRequest(state="bogus"), "unknown state 'bogus'"),
                                  (pb.ListJobsRequest(limit=0), "limit is 1..1000"),
-                                 (pb.ListJobsRequest(limit=1001), "limit is 1..1000")):
+                                 (pb.ListJobsRequest(limit=1001), "limit is 1..1000"),
+                                 (pb.ListJobsRequest(cursor=-1), "cursor is 0..2**63-1")):
             with pytest.raises(grpc.RpcError) as err:
                 stub.List(request, timeout=10)
             assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, request
             assert message in err.value.details(), err.value.details()
     for query, message in (("state=bogus", "unknown state 'bogus'"),
                            ("service=chores&state=Succeeded", "unknown state 'Succeeded'"),
-                           ("limit=0", "limit is 1..1000"), ("cursor=x", "cursor must be")):
+                           ("limit=0", "limit is 1..1000"), ("cursor=x", "cursor must be"),
+                           (f"cursor={2**64}", "cursor must be")):
         status, answer = cluster.get(f"/v1/jobs?{query}")
         assert status == 400 and message in answer["error"], (query, answer)
     for client in (grpc_client, http_client):

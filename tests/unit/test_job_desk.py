@@ -185,6 +185,9 @@ def test_list_pages_and_filters(tmp_path):
     assert [j["id"] for j in page["jobs"] + rest["jobs"]] == ids and rest["next"] is None
     assert h.call(p.ControlOp.JOB_LIST, state="running")[1]["jobs"] == []
     assert h.call(p.ControlOp.JOB_LIST, state="bogus")[0] is Status.BAD_REQUEST
+    for after in (-1, 2**63):  # cursors are SQLite integers
+        status, answer = h.call(p.ControlOp.JOB_LIST, after=after)
+        assert status is Status.BAD_REQUEST and "cursor is 0..2**63-1" in answer["error"]
 
 
 def test_lost_worker_requeues_with_backoff_and_stops_listening(tmp_path):
