@@ -17,8 +17,26 @@ from batching.queue import EndpointQueue, Pending
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats
-from zeroserve import protocol as p
-from zeroserve.protocol import Command, Status
+from zeroserve.wire.backend import (
+    Batch,
+    BatchItem,
+    Ready,
+    Result,
+    disconnect,
+    heartbeat,
+    parse_ready,
+    parse_result,
+)
+from zeroserve.wire.envelope import Command, ProtocolError, Status, pack_map, split_command
+from zeroserve.wire.frontend import (
+    Control,
+    ControlOp,
+    Reply,
+    Request,
+    error_reply,
+    parse_control,
+    parse_request,
+)
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -104,20 +122,20 @@ class BrokerCore:
             return self._drop("frontend", "too few frames")
         gateway = frames[0]
         try:
-            command, rest = p.split_command(frames[1:])
+            command, rest = split_command(frames[1:])
             if command is Command.REQUEST:
-                self._on_request(gateway, p.parse_request(rest), now)
+                self._on_request(gateway, parse_request(rest), now)
             elif command is Command.CONTROL:
-                self._on_control(gateway, p.parse_control(rest), now)
+                self._on_control(gateway, parse_control(rest), now)
             else:
-                raise p.ProtocolError(f"command {command.name} is not valid on the frontend")
-        except p.ProtocolError as exc:
+                raise ProtocolError(f"command {command.name} is not valid on the frontend")
+        except ProtocolError as exc:
             self._drop("frontend", str(exc))
 
-    def _reply(self, gateway: bytes, reply: p.Reply) -> None:
+    def _reply(self, gateway: bytes, reply: Reply) -> None:
         self._send_front([gateway, *reply.to_frames()])
 
-    def _on_request(self, gateway: bytes, req: p.Request, now: float) -> None:
+    def _on_request(self, gateway: bytes, req: Request, now: float) -> None:
         timeout_s = min(req.timeout_ms, self.config.max_timeout_ms) / 1000.0
         item = Pending(req.request_id, gateway, now + timeout_s, now, [req.meta, *req.body],
                        max(req.rows, 1), req.batch_key)
@@ -127,33 +145,33 @@ class BrokerCore:
         endpoint = self.endpoints.get((service, endpoint_name))
         if endpoint is None:
             if service in self.registry.services:
-                return self._reply(item.gateway, p.error_reply(
+                return self._reply(item.gateway, error_reply(
                     item.request_id, Status.NOT_FOUND,
                     f"service '{service}' has no endpoint '{endpoint_name}'"))
             if now - self.started < self.config.liveness_s * 2:
                 self._limbo.append((service, endpoint_name, item))
                 return None
-            return self._reply(item.gateway, p.error_reply(
+            return self._reply(item.gateway, error_reply(
                 item.request_id, Status.NOT_FOUND, f"unknown service '{service}'"))
         if not endpoint.queue.push(item):
             endpoint.stats.rejected += 1
-            return self._reply(item.gateway, p.error_reply(
+            return self._reply(item.gateway, error_reply(
                 item.request_id, Status.QUEUE_FULL,
                 f"queue for {service}/{endpoint_name} is full ({endpoint.queue.capacity} waiting)",
                 retry_after_s=self.config.retry_after_s))
         endpoint.policy.arrived(now, item.rows)
         self._pump(service, now)
 
-    def _on_control(self, gateway: bytes, ctl: p.Control, now: float) -> None:
+    def _on_control(self, gateway: bytes, ctl: Control, now: float) -> None:
         if ctl.op.value.startswith("job."):
             if self.jobs is not None:
                 return self.jobs.on_control(gateway, ctl)
-            return self._reply(gateway, p.error_reply(
+            return self._reply(gateway, error_reply(
                 ctl.request_id, Status.NOT_FOUND, "this broker runs no jobs",
                 code=int(Status.NOT_FOUND)))
-        if ctl.op is p.ControlOp.PING:
+        if ctl.op is ControlOp.PING:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
-        elif ctl.op is p.ControlOp.MODELS:
+        elif ctl.op is ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "services": {
                 name: {"endpoints": self._effective_endpoints(name, eps),
                        "workers": self.registry.count(name),
@@ -161,7 +179,7 @@ class BrokerCore:
                 for name, eps in self.registry.services.items()}}
         else:
             answer = self.stats(now)
-        self._reply(gateway, p.Reply(ctl.request_id, Status.OK, p.pack_map(answer)))
+        self._reply(gateway, Reply(ctl.request_id, Status.OK, pack_map(answer)))
 
     # ------------------------------------------------------------ backend
 
@@ -171,27 +189,27 @@ class BrokerCore:
             return self._drop("backend", "too few frames")
         identity = frames[0]
         try:
-            command, rest = p.split_command(frames[1:])
+            command, rest = split_command(frames[1:])
             if command is Command.READY:
-                return self._on_ready(identity, p.parse_ready(rest), now)
+                return self._on_ready(identity, parse_ready(rest), now)
             worker = self.registry.touch(identity, now)
             if worker is None:
                 # unknown (e.g. this broker restarted): ask it to register again
-                self._send_back([identity, *p.disconnect()])
+                self._send_back([identity, *disconnect()])
                 if command is Command.RESULT:
                     log.info("broker: dropped a result from unregistered worker %s",
                              identity.hex())
                 return None
             if command is Command.RESULT:
-                self._on_result(worker, p.parse_result(rest), now)
+                self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
             elif command is not Command.HEARTBEAT:
-                raise p.ProtocolError(f"command {command.name} is not valid on the backend")
-        except p.ProtocolError as exc:
+                raise ProtocolError(f"command {command.name} is not valid on the backend")
+        except ProtocolError as exc:
             self._drop("backend", str(exc))
 
-    def _on_ready(self, identity: bytes, ready: p.Ready, now: float) -> None:
+    def _on_ready(self, identity: bytes, ready: Ready, now: float) -> None:
         old = self.registry.remove(identity)
         if old is not None:
             self._recover(old, now, "registered again")
@@ -243,7 +261,7 @@ class BrokerCore:
         endpoint.retry_on_worker_loss = bool(desc.get("retry_on_worker_loss", True))
         return endpoint
 
-    def _on_result(self, worker: WorkerState, result: p.Result, now: float) -> None:
+    def _on_result(self, worker: WorkerState, result: Result, now: float) -> None:
         flight = self._in_flight.pop(result.batch_id, None)
         if flight is None or flight.worker is not worker:
             log.info("broker: result for unknown batch %d from worker %s dropped",
@@ -257,11 +275,11 @@ class BrokerCore:
             item = flight.waiting.pop(ri.request_id, None)
             if item is not None:  # None: answered already (its deadline passed)
                 flight.endpoint.stats.record_status(ri.status)
-                self._reply(item.gateway, p.Reply(item.request_id, ri.status, ri.frames[0],
+                self._reply(item.gateway, Reply(item.request_id, ri.status, ri.frames[0],
                                                   ri.frames[1:]))
         if worker.draining and not worker.in_flight:
             self.registry.remove(worker.identity)
-            self._send_back([worker.identity, *p.disconnect()])
+            self._send_back([worker.identity, *disconnect()])
             log.info("broker: worker %s drained and left", worker.worker_id)
             if self.jobs is not None:
                 self.jobs.lane_gone(worker.identity, lost=False)
@@ -275,7 +293,7 @@ class BrokerCore:
                  len(worker.in_flight))
         if not worker.in_flight:
             self.registry.remove(worker.identity)
-            self._send_back([worker.identity, *p.disconnect()])
+            self._send_back([worker.identity, *disconnect()])
             if self.jobs is not None:
                 self.jobs.lane_gone(worker.identity, lost=False)
 
@@ -312,8 +330,8 @@ class BrokerCore:
         for it in items:
             it.attempts += 1
             endpoint.stats.record_wait(now - it.arrived)
-        batch = p.Batch(batch_id, endpoint.name, [
-            p.BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames)
+        batch = Batch(batch_id, endpoint.name, [
+            BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames)
             for key, it in flight.waiting.items()])
         self._send_back([worker.identity, *batch.to_frames()])
 
@@ -331,7 +349,7 @@ class BrokerCore:
             for key, item in late:
                 del flight.waiting[key]
                 flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
-                self._reply(item.gateway, p.error_reply(
+                self._reply(item.gateway, error_reply(
                     item.request_id, Status.DEADLINE_EXCEEDED,
                     "deadline exceeded while the request was executing"))
         for worker in self.registry.expired(now):
@@ -348,7 +366,7 @@ class BrokerCore:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for worker in self.registry:
-                self._send_back([worker.identity, *p.heartbeat()])
+                self._send_back([worker.identity, *heartbeat()])
         for service, endpoints in self._by_service.items():
             if any(e.wake_at is not None and e.wake_at <= now for e in endpoints):
                 self._pump(service, now)
@@ -364,7 +382,7 @@ class BrokerCore:
                 status, message = Status.NO_WORKER, (
                     f"no worker serves '{endpoint.service}' (waited until the deadline)")
             endpoint.stats.record_status(status)
-            self._reply(item.gateway, p.error_reply(item.request_id, status, message))
+            self._reply(item.gateway, error_reply(item.request_id, status, message))
 
     def _recover(self, worker: WorkerState, now: float, why: str) -> None:
         """Requeue (or fail) the unanswered requests of a worker that is gone."""
@@ -381,7 +399,7 @@ class BrokerCore:
                     requeued += 1
                 else:
                     failed += 1
-                    self._reply(item.gateway, p.error_reply(
+                    self._reply(item.gateway, error_reply(
                         item.request_id, Status.INTERNAL,
                         f"worker {worker.worker_id} was lost while running the request"))
         worker.in_flight.clear()

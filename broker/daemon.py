@@ -15,6 +15,7 @@ from broker.metrics import BrokerMetrics, stored_job_counts
 from zeroserve import curve
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
+from zeroserve.sockets import open_socket
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -48,14 +49,8 @@ class BrokerDaemon:
         self.curve = curve.from_settings(settings, "broker")
         self.authenticator = curve.start_authenticator(self.context, self.curve) \
             if self.curve else None
-        self.frontend = self.context.socket(zmq.ROUTER)
-        self.backend = self.context.socket(zmq.ROUTER)
-        for sock in (self.frontend, self.backend):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            if self.curve:
-                self.curve.server(sock)
+        self.frontend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
+        self.backend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
         self.core = BrokerCore(config_from(settings), self._send_front, self._send_back,
                                time.monotonic())
         self.job_sockets = JobSockets(self.context, self.curve)
@@ -75,8 +70,8 @@ class BrokerDaemon:
         """Bind both sockets; return the endpoints actually bound (port 0 resolved)."""
         self.frontend.bind(self.settings.get("broker.frontend"))
         self.backend.bind(self.settings.get("broker.backend"))
-        return (self.frontend.getsockopt(zmq.LAST_ENDPOINT).decode(),
-                self.backend.getsockopt(zmq.LAST_ENDPOINT).decode())
+        return (self.frontend.getsockopt_string(zmq.LAST_ENDPOINT),
+                self.backend.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def stop(self, *_: object) -> None:
         self._running = False

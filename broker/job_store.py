@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from broker.jobs.model import Job
-from zeroserve.job_protocol import JobState
+from zeroserve.wire.jobs import JobState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

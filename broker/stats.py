@@ -5,7 +5,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
-from zeroserve.protocol import Status
+from zeroserve.wire.envelope import Status
 
 # upper bounds (seconds) of the queue-wait and execution-time histograms
 TIME_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

@@ -1,4 +1,4 @@
 """``python -m gateway``: the same as ``zeroserve gateway``."""
-from zeroserve.cli import gateway_command
+from zeroserve.cli.main import gateway_command
 
 gateway_command(prog_name="python -m gateway")

@@ -17,11 +17,12 @@ from typing import Any
 
 import zmq
 
-from zeroserve import protocol as p
 from zeroserve.curve import Curve
 from zeroserve.loopsocket import LoopSocket
-from zeroserve.protocol import Command, Status
 from zeroserve.schema import Field
+from zeroserve.sockets import open_socket
+from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
+from zeroserve.wire.frontend import Control, ControlOp, Reply, Request, error_reply, parse_reply
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -73,12 +74,7 @@ class BrokerLink:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        if self.curve:
-            self.curve.client(sock)
+        sock = open_socket(self.context, zmq.DEALER, curve=self.curve)
         sock.connect(self.address)
         self._socket = LoopSocket(sock, self._on_message, copied=5)  # REPLY up to its meta
         self._tasks = [asyncio.create_task(self._ping())]
@@ -103,7 +99,7 @@ class BrokerLink:
     def _next_id(self) -> bytes:
         return struct.pack(">Q", next(self._ids))
 
-    async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> p.Reply:
+    async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> Reply:
         """Send ``frames`` and await the reply; raise TimeoutError after ``wait_s``."""
         assert self._socket is not None, "start() first"
         loop = asyncio.get_running_loop()
@@ -118,24 +114,24 @@ class BrokerLink:
             self._pending.pop(request_id, None)
 
     async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
-                      body: list, rows: int = 1, batch_key: bytes = b"") -> p.Reply:
+                      body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
         """Send one request; return the broker's reply (a 504 reply if none comes in time)."""
         request_id = self._next_id()
-        frames = p.Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
+        frames = Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
                            body, rows, batch_key).to_frames()
         try:
             return await self._exchange(request_id, frames, timeout_s + _GRACE_S)
         except TimeoutError:
-            return p.error_reply(request_id, Status.DEADLINE_EXCEEDED,
+            return error_reply(request_id, Status.DEADLINE_EXCEEDED,
                                  "no answer from the broker before the deadline")
 
-    async def control(self, op: p.ControlOp, args: dict | None = None,
+    async def control(self, op: ControlOp, args: dict | None = None,
                       timeout_s: float = 2.0) -> dict:
         """Make a control call; raise TimeoutError if the broker does not answer."""
         request_id = self._next_id()
         reply = await self._exchange(
-            request_id, p.Control(request_id, op, args or {}).to_frames(), timeout_s)
-        return p.unpack_map(reply.meta, "control answer")
+            request_id, Control(request_id, op, args or {}).to_frames(), timeout_s)
+        return unpack_map(reply.meta, "control answer")
 
     # ------------------------------------------------------------ schemas
 
@@ -160,7 +156,7 @@ class BrokerLink:
 
     async def refresh_models(self) -> None:
         try:
-            answer = await self.control(p.ControlOp.MODELS, timeout_s=1.0)
+            answer = await self.control(ControlOp.MODELS, timeout_s=1.0)
         except TimeoutError:
             return
         self._models_at = time.monotonic()
@@ -183,11 +179,11 @@ class BrokerLink:
     def _on_message(self, frames: list) -> None:
         self.last_heard = time.monotonic()
         try:
-            command, rest = p.split_command(frames)
+            command, rest = split_command(frames)
             if command is not Command.REPLY:
-                raise p.ProtocolError(f"unexpected {command.name} from the broker")
-            reply = p.parse_reply(rest)
-        except p.ProtocolError as exc:
+                raise ProtocolError(f"unexpected {command.name} from the broker")
+            reply = parse_reply(rest)
+        except ProtocolError as exc:
             log.warning("gateway: dropped malformed message from the broker (%s)", exc)
             return
         entry = self._pending.get(reply.request_id)
@@ -197,7 +193,7 @@ class BrokerLink:
     async def _ping(self) -> None:
         while True:
             try:
-                answer = await self.control(p.ControlOp.PING, timeout_s=self.liveness_s)
+                answer = await self.control(ControlOp.PING, timeout_s=self.liveness_s)
             except TimeoutError:
                 log.warning("gateway: broker %s did not answer for %.1fs", self.address,
                             self.liveness_s)

@@ -10,7 +10,7 @@ from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed
-from zeroserve.protocol import Status
+from zeroserve.wire.envelope import Status
 
 GRPC_CODE = {
     Status.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,

@@ -3,7 +3,7 @@
 Front ends parse their own wire format into an endpoint's inputs; from there the
 path is the same: validate against the schema, key the request for batching,
 send it to the broker, decode the answer. Every failure is a
-:class:`RequestFailed` carrying a :class:`~zeroserve.protocol.Status`, which each
+:class:`RequestFailed` carrying a :class:`~zeroserve.wire.envelope.Status`, which each
 front end maps to its own error form.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink, EndpointInfo
 from gateway.oip_models import VERSION, ModelRef, resolve
-from zeroserve import codec
-from zeroserve.protocol import Status, error_details
 from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import error_details
 
 
 class RequestFailed(Exception):

@@ -12,16 +12,16 @@ from typing import Any
 
 from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed
-from zeroserve import codec
-from zeroserve import protocol as p
-from zeroserve.protocol import Status
 from zeroserve.schema import Field, InvalidInput, validate_inputs
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import ControlOp
 
 _CONTROL_TIMEOUT_S = 10.0
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-async def job_call(link: BrokerLink, op: p.ControlOp, args: dict) -> dict:
+async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
     """One job control call; a broker error becomes a :class:`RequestFailed` with its status."""
     try:
         answer = await link.control(op, args, timeout_s=_CONTROL_TIMEOUT_S)
@@ -78,4 +78,4 @@ async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
     args: dict[str, Any] = {"service": service, "task": task, "inputs": blob}
     if idempotency_key is not None:
         args["idempotency_key"] = idempotency_key
-    return await job_call(link, p.ControlOp.JOB_SUBMIT, args)
+    return await job_call(link, ControlOp.JOB_SUBMIT, args)

@@ -11,11 +11,11 @@ from gateway.broker_link import BrokerLink
 from gateway.grpc_status import abort, caller
 from gateway.invoke import RequestFailed
 from gateway.jobs_calls import job_call, submit_job
-from zeroserve import codec
-from zeroserve import protocol as p
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.protocol import Status
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import ControlOp
 
 _JOB_FIELDS = ("id", "service", "endpoint", "state", "attempts", "max_attempts", "progress",
                "error", "created_at", "updated_at", "started_at", "finished_at", "expires_at",
@@ -35,13 +35,13 @@ class JobsService(pb_grpc.JobsServicer):
         self.access = access
         self.max_input_bytes = max_input_bytes
 
-    async def _job(self, op: p.ControlOp, job_id: str, identity: Identity | None) -> dict:
-        answer = await job_call(self.link, p.ControlOp.JOB_GET, {"id": job_id})
+    async def _job(self, op: ControlOp, job_id: str, identity: Identity | None) -> dict:
+        answer = await job_call(self.link, ControlOp.JOB_GET, {"id": job_id})
         self.access.check(identity, answer["job"]["service"])  # before anything changes
-        return answer if op is p.ControlOp.JOB_GET else \
+        return answer if op is ControlOp.JOB_GET else \
             await job_call(self.link, op, {"id": job_id})
 
-    async def _run(self, context: grpc.aio.ServicerContext, op: p.ControlOp,
+    async def _run(self, context: grpc.aio.ServicerContext, op: ControlOp,
                    job_id: str) -> dict:
         try:
             return await self._job(op, job_id, caller(self.access, context))
@@ -67,18 +67,18 @@ class JobsService(pb_grpc.JobsServicer):
                                  created=bool(answer.get("created")))
 
     async def Get(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return job_message((await self._run(context, p.ControlOp.JOB_GET, request.id))["job"])
+        return job_message((await self._run(context, ControlOp.JOB_GET, request.id))["job"])
 
     async def Result(self, request: pb.JobRequest,
                      context: grpc.aio.ServicerContext) -> pb.JobResult:
-        answer = await self._run(context, p.ControlOp.JOB_RESULT, request.id)
+        answer = await self._run(context, ControlOp.JOB_RESULT, request.id)
         return pb.JobResult(value=bytes(answer["result"]))
 
     async def Cancel(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return job_message((await self._run(context, p.ControlOp.JOB_CANCEL, request.id))["job"])
+        return job_message((await self._run(context, ControlOp.JOB_CANCEL, request.id))["job"])
 
     async def Retry(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return job_message((await self._run(context, p.ControlOp.JOB_RETRY, request.id))["job"])
+        return job_message((await self._run(context, ControlOp.JOB_RETRY, request.id))["job"])
 
     async def List(self, request: pb.ListJobsRequest,
                    context: grpc.aio.ServicerContext) -> pb.ListJobsReply:
@@ -91,7 +91,7 @@ class JobsService(pb_grpc.JobsServicer):
             identity = caller(self.access, context)
             if "service" in args:
                 self.access.check(identity, args["service"])
-            answer = await job_call(self.link, p.ControlOp.JOB_LIST, args)
+            answer = await job_call(self.link, ControlOp.JOB_LIST, args)
         except RequestFailed as exc:
             await abort(context, exc)
         reply = pb.ListJobsReply(jobs=[job_message(j) for j in answer["jobs"]

@@ -12,9 +12,9 @@ from typing import Any
 from gateway.invoke import RequestFailed
 from gateway.jobs_calls import job_call, submit_job
 from gateway.rest import _MSGPACK_TYPES, MSGPACK, BaseHandler, BodyHandler, to_json
-from zeroserve import codec
-from zeroserve import protocol as p
-from zeroserve.protocol import Status
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import ControlOp
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -47,7 +47,7 @@ class _JobHandler(BaseHandler):
             raise RequestFailed(Status.USER_ERROR,
                                 f"answer cannot be sent as JSON: {exc}") from None
 
-    async def job(self, op: p.ControlOp, job_id: str) -> dict:
+    async def job(self, op: ControlOp, job_id: str) -> dict:
         """Call ``op`` on job ``job_id``; 403 if the caller may not use its service."""
         answer = await job_call(self.link, op, {"id": job_id})
         self.authorize(answer["job"]["service"])
@@ -97,7 +97,7 @@ class JobsHandler(_JobHandler, BodyHandler):
                         raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer "
                                             "from 0 to 2**63-1")
                     args[key] = int(raw)
-            answer = await job_call(self.link, p.ControlOp.JOB_LIST, args)
+            answer = await job_call(self.link, ControlOp.JOB_LIST, args)
             jobs = [_with_links(j) for j in answer["jobs"]
                     if self.access.visible(self.identity, [j["service"]])]
             self.answer({"jobs": jobs, "next_cursor": answer.get("next")})
@@ -110,14 +110,14 @@ class JobHandler(_JobHandler):
 
     async def get(self, job_id: str) -> None:
         try:
-            self.answer(_with_links((await self.job(p.ControlOp.JOB_GET, job_id))["job"]))
+            self.answer(_with_links((await self.job(ControlOp.JOB_GET, job_id))["job"]))
         except RequestFailed as exc:
             self.fail(exc)
 
     async def delete(self, job_id: str) -> None:
         try:
-            await self.job(p.ControlOp.JOB_GET, job_id)  # 403 before anything changes
-            answer = await job_call(self.link, p.ControlOp.JOB_CANCEL, {"id": job_id})
+            await self.job(ControlOp.JOB_GET, job_id)  # 403 before anything changes
+            answer = await job_call(self.link, ControlOp.JOB_CANCEL, {"id": job_id})
             self.answer(_with_links(answer["job"]))
         except RequestFailed as exc:
             self.fail(exc)
@@ -128,7 +128,7 @@ class JobResultHandler(_JobHandler):
 
     async def get(self, job_id: str) -> None:
         try:
-            answer = await self.job(p.ControlOp.JOB_RESULT, job_id)
+            answer = await self.job(ControlOp.JOB_RESULT, job_id)
             try:
                 value = codec.decode(answer["result"])
             except codec.CodecError as exc:
@@ -143,8 +143,8 @@ class JobRetryHandler(_JobHandler, BodyHandler):
     """``POST /v1/jobs/{id}/retry``: run a failed or cancelled job again, from attempt 1."""
 
     async def handle(self, job_id: str) -> None:  # type: ignore[override]
-        await self.job(p.ControlOp.JOB_GET, job_id)
-        answer = await job_call(self.link, p.ControlOp.JOB_RETRY, {"id": job_id})
+        await self.job(ControlOp.JOB_GET, job_id)
+        answer = await job_call(self.link, ControlOp.JOB_RETRY, {"id": job_id})
         self.answer(_with_links(answer["job"]), 202)
 
 

@@ -36,8 +36,8 @@ from gateway.oip_rest_body import select_outputs
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
-from zeroserve.oip_tensors import TensorError
-from zeroserve.protocol import Status
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.oip_tensors import TensorError
 
 log = logging.getLogger("zeroserve.gateway")
 

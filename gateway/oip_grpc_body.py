@@ -14,7 +14,7 @@ import numpy as np
 
 from gateway.oip_rest_body import InferRequest
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
-from zeroserve.oip_tensors import (
+from zeroserve.wire.oip_tensors import (
     TensorError,
     check_shape,
     datatype_of,
@@ -24,7 +24,7 @@ from zeroserve.oip_tensors import (
     object_array,
     shaped,
 )
-from zeroserve.oip_tensors import to_raw as raw_bytes
+from zeroserve.wire.oip_tensors import to_raw as raw_bytes
 
 # the typed field of each datatype (InferTensorContents)
 _TYPED_FIELD = {

@@ -24,8 +24,8 @@ from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import encode_response, parse_request, select_outputs
 from gateway.rest import BaseHandler, BodyHandler, to_json
-from zeroserve.oip_tensors import TensorError
-from zeroserve.protocol import Status
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.oip_tensors import TensorError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]

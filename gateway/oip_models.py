@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from gateway.broker_link import EndpointInfo
-from zeroserve.dtypes import dtype_named
-from zeroserve.oip_tensors import TensorError, as_output, datatype_of
 from zeroserve.schema import Field
+from zeroserve.wire.dtypes import dtype_named
+from zeroserve.wire.oip_tensors import TensorError, as_output, datatype_of
 
 VERSION = "1"
 PLATFORM = "zeroserve"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve.oip_tensors import (
+from zeroserve.wire.oip_tensors import (
     RAW_ONLY,
     TensorError,
     datatype_of,

@@ -13,10 +13,10 @@ import ml_dtypes
 import numpy as np
 
 from gateway.oip_models import model_names
-from zeroserve.dtypes import dtype_named, is_float
-from zeroserve.job_protocol import JobState
-from zeroserve.oip_tensors import DATATYPES, MAX_DIMS
 from zeroserve.schema import Field
+from zeroserve.wire.dtypes import dtype_named, is_float
+from zeroserve.wire.jobs import JobState
+from zeroserve.wire.oip_tensors import DATATYPES, MAX_DIMS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JSON_SCALAR = {"int": {"type": "integer"}, "float": {"type": "number"},

@@ -4,7 +4,7 @@ A JSON body is an object of named inputs (arrays as nested lists); a msgpack
 body (``application/msgpack``) is the codec's format with every tensor inline,
 as ``zeroserve.Client`` sends it. The answer comes back in the same format
 (or the one named by ``Accept``). Every error is ``{"error": message}`` with
-the HTTP status of :class:`zeroserve.protocol.Status`.
+the HTTP status of :class:`zeroserve.wire.envelope.Status`.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed, call, find_endpoint
-from zeroserve import codec
-from zeroserve.protocol import Status
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status
 
 log = logging.getLogger("zeroserve.gateway")
 

@@ -15,10 +15,10 @@ from gateway.broker_link import BrokerLink
 from gateway.grpc_status import abort, caller, visible_services
 from gateway.invoke import RequestFailed, call, find_endpoint
 from gateway.metrics import observe
-from zeroserve import codec
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.protocol import Status, pack_map
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import Status, pack_map
 
 INLINE = 1 << 62  # codec threshold: every tensor inside the one payload
 

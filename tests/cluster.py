@@ -190,7 +190,7 @@ class Cluster:
 
     def stats(self) -> dict:
         """The broker's statistics, through a control call on the frontend."""
-        from zeroserve.admin import broker_stats
+        from zeroserve.cli.admin import broker_stats
 
         return broker_stats(f"tcp://127.0.0.1:{self.frontend_port}")
 

@@ -1,4 +1,4 @@
 """``python -m worker``: the same as ``zeroserve worker``."""
-from zeroserve.cli import worker_command
+from zeroserve.cli.main import worker_command
 
 worker_command(prog_name="python -m worker")

@@ -14,11 +14,12 @@ import zmq
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from zeroserve import curve
-from zeroserve import protocol as p
 from zeroserve.config import Settings
 from zeroserve.loopsocket import LoopSocket
-from zeroserve.protocol import Command
 from zeroserve.service import ServiceSpec
+from zeroserve.sockets import open_socket
+from zeroserve.wire.backend import Batch, Ready, disconnect, heartbeat, parse_batch
+from zeroserve.wire.envelope import Command, ProtocolError, split_command
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -54,18 +55,14 @@ class WorkerDaemon:
         self._reconnect = asyncio.Event()
 
     def _ready(self) -> list:
-        return p.Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
+        return Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
                        {"pid": os.getpid(), "host": socket.gethostname()},
                        self.jobs.describe() if self.jobs is not None else {}).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:
             self.sock.close()
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        if self.curve:
-            self.curve.client(sock)
+        sock = open_socket(self.context, zmq.DEALER, curve=self.curve, linger=None)
         sock.connect(self.broker)
         self.sock = LoopSocket(sock, self._on_message, copied=5)  # BATCH up to its header
         self._last_broker = time.monotonic()
@@ -133,9 +130,9 @@ class WorkerDaemon:
     def _on_message(self, frames: list) -> None:
         self._last_broker = time.monotonic()
         try:
-            command, rest = p.split_command(frames)
+            command, rest = split_command(frames)
             if command is Command.BATCH:
-                batch = p.parse_batch(rest)
+                batch = parse_batch(rest)
                 assert self.runner is not None
                 if self.runner.can_run_inline(batch.endpoint):
                     self._send(self.runner.run_inline(batch).to_frames())
@@ -150,11 +147,11 @@ class WorkerDaemon:
                     log.info("worker %s: broker does not know us, registering again",
                              self.worker_id)
                     self._send(self._ready())
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             log.warning("worker %s: dropped malformed message from broker (%s)",
                         self.worker_id, exc)
 
-    async def _run(self, batch: p.Batch) -> None:
+    async def _run(self, batch: Batch) -> None:
         assert self.runner is not None
         result = await self.runner.run(batch)
         self._send(result.to_frames())
@@ -174,7 +171,7 @@ class WorkerDaemon:
                     self._drained.set()  # no broker to drain to; in-flight work is lost anyway
                 self._reconnect.set()
                 return
-            self._send(p.heartbeat())
+            self._send(heartbeat())
 
     def begin_drain(self) -> None:
         """Stop taking work: tell the broker, finish what we hold, then stop."""
@@ -186,7 +183,7 @@ class WorkerDaemon:
         log.info("worker %s: draining %d in-flight batches", self.worker_id,
                  len(self._in_flight))
         asyncio.get_running_loop().call_later(self.drain_timeout, self._drained.set)
-        self._send(p.disconnect())
+        self._send(disconnect())
 
     def _maybe_drained(self, acknowledged: bool = False) -> None:
         self._acknowledged = self._acknowledged or acknowledged

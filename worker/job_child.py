@@ -10,26 +10,19 @@ result as a codec payload, every array inline) or ``failed``. The parent sets
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from zeroserve import codec
-from zeroserve.protocol import pack_map, unpack_map
+from zeroserve.process import signal_on_parent_death
 from zeroserve.service import ServiceSpec, load_service
 from zeroserve.task import JobContext
+from zeroserve.wire import codec
+from zeroserve.wire.envelope import pack_map, unpack_map
 
 _PROGRESS_EVERY_S = 0.1  # progress reports closer together than this are merged
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 PRIORITIES = ("idle", "low", "normal")  # worker.job_priority
@@ -48,7 +41,7 @@ def lower_priority(priority: str) -> None:
 def child_main(target: str, conn: Connection, cancel: Any, priority: str = "normal") -> None:
     """Entry point of the child: take the CPU ``priority`` of jobs, load ``target``, then run
     jobs from ``conn`` until EOF."""
-    _die_with_parent()
+    signal_on_parent_death(signal.SIGKILL)
     lower_priority(priority)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its slots stop
     try:

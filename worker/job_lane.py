@@ -26,12 +26,13 @@ from typing import Any
 import zmq
 
 from worker.job_child import PRIORITIES, child_main
-from zeroserve import job_protocol as jp
 from zeroserve.curve import Curve
-from zeroserve.job_protocol import EventKind
 from zeroserve.loopsocket import NOBLOCK, LoopSocket
-from zeroserve.protocol import ProtocolError, pack_map, unpack_map
 from zeroserve.service import ServiceSpec
+from zeroserve.sockets import open_socket
+from zeroserve.wire import jobs as jp
+from zeroserve.wire.envelope import ProtocolError, pack_map, unpack_map
+from zeroserve.wire.jobs import EventKind
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -101,14 +102,9 @@ class JobLane:
 
     def start(self) -> None:
         """Bind both sockets and start one child per slot."""
-        pull = self.context.socket(zmq.PULL)
-        push = self.context.socket(zmq.PUSH)
-        for sock in (pull, push):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            if self.curve:
-                self.curve.client(sock)  # bound here, but the broker is the CURVE server
+        # bound here, but the broker is the CURVE server
+        pull = open_socket(self.context, zmq.PULL, curve=self.curve)
+        push = open_socket(self.context, zmq.PUSH, curve=self.curve)
         self._addresses = (self._bind(pull), self._bind(push))
         self._pull = LoopSocket(pull, self._on_message, copied=4)
         self._push = push
@@ -119,7 +115,7 @@ class JobLane:
                  len(self._slots), *self._addresses)
 
     def describe(self) -> dict:
-        """The ``jobs`` map of READY (see ``zeroserve.job_protocol.JobLaneInfo``)."""
+        """The ``jobs`` map of READY (see ``zeroserve.wire.jobs.JobLaneInfo``)."""
         return jp.JobLaneInfo(
             len(self._slots), *self._addresses,
             {name: task.describe() for name, task in self.spec.tasks.items()},

@@ -14,10 +14,10 @@ from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
 from worker.placement import Placement
-from zeroserve import codec
-from zeroserve import protocol as p
-from zeroserve.protocol import Status
 from zeroserve.service import EndpointSpec, ServiceSpec
+from zeroserve.wire import codec
+from zeroserve.wire.backend import Batch, Result, ResultItem
+from zeroserve.wire.envelope import Status, pack_map
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -26,17 +26,17 @@ class UserError(Exception):
     """The user's endpoint raised; the message is ``Type: message`` without a traceback."""
 
 
-def _error_item(request_id: bytes, status: Status, message: str, **extra: Any) -> p.ResultItem:
-    return p.ResultItem(request_id, status, [p.pack_map({"error": message, **extra})])
+def _error_item(request_id: bytes, status: Status, message: str, **extra: Any) -> ResultItem:
+    return ResultItem(request_id, status, [pack_map({"error": message, **extra})])
 
 
-def _ok_item(request_id: bytes, value: Any) -> p.ResultItem:
+def _ok_item(request_id: bytes, value: Any) -> ResultItem:
     try:
         meta, frames = codec.encode(value)
     except codec.CodecError as exc:
         return _error_item(request_id, Status.USER_ERROR,
                            f"the endpoint returned a value that cannot be sent: {exc}")
-    return p.ResultItem(request_id, Status.OK, [meta, *frames])
+    return ResultItem(request_id, Status.OK, [meta, *frames])
 
 
 class BatchRunner:
@@ -60,7 +60,7 @@ class BatchRunner:
         return endpoint is not None and not endpoint.is_async and \
             self._placement[endpoint.name].inline
 
-    def run_inline(self, batch: p.Batch) -> p.Result:
+    def run_inline(self, batch: Batch) -> Result:
         """``run`` without the event loop, for an endpoint where ``can_run_inline`` holds.
 
         With ``inline_only`` nothing inside ``run`` awaits anything that can suspend, so
@@ -74,18 +74,18 @@ class BatchRunner:
         coro.close()
         raise RuntimeError("an inline batch suspended")
 
-    async def run(self, batch: p.Batch, inline_only: bool = False) -> p.Result:
+    async def run(self, batch: Batch, inline_only: bool = False) -> Result:
         """Run every live request of ``batch``; never raises for a request's own failure.
 
         ``inline_only`` runs sync endpoints on the caller's thread whatever their placement.
         """
         endpoint = self.spec.endpoints.get(batch.endpoint)
         if endpoint is None:
-            return p.Result(batch.batch_id, 0.0, [
+            return Result(batch.batch_id, 0.0, [
                 _error_item(it.request_id, Status.NOT_FOUND,
                             f"service '{self.spec.name}' has no endpoint '{batch.endpoint}'")
                 for it in batch.items])
-        items: list[p.ResultItem] = []
+        items: list[ResultItem] = []
         live: list[tuple[bytes, dict]] = []
         received = time.monotonic()
         deadlines: dict[bytes, float] = {}
@@ -114,7 +114,7 @@ class BatchRunner:
                                                  "deadline exceeded before execution"))
                         continue
                     items.append(await self._run_one(endpoint, request_id, inputs, inline_only))
-        return p.Result(batch.batch_id, time.monotonic() - started, items)
+        return Result(batch.batch_id, time.monotonic() - started, items)
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
         method = getattr(self.instance, endpoint.method)
@@ -135,14 +135,14 @@ class BatchRunner:
             raise UserError(f"{type(exc).__name__}: {exc}") from None
 
     async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
-                       inline_only: bool) -> p.ResultItem:
+                       inline_only: bool) -> ResultItem:
         try:
             return _ok_item(request_id, await self._invoke(endpoint, inputs, inline_only))
         except UserError as exc:
             return _error_item(request_id, Status.USER_ERROR, str(exc))
 
     async def _run_merged(self, endpoint: EndpointSpec, live: list[tuple[bytes, dict]],
-                          inline_only: bool) -> list[p.ResultItem]:
+                          inline_only: bool) -> list[ResultItem]:
         ids = [rid for rid, _ in live]
         try:
             merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)

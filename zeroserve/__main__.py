@@ -1,4 +1,4 @@
 """``python -m zeroserve``: the same as the ``zeroserve`` command."""
-from zeroserve.cli import main
+from zeroserve.cli.main import main
 
 main(prog_name="zeroserve")

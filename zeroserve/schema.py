@@ -9,12 +9,13 @@ or ``"bfloat16"`` (``ml_dtypes.bfloat16``).
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
-from zeroserve.dtypes import BFLOAT16, dtype_named, is_float
+from zeroserve.wire.dtypes import BFLOAT16, dtype_named, is_float
 
 KINDS = ("tensor", "int", "float", "str", "bool", "list", "dict", "any")
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -181,3 +182,24 @@ def validate_inputs(fields: list[Field], values: Any) -> dict[str, Any]:
             continue
         out[field.name] = coerce_value(field, values[field.name])
     return out
+
+
+_HINT_KINDS = {int: "int", float: "float", str: "str", bool: "bool", list: "list",
+               dict: "dict", np.ndarray: "tensor"}
+
+
+def field_from_hint(name: str, hint: Any, required: bool) -> Field:
+    """The :class:`Field` that a parameter's (or a return value's) type hint declares."""
+    if isinstance(hint, Tensor):
+        return Field(name, "tensor", hint.dtype, hint.shape, required)
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *extras = typing.get_args(hint)
+        for extra in extras:
+            if isinstance(extra, Tensor):
+                return Field(name, "tensor", extra.dtype,
+                             None if extra.shape is None else tuple(
+                                 -1 if d is None else int(d) for d in extra.shape), required)
+        hint = base
+    origin = typing.get_origin(hint) or hint
+    kind = _HINT_KINDS.get(origin, "any")
+    return Field(name, kind, None, None, required)

@@ -18,16 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from zeroserve.schema import Field, Tensor
+from zeroserve.schema import Field, field_from_hint
+from zeroserve.task import task_specs
 
 _API_ATTR = "__zeroserve_api__"
 _SERVICE_ATTR = "__zeroserve_service__"
-_HINT_KINDS = {int: "int", float: "float", str: "str", bool: "bool", list: "list",
-               dict: "dict", np.ndarray: "tensor"}
-
-
 @dataclass(frozen=True)
 class ApiOptions:
     """What ``@api`` was given, before the service decorator resolves the schema."""
@@ -112,22 +107,6 @@ def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool 
     return mark(fn) if fn is not None else mark
 
 
-def _field_from_hint(name: str, hint: Any, required: bool) -> Field:
-    if isinstance(hint, Tensor):
-        return Field(name, "tensor", hint.dtype, hint.shape, required)
-    if typing.get_origin(hint) is typing.Annotated:
-        base, *extras = typing.get_args(hint)
-        for extra in extras:
-            if isinstance(extra, Tensor):
-                return Field(name, "tensor", extra.dtype,
-                             None if extra.shape is None else tuple(
-                                 -1 if d is None else int(d) for d in extra.shape), required)
-        hint = base
-    origin = typing.get_origin(hint) or hint
-    kind = _HINT_KINDS.get(origin, "any")
-    return Field(name, kind, None, None, required)
-
-
 def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
     try:
         hints = typing.get_type_hints(func, include_extras=True)
@@ -140,11 +119,11 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"endpoint {func.__name__}: *args/**kwargs are not supported")
         hint = declared.get(p.name, hints.get(p.name, Any))
-        inputs.append(_field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
+        inputs.append(field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
     out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
     return EndpointSpec(
         name=options.name or func.__name__, method=func.__name__, inputs=inputs,
-        output=_field_from_hint("output", out_hint, True),
+        output=field_from_hint("output", out_hint, True),
         is_async=inspect.iscoroutinefunction(func), batchable=options.batchable,
         max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
         batch_dim=options.batch_dim, retry_on_worker_loss=options.retry_on_worker_loss)
@@ -170,7 +149,6 @@ def service(cls: type | None = None, *, name: str | None = None) -> Any:
                 if ep.name in spec.endpoints:
                     raise TypeError(f"service {spec.name}: endpoint {ep.name!r} declared twice")
                 spec.endpoints[ep.name] = ep
-        from zeroserve.task import task_specs  # zeroserve.task imports this module
 
         spec.tasks = task_specs(klass)
         for clash in set(spec.tasks) & set(spec.endpoints):

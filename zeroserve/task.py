@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zeroserve.schema import Field
+from zeroserve.schema import Field, field_from_hint
 
 _TASK_ATTR = "__zeroserve_task__"
 
@@ -107,7 +107,6 @@ def _is_context(param: inspect.Parameter, hint: Any) -> bool:
 
 
 def _task(func: Callable, options: TaskOptions) -> TaskSpec:
-    from zeroserve.service import _field_from_hint  # zeroserve.service imports this module
 
     try:
         hints = typing.get_type_hints(func, include_extras=True)
@@ -122,11 +121,11 @@ def _task(func: Callable, options: TaskOptions) -> TaskSpec:
         if _is_context(p, hint):
             context_arg = p.name
             continue
-        inputs.append(_field_from_hint(p.name, declared.get(p.name, hints.get(p.name, Any)),
+        inputs.append(field_from_hint(p.name, declared.get(p.name, hints.get(p.name, Any)),
                                        p.default is inspect.Parameter.empty))
     out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
     return TaskSpec(options.name or func.__name__, func.__name__, inputs,
-                    _field_from_hint("output", out_hint, True),
+                    field_from_hint("output", out_hint, True),
                     inspect.iscoroutinefunction(func), options.timeout_s, options.max_attempts,
                     context_arg)
 

@@ -19,11 +19,12 @@ from typing import Any, Protocol
 from broker.job_store import JobStore
 from broker.jobs.model import Job, JobPolicy
 from broker.jobs.scheduler import JobScheduler
-from zeroserve import job_protocol as jp
-from zeroserve import protocol as p
 from zeroserve.config import Settings
-from zeroserve.job_protocol import JobState
-from zeroserve.protocol import Status
+from zeroserve.wire import jobs as jp
+from zeroserve.wire.backend import Ready
+from zeroserve.wire.envelope import ProtocolError, Status, pack_map
+from zeroserve.wire.frontend import Control, ControlOp, Reply, error_reply
+from zeroserve.wire.jobs import JobState
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -128,12 +129,12 @@ class JobDesk:
 
     # ------------------------------------------------------------ lanes
 
-    def lane_ready(self, identity: bytes, ready: p.Ready) -> None:
+    def lane_ready(self, identity: bytes, ready: Ready) -> None:
         """A worker registered: remember its tasks and open its lane, if it has one."""
         self._endpoints[ready.service] = set(ready.endpoints)
         try:
             lane = jp.parse_lane(ready.jobs)
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             log.warning("broker: worker %s announced a bad job lane (%s)", ready.worker_id, exc)
             return
         if lane is None:
@@ -180,7 +181,7 @@ class JobDesk:
         """One message from the job sink."""
         try:
             event = jp.parse_event(frames)
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             log.warning("broker: dropped a malformed job event (%s)", exc)
             return
         job, changed = self.scheduler.on_event(event, self.clock())
@@ -230,19 +231,19 @@ class JobDesk:
 
     # ------------------------------------------------------------ control calls
 
-    def on_control(self, gateway: bytes, ctl: p.Control) -> None:
+    def on_control(self, gateway: bytes, ctl: Control) -> None:
         """Answer a job control call (the answer is sent at the next ``flush``)."""
-        handlers: dict[p.ControlOp, Callable[[dict], dict]] = {
-            p.ControlOp.JOB_SUBMIT: self._submit, p.ControlOp.JOB_GET: self._get,
-            p.ControlOp.JOB_RESULT: self._result, p.ControlOp.JOB_CANCEL: self._cancel,
-            p.ControlOp.JOB_RETRY: self._retry, p.ControlOp.JOB_LIST: self._list}
+        handlers: dict[ControlOp, Callable[[dict], dict]] = {
+            ControlOp.JOB_SUBMIT: self._submit, ControlOp.JOB_GET: self._get,
+            ControlOp.JOB_RESULT: self._result, ControlOp.JOB_CANCEL: self._cancel,
+            ControlOp.JOB_RETRY: self._retry, ControlOp.JOB_LIST: self._list}
         try:
-            reply = p.Reply(ctl.request_id, Status.OK, p.pack_map(handlers[ctl.op](ctl.args)))
+            reply = Reply(ctl.request_id, Status.OK, pack_map(handlers[ctl.op](ctl.args)))
         except JobError as exc:
-            reply = p.error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
+            reply = error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
         except sqlite3.Error as exc:
             log.error("broker: job store %s failed: %s", self.config.store_path, exc)
-            reply = p.error_reply(ctl.request_id, Status.INTERNAL, f"job store error: {exc}",
+            reply = error_reply(ctl.request_id, Status.INTERNAL, f"job store error: {exc}",
                                   code=int(Status.INTERNAL))
         self._outbox.append((None, [gateway, *reply.to_frames()]))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zeroserve.job_protocol import JobState
+from zeroserve.wire.jobs import JobState
 
 
 @dataclass(eq=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker.jobs.model import Job, JobPolicy
-from zeroserve.job_protocol import EventKind, JobEvent, JobState
+from zeroserve.wire.jobs import EventKind, JobEvent, JobState
 
 _REJECTED_WAIT_S = 0.1  # a job refused by a full lane waits this long before it is offered again
 

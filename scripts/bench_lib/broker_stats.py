@@ -1,6 +1,6 @@
 """What the broker saw during a measured window: model calls and rows per call.
 
-The broker's STATS control call (``zeroserve.admin.broker_stats``) counts
+The broker's STATS control call (``zeroserve.cli.admin.broker_stats``) counts
 since it started; two snapshots around a window give that window's figures.
 Snapshots run in a subprocess with the cluster's interpreter, so the harness
 itself never imports zeroserve (``--only-baseline`` works without it).
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _SNAPSHOT = ("import json, sys\n"
-             "from zeroserve.admin import broker_stats\n"
+             "from zeroserve.cli.admin import broker_stats\n"
              "print(json.dumps(broker_stats(sys.argv[1], timeout_s=5.0)))\n")
 
 

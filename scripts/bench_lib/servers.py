@@ -8,7 +8,6 @@ sweeps the group for anything the server left behind.
 """
 from __future__ import annotations
 
-import ctypes
 import http.client
 import os
 import shlex
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib.profiles import Cluster, EchoServer, ServerSpec
+from zeroserve.process import signal_on_parent_death
 
 ECHO_SCRIPT = Path(__file__).resolve().parent / "echo_server.py"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -66,10 +66,7 @@ def _prepare_child() -> None:
     """Runs in the child before exec: unblock the signals the harness may hold (a signal
     mask survives exec) and ask for SIGTERM when the harness dies (Linux only)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    signal_on_parent_death(signal.SIGTERM)
 
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,

@@ -14,7 +14,7 @@ import pytest
 from cluster import TEST_SERVICES, Cluster, free_port
 
 import zeroserve
-from zeroserve.admin import broker_stats
+from zeroserve.cli.admin import broker_stats
 from zeroserve.curve import Curve
 
 pytestmark = pytest.mark.integration

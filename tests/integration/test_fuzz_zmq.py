@@ -16,8 +16,10 @@ import zmq
 from cluster import Cluster, free_port
 
 import zeroserve
-from zeroserve import protocol as p
-from zeroserve.job_protocol import EventKind, JobEvent
+from zeroserve.wire.backend import Ready, Result, ResultItem, disconnect, heartbeat
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import Control, ControlOp, Request
+from zeroserve.wire.jobs import EventKind, JobEvent
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +38,13 @@ def _rss_kib(pid: int) -> int:
 
 def _valid_messages() -> list[list[bytes]]:
     """Well-formed messages of every kind, for the mutator to start from."""
-    request = p.Request(b"\x00" * 8, "fuzzsvc", "run", 1000, b"\x81\xa1x\x90", [b"raw"], 1, b"")
-    ready = p.Ready("fuzz-worker", "fuzzsvc", {"run": {"inputs": [], "output": {"name": "o"}}},
+    request = Request(b"\x00" * 8, "fuzzsvc", "run", 1000, b"\x81\xa1x\x90", [b"raw"], 1, b"")
+    ready = Ready("fuzz-worker", "fuzzsvc", {"run": {"inputs": [], "output": {"name": "o"}}},
                     2)
-    result = p.Result(7, 0.001, [p.ResultItem(b"\x00" * 8, p.Status.OK, [b"\x80"])])
+    result = Result(7, 0.001, [ResultItem(b"\x00" * 8, Status.OK, [b"\x80"])])
     event = JobEvent("job-1", 1, "fuzz-worker", EventKind.PROGRESS, progress=0.5)
-    frames = [request.to_frames(), p.Control(b"c", p.ControlOp.PING, {}).to_frames(),
-              ready.to_frames(), p.heartbeat(), p.disconnect(), result.to_frames(),
+    frames = [request.to_frames(), Control(b"c", ControlOp.PING, {}).to_frames(),
+              ready.to_frames(), heartbeat(), disconnect(), result.to_frames(),
               event.to_frames()]
     return [[bytes(f) for f in message] for message in frames]
 
@@ -95,7 +97,7 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
         open_socket(zmq.PULL, lane_pull, bind=True)
         sink = open_socket(zmq.PUSH, lane_push, bind=True)
         lane = open_socket(zmq.DEALER, f"tcp://127.0.0.1:{cluster.backend_port}")
-        lane.send_multipart(p.Ready(
+        lane.send_multipart(Ready(
             "fuzz-lane", "fuzzlane", {"noop": {"inputs": [], "output": {"name": "o"}}}, 1,
             jobs={"slots": 1, "pull": lane_pull, "push": lane_push, "tasks": {}}).to_frames())
 
@@ -115,7 +117,7 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
             nonlocal pings
             pings += 1
             ping_id = b"catch-up-%d" % pings
-            frontend.send_multipart(p.Control(ping_id, p.ControlOp.PING, {}).to_frames())
+            frontend.send_multipart(Control(ping_id, ControlOp.PING, {}).to_frames())
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 if frontend.poll(1000) and frontend.recv_multipart()[2:3] == [ping_id]:
@@ -132,7 +134,7 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
                     blocked += 1
                 sent += 1
                 if sent % 1000 == 0 and time.monotonic() >= next_beat:
-                    lane.send_multipart(p.heartbeat())  # keep the fake lane registered
+                    lane.send_multipart(heartbeat())  # keep the fake lane registered
                     next_beat = time.monotonic() + 0.1
                 if sent % 10_000 == 0:  # valid traffic keeps succeeding meanwhile
                     assert client.call("mlp", "predict", x=ROW).shape == (1, 10)
@@ -140,7 +142,7 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
                 if sent % CHUNK == 0:
                     catch_up()
             for _ in range(10):  # let the broker work through what it has queued
-                lane.send_multipart(p.heartbeat())
+                lane.send_multipart(heartbeat())
                 time.sleep(0.1)
             rss.append(_rss_kib(broker.pid))
         for _ in range(20):

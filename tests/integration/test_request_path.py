@@ -73,7 +73,7 @@ def test_bad_input_is_400_naming_the_input_and_reason(cluster, body, needle):
 
 
 def test_msgpack_body_is_answered_in_msgpack(cluster):
-    from zeroserve import codec
+    from zeroserve.wire import codec
     cluster.start("mlp.py:MLP")
     meta, _ = codec.encode({"x": sample_input(1)}, threshold=1 << 62)
     import urllib.request

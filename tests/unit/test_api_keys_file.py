@@ -8,7 +8,7 @@ import pytest
 from gateway.access import Access
 from gateway.api_keys import ApiKeys, KeysFileError, digest, key_from_headers, new_key
 from gateway.invoke import RequestFailed
-from zeroserve.protocol import Status
+from zeroserve.wire.envelope import Status
 
 
 def _keys_file(tmp_path: Path, text: str) -> Path:

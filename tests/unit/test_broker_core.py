@@ -1,7 +1,8 @@
 """BrokerCore with an injected clock and captured sends: routing, deadlines, eviction."""
 from broker.core import BrokerConfig, BrokerCore
-from zeroserve import protocol as p
-from zeroserve.protocol import Command, Status
+from zeroserve.wire.backend import Ready, Result, ResultItem, disconnect, parse_batch
+from zeroserve.wire.envelope import Command, Status, split_command, unpack_map
+from zeroserve.wire.frontend import Control, ControlOp, Request, error_details, parse_reply
 
 ENDPOINTS = {"predict": {"inputs": [], "batchable": False},
              "tag": {"inputs": [], "batchable": True, "max_batch_size": 8, "max_latency_ms": 10}}
@@ -15,13 +16,13 @@ class Harness:
         self.ids = 0
 
     def worker(self, identity=b"W1", slots=1, now=0.0, service="svc"):
-        self.core.on_backend([identity, *p.Ready(identity.decode(), service, ENDPOINTS,
+        self.core.on_backend([identity, *Ready(identity.decode(), service, ENDPOINTS,
                                                  slots).to_frames()], now)
 
     def request(self, now, timeout_ms=1000, endpoint="predict", service="svc", key=b""):
         self.ids += 1
         rid = self.ids.to_bytes(8, "big")
-        req = p.Request(rid, service, endpoint, timeout_ms, b"meta:" + rid, [], 1, key)
+        req = Request(rid, service, endpoint, timeout_ms, b"meta:" + rid, [], 1, key)
         self.core.on_frontend([b"G", *req.to_frames()], now)
         return rid
 
@@ -33,23 +34,23 @@ class Harness:
     def batches(self):
         out = []
         for frames in self.back:
-            command, rest = p.split_command(frames[1:])
+            command, rest = split_command(frames[1:])
             if command is Command.BATCH:
-                out.append((frames[0], p.parse_batch(rest)))
+                out.append((frames[0], parse_batch(rest)))
         self.back.clear()
         return out
 
     def replies(self):
         out = {}
         for frames in self.front:
-            _, rest = p.split_command(frames[1:])
-            reply = p.parse_reply(rest)
+            _, rest = split_command(frames[1:])
+            reply = parse_reply(rest)
             out[reply.request_id] = reply
         self.front.clear()
         return out
 
     def result(self, identity, batch, now, status=Status.OK):
-        res = p.Result(batch.batch_id, 0.001, [p.ResultItem(it.request_id, status, [b"out"])
+        res = Result(batch.batch_id, 0.001, [ResultItem(it.request_id, status, [b"out"])
                                               for it in batch.items])
         self.core.on_backend([identity, *res.to_frames()], now)
 
@@ -80,7 +81,7 @@ def test_request_expired_in_queue_is_504_and_never_dispatched():
 def test_no_worker_waits_until_the_deadline_then_503():
     h = Harness()
     h.worker()
-    h.core.on_backend([b"W1", *p.disconnect()], 0.0)  # leaves
+    h.core.on_backend([b"W1", *disconnect()], 0.0)  # leaves
     rid = h.request(10.0, timeout_ms=500)
     h.core.on_tick(10.4)
     assert rid not in h.replies()
@@ -95,7 +96,7 @@ def test_full_queue_is_refused_at_once_with_retry_after():
     h.request(0.0)  # queued
     rid = h.request(0.0)
     reply = h.replies()[rid]
-    assert reply.status is Status.QUEUE_FULL and p.error_details(reply)["retry_after_s"] == 2
+    assert reply.status is Status.QUEUE_FULL and error_details(reply)["retry_after_s"] == 2
 
 
 def test_silent_worker_is_evicted_and_its_request_requeued_to_another():
@@ -162,10 +163,10 @@ def test_malformed_messages_are_counted_and_dropped():
 def test_models_answer_carries_the_batching_limits_the_broker_applies():
     h = Harness(batching_overrides={"svc.tag": {"max_batch_size": 32, "max_latency_ms": 4}})
     h.worker()
-    ctl = p.Control(b"\x00" * 8, p.ControlOp.MODELS, {})
+    ctl = Control(b"\x00" * 8, ControlOp.MODELS, {})
     h.core.on_frontend([b"G", *ctl.to_frames()], 0.1)
     (reply,) = h.replies().values()
-    endpoints = p.unpack_map(reply.meta, "models")["services"]["svc"]["endpoints"]
+    endpoints = unpack_map(reply.meta, "models")["services"]["svc"]["endpoints"]
     assert endpoints["tag"]["max_batch_size"] == 32
     assert endpoints["tag"]["max_latency_ms"] == 4.0
     assert endpoints["predict"] == ENDPOINTS["predict"]
@@ -178,16 +179,16 @@ def test_two_gateways_with_the_same_request_id_in_one_batch_both_get_their_answe
     ((identity, first),) = h.batches()
     same = (7).to_bytes(8, "big")
     for gateway in (b"G1", b"G2"):
-        req = p.Request(same, "svc", "tag", 5000, b"meta:" + gateway, [], 1, b"")
-        h.core.on_frontend([gateway, *p.Request.to_frames(req)], 0.01)
+        req = Request(same, "svc", "tag", 5000, b"meta:" + gateway, [], 1, b"")
+        h.core.on_frontend([gateway, *Request.to_frames(req)], 0.01)
     h.result(identity, first, 0.02)
     ((identity, batch),) = h.batches()
     assert len(batch.items) == 2 and len({it.request_id for it in batch.items}) == 2
     h.front.clear()
-    res = p.Result(batch.batch_id, 0.001, [p.ResultItem(it.request_id, Status.OK, [it.frames[0]])
+    res = Result(batch.batch_id, 0.001, [ResultItem(it.request_id, Status.OK, [it.frames[0]])
                                            for it in batch.items])
     h.core.on_backend([identity, *res.to_frames()], 0.03)
-    answered = {frames[0]: bytes(p.parse_reply(p.split_command(frames[1:])[1]).meta)
+    answered = {frames[0]: bytes(parse_reply(split_command(frames[1:])[1]).meta)
                 for frames in h.front}
     assert answered == {b"G1": b"meta:G1", b"G2": b"meta:G2"}
-    assert all(p.parse_reply(p.split_command(f[1:])[1]).request_id == same for f in h.front)
+    assert all(parse_reply(split_command(f[1:])[1]).request_id == same for f in h.front)

@@ -3,13 +3,13 @@ while the batches it holds are answered; it leaves once they are, and the queue 
 others. What `scripts/cluster scale` relies on to shrink a fleet without failing a request."""
 from test_broker_core import Harness
 
-from zeroserve import protocol as p
-from zeroserve.protocol import Command, Status
+from zeroserve.wire.backend import disconnect
+from zeroserve.wire.envelope import Command, Status, split_command
 
 
 def _disconnects(h: Harness) -> list[bytes]:
     return [frames[0] for frames in h.back
-            if p.split_command(frames[1:])[0] is Command.DISCONNECT]
+            if split_command(frames[1:])[0] is Command.DISCONNECT]
 
 
 def test_draining_worker_gets_no_new_batch_finishes_its_own_then_leaves():
@@ -17,7 +17,7 @@ def test_draining_worker_gets_no_new_batch_finishes_its_own_then_leaves():
     h.worker(b"W1", slots=2)
     held = h.request(0.0, timeout_ms=10_000)
     ((_, batch),) = h.batches()
-    h.core.on_backend([b"W1", *p.disconnect()], 0.1)  # SIGTERM: draining
+    h.core.on_backend([b"W1", *disconnect()], 0.1)  # SIGTERM: draining
     assert _disconnects(h) == []  # not acknowledged while it holds a batch
     queued = [h.request(0.2, timeout_ms=10_000) for _ in range(3)]
     assert h.batches() == []  # a free slot, but draining: nothing more is sent
@@ -36,7 +36,7 @@ def test_a_batch_sent_before_the_disconnect_arrived_is_still_answered():
     h.worker(b"W2", slots=1)
     first = h.request(0.0, timeout_ms=10_000)
     ((w, batch),) = h.batches()
-    h.core.on_backend([w, *p.disconnect()], 0.1)
+    h.core.on_backend([w, *disconnect()], 0.1)
     h.request(0.2, timeout_ms=10_000)
     ((other, _),) = h.batches()
     assert other != w  # the new request goes to the worker that is not draining

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 import zeroserve
-from zeroserve import sdk_wire as wire
-from zeroserve.errors import from_grpc
+from zeroserve.client import payloads
+from zeroserve.client.errors import from_grpc
 
 
 class ScriptedTransport:
@@ -52,7 +52,7 @@ def test_the_clients_own_timeout_is_a_deadline_exceeded_not_from_the_server() ->
 
 
 def test_a_504_the_gateway_sent_is_from_the_server_with_its_message() -> None:
-    error = wire.http_error(504, b'{"error": "deadline exceeded after 8000 ms in the queue"}')
+    error = payloads.http_error(504, b'{"error": "deadline exceeded after 8000 ms in the queue"}')
     transport = ScriptedTransport(error)
     with pytest.raises(zeroserve.DeadlineExceeded) as info:
         _client(transport).call("s", "e")
@@ -62,7 +62,7 @@ def test_a_504_the_gateway_sent_is_from_the_server_with_its_message() -> None:
 
 @pytest.mark.parametrize("status", [400, 404, 500, 503, 504])
 def test_every_http_error_answer_is_from_the_server(status: int) -> None:
-    assert wire.http_error(status, b'{"error": "x"}').from_server
+    assert payloads.http_error(status, b'{"error": "x"}').from_server
 
 
 def test_no_gateway_reachable_until_the_deadline_is_not_from_the_server() -> None:
@@ -128,7 +128,7 @@ class SilentTransport:
 
 
 def test_a_job_call_with_no_answer_is_the_clients_deadline_exceeded() -> None:
-    from zeroserve.jobs_client import JobsApi
+    from zeroserve.client.jobs import JobsApi
 
     transport = SilentTransport()
     api = JobsApi(transport, timeout_s=3.0)

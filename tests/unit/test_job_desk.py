@@ -7,9 +7,10 @@ import pytest
 from broker.job_store import JobStore
 from broker.jobs.desk import JobDesk, JobsConfig
 from broker.jobs.model import JobPolicy
-from zeroserve import job_protocol as jp
-from zeroserve import protocol as p
-from zeroserve.protocol import Status
+from zeroserve.wire import jobs as jp
+from zeroserve.wire.backend import Ready
+from zeroserve.wire.envelope import Status, split_command, unpack_map
+from zeroserve.wire.frontend import Control, ControlOp, parse_reply
 
 TASKS = {"score": {"inputs": [], "output": {}, "timeout_s": 5.0, "max_attempts": 2}}
 
@@ -52,21 +53,21 @@ class Harness:
 
     def worker(self, identity=b"I1", worker_id="w1", slots=1, running=()):
         lane = jp.JobLaneInfo(slots, "tcp://pull", "tcp://push", TASKS, list(running))
-        self.desk.lane_ready(identity, p.Ready(worker_id, "svc", {"rt": {}}, 1, {},
+        self.desk.lane_ready(identity, Ready(worker_id, "svc", {"rt": {}}, 1, {},
                                                lane.describe()))
 
     def call(self, op, **args):
         self.n += 1
-        self.desk.on_control(b"G", p.Control(self.n.to_bytes(8, "big"), op, args))
+        self.desk.on_control(b"G", Control(self.n.to_bytes(8, "big"), op, args))
         assert not self.front, "answered before the commit"
         self.desk.flush()
         (frames,) = self.front
         self.front.clear()
-        reply = p.parse_reply(p.split_command(frames[1:])[1])
-        return reply.status, p.unpack_map(reply.meta, "answer")
+        reply = parse_reply(split_command(frames[1:])[1])
+        return reply.status, unpack_map(reply.meta, "answer")
 
     def submit(self, task="score", inputs=b"in", **extra):
-        return self.call(p.ControlOp.JOB_SUBMIT, service="svc", task=task, inputs=inputs,
+        return self.call(ControlOp.JOB_SUBMIT, service="svc", task=task, inputs=inputs,
                          **extra)
 
     def event(self, job_id, attempt, kind, **extra):
@@ -110,7 +111,7 @@ def test_bad_submissions_are_refused_and_never_stored(tmp_path, task, inputs, st
 
 def test_unknown_service_is_404(tmp_path):
     h = Harness(tmp_path / "jobs.db")
-    status, answer = h.call(p.ControlOp.JOB_SUBMIT, service="ghost", task="t", inputs=b"")
+    status, answer = h.call(ControlOp.JOB_SUBMIT, service="ghost", task="t", inputs=b"")
     assert status is Status.NOT_FOUND and "unknown service" in answer["error"]
 
 
@@ -118,29 +119,29 @@ def test_result_status_and_conflicts(tmp_path):
     h = Harness(tmp_path / "jobs.db")
     h.worker()
     job_id = h.submit()[1]["job"]["id"]
-    assert h.call(p.ControlOp.JOB_RESULT, id=job_id)[0] is Status.CONFLICT
+    assert h.call(ControlOp.JOB_RESULT, id=job_id)[0] is Status.CONFLICT
     h.event(job_id, 1, jp.EventKind.STARTED)
     h.event(job_id, 1, jp.EventKind.PROGRESS, progress=0.25)
-    assert h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]["progress"] == 0.25
+    assert h.call(ControlOp.JOB_GET, id=job_id)[1]["job"]["progress"] == 0.25
     h.event(job_id, 1, jp.EventKind.SUCCEEDED, result=b"out")
-    status, answer = h.call(p.ControlOp.JOB_RESULT, id=job_id)
+    status, answer = h.call(ControlOp.JOB_RESULT, id=job_id)
     assert status is Status.OK and answer["result"] == b"out"
     assert answer["job"]["state"] == "succeeded"
-    assert h.call(p.ControlOp.JOB_CANCEL, id=job_id)[0] is Status.CONFLICT
-    assert h.call(p.ControlOp.JOB_RETRY, id=job_id)[0] is Status.CONFLICT
-    assert h.call(p.ControlOp.JOB_GET, id="missing")[0] is Status.NOT_FOUND
+    assert h.call(ControlOp.JOB_CANCEL, id=job_id)[0] is Status.CONFLICT
+    assert h.call(ControlOp.JOB_RETRY, id=job_id)[0] is Status.CONFLICT
+    assert h.call(ControlOp.JOB_GET, id="missing")[0] is Status.NOT_FOUND
 
 
 def test_cancel_running_tells_the_worker_and_retry_runs_it_again(tmp_path):
     h = Harness(tmp_path / "jobs.db")
     h.worker()
     job_id = h.submit()[1]["job"]["id"]
-    status, answer = h.call(p.ControlOp.JOB_CANCEL, id=job_id)
+    status, answer = h.call(ControlOp.JOB_CANCEL, id=job_id)
     assert status is Status.OK and answer["job"]["cancel_requested"]
     assert isinstance(h.channels.sent[-1][1], jp.JobCancel)
     h.event(job_id, 1, jp.EventKind.CANCELLED)
-    assert h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]["state"] == "cancelled"
-    assert h.call(p.ControlOp.JOB_RETRY, id=job_id)[0] is Status.OK
+    assert h.call(ControlOp.JOB_GET, id=job_id)[1]["job"]["state"] == "cancelled"
+    assert h.call(ControlOp.JOB_RETRY, id=job_id)[0] is Status.OK
     assert h.channels.sent[-1][1].job_id == job_id and h.channels.sent[-1][1].attempt == 1
 
 
@@ -151,13 +152,13 @@ def test_restart_recovers_queued_and_running_jobs(tmp_path):
     queued = h.submit()[1]["job"]["id"]
     # the broker dies; a new one opens the same store
     h2 = Harness(tmp_path / "jobs.db")
-    jobs = {j["id"]: j["state"] for j in h2.call(p.ControlOp.JOB_LIST)[1]["jobs"]}
+    jobs = {j["id"]: j["state"] for j in h2.call(ControlOp.JOB_LIST)[1]["jobs"]}
     assert jobs == {running: "running", queued: "queued"}
     h2.worker(running=[[running, 1]])  # the worker still runs attempt 1
     assert h2.channels.sent == []  # its only slot is taken by the recovered job
     h2.event(running, 1, jp.EventKind.SUCCEEDED, result=b"r")
     assert h2.channels.sent[0][1].job_id == queued
-    assert h2.call(p.ControlOp.JOB_GET, id=running)[1]["job"]["attempts"] == 1
+    assert h2.call(ControlOp.JOB_GET, id=running)[1]["job"]["attempts"] == 1
 
 
 def test_finished_jobs_are_removed_after_retention(tmp_path):
@@ -168,11 +169,11 @@ def test_finished_jobs_are_removed_after_retention(tmp_path):
     h.clock.now += 49.0
     h.desk.on_tick()
     h.desk.flush()
-    assert h.call(p.ControlOp.JOB_GET, id=job_id)[0] is Status.OK
+    assert h.call(ControlOp.JOB_GET, id=job_id)[0] is Status.OK
     h.clock.now += 2.0
     h.desk.on_tick()
     h.desk.flush()
-    assert h.call(p.ControlOp.JOB_GET, id=job_id)[0] is Status.NOT_FOUND
+    assert h.call(ControlOp.JOB_GET, id=job_id)[0] is Status.NOT_FOUND
 
 
 def test_list_pages_and_filters(tmp_path):
@@ -180,13 +181,13 @@ def test_list_pages_and_filters(tmp_path):
     h.worker()
     h.desk.lane_draining(b"I1")  # known tasks, but no free slot: every job stays queued
     ids = [h.submit()[1]["job"]["id"] for _ in range(5)]
-    page = h.call(p.ControlOp.JOB_LIST, limit=2)[1]
-    rest = h.call(p.ControlOp.JOB_LIST, limit=10, after=page["next"])[1]
+    page = h.call(ControlOp.JOB_LIST, limit=2)[1]
+    rest = h.call(ControlOp.JOB_LIST, limit=10, after=page["next"])[1]
     assert [j["id"] for j in page["jobs"] + rest["jobs"]] == ids and rest["next"] is None
-    assert h.call(p.ControlOp.JOB_LIST, state="running")[1]["jobs"] == []
-    assert h.call(p.ControlOp.JOB_LIST, state="bogus")[0] is Status.BAD_REQUEST
+    assert h.call(ControlOp.JOB_LIST, state="running")[1]["jobs"] == []
+    assert h.call(ControlOp.JOB_LIST, state="bogus")[0] is Status.BAD_REQUEST
     for after in (-1, 2**63):  # cursors are SQLite integers
-        status, answer = h.call(p.ControlOp.JOB_LIST, after=after)
+        status, answer = h.call(ControlOp.JOB_LIST, after=after)
         assert status is Status.BAD_REQUEST and "cursor is 0..2**63-1" in answer["error"]
 
 
@@ -196,6 +197,6 @@ def test_lost_worker_requeues_with_backoff_and_stops_listening(tmp_path):
     job_id = h.submit()[1]["job"]["id"]
     h.desk.lane_gone(b"I1", lost=True)
     h.desk.flush()
-    job = h.call(p.ControlOp.JOB_GET, id=job_id)[1]["job"]
+    job = h.call(ControlOp.JOB_GET, id=job_id)[1]["job"]
     assert job["state"] == "queued" and "lost" in job["error"]
     assert "w1" not in h.channels.events

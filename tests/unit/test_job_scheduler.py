@@ -1,7 +1,7 @@
 """JobScheduler with a fake clock: slots, leases, retries with backoff, cancel, stale events."""
 from broker.jobs.model import Job, JobPolicy
 from broker.jobs.scheduler import JobScheduler
-from zeroserve.job_protocol import EventKind, JobEvent, JobState
+from zeroserve.wire.jobs import EventKind, JobEvent, JobState
 
 POLICY = JobPolicy(lease_s=10.0, backoff_s=1.0, backoff_max_s=4.0, retention_s=100.0)
 

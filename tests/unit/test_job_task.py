@@ -4,10 +4,10 @@ import pytest
 
 import zeroserve
 from worker.job_child import run_job
-from zeroserve import codec
-from zeroserve import job_protocol as jp
-from zeroserve.protocol import ProtocolError, unpack_map
 from zeroserve.service import service_spec
+from zeroserve.wire import codec
+from zeroserve.wire import jobs as jp
+from zeroserve.wire.envelope import ProtocolError, unpack_map
 
 
 @zeroserve.service(name="reports")

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.oip_grpc_body import build_response, parameter, parse_request
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
-from zeroserve.oip_tensors import TensorError
+from zeroserve.wire.oip_tensors import TensorError
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 

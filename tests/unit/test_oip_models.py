@@ -15,8 +15,8 @@ from gateway.oip_models import (
     model_names,
     resolve,
 )
-from zeroserve.oip_tensors import TensorError
 from zeroserve.schema import Field
+from zeroserve.wire.oip_tensors import TensorError
 
 SERVICES = {"mlp": {"endpoints": {"predict": {}, "embed": {}}, "workers": 1},
             "a.b": {"endpoints": {"run": {}}, "workers": 0}}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.oip_rest_body import InferRequest, encode_response, parse_request, select_outputs
-from zeroserve.oip_tensors import TensorError
+from zeroserve.wire.oip_tensors import TensorError
 
 
 def _body(header: dict, *blobs: bytes) -> tuple[bytes, int]:

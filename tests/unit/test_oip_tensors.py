@@ -5,7 +5,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from zeroserve.oip_tensors import (
+from zeroserve.wire.oip_tensors import (
     DATATYPES,
     MAX_ELEMENTS,
     RAW_ONLY,

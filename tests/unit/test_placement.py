@@ -36,9 +36,10 @@ def test_inline_runner_returns_the_same_result_as_the_async_path():
 
     import zeroserve
     from worker.runner import BatchRunner
-    from zeroserve import codec
-    from zeroserve import protocol as p
     from zeroserve.service import service_spec
+    from zeroserve.wire import codec
+    from zeroserve.wire.backend import Batch, BatchItem
+    from zeroserve.wire.envelope import Status
 
     @zeroserve.service(name="s")
     class S:
@@ -51,11 +52,11 @@ def test_inline_runner_returns_the_same_result_as_the_async_path():
 
     runner = BatchRunner(service_spec(S), S(), threads)
     meta, frames = codec.encode({"x": np.arange(3)})
-    batch = p.Batch(1, "double", [p.BatchItem(b"r", 1000, [meta, *frames])])
+    batch = Batch(1, "double", [BatchItem(b"r", 1000, [meta, *frames])])
     assert not runner.can_run_inline("double")  # not proven fast yet
     via_loop = asyncio.run(runner.run(batch))
     inline = runner.run_inline(batch)
     for result in (via_loop, inline):
         item = result.items[0]
-        assert item.status is p.Status.OK
+        assert item.status is Status.OK
         assert codec.decode(item.frames[0], item.frames[1:]).tolist() == [0, 2, 4]

@@ -1,56 +1,83 @@
 """The wire protocol: every command round trips, malformed frames are refused with a reason."""
 import pytest
 
-from zeroserve import protocol as p
-from zeroserve.protocol import Command, Status
+from zeroserve.wire.backend import (
+    Batch,
+    BatchItem,
+    Ready,
+    Result,
+    ResultItem,
+    parse_batch,
+    parse_ready,
+    parse_result,
+)
+from zeroserve.wire.envelope import (
+    MAX_FRAMES,
+    PROTOCOL,
+    Command,
+    ProtocolError,
+    Status,
+    pack_map,
+    split_command,
+)
+from zeroserve.wire.frontend import (
+    Control,
+    ControlOp,
+    Request,
+    error_message,
+    error_reply,
+    parse_control,
+    parse_reply,
+    parse_request,
+)
 
 
 def after_command(frames):
-    command, rest = p.split_command(frames)
+    command, rest = split_command(frames)
     return command, rest
 
 
 def test_request_round_trips_with_route_fields():
-    req = p.Request(b"id1", "mlp", "predict", 1500, b"meta", [b"t0", b"t1"], 3, b"key")
+    req = Request(b"id1", "mlp", "predict", 1500, b"meta", [b"t0", b"t1"], 3, b"key")
     command, rest = after_command(req.to_frames())
     assert command is Command.REQUEST
-    assert p.parse_request(rest) == req
+    assert parse_request(rest) == req
 
 
 def test_reply_round_trips_and_maps_to_http():
-    reply = p.error_reply(b"id", Status.QUEUE_FULL, "full", retry_after_s=1)
+    reply = error_reply(b"id", Status.QUEUE_FULL, "full", retry_after_s=1)
     command, rest = after_command(reply.to_frames())
-    parsed = p.parse_reply(rest)
+    parsed = parse_reply(rest)
     assert command is Command.REPLY and parsed.status is Status.QUEUE_FULL
-    assert p.error_message(parsed) == "full"
+    assert error_message(parsed) == "full"
     assert Status.QUEUE_FULL.http_status == 503 and Status.INTERNAL.http_status == 500
     assert Status.DEADLINE_EXCEEDED.http_status == 504
 
 
 def test_batch_and_result_round_trip():
-    batch = p.Batch(7, "predict", [p.BatchItem(b"a", 100, [b"m1"]),
-                                   p.BatchItem(b"b", 5, [b"m2", b"x", b"y"])])
+    batch = Batch(7, "predict", [BatchItem(b"a", 100, [b"m1"]),
+                                   BatchItem(b"b", 5, [b"m2", b"x", b"y"])])
     _, rest = after_command(batch.to_frames())
-    assert p.parse_batch(rest) == batch
-    result = p.Result(7, 0.25, [p.ResultItem(b"a", Status.OK, [b"o"]),
-                                p.ResultItem(b"b", Status.USER_ERROR, [b"e", b"f"])])
+    assert parse_batch(rest) == batch
+    result = Result(7, 0.25, [ResultItem(b"a", Status.OK, [b"o"]),
+                                ResultItem(b"b", Status.USER_ERROR, [b"e", b"f"])])
     _, rest = after_command(result.to_frames())
-    assert p.parse_result(rest) == result
+    assert parse_result(rest) == result
 
 
 def test_ready_round_trips_and_is_validated():
-    ready = p.Ready("w1", "mlp", {"predict": {"inputs": []}}, 2, {"pid": 1})
+    ready = Ready("w1", "mlp", {"predict": {"inputs": []}}, 2, {"pid": 1})
     _, rest = after_command(ready.to_frames())
-    assert p.parse_ready(rest) == ready
-    with pytest.raises(p.ProtocolError, match="slots"):
-        p.parse_ready([p.pack_map({"worker_id": "w", "service": "s",
+    assert parse_ready(rest) == ready
+    with pytest.raises(ProtocolError, match="slots"):
+        parse_ready([pack_map({"worker_id": "w", "service": "s",
                                    "endpoints": {"e": {}}, "slots": 0})])
 
 
 def test_control_round_trips():
-    ctl = p.Control(b"c", p.ControlOp.STATS, {"x": 1})
+    ctl = Control(b"c", ControlOp.STATS, {"x": 1})
     _, rest = after_command(ctl.to_frames())
-    assert p.parse_control(rest) == ctl
+    assert parse_control(rest) == ctl
 
 
 @pytest.mark.parametrize("frames, reason", [
@@ -59,8 +86,8 @@ def test_control_round_trips():
     ([b"ZS1", b"\x7f"], "unknown command"),
 ])
 def test_bad_envelope_is_refused(frames, reason):
-    with pytest.raises(p.ProtocolError, match=reason):
-        p.split_command(frames)
+    with pytest.raises(ProtocolError, match=reason):
+        split_command(frames)
 
 
 @pytest.mark.parametrize("rest, reason", [
@@ -70,24 +97,24 @@ def test_bad_envelope_is_refused(frames, reason):
     ([b"i", b"s", b"e", b"\0\0", b"m"], "route frame"),
 ])
 def test_malformed_request_is_refused(rest, reason):
-    with pytest.raises(p.ProtocolError, match=reason):
-        p.parse_request(rest)
+    with pytest.raises(ProtocolError, match=reason):
+        parse_request(rest)
 
 
 def test_batch_header_counting_more_frames_than_sent_is_refused():
-    frames = p.Batch(1, "e", [p.BatchItem(b"a", 1, [b"m", b"x"])]).to_frames()
+    frames = Batch(1, "e", [BatchItem(b"a", 1, [b"m", b"x"])]).to_frames()
     _, rest = after_command(frames[:-1])
-    with pytest.raises(p.ProtocolError, match="frames"):
-        p.parse_batch(rest)
+    with pytest.raises(ProtocolError, match="frames"):
+        parse_batch(rest)
 
 
 def test_result_with_unknown_status_is_refused():
-    frames = [b"\0" * 8, p.pack_map({"exec_s": 0.1, "items": [[b"a", 299, 1]]}), b"m"]
-    with pytest.raises(p.ProtocolError, match="status"):
-        p.parse_result(frames)
+    frames = [b"\0" * 8, pack_map({"exec_s": 0.1, "items": [[b"a", 299, 1]]}), b"m"]
+    with pytest.raises(ProtocolError, match="status"):
+        parse_result(frames)
 
 
 def test_a_message_with_too_many_frames_is_refused():
-    frames = [p.PROTOCOL, p.Command.HEARTBEAT.value] + [b""] * p.MAX_FRAMES
-    with pytest.raises(p.ProtocolError, match="at most"):
-        p.split_command(frames)
+    frames = [PROTOCOL, Command.HEARTBEAT.value] + [b""] * MAX_FRAMES
+    with pytest.raises(ProtocolError, match="at most"):
+        split_command(frames)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 import zeroserve
-from zeroserve.retry import MAX_DELAY_S, retry_delay
+from zeroserve.client.retry import MAX_DELAY_S, retry_delay
 
 
 def test_delays_grow_with_jitter_and_stop_before_the_deadline() -> None:

@@ -8,8 +8,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import zeroserve.admin
-from zeroserve.cli import main
+import zeroserve.cli.admin
+from zeroserve.cli.main import main
 
 
 def _stats(requests: int) -> dict:
@@ -42,7 +42,7 @@ def polls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     def fake_sleep(seconds: float) -> None:
         if len(taken) == 3:
             raise _Stop
-    monkeypatch.setattr(zeroserve.admin, "broker_stats", fake_stats)
+    monkeypatch.setattr(zeroserve.cli.admin, "broker_stats", fake_stats)
     monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(time, "sleep", fake_sleep)
     return taken

@@ -1,7 +1,7 @@
 """`zeroserve status`: requests/s between two snapshots, and the table."""
 from __future__ import annotations
 
-from zeroserve.status import render, request_rates
+from zeroserve.cli.status import render, request_rates
 
 
 def _stats(requests: int) -> dict:

@@ -136,7 +136,7 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
                   config_file: str | None, **options: Any) -> None:
     """Serve SERVICE on this host: a broker, a gateway and --workers workers, each a process."""
-    from zeroserve.embedded import serve
+    from zeroserve.cli.embedded import serve
 
     settings = _settings(config_file, options)
     sys.exit(serve(service, workers, settings, config_file, frontend, backend, options))
@@ -157,9 +157,9 @@ def status_command(address: str, watch: bool | None, as_json: bool) -> None:
     import json
     import time
 
-    from zeroserve.admin import broker_stats
+    from zeroserve.cli.admin import broker_stats
+    from zeroserve.cli.status import render, request_rates
     from zeroserve.curve import CurveError, from_settings
-    from zeroserve.status import render, request_rates
 
     try:
         keys = from_settings(load_settings(), "client")

@@ -8,13 +8,13 @@ import grpc
 import msgpack
 import numpy as np
 
-from zeroserve import sdk_wire as wire
-from zeroserve.errors import from_grpc
+from zeroserve.client import payloads
+from zeroserve.client.errors import from_grpc
+from zeroserve.client.http_transport import split_url
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.http_transport import split_url
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1),
                    ("grpc.max_send_message_length", 2**31 - 1)]
@@ -51,21 +51,21 @@ class GrpcTransport:
     def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
              timeout_s: float) -> Any:
         request = pb.CallRequest(service=service, endpoint=endpoint,
-                                 inputs=wire.encode_inputs(inputs))
+                                 inputs=payloads.encode_inputs(inputs))
         try:
             reply = self._serving.Call(request, **self._options(timeout_s))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
-        return wire.decode_value(reply.value)
+        return payloads.decode_value(reply.value)
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
               timeout_s: float) -> dict[str, np.ndarray]:
         try:
-            response = self._oip.ModelInfer(wire.infer_request(model, inputs, outputs),
+            response = self._oip.ModelInfer(payloads.infer_request(model, inputs, outputs),
                                             **self._options(timeout_s))
         except grpc.RpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
-        return wire.infer_response_outputs(response)
+        return payloads.infer_response_outputs(response)
 
     def services(self, timeout_s: float) -> dict[str, Any]:
         try:

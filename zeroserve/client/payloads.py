@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve import codec
-from zeroserve.errors import ServerError, ZeroserveError, from_http
+from zeroserve.client.errors import ServerError, ZeroserveError, from_http
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
-from zeroserve.oip_tensors import (
+from zeroserve.wire import codec
+from zeroserve.wire.oip_tensors import (
     TensorError,
     datatype_of,
     from_json,

@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from zeroserve.dtypes import BFLOAT16, dtype_named, name_of
+from zeroserve.wire.dtypes import BFLOAT16, dtype_named, name_of
 
 FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 

@@ -14,7 +14,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zeroserve.protocol import PROTOCOL, Frame, ProtocolError, _raw, pack_map, unpack_map
+from zeroserve.wire.envelope import PROTOCOL, Frame, ProtocolError, pack_map, raw, unpack_map
 
 
 class JobState(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
@@ -141,12 +141,12 @@ def parse_lane(jobs: dict) -> JobLaneInfo | None:
 
 
 def _split(frames: Sequence[Frame]) -> tuple[JobCommand, dict, Sequence[Frame]]:
-    if len(frames) < 3 or _raw(frames[0]) != PROTOCOL:
+    if len(frames) < 3 or raw(frames[0]) != PROTOCOL:
         raise ProtocolError("job message is too short or not ZS1")
     try:
-        command = JobCommand(_raw(frames[1]))
+        command = JobCommand(raw(frames[1]))
     except ValueError:
-        raise ProtocolError(f"unknown job command {_raw(frames[1])[:8]!r}") from None
+        raise ProtocolError(f"unknown job command {raw(frames[1])[:8]!r}") from None
     head = unpack_map(frames[2], "job message header")
     if not isinstance(head, dict) or not isinstance(head.get("job_id"), str) \
             or not isinstance(head.get("attempt"), int):

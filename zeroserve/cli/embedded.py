@@ -6,7 +6,6 @@ gateway, then the broker. Children get SIGTERM if the supervisor dies.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -18,17 +17,15 @@ import urllib.request
 from typing import Any
 
 from zeroserve.config import Settings
+from zeroserve.process import signal_on_parent_death
 
 log = logging.getLogger("zeroserve.serve")
 
 _READY_TIMEOUT_S = 120.0
 
 
-def _die_with_parent() -> None:  # runs in the child before exec (Linux only)
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _signal_term_on_parent_death() -> None:  # runs in the child before exec
+    signal_on_parent_death(signal.SIGTERM)
 
 
 def connect_address(bind: str) -> str:
@@ -68,7 +65,8 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     signal.signal(signal.SIGTERM, on_signal)
     procs: list[tuple[str, subprocess.Popen]] = []
     for name, argv in specs:
-        procs.append((name, subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)))
+        procs.append((name, subprocess.Popen(argv, env=env,
+                                             preexec_fn=_signal_term_on_parent_death)))
     log.info("serve: started broker, gateway and %d workers (pids %s)", workers,
              " ".join(str(p.pid) for _, p in procs))
     url = f"http://127.0.0.1:{port}/readyz"

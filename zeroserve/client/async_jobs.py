@@ -1,7 +1,7 @@
 """Job handles for :class:`zeroserve.AsyncClient`: ``job = await client.submit(...)``, then
 ``await job.status()``, ``await job.result(timeout=)``, ``await job.cancel()``.
 
-The same calls as :mod:`zeroserve.jobs_client`, awaited: the gateway's ``/v1/jobs`` routes
+The same calls as :mod:`zeroserve.client.jobs`, awaited: the gateway's ``/v1/jobs`` routes
 over ``http://``, its ``zeroserve.v1.Jobs`` service over ``grpc://``.
 """
 from __future__ import annotations
@@ -13,11 +13,9 @@ from typing import Any
 
 import grpc
 
-from zeroserve import sdk_wire as wire
-from zeroserve.errors import from_grpc
-from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
-from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.jobs_client import (
+from zeroserve.client import payloads
+from zeroserve.client.errors import from_grpc
+from zeroserve.client.jobs import (
     TERMINAL,
     JobCancelled,
     JobFailed,
@@ -26,6 +24,8 @@ from zeroserve.jobs_client import (
     job_path,
     list_path,
 )
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 
 
 class AsyncHttpJobs:
@@ -36,13 +36,13 @@ class AsyncHttpJobs:
         self.timeout_s = timeout_s
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        payload = None if body is None else wire.encode_inputs(body)
+        payload = None if body is None else payloads.encode_inputs(body)
         status, _, answer = await self.transport._request(
-            method, path, payload, {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK},
+            method, path, payload, {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK},
             self.timeout_s)
         if not 200 <= status < 300:
-            raise wire.http_error(status, answer)
-        return wire.decode_value(answer)
+            raise payloads.http_error(status, answer)
+        return payloads.decode_value(answer)
 
     async def submit(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                      idempotency_key: str | None) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class AsyncGrpcJobs:
     async def submit(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                      idempotency_key: str | None) -> dict[str, Any]:
         reply = await self._rpc("Submit", pb.SubmitJobRequest(
-            service=service, endpoint=endpoint, inputs=wire.encode_inputs(inputs),
+            service=service, endpoint=endpoint, inputs=payloads.encode_inputs(inputs),
             idempotency_key=idempotency_key))
         return job_dict(reply.job)
 
@@ -92,7 +92,7 @@ class AsyncGrpcJobs:
         return job_dict(await self._rpc("Get", pb.JobRequest(id=job_id)))
 
     async def result(self, job_id: str) -> Any:
-        return wire.decode_value((await self._rpc("Result", pb.JobRequest(id=job_id))).value)
+        return payloads.decode_value((await self._rpc("Result", pb.JobRequest(id=job_id))).value)
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return job_dict(await self._rpc("Cancel", pb.JobRequest(id=job_id)))

@@ -4,7 +4,7 @@ Numpy in, numpy out. The URL picks the transport: ``http://`` (the REST route
 with msgpack bodies, and the OIP HTTP route with binary tensors) or
 ``grpc://`` (the gateway's gRPC port: ``zeroserve.v1.Serving`` and the OIP gRPC
 service). Both give the same answers and raise the same exceptions
-(:mod:`zeroserve.errors`). :class:`AsyncClient` (``zeroserve.async_client``) is
+(:mod:`zeroserve.client.errors`). :class:`AsyncClient` (``zeroserve.client.async_client``) is
 the same for asyncio.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from zeroserve.errors import (
+from zeroserve.client.errors import (
     BadRequest,
     DeadlineExceeded,
     Forbidden,
@@ -31,8 +31,8 @@ from zeroserve.errors import (
     no_answer,
     passed_while_retrying,
 )
-from zeroserve.jobs_client import Job, jobs_api
-from zeroserve.retry import retry_delay
+from zeroserve.client.jobs import Job, jobs_api
+from zeroserve.client.retry import retry_delay
 
 __all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
            "DeadlineExceeded", "ServerError", "PayloadTooLarge", "Unauthorized", "Forbidden",
@@ -61,11 +61,11 @@ class Transport(Protocol):
 def make_transport(url: str, api_key: str | None = None) -> Transport:
     """The transport of a URL: ``http://host:port`` or ``grpc://host:port``."""
     if url.startswith("http://"):
-        from zeroserve.http_transport import HttpTransport
+        from zeroserve.client.http_transport import HttpTransport
 
         return HttpTransport(url, api_key)
     if url.startswith("grpc://"):
-        from zeroserve.grpc_transport import GrpcTransport
+        from zeroserve.client.grpc_transport import GrpcTransport
 
         return GrpcTransport(url, api_key)
     raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve.dtypes import BFLOAT16
+from zeroserve.wire.dtypes import BFLOAT16
 
 _NUMPY = {
     "BOOL": np.dtype(np.bool_),

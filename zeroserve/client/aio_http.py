@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from zeroserve.errors import Unreachable
+from zeroserve.client.errors import Unreachable
 
 _MAX_HEADER_BYTES = 64 * 1024
 

@@ -16,17 +16,17 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from zeroserve import sdk_wire as wire
-from zeroserve.aio_http import AsyncHttpConnectionPool
-from zeroserve.async_jobs import AsyncGrpcJobs, AsyncHttpJobs, AsyncJob
-from zeroserve.errors import Overloaded, from_grpc, no_answer, passed_while_retrying
+from zeroserve.client import payloads
+from zeroserve.client.aio_http import AsyncHttpConnectionPool
+from zeroserve.client.async_jobs import AsyncGrpcJobs, AsyncHttpJobs, AsyncJob
+from zeroserve.client.errors import Overloaded, from_grpc, no_answer, passed_while_retrying
+from zeroserve.client.grpc_transport import CHANNEL_OPTIONS, auth_metadata, services_of, target
+from zeroserve.client.http_transport import split_url
+from zeroserve.client.retry import retry_delay
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.grpc_transport import CHANNEL_OPTIONS, auth_metadata, services_of, target
-from zeroserve.http_transport import split_url
-from zeroserve.retry import retry_delay
 
 T = TypeVar("T")
 
@@ -47,34 +47,34 @@ class AsyncHttpTransport:
 
     async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                    timeout_s: float) -> Any:
-        headers = {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
-                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        headers = {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
+                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
         status, reply_headers, body = await self._request(
-            "POST", f"/{service}/{endpoint}", wire.encode_inputs(inputs), headers,
+            "POST", f"/{service}/{endpoint}", payloads.encode_inputs(inputs), headers,
             timeout_s + 1.0)
         if status != 200:
-            raise wire.http_error(status, body)
-        if reply_headers.get("content-type", "").startswith(wire.MSGPACK):
-            return wire.decode_value(body)
+            raise payloads.http_error(status, body)
+        if reply_headers.get("content-type", "").startswith(payloads.MSGPACK):
+            return payloads.decode_value(body)
         return json.loads(body)
 
     async def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
                     timeout_s: float) -> dict[str, np.ndarray]:
-        body, length = wire.infer_body(inputs, outputs)
-        headers = {wire.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
-                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        body, length = payloads.infer_body(inputs, outputs)
+        headers = {payloads.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
+                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
         status, reply_headers, reply = await self._request(
             "POST", f"/v2/models/{urllib.parse.quote(model)}/infer", body, headers,
             timeout_s + 1.0)
         if status != 200:
-            raise wire.http_error(status, reply)
-        length_header = reply_headers.get(wire.HEADER_LENGTH.lower())
-        return wire.infer_outputs(reply, None if length_header is None else int(length_header))
+            raise payloads.http_error(status, reply)
+        length_header = reply_headers.get(payloads.HEADER_LENGTH.lower())
+        return payloads.infer_outputs(reply, None if length_header is None else int(length_header))
 
     async def services(self, timeout_s: float) -> dict[str, Any]:
         status, _, body = await self._request("GET", "/v1/services", None, {}, timeout_s)
         if status != 200:
-            raise wire.http_error(status, body)
+            raise payloads.http_error(status, body)
         return dict(json.loads(body)["services"])
 
     async def health(self, timeout_s: float) -> dict[str, Any]:
@@ -102,21 +102,21 @@ class AsyncGrpcTransport:
     async def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                    timeout_s: float) -> Any:
         request = pb.CallRequest(service=service, endpoint=endpoint,
-                                 inputs=wire.encode_inputs(inputs))
+                                 inputs=payloads.encode_inputs(inputs))
         try:
             reply = await self._serving.Call(request, **self._options(timeout_s))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
-        return wire.decode_value(reply.value)
+        return payloads.decode_value(reply.value)
 
     async def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
                     timeout_s: float) -> dict[str, np.ndarray]:
         try:
-            response = await self._oip.ModelInfer(wire.infer_request(model, inputs, outputs),
+            response = await self._oip.ModelInfer(payloads.infer_request(model, inputs, outputs),
                                                   **self._options(timeout_s))
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc.code(), exc.details()) from None
-        return wire.infer_response_outputs(response)
+        return payloads.infer_response_outputs(response)
 
     async def services(self, timeout_s: float) -> dict[str, Any]:
         try:

@@ -4,7 +4,7 @@ A :class:`Job` names one durable job on the cluster; ``job.status()``,
 ``job.result(timeout=)``, ``job.cancel()`` and ``job.retry()`` call the
 gateway's ``/v1/jobs`` routes (msgpack bodies) over ``http://``, or its
 ``zeroserve.v1.Jobs`` service over ``grpc://``. Errors are the SDK's typed
-exceptions (:mod:`zeroserve.errors`), plus :class:`JobFailed` and
+exceptions (:mod:`zeroserve.client.errors`), plus :class:`JobFailed` and
 :class:`JobCancelled` from ``result``.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from zeroserve import sdk_wire as wire
-from zeroserve.errors import ZeroserveError, from_grpc, no_answer
+from zeroserve.client import payloads
+from zeroserve.client.errors import ZeroserveError, from_grpc, no_answer
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -50,18 +50,20 @@ class JobsApi:
     def call(self, method: str, path: str, body: Any = None,
              headers: Mapping[str, str] | None = None) -> Any:
         """One HTTP call; the decoded answer, or the typed exception of an error status
-        (:class:`~zeroserve.errors.DeadlineExceeded` when no answer came in ``timeout_s``)."""
-        payload = None if body is None else wire.encode_inputs(body)
+        (:class:`~zeroserve.client.errors.DeadlineExceeded` when no answer came in
+        ``timeout_s``)."""
+        payload = None if body is None else payloads.encode_inputs(body)
         started = time.monotonic()
         try:
             status, _, answer = self.transport.request(
-                method, path, payload, {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
-                                        **(headers or {})}, self.timeout_s)
+                method, path, payload,
+                {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK, **(headers or {})},
+                self.timeout_s)
         except TimeoutError:
             raise no_answer(time.monotonic() - started, self.timeout_s) from None
         if not 200 <= status < 300:
-            raise wire.http_error(status, answer)
-        return wire.decode_value(answer)
+            raise payloads.http_error(status, answer)
+        return payloads.decode_value(answer)
 
     def submit(self, service: str, endpoint: str, inputs: Mapping[str, Any],
                idempotency_key: str | None = None) -> Job:
@@ -159,7 +161,7 @@ class GrpcJobsApi:
         return job_dict(self._by_id("Get", job_id))
 
     def result(self, job_id: str) -> Any:
-        return wire.decode_value(self._by_id("Result", job_id).value)
+        return payloads.decode_value(self._by_id("Result", job_id).value)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return job_dict(self._by_id("Cancel", job_id))
@@ -172,7 +174,7 @@ class GrpcJobsApi:
         from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 
         reply = self._rpc("Submit", pb.SubmitJobRequest(
-            service=service, endpoint=endpoint, inputs=wire.encode_inputs(inputs),
+            service=service, endpoint=endpoint, inputs=payloads.encode_inputs(inputs),
             idempotency_key=idempotency_key))
         info = job_dict(reply.job)
         return Job(self, info["id"], info)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve import sdk_wire as wire
-from zeroserve.errors import Unreachable
+from zeroserve.client import payloads
+from zeroserve.client.errors import Unreachable
 
 
 def split_url(url: str, scheme: str) -> tuple[str, int, str]:
@@ -67,34 +67,34 @@ class HttpTransport:
 
     def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
              timeout_s: float) -> Any:
-        headers = {"Content-Type": wire.MSGPACK, "Accept": wire.MSGPACK,
-                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        headers = {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
+                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
         status, reply_headers, body = self.request(
-            "POST", f"/{service}/{endpoint}", wire.encode_inputs(inputs), headers,
+            "POST", f"/{service}/{endpoint}", payloads.encode_inputs(inputs), headers,
             timeout_s + 1.0)
         if status != 200:
-            raise wire.http_error(status, body)
-        if reply_headers.get("Content-Type", "").startswith(wire.MSGPACK):
-            return wire.decode_value(body)
+            raise payloads.http_error(status, body)
+        if reply_headers.get("Content-Type", "").startswith(payloads.MSGPACK):
+            return payloads.decode_value(body)
         return json.loads(body)
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
               timeout_s: float) -> dict[str, np.ndarray]:
-        body, length = wire.infer_body(inputs, outputs)
-        headers = {wire.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
-                   wire.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+        body, length = payloads.infer_body(inputs, outputs)
+        headers = {payloads.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
+                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
         status, reply_headers, reply = self.request(
             "POST", f"/v2/models/{urllib.parse.quote(model)}/infer", body, headers,
             timeout_s + 1.0)
         if status != 200:
-            raise wire.http_error(status, reply)
-        length_header = reply_headers.get(wire.HEADER_LENGTH)
-        return wire.infer_outputs(reply, None if length_header is None else int(length_header))
+            raise payloads.http_error(status, reply)
+        length_header = reply_headers.get(payloads.HEADER_LENGTH)
+        return payloads.infer_outputs(reply, None if length_header is None else int(length_header))
 
     def services(self, timeout_s: float) -> dict[str, Any]:
         status, _, body = self.request("GET", "/v1/services", None, {}, timeout_s)
         if status != 200:
-            raise wire.http_error(status, body)
+            raise payloads.http_error(status, body)
         return dict(json.loads(body)["services"])
 
     def health(self, timeout_s: float) -> dict[str, Any]:

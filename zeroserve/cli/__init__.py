@@ -1,0 +1,1 @@
+"""The ``zeroserve`` command and the operator's tools (serve, status, keys)."""

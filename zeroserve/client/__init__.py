@@ -1,0 +1,1 @@
+"""The client SDK: ``zeroserve.Client`` and ``zeroserve.AsyncClient`` over HTTP or gRPC."""

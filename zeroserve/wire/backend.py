@@ -1,0 +1,182 @@
+"""The backend channel (worker <-> broker): READY, HEARTBEAT, BATCH, RESULT, DISCONNECT."""
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeroserve.wire.envelope import (
+    PROTOCOL,
+    Command,
+    Frame,
+    ProtocolError,
+    Status,
+    pack_map,
+    raw,
+    status_from_code,
+    text,
+    unpack_map,
+)
+
+_BATCH_ID = struct.Struct(">Q")
+
+
+@dataclass(slots=True)
+class Ready:
+    """A worker's registration: the service it loaded, its endpoints and its slots.
+
+    ``endpoints`` maps an endpoint name to its description (schema and
+    batching settings, see ``zeroserve.service.EndpointSpec.describe``).
+    ``jobs`` describes the worker's job lane (empty without one; see
+    ``zeroserve.wire.jobs.JobLaneInfo``).
+    """
+
+    worker_id: str
+    service: str
+    endpoints: dict
+    slots: int
+    info: dict = field(default_factory=dict)
+    jobs: dict = field(default_factory=dict)
+
+    def to_frames(self) -> list:
+        return [PROTOCOL, Command.READY.value, pack_map({
+            "worker_id": self.worker_id, "service": self.service, "endpoints": self.endpoints,
+            "slots": self.slots, "info": self.info, "jobs": self.jobs})]
+
+
+def parse_ready(rest: Sequence[Frame]) -> Ready:
+    """Parse the frames after the command of a READY."""
+    if len(rest) != 1:
+        raise ProtocolError(f"READY has {len(rest)} frames after the command, 1 expected")
+    body = unpack_map(rest[0], "READY body")
+    if not isinstance(body, dict):
+        raise ProtocolError("READY body must be a map")
+    try:
+        ready = Ready(str(body["worker_id"]), str(body["service"]), dict(body["endpoints"]),
+                      int(body["slots"]), dict(body.get("info") or {}),
+                      dict(body.get("jobs") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
+    if not ready.service or not (ready.endpoints or ready.jobs.get("tasks")):
+        raise ProtocolError("READY names no service or no endpoint")
+    if not 1 <= ready.slots <= 4096:
+        raise ProtocolError(f"READY slots {ready.slots} out of range 1..4096")
+    for name, desc in ready.endpoints.items():
+        if not isinstance(name, str) or not isinstance(desc, dict):
+            raise ProtocolError("READY endpoints must map names to descriptions")
+    return ready
+
+
+def heartbeat() -> list:
+    return [PROTOCOL, Command.HEARTBEAT.value]
+
+
+def disconnect() -> list:
+    return [PROTOCOL, Command.DISCONNECT.value]
+
+
+@dataclass(slots=True)
+class BatchItem:
+    """One request inside a BATCH: its id, time left, and its meta + body frames."""
+
+    request_id: bytes
+    timeout_ms: int
+    frames: list  # [meta, *body]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Work for a worker: one or more requests to one endpoint, run as one call."""
+
+    batch_id: int
+    endpoint: str
+    items: list  # list[BatchItem]
+
+    def to_frames(self) -> list:
+        header = pack_map([[it.request_id, it.timeout_ms, len(it.frames)] for it in self.items])
+        frames = [PROTOCOL, Command.BATCH.value, _BATCH_ID.pack(self.batch_id),
+                  self.endpoint.encode(), header]
+        for it in self.items:
+            frames.extend(it.frames)
+        return frames
+
+
+def _split_items(header: Any, payload: Sequence[Frame], what: str) -> list[tuple[list, list]]:
+    """Pair each header entry ``[..., n_frames]`` with its frames of ``payload``."""
+    if not isinstance(header, list) or not header:
+        raise ProtocolError(f"{what} header must be a non-empty list")
+    out: list[tuple[list, list]] = []
+    pos = 0
+    for entry in header:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], int) \
+                or entry[2] < 1:
+            raise ProtocolError(f"{what} header entry is malformed")
+        out.append((entry, list(payload[pos:pos + entry[2]])))
+        pos += entry[2]
+    if pos != len(payload):
+        raise ProtocolError(f"{what} header counts {pos} frames, message has {len(payload)}")
+    return out
+
+
+def parse_batch(rest: Sequence[Frame]) -> Batch:
+    """Parse the frames after the command of a BATCH."""
+    if len(rest) < 4:
+        raise ProtocolError("BATCH is too short")
+    raw_id = raw(rest[0])
+    if len(raw_id) != _BATCH_ID.size:
+        raise ProtocolError("BATCH id must be 8 bytes")
+    header = unpack_map(rest[2], "BATCH header")
+    items = []
+    for entry, frames in _split_items(header, rest[3:], "BATCH"):
+        if not isinstance(entry[0], bytes) or not isinstance(entry[1], int):
+            raise ProtocolError("BATCH header entry has a bad request id or timeout")
+        items.append(BatchItem(entry[0], entry[1], frames))
+    return Batch(_BATCH_ID.unpack(raw_id)[0], text(rest[1], "endpoint"), items)
+
+
+@dataclass(slots=True)
+class ResultItem:
+    """The outcome of one request of a batch: status and its meta + body frames."""
+
+    request_id: bytes
+    status: Status
+    frames: list  # [meta, *body]
+
+
+@dataclass(slots=True)
+class Result:
+    """A worker's answer to a BATCH; ``exec_s`` is how long the user function ran."""
+
+    batch_id: int
+    exec_s: float
+    items: list  # list[ResultItem]
+
+    def to_frames(self) -> list:
+        header = pack_map({"exec_s": self.exec_s, "items": [
+            [it.request_id, int(it.status), len(it.frames)] for it in self.items]})
+        frames = [PROTOCOL, Command.RESULT.value, _BATCH_ID.pack(self.batch_id), header]
+        for it in self.items:
+            frames.extend(it.frames)
+        return frames
+
+
+def parse_result(rest: Sequence[Frame]) -> Result:
+    """Parse the frames after the command of a RESULT."""
+    if len(rest) < 3:
+        raise ProtocolError("RESULT is too short")
+    raw_id = raw(rest[0])
+    if len(raw_id) != _BATCH_ID.size:
+        raise ProtocolError("RESULT batch id must be 8 bytes")
+    header = unpack_map(rest[1], "RESULT header")
+    if not isinstance(header, dict) or not isinstance(header.get("exec_s"), (int, float)):
+        raise ProtocolError("RESULT header must be a map with exec_s")
+    items = []
+    for entry, frames in _split_items(header.get("items"), rest[2:], "RESULT"):
+        status = status_from_code(entry[1])
+        if status is None:
+            raise ProtocolError(f"RESULT has unknown status {entry[1]!r}")
+        if not isinstance(entry[0], bytes):
+            raise ProtocolError("RESULT item has a bad request id")
+        items.append(ResultItem(entry[0], status, frames))
+    return Result(_BATCH_ID.unpack(raw_id)[0], float(header["exec_s"]), items)

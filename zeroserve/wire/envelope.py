@@ -1,0 +1,124 @@
+"""The envelope of every zeroserve message (protocol ZS1): frames, commands, statuses.
+
+Every message is a ZeroMQ multipart message whose first frame names the
+protocol and version and whose second frame is one command byte. Routing data
+sits in fixed frames so that the broker routes a request without unpacking its
+payload; the payload is one msgpack metadata frame plus raw body frames (see
+``zeroserve.wire.codec``). ``docs/protocol.md`` documents the layout frame by frame.
+
+This module holds what every message shares (the protocol frame, the command
+byte, the status, msgpack control frames); ``frontend``, ``backend`` and
+``jobs`` build and parse the messages of each channel. Parsers take the frames
+*after* any ROUTER identity envelope and raise :class:`ProtocolError` with a
+reason on anything malformed; they never decode payloads.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+PROTOCOL = b"ZS1"
+MAX_FRAMES = 16384  # frames in one message: a BATCH of a few hundred requests fits easily
+
+Frame = Any  # bytes, memoryview, or a zmq.Frame received with copy=False
+
+
+class Command(bytes, enum.Enum):
+    """The command byte of a message (frame 1)."""
+
+    # frontend: gateway <-> broker
+    REQUEST = b"\x01"
+    REPLY = b"\x02"
+    CONTROL = b"\x03"
+    # backend: worker <-> broker
+    READY = b"\x10"
+    HEARTBEAT = b"\x11"
+    BATCH = b"\x12"
+    RESULT = b"\x13"
+    DISCONNECT = b"\x14"
+
+
+_COMMANDS = {c.value: c for c in Command}
+
+
+class Status(enum.IntEnum):
+    """Outcome of a request, carried in REPLY and RESULT; maps 1:1 to an HTTP status."""
+
+    OK = 200
+    BAD_REQUEST = 400
+    UNAUTHORIZED = 401
+    FORBIDDEN = 403
+    NOT_FOUND = 404
+    CONFLICT = 409  # a job operation that its state does not allow
+    PAYLOAD_TOO_LARGE = 413
+    USER_ERROR = 500
+    INTERNAL = 501
+    NO_WORKER = 503
+    QUEUE_FULL = 529
+    DEADLINE_EXCEEDED = 504
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status that a gateway answers with."""
+        return _HTTP_STATUS.get(self, int(self))
+
+
+_HTTP_STATUS = {Status.INTERNAL: 500, Status.QUEUE_FULL: 503}
+_STATUSES = {int(s): s for s in Status}
+
+
+def status_from_code(code: object) -> Status | None:
+    """The :class:`Status` a wire code stands for, or None for a code the protocol lacks."""
+    return _STATUSES.get(code)  # type: ignore[call-overload]
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the reason says what is wrong."""
+
+
+
+
+def raw(frame: Frame) -> bytes:
+    """The bytes of a routing frame (a zmq.Frame received with copy=False, or bytes)."""
+    data: Any = getattr(frame, "bytes", frame)
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def text(frame: Frame, what: str) -> str:
+    try:
+        text = raw(frame).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not UTF-8") from None
+    if not text:
+        raise ProtocolError(f"{what} is empty")
+    return text
+
+
+def unpack_map(frame: Frame, what: str) -> Any:
+    """Decode a msgpack control frame (never a payload: those belong to the codec)."""
+    try:
+        return msgpack.unpackb(raw(frame), raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise ProtocolError(f"{what} is not valid msgpack: {exc}") from None
+
+
+def pack_map(value: Any) -> bytes:
+    """Encode a msgpack control frame."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def split_command(frames: Sequence[Frame]) -> tuple[Command, Sequence[Frame]]:
+    """Check the protocol frame and return the command and the frames after it."""
+    if len(frames) < 2:
+        raise ProtocolError(f"message has {len(frames)} frame(s), at least 2 expected")
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"message has {len(frames)} frames, at most {MAX_FRAMES} allowed")
+    if raw(frames[0]) != PROTOCOL:
+        raise ProtocolError(f"unknown protocol {raw(frames[0])[:16]!r}, expected {PROTOCOL!r}")
+    command = _COMMANDS.get(raw(frames[1]))
+    if command is None:
+        raise ProtocolError(f"unknown command {raw(frames[1])[:8]!r}")
+    return command, frames[2:]

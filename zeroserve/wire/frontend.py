@@ -1,0 +1,180 @@
+"""The frontend channel (gateway <-> broker): REQUEST, REPLY and CONTROL.
+
+A REQUEST carries its route in fixed frames (request id, service, endpoint,
+time left and rows) so the broker routes it without unpacking the payload;
+the broker answers every REQUEST and CONTROL with exactly one REPLY.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeroserve.wire.envelope import (
+    PROTOCOL,
+    Command,
+    Frame,
+    ProtocolError,
+    Status,
+    pack_map,
+    raw,
+    status_from_code,
+    text,
+    unpack_map,
+)
+
+_ROUTE = struct.Struct(">II")  # timeout_ms, rows
+_STATUS = struct.Struct(">H")
+
+
+@dataclass(slots=True)
+class Request:
+    """A call from a gateway: route fields plus an opaque payload (meta + body frames).
+
+    ``timeout_ms`` is the time left until the request's deadline when it was
+    sent; each hop turns it into a deadline on its own clock, so hosts need no
+    synchronised clocks. ``rows`` is the number of rows along the batch
+    dimension and ``batch_key`` names what must match for requests to share
+    a batch (dtypes and shapes past the batch dimension); both are empty for
+    endpoints that do not batch.
+    """
+
+    request_id: bytes
+    service: str
+    endpoint: str
+    timeout_ms: int
+    meta: Frame
+    body: list = field(default_factory=list)
+    rows: int = 1
+    batch_key: bytes = b""
+
+    def to_frames(self) -> list:
+        return [
+            PROTOCOL,
+            Command.REQUEST.value,
+            self.request_id,
+            self.service.encode(),
+            self.endpoint.encode(),
+            _ROUTE.pack(self.timeout_ms, self.rows) + self.batch_key,
+            self.meta,
+            *self.body,
+        ]
+
+
+def parse_request(rest: Sequence[Frame]) -> Request:
+    """Parse the frames after the command of a REQUEST."""
+    if len(rest) < 5:
+        raise ProtocolError(
+            f"REQUEST has {len(rest)} frames after the command, at least 5 expected")
+    request_id = raw(rest[0])
+    if not request_id:
+        raise ProtocolError("REQUEST has an empty request id")
+    route = raw(rest[3])
+    if len(route) < _ROUTE.size:
+        raise ProtocolError("REQUEST route frame is too short")
+    timeout_ms, rows = _ROUTE.unpack_from(route)
+    return Request(
+        request_id=request_id,
+        service=text(rest[1], "service"),
+        endpoint=text(rest[2], "endpoint"),
+        timeout_ms=timeout_ms,
+        meta=rest[4],
+        body=list(rest[5:]),
+        rows=rows,
+        batch_key=route[_ROUTE.size:],
+    )
+
+
+@dataclass(slots=True)
+class Reply:
+    """The answer to a REQUEST or CONTROL, routed back to the gateway that sent it."""
+
+    request_id: bytes
+    status: Status
+    meta: Frame
+    body: list = field(default_factory=list)
+
+    def to_frames(self) -> list:
+        return [PROTOCOL, Command.REPLY.value, self.request_id, _STATUS.pack(self.status),
+                self.meta, *self.body]
+
+
+def parse_reply(rest: Sequence[Frame]) -> Reply:
+    """Parse the frames after the command of a REPLY."""
+    if len(rest) < 3:
+        raise ProtocolError(f"REPLY has {len(rest)} frames after the command, at least 3 expected")
+    status_raw = raw(rest[1])
+    if len(status_raw) != _STATUS.size:
+        raise ProtocolError("REPLY status frame must be 2 bytes")
+    status = status_from_code(_STATUS.unpack(status_raw)[0])
+    if status is None:
+        raise ProtocolError(f"REPLY has unknown status {status_raw!r}")
+    return Reply(raw(rest[0]), status, rest[2], list(rest[3:]))
+
+
+def error_reply(request_id: bytes, status: Status, message: str, **extra: Any) -> Reply:
+    """A REPLY carrying an error: its meta is ``{"error": message, ...extra}``."""
+    return Reply(request_id, status, pack_map({"error": message, **extra}))
+
+
+def error_details(reply: Reply) -> dict:
+    """The meta map of an error REPLY: ``{"error": message, ...}`` (a generic message if absent)."""
+    try:
+        meta = unpack_map(reply.meta, "reply meta")
+    except ProtocolError:
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {}
+    meta.setdefault("error", f"status {int(reply.status)}")
+    return meta
+
+
+def error_message(reply: Reply) -> str:
+    """The message of an error REPLY."""
+    return str(error_details(reply)["error"])
+
+
+class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
+    """Control calls a gateway (or an operator tool) makes on the broker's frontend."""
+
+    PING = "ping"          # -> {"broker_id", "uptime_s"}
+    MODELS = "models"      # -> {"services": {name: service description}, "workers": {name: n}}
+    STATS = "stats"        # -> broker statistics (workers, queues, batching)
+    # durable async jobs (docs/jobs.md); errors are {"error", "code": status}
+    JOB_SUBMIT = "job.submit"  # {service, task, inputs, idempotency_key?} -> {job, created}
+    JOB_GET = "job.get"        # {id} -> {job}
+    JOB_RESULT = "job.result"  # {id} -> {job, result}
+    JOB_CANCEL = "job.cancel"  # {id} -> {job}
+    JOB_RETRY = "job.retry"    # {id} -> {job}
+    JOB_LIST = "job.list"      # {service?, state?, after?, limit?} -> {jobs, next}
+
+
+@dataclass(slots=True)
+class Control:
+    """A control call; answered with a REPLY whose meta is a msgpack map."""
+
+    request_id: bytes
+    op: ControlOp
+    args: dict
+
+    def to_frames(self) -> list:
+        return [PROTOCOL, Command.CONTROL.value, self.request_id, self.op.value.encode(),
+                pack_map(self.args)]
+
+
+def parse_control(rest: Sequence[Frame]) -> Control:
+    """Parse the frames after the command of a CONTROL."""
+    if len(rest) != 3:
+        raise ProtocolError(f"CONTROL has {len(rest)} frames after the command, 3 expected")
+    try:
+        op = ControlOp(text(rest[1], "control op"))
+    except ValueError:
+        raise ProtocolError(f"unknown control op {raw(rest[1])[:32]!r}") from None
+    args = unpack_map(rest[2], "control args")
+    if not isinstance(args, dict):
+        raise ProtocolError("control args must be a map")
+    return Control(raw(rest[0]), op, args)
+
+
