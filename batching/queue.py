@@ -94,38 +94,6 @@ class EndpointQueue:
             expired.append(item)
         return expired
 
-    def compatible(self, limit_rows: int) -> tuple[int, int, float]:
-        """For the head's batch key: (requests, rows) that ``take`` would return for
-        ``limit_rows``, and the earliest arrival among them. (0, 0, inf) when empty."""
-        head = self.head()
-        if head is None:
-            return 0, 0, float("inf")
-        count = rows = 0
-        earliest = float("inf")
-        for item in self._in_deadline_order():
-            if item.batch_key != head.batch_key:
-                continue
-            if count and rows + item.rows > limit_rows:
-                break
-            count += 1
-            rows += item.rows
-            earliest = min(earliest, item.arrived)
-            if rows >= limit_rows:
-                break
-        return count, rows, earliest
-
-    def _in_deadline_order(self) -> Iterator[Pending]:
-        """Walk the heap in deadline order without changing it: O(log k) per item read,
-        so that reading the first k of a long queue does not sort all of it."""
-        heap, size = self._heap, len(self._heap)
-        frontier = [(heap[0][0], heap[0][1], 0)] if heap else []
-        while frontier:
-            index = heapq.heappop(frontier)[2]
-            yield heap[index][2]
-            for child in (2 * index + 1, 2 * index + 2):
-                if child < size:
-                    heapq.heappush(frontier, (heap[child][0], heap[child][1], child))
-
     def take(self, limit_rows: int) -> list[Pending]:
         """Remove the head and, in deadline order, the requests sharing its batch key,
         as long as their rows fit in ``limit_rows`` (the head is always taken)."""
@@ -149,10 +117,3 @@ class EndpointQueue:
         for item in taken:
             self._count(item, -1)
         return taken
-
-    def drain(self) -> list[Pending]:
-        """Remove and return everything, earliest deadline first."""
-        items = [entry[2] for entry in sorted(self._heap)]
-        self._heap.clear()
-        self._rows.clear()
-        return items

@@ -104,10 +104,6 @@ class JobStore:
         if result is not None:
             self._db.execute("UPDATE jobs SET result = ? WHERE id = ?", (result, job.id))
 
-    def clear_result(self, job_id: str) -> None:
-        self._begin()
-        self._db.execute("UPDATE jobs SET result = NULL WHERE id = ?", (job_id,))
-
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)

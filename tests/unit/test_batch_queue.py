@@ -46,21 +46,19 @@ def test_take_keeps_other_batch_keys_and_respects_row_limit():
     q.push(p(2, 2.0, rows=1, key=b"b"))
     q.push(p(3, 3.0, rows=2, key=b"a"))
     q.push(p(4, 4.0, rows=2, key=b"a"))
-    assert q.compatible(4)[:2] == (2, 4)
     taken = q.take(4)
     assert [x.request_id for x in taken] == [b"\x01", b"\x03"]
-    assert [x.request_id for x in q.drain()] == [b"\x02", b"\x04"]
+    assert [x.request_id for x in q.pop_expired(float("inf"))] == [b"\x02", b"\x04"]
 
 
 def test_head_is_always_taken_even_when_larger_than_the_limit():
     q = EndpointQueue(10)
     q.push(p(1, 1.0, rows=9))
     q.push(p(2, 2.0, rows=1))
-    assert q.compatible(4)[:2] == (1, 9)
     assert [x.rows for x in q.take(4)] == [9]
 
 
-def test_rows_by_key_follows_push_take_expiry_and_drain():
+def test_rows_by_key_follows_push_take_and_expiry():
     q = EndpointQueue(10)
     q.push(p(1, 1.0, rows=3, key=b"a"))
     q.push(p(2, 2.0, rows=2, key=b"b"))
@@ -70,7 +68,7 @@ def test_rows_by_key_follows_push_take_expiry_and_drain():
     assert q.rows_by_key == {b"a": 4, b"b": 2}
     q.pop_expired(2.5)
     assert q.rows_by_key == {b"a": 4}
-    q.drain()
+    q.pop_expired(float("inf"))
     assert q.rows_by_key == {} and len(q) == 0
 
 
@@ -82,23 +80,13 @@ def test_oldest_arrival_looks_at_every_request_not_only_the_head():
     assert q.head().request_id == b"\x02" and q.oldest_arrival() == 0.5
 
 
-def test_compatible_reports_earliest_arrival_of_what_take_would_return():
-    q = EndpointQueue(10)
-    q.push(p(1, 1.0, arrived=0.3))
-    q.push(p(2, 2.0, arrived=0.1))
-    q.push(p(3, 3.0, arrived=0.0))
-    assert q.compatible(2) == (2, 2, 0.1)
-    assert q.compatible(3) == (3, 3, 0.0)
-    assert EndpointQueue(1).compatible(5) == (0, 0, float("inf"))
-
-
 requests = st.lists(st.tuples(st.integers(0, 20), st.integers(1, 4), st.sampled_from(b"ab")),
                     max_size=40)
 
 
 @settings(max_examples=200, deadline=None)
 @given(requests, st.integers(1, 10), st.integers(0, 20))
-def test_take_matches_compatible_and_a_naive_deadline_order(items, limit, expire_at):
+def test_take_matches_a_naive_deadline_order(items, limit, expire_at):
     q = EndpointQueue(100)
     naive = []
     for i, (deadline, rows, key) in enumerate(items):
@@ -116,7 +104,6 @@ def test_take_matches_compatible_and_a_naive_deadline_order(items, limit, expire
             rows_by_key[x.batch_key] += x.rows
         assert q.rows_by_key == dict(rows_by_key)
         assert q.oldest_arrival() == min(x.arrived for x in naive)
-        count, rows, earliest = q.compatible(limit)
         expected, total = [naive[0]], naive[0].rows
         for x in naive[1:]:
             if x.batch_key != naive[0].batch_key:
@@ -127,6 +114,5 @@ def test_take_matches_compatible_and_a_naive_deadline_order(items, limit, expire
             total += x.rows
         taken = q.take(limit)
         assert taken == expected
-        assert (count, rows, earliest) == (len(taken), total, min(x.arrived for x in taken))
         naive = [x for x in naive if x not in expected]
     assert len(q) == 0 and q.rows_by_key == {}
