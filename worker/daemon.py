@@ -29,7 +29,8 @@ log = logging.getLogger("zeroserve.worker")
 class WorkerDaemon:
     """One connection to the broker at a time; reconnects with backoff when it goes silent.
 
-    ``clock`` (seconds, monotonic) times the broker's liveness and every request's deadline.
+    ``clock`` (seconds, monotonic) times the broker's liveness, every request's deadline
+    (``BatchRunner``) and the job lane's timers.
     """
 
     def __init__(self, spec: ServiceSpec, settings: Settings,

@@ -8,7 +8,8 @@ so a CPU-heavy task never competes with real-time requests for this
 process's GIL, and at a lower CPU priority (``worker.job_priority``), so that
 the host's real-time daemons get a busy CPU first. The lane also keeps each
 running job's lease alive, stops a job past its ``timeout_s`` (and one that
-ignores a cancel), and replaces a child that died.
+ignores a cancel), and replaces a child that died; when each is due is decided
+by ``worker/job_timing.py``, which the lane feeds.
 """
 from __future__ import annotations
 
