@@ -356,7 +356,8 @@ class BrokerCore:
             self.registry.remove(worker.identity)
             if self.jobs is not None:
                 self.jobs.lane_gone(worker.identity, lost=True)
-            self._recover(worker, now, f"missed heartbeats for {now - worker.last_seen:.1f}s")
+            silent_s = worker.liveness.silent_for(now)
+            self._recover(worker, now, f"missed heartbeats for {silent_s:.1f}s")
         if self._limbo and now - self.started >= self.config.liveness_s * 2:
             waiting, self._limbo = self._limbo, []
             for service, endpoint_name, item in waiting:
@@ -428,7 +429,7 @@ class BrokerCore:
             "uptime_s": now - self.started,
             "workers": [{"worker_id": w.worker_id, "service": w.service, "slots": w.slots,
                          "in_flight": len(w.in_flight), "draining": w.draining,
-                         "last_heartbeat_s": now - w.last_seen} for w in self.registry],
+                         "last_heartbeat_s": w.liveness.silent_for(now)} for w in self.registry],
             "endpoints": {f"{e.service}.{e.name}": {
                 "queued": len(e.queue), **e.stats.summary(),
                 "max_batch_size": e.policy.limits.max_batch_size,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from zeroserve.liveness import Liveness
+
 
 @dataclass(eq=False)
 class WorkerState:
@@ -18,7 +20,7 @@ class WorkerState:
     worker_id: str
     service: str
     slots: int
-    last_seen: float
+    liveness: Liveness
     in_flight: set = field(default_factory=set)  # batch ids
     draining: bool = False
 
@@ -31,7 +33,7 @@ class WorkerRegistry:
     """Workers per service, with least-recently-used choice among those with a free slot."""
 
     def __init__(self, liveness_s: float) -> None:
-        self.liveness_s = liveness_s
+        self.liveness_s = liveness_s  # a worker silent for longer is dead (zeroserve.liveness)
         self._workers: dict[bytes, WorkerState] = {}
         self._idle: dict[str, OrderedDict[bytes, None]] = {}
         self.services: dict[str, dict] = {}  # service -> endpoint descriptions, kept after leaving
@@ -50,7 +52,8 @@ class WorkerRegistry:
         """Add a worker (a known identity registering again is replaced: call ``remove`` first
         to recover its in-flight work)."""
         self.services[service] = endpoints
-        worker = WorkerState(identity, worker_id, service, slots, now)
+        worker = WorkerState(identity, worker_id, service, slots,
+                             Liveness(self.liveness_s, heard_at=now))
         self._workers[identity] = worker
         self._idle.setdefault(service, OrderedDict())[identity] = None
         return worker
@@ -58,7 +61,7 @@ class WorkerRegistry:
     def touch(self, identity: bytes, now: float) -> WorkerState | None:
         worker = self._workers.get(identity)
         if worker is not None:
-            worker.last_seen = now
+            worker.liveness.heard(now)
         return worker
 
     def remove(self, identity: bytes) -> WorkerState | None:
@@ -109,4 +112,4 @@ class WorkerRegistry:
 
     def expired(self, now: float) -> list[WorkerState]:
         """Workers not heard from within the liveness window (not removed: the caller does)."""
-        return [w for w in self._workers.values() if now - w.last_seen > self.liveness_s]
+        return [w for w in self._workers.values() if w.liveness.dead(now)]

@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from zeroserve.curve import Curve
+from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.schema import Field
 from zeroserve.sockets import open_socket
@@ -58,14 +59,13 @@ class BrokerLink:
         self.address = address
         self.curve = curve
         self.heartbeat_s = heartbeat_s
-        self.liveness_s = heartbeat_s * liveness
+        self.liveness = Liveness.of_heartbeats(heartbeat_s, liveness)  # of the broker
         self.schema_refresh_s = schema_refresh_s
         self.context = zmq.Context()
         self._socket: LoopSocket | None = None
         self._ids = itertools.count(1)
         self._pending: dict[bytes, tuple[asyncio.Future, list]] = {}
         self.broker_id: str | None = None
-        self.last_heard = 0.0
         self.services: dict[str, dict] = {}  # name -> {"endpoints": ..., "workers": n}
         self._endpoints: dict[tuple[str, str], EndpointInfo] = {}
         self._models_at = 0.0
@@ -92,7 +92,8 @@ class BrokerLink:
 
     @property
     def alive(self) -> bool:
-        return time.monotonic() - self.last_heard < self.liveness_s
+        """Whether the broker was heard from within its liveness window (``zeroserve.liveness``)."""
+        return self.liveness.alive(time.monotonic())
 
     # ------------------------------------------------------------ calls
 
@@ -177,7 +178,7 @@ class BrokerLink:
     # ------------------------------------------------------------ background
 
     def _on_message(self, frames: list) -> None:
-        self.last_heard = time.monotonic()
+        self.liveness.heard(time.monotonic())
         try:
             command, rest = split_command(frames)
             if command is not Command.REPLY:
@@ -193,10 +194,10 @@ class BrokerLink:
     async def _ping(self) -> None:
         while True:
             try:
-                answer = await self.control(ControlOp.PING, timeout_s=self.liveness_s)
+                answer = await self.control(ControlOp.PING, timeout_s=self.liveness.window_s)
             except TimeoutError:
                 log.warning("gateway: broker %s did not answer for %.1fs", self.address,
-                            self.liveness_s)
+                            self.liveness.window_s)
                 continue
             broker_id = str(answer.get("broker_id"))
             if broker_id != self.broker_id:

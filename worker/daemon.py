@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import zmq
@@ -15,6 +16,7 @@ from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from zeroserve import curve
 from zeroserve.config import Settings
+from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.service import ServiceSpec
 from zeroserve.sockets import open_socket
@@ -25,9 +27,15 @@ log = logging.getLogger("zeroserve.worker")
 
 
 class WorkerDaemon:
-    """One connection to the broker at a time; reconnects with backoff when it goes silent."""
+    """One connection to the broker at a time; reconnects with backoff when it goes silent.
 
-    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+    ``clock`` (seconds, monotonic) times the broker's liveness, every request's deadline
+    (``BatchRunner``) and the job lane's timers.
+    """
+
+    def __init__(self, spec: ServiceSpec, settings: Settings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.spec = spec
         self.broker = settings.get("worker.broker")
         self.slots = settings.get("worker.slots")
@@ -48,7 +56,7 @@ class WorkerDaemon:
         self.job_priority = settings.get("worker.job_priority")
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
-        self._last_broker = 0.0
+        self._broker_liveness = Liveness(self.liveness_s)
         self._draining = False
         self._acknowledged = False
         self._drained = asyncio.Event()
@@ -65,7 +73,7 @@ class WorkerDaemon:
         sock = open_socket(self.context, zmq.DEALER, curve=self.curve, linger=None)
         sock.connect(self.broker)
         self.sock = LoopSocket(sock, self._on_message, copied=5)  # BATCH up to its header
-        self._last_broker = time.monotonic()
+        self._broker_liveness.heard(self._clock())  # a new connection: a whole window
 
     def _send(self, frames: list) -> None:
         assert self.sock is not None
@@ -79,11 +87,12 @@ class WorkerDaemon:
             log.error("worker %s: creating %s failed: %s: %s", self.worker_id,
                       self.spec.cls.__name__, type(exc).__name__, exc, exc_info=True)
             return 1
-        self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool))
+        self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool),
+                                  self._clock)
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
-                                    self.context, self.curve, self.job_priority)
+                                    self.context, self.curve, self.job_priority, self._clock)
             except ValueError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1
@@ -117,7 +126,7 @@ class WorkerDaemon:
         """Serve one connection until the broker goes silent or draining ends.
         Returns whether the broker was heard from at all."""
         self._reconnect.clear()
-        start = self._last_broker
+        start = self._broker_liveness.last_heard
         tasks = [asyncio.create_task(self._heartbeat())]
         stop = asyncio.create_task(self._drained.wait())
         again = asyncio.create_task(self._reconnect.wait())
@@ -125,10 +134,10 @@ class WorkerDaemon:
         for t in (*tasks, stop, again):
             t.cancel()
         await asyncio.gather(*tasks, stop, again, return_exceptions=True)
-        return self._last_broker > start
+        return self._broker_liveness.last_heard != start
 
     def _on_message(self, frames: list) -> None:
-        self._last_broker = time.monotonic()
+        self._broker_liveness.heard(self._clock())
         try:
             command, rest = split_command(frames)
             if command is Command.BATCH:
@@ -166,7 +175,7 @@ class WorkerDaemon:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            if time.monotonic() - self._last_broker > self.liveness_s:
+            if self._broker_liveness.dead(self._clock()):
                 if self._draining:
                     self._drained.set()  # no broker to drain to; in-flight work is lost anyway
                 self._reconnect.set()

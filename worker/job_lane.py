@@ -8,7 +8,8 @@ so a CPU-heavy task never competes with real-time requests for this
 process's GIL, and at a lower CPU priority (``worker.job_priority``), so that
 the host's real-time daemons get a busy CPU first. The lane also keeps each
 running job's lease alive, stops a job past its ``timeout_s`` (and one that
-ignores a cancel), and replaces a child that died.
+ignores a cancel), and replaces a child that died; when each is due is decided
+by ``worker/job_timing.py``, which the lane feeds.
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import socket
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 import zmq
 
 from worker.job_child import PRIORITIES, child_main
+from worker.job_timing import SlotTiming
 from zeroserve.curve import Curve
 from zeroserve.loopsocket import NOBLOCK, LoopSocket
 from zeroserve.service import ServiceSpec
@@ -37,8 +40,6 @@ from zeroserve.wire.jobs import EventKind
 log = logging.getLogger("zeroserve.worker")
 
 _WATCH_S = 0.1
-_CANCEL_GRACE_S = 10.0   # a cancelled job still running after this is stopped
-_RESPAWN_WAIT_S = 5.0    # after a child could not load the service
 
 
 def lane_host(broker: str) -> str:
@@ -63,18 +64,16 @@ class _Slot:
     conn: Connection | None = None
     cancel: Any = None
     job: jp.JobDispatch | None = None
-    started: float = 0.0
-    last_sign: float = 0.0
-    cancelled_at: float | None = None
-    respawn_at: float = 0.0
+    timing: SlotTiming = field(default_factory=SlotTiming)  # running while ``job`` is set
 
 
 class JobLane:
-    """See the module docstring. Create and use it on the worker's event loop."""
+    """See the module docstring. Create and use it on the worker's event loop; ``clock``
+    (seconds, monotonic) times the slots (``worker.job_timing``)."""
 
     def __init__(self, spec: ServiceSpec, worker_id: str, slots: int, host: str,
                  context: zmq.Context, curve: Curve | None = None,
-                 priority: str = "normal") -> None:
+                 priority: str = "normal", clock: Callable[[], float] = time.monotonic) -> None:
         if priority not in PRIORITIES:
             raise ValueError(f"worker.job_priority must be one of {', '.join(PRIORITIES)}, "
                              f"got {priority!r}")
@@ -85,6 +84,7 @@ class JobLane:
         self.context = context
         self.curve = curve
         self.priority = priority
+        self._clock = clock
         self._mp = multiprocessing.get_context("spawn")
         self._slots = [_Slot(i) for i in range(slots)]
         self._pull: LoopSocket | None = None
@@ -131,8 +131,8 @@ class JobLane:
     async def close(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for running jobs and their events, then stop every child."""
         self.drain()
-        deadline = time.monotonic() + timeout_s
-        while (self.busy() or self._backlog) and time.monotonic() < deadline:
+        deadline = self._clock() + timeout_s
+        while (self.busy() or self._backlog) and self._clock() < deadline:
             await asyncio.sleep(0.05)
         if self._watcher is not None:
             self._watcher.cancel()
@@ -172,10 +172,11 @@ class JobLane:
         job = slot.job
         if job is None:
             return
-        if slot.cancelled_at is not None:
+        if slot.timing.cancelled:
             kind, error, result = EventKind.CANCELLED, None, None
         self._event(job, kind, error=error, result=result)
-        slot.job, slot.cancelled_at = None, None
+        slot.job = None
+        slot.timing.end()
 
     def _replace(self, slot: _Slot, why: str) -> None:
         """Stop a slot's child (timed out, ignored a cancel, or died) and start another."""
@@ -184,7 +185,7 @@ class JobLane:
                         slot.job.attempt, why)
         self._end(slot, EventKind.FAILED, error=why)
         self._stop_child(slot)
-        if not self._draining and time.monotonic() >= slot.respawn_at:
+        if not self._draining and slot.timing.may_respawn(self._clock()):
             self._spawn(slot)
 
     def _on_child(self, slot: _Slot) -> None:
@@ -204,12 +205,12 @@ class JobLane:
         if kind == "broken":
             log.error("worker %s: job slot %d cannot load %s: %s", self.worker_id, slot.index,
                       self.target, message.get("error"))
-            slot.respawn_at = time.monotonic() + _RESPAWN_WAIT_S
+            slot.timing.broken(self._clock())
             return
         job = slot.job
         if kind == "ready" or job is None or message.get("job_id") != job.job_id:
             return
-        slot.last_sign = time.monotonic()
+        slot.timing.reported(self._clock())
         if kind == "started":
             self._event(job, EventKind.STARTED)
         elif kind == "progress":
@@ -223,24 +224,21 @@ class JobLane:
         """Keep leases alive; stop jobs past their timeout or cancel grace; replace dead ones."""
         while True:
             await asyncio.sleep(_WATCH_S)
-            now = time.monotonic()
+            now = self._clock()
             for slot in self._slots:
-                job = slot.job
+                job, timing = slot.job, slot.timing
                 if slot.process is None:
-                    if not self._draining and now >= slot.respawn_at:
+                    if not self._draining and timing.may_respawn(now):
                         self._spawn(slot)
                     continue
+                overdue = timing.overdue(now)
                 if not slot.process.is_alive():
                     self._replace(slot, "the job process died (exit code "
                                         f"{slot.process.exitcode})")
-                elif job is not None and now - slot.started > job.timeout_s:
-                    self._replace(slot, f"timed out after {job.timeout_s:g}s")
-                elif job is not None and slot.cancelled_at is not None \
-                        and now - slot.cancelled_at > _CANCEL_GRACE_S:
-                    self._replace(slot, "cancelled, and still running after "
-                                        f"{_CANCEL_GRACE_S:g}s")
-                elif job is not None and now - slot.last_sign >= job.lease_s / 3:
-                    slot.last_sign = now
+                elif overdue is not None:
+                    self._replace(slot, timing.reason(overdue))
+                elif job is not None and timing.keep_alive_due(now):
+                    timing.reported(now)
                     self._event(job, EventKind.PROGRESS)  # alive: the child runs it
 
     # ------------------------------------------------------------ broker side
@@ -254,8 +252,8 @@ class JobLane:
         if isinstance(message, jp.JobCancel):
             for slot in self._slots:
                 if slot.job is not None and slot.job.job_id == message.job_id \
-                        and slot.job.attempt == message.attempt and slot.cancelled_at is None:
-                    slot.cancelled_at = time.monotonic()
+                        and slot.job.attempt == message.attempt and not slot.timing.cancelled:
+                    slot.timing.cancel(self._clock())
                     slot.cancel.set()
             return
         if any(s.job is not None and s.job.job_id == message.job_id
@@ -268,7 +266,8 @@ class JobLane:
         slot = free
         assert slot.conn is not None
         slot.cancel.clear()
-        slot.job, slot.started, slot.last_sign = message, time.monotonic(), time.monotonic()
+        slot.job = message
+        slot.timing.begin(self._clock(), message.timeout_s, message.lease_s)
         inputs = message.inputs
         slot.conn.send_bytes(pack_map({
             "job_id": message.job_id, "attempt": message.attempt, "task": message.task,

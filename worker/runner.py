@@ -45,10 +45,14 @@ class BatchRunner:
     ``call_sync`` runs a blocking function off the event loop (the worker
     passes its thread pool). Sync endpoints that prove fast run inline
     instead (see ``worker.placement``), so the loop is only ever held briefly.
+    ``clock`` (seconds, monotonic) times each request's deadline, from the batch's
+    arrival, and the batch's execution time.
     """
 
     def __init__(self, spec: ServiceSpec, instance: Any,
-                 call_sync: Callable[[Callable[[], Any]], Any]) -> None:
+                 call_sync: Callable[[Callable[[], Any]], Any],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.spec = spec
         self.instance = instance
         self._call_sync = call_sync
@@ -87,7 +91,7 @@ class BatchRunner:
                 for it in batch.items])
         items: list[ResultItem] = []
         live: list[tuple[bytes, dict]] = []
-        received = time.monotonic()
+        received = self._clock()
         deadlines: dict[bytes, float] = {}
         for it in batch.items:
             if it.timeout_ms <= 0:
@@ -103,18 +107,18 @@ class BatchRunner:
                 continue
             live.append((it.request_id, inputs))
             deadlines[it.request_id] = received + it.timeout_ms / 1000.0
-        started = time.monotonic()
+        started = self._clock()
         if live:
             if endpoint.batchable and len(live) > 1:
                 items.extend(await self._run_merged(endpoint, live, inline_only))
             else:
                 for request_id, inputs in live:
-                    if time.monotonic() >= deadlines[request_id]:
+                    if self._clock() >= deadlines[request_id]:
                         items.append(_error_item(request_id, Status.DEADLINE_EXCEEDED,
                                                  "deadline exceeded before execution"))
                         continue
                     items.append(await self._run_one(endpoint, request_id, inputs, inline_only))
-        return Result(batch.batch_id, time.monotonic() - started, items)
+        return Result(batch.batch_id, self._clock() - started, items)
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
         method = getattr(self.instance, endpoint.method)
