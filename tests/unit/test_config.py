@@ -133,3 +133,16 @@ def test_containers_are_independent():
     assert a.zmq_context.get() is not b.zmq_context.get()
     a.zmq_context.get().term()
     b.zmq_context.get().term()
+
+
+def test_every_setting_and_old_name_is_documented():
+    from pathlib import Path
+
+    from zeroserve.config import env_name
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for section, values in Settings().as_dict().items():
+        for key in values:
+            assert f"| `{section}.{key}` |" in doc and env_name(f"{section}.{key}") in doc
+    for old in RENAMED:
+        assert f"`{old}`" in doc
