@@ -128,21 +128,28 @@ class BrokerDaemon:
             self.authenticator.stop()
 
 
+def assemble(parts: Container) -> BrokerDaemon:
+    """The broker built from ``parts``: its sections, keys, ZeroMQ context and clocks.
+    Raises CurveError when the CURVE settings do not name usable keys."""
+    broker = parts.broker.get()
+    heartbeat = parts.heartbeat.get()
+    return BrokerDaemon(
+        broker, config_from(broker, heartbeat, parts.request.get(), parts.batching.get()),
+        jobs_config_from(parts.jobs.get(), heartbeat, broker.frontend),
+        curve.from_settings(parts.curve.get(), "broker"), parts.zmq_context.get(),
+        parts.clock.get(), parts.wall_clock.get())
+
+
 def run(parts: Container) -> int:
     """Run the broker until SIGINT or SIGTERM; return the exit code.
 
     The composition root: every section and part the broker uses comes from ``parts``."""
-    broker = parts.broker.get()
-    heartbeat = parts.heartbeat.get()
     try:
-        daemon = BrokerDaemon(
-            broker, config_from(broker, heartbeat, parts.request.get(), parts.batching.get()),
-            jobs_config_from(parts.jobs.get(), heartbeat, broker.frontend),
-            curve.from_settings(parts.curve.get(), "broker"), parts.zmq_context.get(),
-            parts.clock.get(), parts.wall_clock.get())
+        daemon = assemble(parts)
     except curve.CurveError as exc:
         log.error("broker: %s", exc)
         return 1
+    broker = daemon.settings
     try:
         front, back = daemon.bind()
     except zmq.ZMQError as exc:
