@@ -84,7 +84,7 @@ class BrokerConfig:
     liveness: int = 3
     max_queue: int = 1000
     retry_after_s: int = 1
-    max_attempts: int = 3
+    max_dispatches: int = 3  # broker.max_dispatches
     max_timeout_ms: int = 600_000
     batching_overrides: dict = field(default_factory=dict)
 
@@ -394,7 +394,7 @@ class BrokerCore:
                 continue
             for item in flight.waiting.values():
                 retry = (flight.endpoint.retry_on_worker_loss and item.deadline > now
-                         and item.attempts < self.config.max_attempts)
+                         and item.attempts < self.config.max_dispatches)
                 if retry:
                     flight.endpoint.queue.push(item, force=True)
                     requeued += 1

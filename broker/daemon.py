@@ -9,11 +9,12 @@ from collections.abc import Callable
 import zmq
 
 from broker.core import BrokerConfig, BrokerCore
-from broker.jobs.desk import JobDesk, jobs_config_from
+from broker.jobs.desk import JobDesk, JobsConfig, jobs_config_from
 from broker.jobs.sockets import JobSockets
 from broker.metrics import BrokerMetrics, stored_job_counts
 from zeroserve import curve
-from zeroserve.config import Settings
+from zeroserve.config import BatchingSettings, BrokerSettings, HeartbeatSettings, RequestSettings
+from zeroserve.container import Container
 from zeroserve.loopsocket import recv_message
 from zeroserve.sockets import open_socket
 
@@ -27,35 +28,41 @@ _BACKEND_COPIED = 5
 _METRICS_EVERY_S = 1.0  # how often the metrics snapshot is refreshed
 
 
-def config_from(settings: Settings) -> BrokerConfig:
-    """The broker's part of the settings."""
+def config_from(broker: BrokerSettings, heartbeat: HeartbeatSettings, request: RequestSettings,
+                batching: BatchingSettings) -> BrokerConfig:
+    """What the broker's core needs from the settings sections."""
     return BrokerConfig(
-        heartbeat_s=settings.get("heartbeat.interval_s"),
-        liveness=settings.get("heartbeat.liveness"),
-        max_queue=settings.get("broker.max_queue"),
-        retry_after_s=settings.get("broker.retry_after_s"),
-        max_attempts=settings.get("broker.max_attempts"),
-        max_timeout_ms=int(settings.get("request.max_timeout_s") * 1000),
-        batching_overrides=settings.get("batching.overrides"),
+        heartbeat_s=heartbeat.interval_s,
+        liveness=heartbeat.liveness,
+        max_queue=broker.max_queue,
+        retry_after_s=broker.retry_after_s,
+        max_dispatches=broker.max_dispatches,
+        max_timeout_ms=int(request.max_timeout_s * 1000),
+        batching_overrides=batching.overrides,
     )
 
 
 class BrokerDaemon:
-    """Owns the sockets and the clock; every decision is BrokerCore's."""
+    """Owns the sockets and the clock; every decision is BrokerCore's.
 
-    def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
-        self.settings = settings
-        self.context = context or zmq.Context.instance()
-        self.curve = curve.from_settings(settings, "broker")
+    ``clock`` is monotonic seconds (the core's time), ``wall_clock`` seconds since the epoch
+    (the job desk's); :func:`run` passes the container's."""
+
+    def __init__(self, broker: BrokerSettings, config: BrokerConfig, jobs: JobsConfig,
+                 keys: curve.Curve | None, context: zmq.Context,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.settings = broker
+        self.context = context
+        self.clock = clock
+        self.curve = keys
         self.authenticator = curve.start_authenticator(self.context, self.curve) \
             if self.curve else None
         self.frontend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
         self.backend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
-        self.core = BrokerCore(config_from(settings), self._send_front, self._send_back,
-                               time.monotonic())
+        self.core = BrokerCore(config, self._send_front, self._send_back, clock())
         self.job_sockets = JobSockets(self.context, self.curve)
-        self.jobs = JobDesk(jobs_config_from(settings), self.job_sockets, self._send_front,
-                            time.time)
+        self.jobs = JobDesk(jobs, self.job_sockets, self._send_front, wall_clock)
         self.core.jobs = self.jobs
         self.metrics: BrokerMetrics | None = None
         self._running = False
@@ -68,8 +75,8 @@ class BrokerDaemon:
 
     def bind(self) -> tuple[str, str]:
         """Bind both sockets; return the endpoints actually bound (port 0 resolved)."""
-        self.frontend.bind(self.settings.get("broker.frontend"))
-        self.backend.bind(self.settings.get("broker.backend"))
+        self.frontend.bind(self.settings.frontend)
+        self.backend.bind(self.settings.backend)
         return (self.frontend.getsockopt_string(zmq.LAST_ENDPOINT),
                 self.backend.getsockopt_string(zmq.LAST_ENDPOINT))
 
@@ -85,7 +92,7 @@ class BrokerDaemon:
         self._running = True
         next_tick = next_snapshot = 0.0
         while self._running:
-            now = time.monotonic()
+            now = self.clock()
             if now >= next_tick:
                 core.on_tick(now)
                 self.jobs.flush()
@@ -103,14 +110,14 @@ class BrokerDaemon:
                             3)
             self.jobs.flush()  # commit job writes, then send what waited for them
 
-    @staticmethod
-    def _drain(sock: zmq.Socket, handle: Callable[[list, float], None], copied: int) -> None:
+    def _drain(self, sock: zmq.Socket, handle: Callable[[list, float], None],
+               copied: int) -> None:
         for _ in range(_DRAIN_PER_WAKE):
             try:
                 frames = recv_message(sock, copied)
             except zmq.Again:
                 return
-            handle(frames, time.monotonic())
+            handle(frames, self.clock())
 
     def close(self) -> None:
         self.jobs.close()
@@ -121,13 +128,28 @@ class BrokerDaemon:
             self.authenticator.stop()
 
 
-def run(settings: Settings) -> int:
-    """Run the broker until SIGINT or SIGTERM; return the exit code."""
+def assemble(parts: Container) -> BrokerDaemon:
+    """The broker built from ``parts``: its sections, keys, ZeroMQ context and clocks.
+    Raises CurveError when the CURVE settings do not name usable keys."""
+    broker = parts.broker.get()
+    heartbeat = parts.heartbeat.get()
+    return BrokerDaemon(
+        broker, config_from(broker, heartbeat, parts.request.get(), parts.batching.get()),
+        jobs_config_from(parts.jobs.get(), heartbeat, broker.frontend),
+        curve.from_settings(parts.curve.get(), "broker"), parts.zmq_context.get(),
+        parts.clock.get(), parts.wall_clock.get())
+
+
+def run(parts: Container) -> int:
+    """Run the broker until SIGINT or SIGTERM; return the exit code.
+
+    The composition root: every section and part the broker uses comes from ``parts``."""
     try:
-        daemon = BrokerDaemon(settings)
+        daemon = assemble(parts)
     except curve.CurveError as exc:
         log.error("broker: %s", exc)
         return 1
+    broker = daemon.settings
     try:
         front, back = daemon.bind()
     except zmq.ZMQError as exc:
@@ -142,10 +164,10 @@ def run(settings: Settings) -> int:
         log.warning("broker: CURVE is off and the broker takes peers from other hosts on %s: "
                     "anyone who reaches it can join or call the cluster; set curve.enabled "
                     "where the network is shared (docs/security.md)", " and ".join(exposed))
-    if settings.get("broker.metrics_port"):
+    if broker.metrics_port:
         store = daemon.jobs.config.store_path
         metrics = BrokerMetrics(lambda: stored_job_counts(store))
-        if metrics.serve(settings.get("broker.metrics_host"), settings.get("broker.metrics_port")):
+        if metrics.serve(broker.metrics_host, broker.metrics_port):
             daemon.metrics = metrics
     try:
         daemon.serve_forever()

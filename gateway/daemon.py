@@ -18,7 +18,8 @@ from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
 from zeroserve import curve
-from zeroserve.config import Settings
+from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings
+from zeroserve.container import Container
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -36,50 +37,48 @@ def _finished(handler: tornado.web.RequestHandler) -> None:
                 status, handler.request.method, handler.request.uri)
 
 
-def make_app(link: BrokerLink, settings: Settings, access: Access) -> tornado.web.Application:
+def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
+             jobs: JobsSettings, access: Access) -> tornado.web.Application:
     """The tornado application of every HTTP route: OIP first, then the REST route."""
-    args = handler_args(link, settings.get("request.default_timeout_s"),
-                        settings.get("request.max_timeout_s"),
-                        settings.get("gateway.max_body_bytes"), access)
-    return tornado.web.Application(job_routes(args, settings.get("jobs.max_input_bytes"))
+    args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
+                        gateway.max_body_bytes, access)
+    return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
                                    + oip_routes(args) + routes(args),
                                    log_function=_finished)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(parts: Container) -> int:
+    """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code."""
+    gateway, request, jobs = parts.gateway.get(), parts.request.get(), parts.jobs.get()
+    heartbeat = parts.heartbeat.get()
     try:
-        access = load_access(settings.get("gateway.api_keys_file"),
-                             settings.get("gateway.public_paths"))
-        keys = curve.from_settings(settings, "client")
+        access = load_access(gateway.api_keys_file, gateway.public_paths)
+        keys = curve.from_settings(parts.curve.get(), "client")
     except KeysFileError as exc:
         log.error("gateway: cannot use the API keys file: %s", exc)
         return 1
     except curve.CurveError as exc:
         log.error("gateway: %s", exc)
         return 1
-    link = BrokerLink(settings.get("gateway.broker"), settings.get("heartbeat.interval_s"),
-                      settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"),
-                      keys)
+    link = BrokerLink(gateway.frontend, heartbeat.interval_s, heartbeat.liveness,
+                      gateway.schema_refresh_s, keys)
     link.start()
     server = tornado.httpserver.HTTPServer(
-        make_app(link, settings, access), decompress_request=True,
+        make_app(link, gateway, request, jobs, access), decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
-        max_body_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
-        max_buffer_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
+        max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
+        max_buffer_size=gateway.max_body_bytes + _CHUNK_BYTES,
         chunk_size=_CHUNK_BYTES)
-    host, port = settings.get("gateway.http_host"), settings.get("gateway.http_port")
-    grpc_port = settings.get("gateway.grpc_port")
+    host, port, grpc_port = gateway.http_host, gateway.http_port, gateway.grpc_port
     grpc_server = None
     try:
-        server.listen(port, address=host, reuse_port=settings.get("gateway.reuse_port"))
+        server.listen(port, address=host, reuse_port=gateway.reuse_port)
         if grpc_port:
-            grpc_server = await start_server(link, host, grpc_port,
-                                             settings.get("request.default_timeout_s"),
-                                             settings.get("request.max_timeout_s"), access,
-                                             settings.get("jobs.max_input_bytes"),
-                                             settings.get("gateway.reuse_port"),
-                                             settings.get("gateway.max_body_bytes"))
+            grpc_server = await start_server(link, host, grpc_port, request.default_timeout_s,
+                                             request.max_timeout_s, access,
+                                             jobs.max_input_bytes, gateway.reuse_port,
+                                             gateway.max_body_bytes)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()
@@ -108,6 +107,7 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def run(settings: Settings) -> int:
-    """Run the gateway until SIGINT or SIGTERM; return the exit code."""
-    return asyncio.run(serve(settings))
+def run(parts: Container) -> int:
+    """Run the gateway until SIGINT or SIGTERM; return the exit code (the composition root:
+    every section it uses comes from ``parts``)."""
+    return asyncio.run(serve(parts))

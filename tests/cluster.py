@@ -144,14 +144,15 @@ class Cluster:
 
     def gateway(self, *extra: str, env: dict | None = None) -> Daemon:
         return self._start("gateway", [
-            "gateway", "--broker", f"tcp://127.0.0.1:{self.frontend_port}",
-            "--http", str(self.http_port), "--grpc", str(self.grpc_port), "--host", "127.0.0.1",
+            "gateway", "--frontend", f"tcp://127.0.0.1:{self.frontend_port}",
+            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            "--host", "127.0.0.1",
             *extra], env)
 
     def worker(self, service: str = "mlp.py:MLP", *extra: str, env: dict | None = None) -> Daemon:
         target = service if ":" in service and "/" in service else str(EXAMPLES / service)
         return self._start("worker", [
-            "worker", target, "--broker", f"tcp://127.0.0.1:{self.backend_port}", *extra], env)
+            "worker", target, "--backend", f"tcp://127.0.0.1:{self.backend_port}", *extra], env)
 
     def test_worker(self, cls: str, *extra: str, env: dict | None = None) -> Daemon:
         return self.worker(f"{TEST_SERVICES}:{cls}", *extra, env=env)

@@ -15,7 +15,8 @@ import zmq
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from zeroserve import curve
-from zeroserve.config import Settings
+from zeroserve.config import HeartbeatSettings, WorkerSettings
+from zeroserve.container import Container
 from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.service import ServiceSpec
@@ -33,27 +34,28 @@ class WorkerDaemon:
     (``BatchRunner``) and the job lane's timers.
     """
 
-    def __init__(self, spec: ServiceSpec, settings: Settings,
+    def __init__(self, spec: ServiceSpec, worker: WorkerSettings, heartbeat: HeartbeatSettings,
+                 keys: curve.Curve | None, context: zmq.Context,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.spec = spec
-        self.broker = settings.get("worker.broker")
-        self.slots = settings.get("worker.slots")
-        self.heartbeat_s = settings.get("heartbeat.interval_s")
-        self.liveness_s = self.heartbeat_s * settings.get("heartbeat.liveness")
-        self.reconnect_min = settings.get("worker.reconnect_min_s")
-        self.reconnect_max = settings.get("worker.reconnect_max_s")
-        self.drain_timeout = settings.get("worker.drain_timeout_s")
+        self.broker = worker.backend
+        self.slots = worker.slots
+        self.heartbeat_s = heartbeat.interval_s
+        self.liveness_s = heartbeat.liveness_s
+        self.reconnect_min = worker.reconnect_min_s
+        self.reconnect_max = worker.reconnect_max_s
+        self.drain_timeout = worker.drain_timeout_s
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-        self.context = zmq.Context()
-        self.curve = curve.from_settings(settings, "client")
+        self.context = context
+        self.curve = keys
         self.sock: LoopSocket | None = None
-        self.threads = settings.get("worker.threads")
+        self.threads = worker.threads
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="endpoint")
         self.runner: BatchRunner | None = None
-        self.job_slots = settings.get("worker.job_slots") if spec.tasks else 0
-        self.jobs_host = settings.get("worker.jobs_host") or lane_host(self.broker)
-        self.job_priority = settings.get("worker.job_priority")
+        self.job_slots = worker.job_slots if spec.tasks else 0
+        self.jobs_host = worker.job_host or lane_host(self.broker)
+        self.job_priority = worker.job_priority
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
         self._broker_liveness = Liveness(self.liveness_s)
@@ -200,10 +202,14 @@ class WorkerDaemon:
             self._drained.set()
 
 
-def run(spec: ServiceSpec, settings: Settings) -> int:
-    """Run a worker for ``spec`` until SIGTERM/SIGINT (drains first); return the exit code."""
+def run(spec: ServiceSpec, parts: Container) -> int:
+    """Run a worker for ``spec`` until SIGTERM/SIGINT (drains first); return the exit code.
+
+    The composition root: every section and part the worker uses comes from ``parts``."""
     try:
-        daemon = WorkerDaemon(spec, settings)
+        daemon = WorkerDaemon(spec, parts.worker.get(), parts.heartbeat.get(),
+                              curve.from_settings(parts.curve.get(), "client"),
+                              parts.zmq_context.get(), parts.clock.get())
     except curve.CurveError as exc:
         log.error("worker: %s", exc)
         return 1

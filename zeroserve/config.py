@@ -1,92 +1,169 @@
-"""Every zeroserve setting, in one simple_di container.
+"""Every zeroserve setting: one frozen dataclass per section, layered in one place.
 
-Values are layered: :data:`DEFAULTS`, then a YAML file (``--config``), then
-``ZEROSERVE_*`` environment variables, then command-line flags. The variable
-for ``heartbeat.interval_s`` is ``ZEROSERVE_HEARTBEAT_INTERVAL_S``. Daemons
-receive a :class:`Settings` and read what they need from it; tests build one
-with :func:`load_settings` and overrides, exactly as the CLI does.
+The defaults are the dataclasses' field defaults below. Values are layered:
+the defaults, then a YAML file (``--config``), then ``ZEROSERVE_*`` environment
+variables, then command-line flags; :func:`load_settings` does it, for the CLI
+and for tests alike. The variable for ``heartbeat.interval_s`` is
+``ZEROSERVE_HEARTBEAT_INTERVAL_S``. A daemon receives its sections typed
+(``settings.broker``, ``settings.heartbeat``...), never a string lookup.
+
+Renamed settings (:data:`RENAMED`) are still read under their old name, with
+one warning per old name.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
+import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import field
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
-from simple_di import container, providers
+
+log = logging.getLogger("zeroserve.config")
 
 MiB = 1024 * 1024
 REUSE_PORT_SUPPORTED = hasattr(socket, "SO_REUSEPORT")  # Linux, the BSDs, macOS
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "broker": {
-        "frontend": "tcp://127.0.0.1:5555",   # bound; gateways connect here
-        "backend": "tcp://127.0.0.1:5556",    # bound; workers connect here
-        "max_queue": 1000,                    # waiting requests per endpoint
-        "retry_after_s": 1,                   # Retry-After on a full queue
-        "max_attempts": 3,                    # dispatches of one request (worker loss)
-        "metrics_host": "127.0.0.1",          # Prometheus metrics of the broker
-        "metrics_port": 8002,                 # 0: off
-    },
-    "gateway": {
-        "broker": "tcp://127.0.0.1:5555",
-        "http_host": "0.0.0.0",
-        "http_port": 8000,
-        "grpc_port": 8001,                    # Open Inference Protocol over gRPC; 0: off
-        "reuse_port": REUSE_PORT_SUPPORTED,   # several gateways share the HTTP and gRPC ports
-        "api_keys_file": "",                  # YAML of accepted API keys; empty: no keys needed
-        "public_paths": ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready",
-                         "/metrics"],         # open without a key when keys are on
-        "max_body_bytes": 256 * MiB,
-        "schema_refresh_s": 2.0,
-    },
-    "worker": {
-        "broker": "tcp://127.0.0.1:5556",
-        "slots": 2,                           # batches held at once: running + queued
-        "threads": 1,                         # sync calls run at once (1: model need not be
-                                              # thread-safe)
-        "reconnect_min_s": 0.1,
-        "reconnect_max_s": 5.0,
-        "drain_timeout_s": 30.0,
-        "job_slots": 1,                       # jobs run at once, each in its own process
-                                              # (0: no job lane)
-        "jobs_host": "",                      # address the job lane binds and announces
-                                              # ("": the one facing the broker)
-        "job_priority": "idle",               # CPU priority of job processes: idle (only
-                                              # what real-time work leaves), low, normal
-    },
-    "jobs": {
-        "store_path": "",                     # the broker's SQLite job store ("":
-                                              # $XDG_STATE_HOME/zeroserve/jobs-<port>.sqlite3)
-        "retention_s": 86400.0,               # finished jobs are kept this long
-        "lease_s": 30.0,                      # no start/progress for this long: re-queued
-        "retry_backoff_s": 1.0,               # first retry wait; doubles per attempt
-        "retry_backoff_max_s": 60.0,
-        "max_input_bytes": 64 * MiB,          # encoded inputs of one job; more is 413
-    },
-    "curve": {                                # encryption + authentication between daemons
-        "enabled": False,
-        "secret_key_file": "",                # this daemon's key pair (zeroserve keys generate)
-        "broker_key_file": "",                # gateways, workers, status: the broker's key
-        "allowed_keys_dir": "",               # broker: public keys of the peers it lets in
-    },
-    "heartbeat": {
-        "interval_s": 1.0,
-        "liveness": 3,                        # missed intervals before a peer is dead
-    },
-    "request": {
-        "default_timeout_s": 30.0,
-        "max_timeout_s": 600.0,
-    },
-    "batching": {
-        "overrides": {},  # {"service.endpoint": {"max_batch_size": n, "max_latency_ms": ms}}
-    },
-    "log": {
-        "level": "INFO",
-    },
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``broker.*``: the broker's sockets, queues and metrics."""
+
+    frontend: str = "tcp://127.0.0.1:5555"  # bound; gateways connect here
+    backend: str = "tcp://127.0.0.1:5556"   # bound; workers connect here
+    max_queue: int = 1000                   # waiting requests per endpoint
+    retry_after_s: int = 1                  # Retry-After on a full queue
+    max_dispatches: int = 3                 # dispatches of one request while workers die
+    metrics_host: str = "127.0.0.1"         # Prometheus metrics of the broker
+    metrics_port: int = 8002                # 0: off
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """``gateway.*``: where a gateway listens and which broker it calls."""
+
+    frontend: str = "tcp://127.0.0.1:5555"  # the broker's frontend, as seen from here
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000
+    grpc_port: int = 8001                   # Open Inference Protocol over gRPC; 0: off
+    reuse_port: bool = REUSE_PORT_SUPPORTED  # several gateways share the HTTP and gRPC ports
+    api_keys_file: str = ""                 # YAML of accepted API keys; empty: no keys needed
+    public_paths: tuple[str, ...] = ("/healthz", "/readyz", "/v2/health/live",
+                                     "/v2/health/ready", "/metrics")  # open without a key
+    max_body_bytes: int = 256 * MiB
+    schema_refresh_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``worker.*``: a worker's broker, slots, threads and job lane."""
+
+    backend: str = "tcp://127.0.0.1:5556"   # the broker's backend, as seen from here
+    slots: int = 2                          # batches held at once: running + queued
+    threads: int = 1                        # sync calls run at once (1: model need not be
+                                            # thread-safe)
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 5.0
+    drain_timeout_s: float = 30.0
+    job_slots: int = 1                      # jobs run at once, each in its own process
+                                            # (0: no job lane)
+    job_host: str = ""                      # address the job lane binds and announces
+                                            # ("": the one facing the broker)
+    job_priority: str = "idle"              # CPU priority of job processes: idle (only
+                                            # what real-time work leaves), low, normal
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """``jobs.*``: the broker's durable job store and its retry rules."""
+
+    store_path: str = ""          # SQLite file ("": $XDG_STATE_HOME/zeroserve/jobs-<port>.sqlite3)
+    retention_s: float = 86400.0  # finished jobs are kept this long
+    lease_s: float = 30.0         # no start/progress for this long: re-queued
+    retry_backoff_s: float = 1.0  # first retry wait; doubles per attempt
+    retry_backoff_max_s: float = 60.0
+    max_input_bytes: int = 64 * MiB  # encoded inputs of one job; more is 413
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """``curve.*``: encryption + authentication between daemons."""
+
+    enabled: bool = False
+    secret_key_file: str = ""   # this daemon's key pair (zeroserve keys generate)
+    broker_key_file: str = ""   # gateways, workers, status: the broker's key
+    allowed_keys_dir: str = ""  # broker: public keys of the peers it lets in
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """``heartbeat.*``: how often peers ping, and how many misses make one dead."""
+
+    interval_s: float = 1.0
+    liveness: int = 3  # missed intervals before a peer is dead
+
+    @property
+    def liveness_s(self) -> float:
+        """Seconds of silence after which a peer is dead."""
+        return self.interval_s * self.liveness
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """``request.*``: the deadlines of real-time requests."""
+
+    default_timeout_s: float = 30.0
+    max_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """``batching.*``: per-endpoint overrides of the declared batching limits."""
+
+    overrides: dict = field(default_factory=dict)  # {"service.endpoint": {"max_batch_size": n,
+                                                   #  "max_latency_ms": ms}}
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``log.*``."""
+
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section; ``settings.heartbeat.interval_s``."""
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
+    curve: CurveSettings = field(default_factory=CurveSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    request: RequestSettings = field(default_factory=RequestSettings)
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The settings as plain data (tuples become lists), as a YAML file would hold them."""
+        return {name: {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(section).items()}
+                for name, section in ((f.name, getattr(self, f.name))
+                                      for f in dataclasses.fields(self))}
+
+
+SECTIONS: dict[str, Any] = {f.name: f.default_factory for f in dataclasses.fields(Settings)}  # type: ignore[misc]
+
+# old dotted name -> new one; read for one release, with a warning
+RENAMED: dict[str, str] = {
+    "gateway.broker": "gateway.frontend",
+    "worker.broker": "worker.backend",
+    "worker.jobs_host": "worker.job_host",
+    "broker.max_attempts": "broker.max_dispatches",  # a task's max_attempts counts executions
 }
 
 
@@ -94,20 +171,30 @@ class ConfigError(ValueError):
     """A setting that is unknown or has the wrong type."""
 
 
-def _env_name(section: str, key: str) -> str:
-    return f"ZEROSERVE_{section}_{key}".upper()
+def env_name(path: str) -> str:
+    """``heartbeat.interval_s`` -> ``ZEROSERVE_HEARTBEAT_INTERVAL_S``."""
+    return "ZEROSERVE_" + path.replace(".", "_").upper()
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(make()) for name, make in SECTIONS.items()}
+
+
+_DEFAULTS = _defaults()
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
-    default = DEFAULTS[section][key]
+    default = _DEFAULTS[section][key]
+    if isinstance(value, str) and not isinstance(default, str):
+        value = yaml.safe_load(value)
     if isinstance(default, dict):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{section}.{key} must be a mapping")
         return value
-    if isinstance(value, str) and not isinstance(default, str):
-        value = yaml.safe_load(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{section}.{key} must be a list of strings, got {value!r}")
+        return tuple(value)
     kind = type(default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -116,24 +203,42 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     return value
 
 
-def _merge(target: dict, layer: Mapping, origin: str) -> None:
+def _current_name(path: str, origin: str, warned: set[str]) -> str:
+    new = RENAMED.get(path)
+    if new is None:
+        return path
+    if path not in warned:
+        warned.add(path)
+        old_env = f" ({env_name(path)} -> {env_name(new)})" if origin == "environment" else ""
+        log.warning("config: %s is deprecated and will be removed; read as %s, rename it in "
+                    "the %s%s", path, new, origin, old_env)
+    return new
+
+
+def _merge(target: dict, layer: Mapping, origin: str, warned: set[str]) -> None:
+    """Write ``layer`` ({section: {key: value}}) over ``target``; old names first, so that a
+    layer giving both the old and the new name keeps the new one's value."""
+    items: list[tuple[str, Any]] = []
     for section, values in layer.items():
-        if section not in DEFAULTS or not isinstance(values, Mapping):
+        if section not in SECTIONS or not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: unknown section {section!r}")
-        for key, value in values.items():
-            if key not in DEFAULTS[section]:
-                raise ConfigError(f"{origin}: unknown setting {section}.{key}")
-            target[section][key] = _coerce(section, key, value)
+        items += [(f"{section}.{key}", value) for key, value in values.items()]
+    items.sort(key=lambda item: item[0] not in RENAMED)
+    for path, value in items:
+        section, _, key = _current_name(path, origin, warned).partition(".")
+        if key not in _DEFAULTS[section]:
+            raise ConfigError(f"{origin}: unknown setting {path}")
+        target[section][key] = _coerce(section, key, value)
 
 
 def env_layer(environ: Mapping[str, str]) -> dict:
-    """The settings named by ``ZEROSERVE_*`` variables in ``environ``."""
+    """The settings named by ``ZEROSERVE_*`` variables in ``environ`` (old names included)."""
+    paths = [f"{s}.{k}" for s, values in _DEFAULTS.items() for k in values] + list(RENAMED)
     layer: dict[str, dict] = {}
-    for section, values in DEFAULTS.items():
-        for key in values:
-            name = _env_name(section, key)
-            if name in environ:
-                layer.setdefault(section, {})[key] = environ[name]
+    for path in paths:
+        if env_name(path) in environ:
+            section, _, key = path.partition(".")
+            layer.setdefault(section, {})[key] = environ[env_name(path)]
     return layer
 
 
@@ -148,35 +253,21 @@ def dotted(overrides: Mapping[str, Any]) -> dict:
     return layer
 
 
-@container
-class Settings:
-    """The container of every setting; ``settings.config.heartbeat.interval_s.get()``."""
-
-    config: providers.Configuration = field(
-        default_factory=lambda: providers.Configuration(cast(Any, copy.deepcopy(DEFAULTS))))
-
-    def get(self, path: str) -> Any:
-        """The value at ``section.key``."""
-        section, _, key = path.partition(".")
-        return self.config[section][key].get()
-
-    def as_dict(self) -> dict:
-        return copy.deepcopy(self.config.get())
-
-
 def load_settings(config_file: str | None = None, overrides: Mapping[str, Any] | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings`: defaults, then the YAML file, then the environment, then
-    ``overrides`` (dotted keys, as the CLI flags give them; None values are ignored)."""
-    values = copy.deepcopy(DEFAULTS)
+    ``overrides`` (dotted keys, as the CLI flags give them; None values are ignored).
+
+    Raises ConfigError for an unknown name or a value of the wrong type, OSError for a file
+    that cannot be read."""
+    values = _defaults()
+    warned: set[str] = set()
     if config_file:
         with open(config_file, encoding="utf-8") as fh:
             loaded = yaml.safe_load(fh) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: top level must be a mapping")
-        _merge(values, loaded, config_file)
-    _merge(values, env_layer(os.environ if environ is None else environ), "environment")
-    _merge(values, dotted(overrides or {}), "command line")
-    settings = Settings()
-    settings.config.set(cast(Any, values))
-    return settings
+        _merge(values, loaded, config_file, warned)
+    _merge(values, env_layer(os.environ if environ is None else environ), "environment", warned)
+    _merge(values, dotted(overrides or {}), "command line", warned)
+    return Settings(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})

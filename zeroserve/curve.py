@@ -19,11 +19,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+
+from zeroserve.config import CurveSettings
 
 log = logging.getLogger("zeroserve.curve")
 
@@ -78,20 +79,20 @@ def _read_public(path: str) -> bytes:
         raise CurveError(f"curve: cannot read the public key {path}: {exc}") from None
 
 
-def from_settings(settings: Any, role: str) -> Curve | None:
+def from_settings(settings: CurveSettings, role: str) -> Curve | None:
     """The CURVE keys of a daemon (``role`` "broker" or "client"); None when CURVE is off."""
-    if not settings.get("curve.enabled"):
+    if not settings.enabled:
         return None
-    secret_file = settings.get("curve.secret_key_file")
+    secret_file = settings.secret_key_file
     if not secret_file:
         raise CurveError("curve.enabled needs curve.secret_key_file (zeroserve keys generate)")
     public, secret = _read_pair(secret_file)
     if role == "broker":
-        allowed = settings.get("curve.allowed_keys_dir")
+        allowed = settings.allowed_keys_dir
         if not allowed or not Path(allowed).is_dir():
             raise CurveError(f"curve.allowed_keys_dir must name a directory, got {allowed!r}")
         return Curve(public, secret, allowed_dir=Path(allowed))
-    broker_file = settings.get("curve.broker_key_file")
+    broker_file = settings.broker_key_file
     if not broker_file:
         raise CurveError("curve.enabled needs curve.broker_key_file (the broker's public key)")
     return Curve(public, secret, broker_public=_read_public(broker_file))

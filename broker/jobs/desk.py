@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from broker.job_store import JobStore
 from broker.jobs.model import Job, JobPolicy
 from broker.jobs.scheduler import JobScheduler
-from zeroserve.config import Settings
+from zeroserve.config import HeartbeatSettings, JobsSettings
 from zeroserve.wire import jobs as jp
 from zeroserve.wire.backend import Ready
 from zeroserve.wire.envelope import ProtocolError, Status, pack_map
@@ -359,14 +359,12 @@ class JobDesk:
         return {**self.scheduler.counts(), "stored": stored}
 
 
-def jobs_config_from(settings: Settings) -> JobsConfig:
+def jobs_config_from(jobs: JobsSettings, heartbeat: HeartbeatSettings,
+                     frontend: str) -> JobsConfig:
     """The broker's job settings (``jobs.*``; the store path defaults per frontend port)."""
     return JobsConfig(
-        store_path=settings.get("jobs.store_path")
-        or default_store_path(settings.get("broker.frontend")),
-        policy=JobPolicy(lease_s=settings.get("jobs.lease_s"),
-                         backoff_s=settings.get("jobs.retry_backoff_s"),
-                         backoff_max_s=settings.get("jobs.retry_backoff_max_s"),
-                         retention_s=settings.get("jobs.retention_s")),
-        max_input_bytes=settings.get("jobs.max_input_bytes"),
-        grace_s=2 * settings.get("heartbeat.interval_s") * settings.get("heartbeat.liveness"))
+        store_path=jobs.store_path or default_store_path(frontend),
+        policy=JobPolicy(lease_s=jobs.lease_s, backoff_s=jobs.retry_backoff_s,
+                         backoff_max_s=jobs.retry_backoff_max_s, retention_s=jobs.retention_s),
+        max_input_bytes=jobs.max_input_bytes,
+        grace_s=2 * heartbeat.liveness_s)

@@ -100,7 +100,8 @@ def _start(work: Path, ports: dict, log: Path) -> subprocess.Popen:
     env = {**os.environ, "ZEROSERVE_JOBS_STORE_PATH": str(work / "jobs.sqlite3"),
            "ZEROSERVE_WORKER_JOB_SLOTS": "1", "ZEROSERVE_LOG_LEVEL": "WARNING"}
     argv = [sys.executable, "-m", "zeroserve", "serve", SERVICE, "--workers", "1",
-            "--http-port", str(ports["http"]), "--grpc-port", "0", "--host", "127.0.0.1",
+            "--http-port", str(ports["http"]), "--grpc-port", "0",
+            "--metrics-port", str(ports["metrics"]), "--host", "127.0.0.1",
             "--frontend", f"tcp://127.0.0.1:{ports['front']}",
             "--backend", f"tcp://127.0.0.1:{ports['back']}"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"),
@@ -145,7 +146,8 @@ def main(argv: list[str]) -> int:
         work = Path(tmp)
         lua = work / "post.lua"
         lua.write_text(_LUA)
-        ports = {"http": _free_port(), "front": _free_port(), "back": _free_port()}
+        ports = {"http": _free_port(), "front": _free_port(), "back": _free_port(),
+                 "metrics": _free_port()}
         proc = _start(work, ports, args.out / f"jobs-{stamp}.log")
         try:
             _wrk(ports["http"], lua, 3.0)  # warm-up

@@ -309,10 +309,11 @@ def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: P
         return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=5.0,
                              grpc_port=grpc_port if spec.grpc else None)
     if isinstance(spec, Cluster):
-        port, frontend, backend, grpc_port = free_ports(4)
+        port, frontend, backend, grpc_port, metrics_port = free_ports(5)
         argv = zeroserve_cmd + [
             spec.service, "--workers", str(spec.workers), "--http-port", str(port),
-            "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+            "--host", "127.0.0.1",
             "--frontend", f"tcp://127.0.0.1:{frontend}",
             "--backend", f"tcp://127.0.0.1:{backend}",
             *spec.serve_args]

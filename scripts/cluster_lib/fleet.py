@@ -84,9 +84,9 @@ class Fleet:
                     "--metrics-port", str(spec.metrics_port),
                     "--job-store", str((self.run_dir / "jobs.sqlite3").resolve())]
         if kind == "gateway":
-            return ["gateway", "--broker", spec.frontend, "--host", spec.host, "--http",
-                    str(spec.http_port), "--grpc", str(spec.grpc_port), "--reuse-port"]
-        return ["worker", spec.service, "--broker", spec.backend]
+            return ["gateway", "--frontend", spec.frontend, "--host", spec.host, "--http-port",
+                    str(spec.http_port), "--grpc-port", str(spec.grpc_port), "--reuse-port"]
+        return ["worker", spec.service, "--backend", spec.backend]
 
     def _start(self, kind: str, spec: FleetSpec) -> tuple[str, int]:
         name = kind if kind == "broker" else self.dir.next_name(kind)

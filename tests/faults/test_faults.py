@@ -94,7 +94,7 @@ def test_kill_9_a_worker(cluster: Cluster) -> None:
 def test_kill_9_a_gateway(cluster: Cluster) -> None:
     _start(cluster)
     spare_http = free_port()
-    spare = cluster.gateway("--http", str(spare_http), "--grpc", str(free_port()))
+    spare = cluster.gateway("--http-port", str(spare_http), "--grpc-port", str(free_port()))
     spare_url = f"http://127.0.0.1:{spare_http}"
     first = cluster.daemons[1]
 
@@ -165,9 +165,9 @@ def test_cut_a_worker_off_the_network(cluster: Cluster) -> None:
         cluster.broker("--backend", f"tcp://0.0.0.0:{cluster.backend_port}")
         cluster.gateway()
         cluster.worker(SERVICE)
-        env = {**cluster.env, "ZEROSERVE_WORKER_JOBS_HOST": ns_ip}
+        env = {**cluster.env, "ZEROSERVE_WORKER_JOB_HOST": ns_ip}
         cut = Daemon("worker", ["ip", "netns", "exec", ns, sys.executable, "-m", "worker",
-                                SERVICE, "--broker", f"tcp://{host_ip}:{cluster.backend_port}"],
+                                SERVICE, "--backend", f"tcp://{host_ip}:{cluster.backend_port}"],
                      cluster.tmp / "netns-worker.log", env)
         cluster.daemons.append(cut)
         cluster.wait_ready(2)

@@ -61,8 +61,9 @@ def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
         broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5)
 
     rogue_http = free_port()
-    cluster._start("gateway", ["gateway", "--broker", f"tcp://127.0.0.1:{cluster.frontend_port}",
-                               "--http", str(rogue_http), "--grpc", "0", "--host", "127.0.0.1"],
+    cluster._start("gateway", ["gateway", "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}",
+                               "--http-port", str(rogue_http), "--grpc-port", "0",
+                               "--host", "127.0.0.1"],
                    _env(keys, "intruder"))
     assert _readyz(rogue_http) == 503  # its broker link never gets an answer
     assert client.call("chores", "ping") == "pong"

@@ -112,7 +112,7 @@ def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
 
     address = f"tcp://127.0.0.1:{cluster.frontend_port}"
     table = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--once",
-                            "--broker", address], capture_output=True, text=True, timeout=30,
+                            "--frontend", address], capture_output=True, text=True, timeout=30,
                            env=cluster.env)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.split("\n")
@@ -122,7 +122,7 @@ def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
             if line.startswith("probe.") and "batch sizes" not in line}
     assert rows["probe.whoami"][3] == "3" and rows["probe.fail"][3] == "2"  # requests column
 
-    raw = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--json", "--broker",
+    raw = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--json", "--frontend",
                           address], capture_output=True, text=True, timeout=30, env=cluster.env)
     assert raw.returncode == 0, raw.stderr
     assert json.loads(raw.stdout)["endpoints"]["probe.fail"]["statuses"] == {"500": 2}

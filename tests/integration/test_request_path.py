@@ -103,7 +103,7 @@ def test_user_exception_is_500_with_type_and_message_and_worker_keeps_serving(cl
     (["zeroserve", "--help"], "serve"),
     (["zeroserve", "serve", "--help"], "--workers"),
     (["broker", "--help"], "--frontend"),
-    (["gateway", "--help"], "--broker"),
+    (["gateway", "--help"], "--frontend"),
     (["worker", "--help"], "--slots"),
 ])
 def test_every_command_has_help_that_explains_its_options(args, option):
@@ -117,7 +117,7 @@ def test_every_command_has_help_that_explains_its_options(args, option):
 def test_status_command_shows_workers_and_endpoint_figures(cluster):
     cluster.start("mlp.py:MLP")
     assert cluster.post("/mlp/predict", {"x": [[0.0] * 64]})[0] == 200
-    out = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--broker",
+    out = subprocess.run([sys.executable, "-m", "zeroserve", "status", "--frontend",
                           f"tcp://127.0.0.1:{cluster.frontend_port}"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

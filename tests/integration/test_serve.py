@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,15 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_serve_starts_the_cluster_and_stops_every_process(tmp_path):
-    http, front, back = free_port(), free_port(), free_port()
+    http, front, back, metrics = free_port(), free_port(), free_port(), free_port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "zeroserve", "serve", str(EXAMPLES / "mlp.py") + ":MLP",
          "--http-port", str(http), "--grpc-port", str(free_port()), "--host", "127.0.0.1",
-         "--workers", "2",
+         "--metrics-port", str(metrics), "--workers", "2",
          "--frontend", f"tcp://127.0.0.1:{front}", "--backend", f"tcp://127.0.0.1:{back}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-        env={**os.environ, **FAST_ENV, "ZEROSERVE_BROKER_METRICS_PORT": str(free_port())})
+        env={**os.environ, **FAST_ENV})
     try:
         client = zeroserve.Client(f"http://127.0.0.1:{http}")
         deadline = time.monotonic() + 60
@@ -51,6 +52,8 @@ def test_serve_starts_the_cluster_and_stops_every_process(tmp_path):
         assert len(kids) == 4  # broker, gateway, 2 workers
         x = sample_input(1)
         np.testing.assert_allclose(client.call("mlp", "predict", x=x), mlp(x), rtol=1e-5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+            assert b"zeroserve_broker" in resp.read()  # the broker took --metrics-port
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not [k for k in kids if Path(f"/proc/{k}").exists()

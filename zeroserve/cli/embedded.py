@@ -42,18 +42,20 @@ def _child_env(options: dict[str, Any]) -> dict[str, str]:
 
 
 def serve(service: str, workers: int, settings: Settings, config_file: str | None,
-          frontend: str | None, backend: str | None, options: dict[str, Any]) -> int:
-    """Run the embedded cluster until a signal; return the exit code."""
-    frontend = frontend or settings.get("broker.frontend")
-    backend = backend or settings.get("broker.backend")
-    port = settings.get("gateway.http_port")
+          options: dict[str, Any]) -> int:
+    """Run the embedded cluster until a signal; return the exit code. ``options`` are the
+    command's flags (``section__key``), passed on to every daemon as ZEROSERVE_* variables;
+    the broker binds ``broker.frontend`` and ``broker.backend``, the others connect there."""
+    frontend, backend = settings.broker.frontend, settings.broker.backend
+    port = settings.gateway.http_port
     base = [sys.executable, "-m"]
     extra = ["--config", config_file] if config_file else []
     env = _child_env(options)
     specs = [("broker", base + ["broker", "--frontend", frontend, "--backend", backend] + extra)]
-    specs.append(("gateway", base + ["gateway", "--broker", connect_address(frontend)] + extra))
+    specs.append(("gateway", base + ["gateway", "--frontend", connect_address(frontend)]
+                  + extra))
     for i in range(workers):
-        specs.append((f"worker-{i + 1}", base + ["worker", service, "--broker",
+        specs.append((f"worker-{i + 1}", base + ["worker", service, "--backend",
                                                  connect_address(backend)] + extra))
     stopping = False
 
@@ -90,7 +92,7 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
                 code = 1
                 break
         time.sleep(0.2)
-    _stop_all(procs, settings.get("worker.drain_timeout_s"))
+    _stop_all(procs, settings.worker.drain_timeout_s)
     return code
 
 

@@ -1,169 +1,178 @@
 """The ``zeroserve`` command: broker, gateway, worker, and serve (all of them on this host).
 
-Each command only parses options into :class:`zeroserve.config.Settings` and
-calls the daemon's ``run``; ``python -m broker|gateway|worker`` use the same
-commands.
+Each command only parses options into :class:`zeroserve.config.Settings`, puts
+them in a :class:`zeroserve.container.Container` and calls the daemon's ``run``
+with it; ``python -m broker|gateway|worker`` use the same commands. The flags
+are spelled alike on every command (:mod:`zeroserve.cli.options`).
 """
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from zeroserve.cli.options import (
+    backend_option,
+    common_options,
+    config_option,
+    frontend_option,
+    grpc_port_option,
+    http_port_option,
+    metrics_port_option,
+    option,
+)
 from zeroserve.config import ConfigError, Settings, load_settings
-
-_COMMON = [
-    click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                 help="YAML file of settings (see docs/configuration.md); flags and "
-                      "ZEROSERVE_* variables override it."),
-    click.option("--heartbeat-interval", "heartbeat__interval_s", type=float,
-                 help="Seconds between heartbeats [default: 1.0]."),
-    click.option("--liveness", "heartbeat__liveness", type=int,
-                 help="Missed heartbeats before a peer is declared dead [default: 3]."),
-    click.option("--log-level", "log__level",
-                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-                 help="Log verbosity [default: INFO]."),
-]
+from zeroserve.container import Container
 
 
-def common_options(func: Callable) -> Callable:
-    for option in reversed(_COMMON):
-        func = option(func)
-    return func
+def _parts(config_file: str | None, options: dict[str, Any], daemon: bool = True) -> Container:
+    """The container of this command: the invoking context's (tests pass one as ``obj``) or a
+    new one, holding the settings layered from ``config_file``, the environment and
+    ``options`` (flag destinations, ``section__key``). A ``daemon`` logs to stderr, from
+    before the settings are read (so that their deprecation warnings have the log's form)."""
+    if daemon:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)-7s %(message)s")
+    settings = _load(config_file, options)
+    if daemon:
+        logging.getLogger().setLevel(settings.log.level.upper())
+    ctx = click.get_current_context(silent=True)
+    parts = ctx.find_object(Container) if ctx is not None else None
+    if parts is None:
+        parts = Container()
+    parts.settings.set(settings)
+    return parts
 
 
-def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
+def _load(config_file: str | None, options: dict[str, Any]) -> Settings:
     dotted = {name.replace("__", "."): value for name, value in options.items()}
     try:
-        settings = load_settings(config_file, dotted)
+        return load_settings(config_file, dotted)
     except (ConfigError, OSError) as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=settings.get("log.level").upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(message)s")
-    return settings
 
 
 @click.command("broker")
-@click.option("--frontend", "broker__frontend",
-              help="Address to bind for gateways [default: tcp://127.0.0.1:5555]; use "
-                   "tcp://0.0.0.0:5555 to accept gateways from other hosts.")
-@click.option("--backend", "broker__backend",
-              help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
-@click.option("--metrics-port", "broker__metrics_port", type=int,
-              help="Port of the broker's Prometheus /metrics; 0 turns it off [default: 8002].")
-@click.option("--max-queue", "broker__max_queue", type=int,
-              help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
-@click.option("--job-store", "jobs__store_path",
-              help="SQLite file of the durable job store "
-                   "[default: $XDG_STATE_HOME/zeroserve/jobs-<frontend port>.sqlite3].")
+@option("--frontend", "broker__frontend",
+        help="Address to bind for gateways [default: tcp://127.0.0.1:5555]; use "
+             "tcp://0.0.0.0:5555 to accept gateways from other hosts.")
+@option("--backend", "broker__backend",
+        help="Address to bind for workers [default: tcp://127.0.0.1:5556].")
+@metrics_port_option
+@option("--max-queue", "broker__max_queue", type=int,
+        help="Requests waiting per endpoint before new ones get 503 [default: 1000].")
+@option("--job-store", "jobs__store_path",
+        help="SQLite file of the durable job store "
+             "[default: $XDG_STATE_HOME/zeroserve/jobs-<frontend port>.sqlite3].")
 @common_options
 def broker_command(config_file: str | None, **options: Any) -> None:
     """Run the broker: routes requests from gateways to workers, with queues and batching."""
     import broker
 
-    sys.exit(broker.run(_settings(config_file, options)))
+    sys.exit(broker.run(_parts(config_file, options)))
 
 
 @click.command("gateway")
-@click.option("--broker", "gateway__broker",
-              help="The broker's frontend address [default: tcp://127.0.0.1:5555].")
-@click.option("--http", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
+@frontend_option("gateway__frontend",
+                 "The broker's frontend address [default: tcp://127.0.0.1:5555].")
+@http_port_option
+@grpc_port_option
 @click.option("--reuse-port/--no-reuse-port", "gateway__reuse_port", default=None,
               help="Share the HTTP and gRPC ports with other gateways on this host "
                    "(SO_REUSEPORT) [default: yes where the platform has it].")
-@click.option("--grpc", "gateway__grpc_port", type=int,
-              help="gRPC (Open Inference Protocol) port; 0 turns gRPC off [default: 8001].")
-@click.option("--host", "gateway__http_host",
-              help="HTTP and gRPC bind address [default: 0.0.0.0].")
-@click.option("--timeout", "request__default_timeout_s", type=float,
-              help="Deadline of a request that names none, in seconds [default: 30].")
+@option("--host", "gateway__http_host", help="HTTP and gRPC bind address [default: 0.0.0.0].")
+@option("--timeout", "request__default_timeout_s", type=float,
+        help="Deadline of a request that names none, in seconds [default: 30].")
 @common_options
 def gateway_command(config_file: str | None, **options: Any) -> None:
     """Run a gateway: serves HTTP and gRPC and forwards each call to the broker."""
     import gateway
 
-    sys.exit(gateway.run(_settings(config_file, options)))
+    sys.exit(gateway.run(_parts(config_file, options)))
 
 
 @click.command("worker")
 @click.argument("service")
-@click.option("--broker", "worker__broker",
-              help="The broker's backend address [default: tcp://127.0.0.1:5556].")
-@click.option("--slots", "worker__slots", type=int,
-              help="Batches this worker holds at once, running or queued [default: 2].")
-@click.option("--threads", "worker__threads", type=int,
-              help="Sync endpoint calls run at once; raise it only for thread-safe models "
-                   "[default: 1].")
-@click.option("--job-slots", "worker__job_slots", type=int,
-              help="Jobs (@zeroserve.task) run at once, each in a child process; 0: none "
-                   "[default: 1].")
+@backend_option("worker__backend", "The broker's backend address [default: tcp://127.0.0.1:5556].")
+@option("--slots", "worker__slots", type=int,
+        help="Batches this worker holds at once, running or queued [default: 2].")
+@option("--threads", "worker__threads", type=int,
+        help="Sync endpoint calls run at once; raise it only for thread-safe models "
+             "[default: 1].")
+@option("--job-slots", "worker__job_slots", type=int,
+        help="Jobs (@zeroserve.task) run at once, each in a child process; 0: none "
+             "[default: 1].")
 @common_options
 def worker_command(service: str, config_file: str | None, **options: Any) -> None:
     """Run a worker for SERVICE (path/file.py:Class or package.module:Class)."""
     import worker
     from zeroserve.service import load_service
 
-    settings = _settings(config_file, options)
+    parts = _parts(config_file, options)
     try:
         spec = load_service(service)
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
         raise click.UsageError(f"cannot load service {service}: {exc}") from None
-    sys.exit(worker.run(spec, settings))
+    sys.exit(worker.run(spec, parts))
 
 
 @click.command("serve")
 @click.argument("service")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Worker processes to start.")
-@click.option("--http-port", "gateway__http_port", type=int, help="HTTP port [default: 8000].")
-@click.option("--grpc-port", "gateway__grpc_port", type=int,
-              help="gRPC port; 0 turns gRPC off [default: 8001].")
-@click.option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
-@click.option("--frontend", help="Broker frontend address [default: tcp://127.0.0.1:5555].")
-@click.option("--backend", help="Broker backend address [default: tcp://127.0.0.1:5556].")
-@click.option("--slots", "worker__slots", type=int, help="Slots per worker [default: 2].")
-@click.option("--threads", "worker__threads", type=int,
-              help="Threads per worker for sync endpoints [default: 1].")
-@click.option("--job-slots", "worker__job_slots", type=int,
-              help="Job slots per worker (child processes) [default: 1].")
-@click.option("--job-store", "jobs__store_path",
-              help="The broker's SQLite job store [default: under $XDG_STATE_HOME/zeroserve].")
+@http_port_option
+@grpc_port_option
+@metrics_port_option
+@option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
+@option("--frontend", "broker__frontend",
+        help="Broker frontend address [default: tcp://127.0.0.1:5555].")
+@option("--backend", "broker__backend",
+        help="Broker backend address [default: tcp://127.0.0.1:5556].")
+@option("--slots", "worker__slots", type=int, help="Slots per worker [default: 2].")
+@option("--threads", "worker__threads", type=int,
+        help="Threads per worker for sync endpoints [default: 1].")
+@option("--job-slots", "worker__job_slots", type=int,
+        help="Job slots per worker (child processes) [default: 1].")
+@option("--job-store", "jobs__store_path",
+        help="The broker's SQLite job store [default: under $XDG_STATE_HOME/zeroserve].")
 @common_options
-def serve_command(service: str, workers: int, frontend: str | None, backend: str | None,
-                  config_file: str | None, **options: Any) -> None:
+def serve_command(service: str, workers: int, config_file: str | None, **options: Any) -> None:
     """Serve SERVICE on this host: a broker, a gateway and --workers workers, each a process."""
     from zeroserve.cli.embedded import serve
 
-    settings = _settings(config_file, options)
-    sys.exit(serve(service, workers, settings, config_file, frontend, backend, options))
+    parts = _parts(config_file, options)
+    sys.exit(serve(service, workers, parts.settings.get(), config_file, options))
 
 
 @click.command("status")
-@click.option("--broker", "address", default="tcp://127.0.0.1:5555", show_default=True,
-              help="The broker's frontend address.")
+@frontend_option("gateway__frontend",
+                 "The broker's frontend address [default: gateway.frontend, "
+                 "tcp://127.0.0.1:5555].")
+@config_option
 @click.option("--watch/--once", default=None,
               help="Refresh every second until Ctrl-C, or print once [default: --watch on a "
                    "terminal, --once otherwise].")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw statistics as JSON, once.")
-def status_command(address: str, watch: bool | None, as_json: bool) -> None:
+def status_command(config_file: str | None, watch: bool | None, as_json: bool,
+                   **options: Any) -> None:
     """Show the broker's workers, queues, requests/s, batch sizes and fitted latency model.
 
-    With CURVE on, set the same ZEROSERVE_CURVE_* variables as for a gateway.
+    With CURVE on, give the same curve settings as for a gateway (--config or ZEROSERVE_CURVE_*).
     """
     import json
-    import time
 
     from zeroserve.cli.admin import broker_stats
     from zeroserve.cli.status import render, request_rates
     from zeroserve.curve import CurveError, from_settings
 
+    parts = _parts(config_file, options, daemon=False)
+    address = parts.gateway.get().frontend
+    clock, sleep = parts.clock.get(), parts.sleep.get()
     try:
-        keys = from_settings(load_settings(), "client")
-    except (CurveError, ConfigError) as exc:
+        keys = from_settings(parts.curve.get(), "client")
+    except CurveError as exc:
         raise click.UsageError(str(exc)) from None
     live = sys.stdout.isatty() if watch is None else watch
     previous: tuple[float, dict] | None = None
@@ -175,13 +184,13 @@ def status_command(address: str, watch: bool | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(stats, indent=2))
             return
-        now = time.monotonic()
+        now = clock()
         rates = request_rates(previous[1], stats, now - previous[0]) if previous else None
         previous = (now, stats)
         click.echo(("\x1b[2J\x1b[H" if live else "") + render(stats, rates))
         if not live:
             return
-        time.sleep(1.0)
+        sleep(1.0)
 
 
 @click.group("keys")
