@@ -2,7 +2,10 @@
 
 The supervisor starts the daemons, waits until the gateway is ready, and on
 SIGINT/SIGTERM stops them in order: workers first (they drain), then the
-gateway, then the broker. Children get SIGTERM if the supervisor dies.
+gateway, then the broker. Children get SIGTERM if the supervisor dies. A
+daemon that exits on its own is started again after a backoff
+(:class:`~zeroserve.cli.restarts.RestartPolicy`); one that crashes five times
+within a minute makes ``serve`` stop the rest and exit 1.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from zeroserve.cli.restarts import RestartPolicy
 from zeroserve.config import Settings
 from zeroserve.process import signal_on_parent_death
 
@@ -65,22 +69,38 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    procs: list[tuple[str, subprocess.Popen]] = []
-    for name, argv in specs:
-        procs.append((name, subprocess.Popen(argv, env=env,
-                                             preexec_fn=_signal_term_on_parent_death)))
+    argv_of = dict(specs)
+    procs = {name: _start(argv, env) for name, argv in specs}
     log.info("serve: started broker, gateway and %d workers (pids %s)", workers,
-             " ".join(str(p.pid) for _, p in procs))
+             " ".join(str(p.pid) for p in procs.values()))
     url = f"http://127.0.0.1:{port}/readyz"
     ready_by = time.monotonic() + _READY_TIMEOUT_S
     ready = False
     code = 0
+    policy = RestartPolicy()
+    restart_at: dict[str, float] = {}  # daemons that exited, waiting out their backoff
     while not stopping:
-        dead = [(n, p.returncode) for n, p in procs if p.poll() is not None]
-        if dead:
-            log.error("serve: %s exited unexpectedly (code %s); stopping the rest",
-                      dead[0][0], dead[0][1])
-            code = 1
+        now = time.monotonic()
+        for name, proc in procs.items():
+            if name in restart_at or proc.poll() is None:
+                continue
+            when = policy.crashed(name, now)
+            if when is None:
+                log.error("serve: %s exited (code %s), %d crashes within %.0fs; giving up and "
+                          "stopping the rest", name, proc.returncode, policy.crashes(name),
+                          policy.window_s)
+                code = 1
+                stopping = True
+                break
+            log.warning("serve: %s exited unexpectedly (code %s); restarting it in %.1fs",
+                        name, proc.returncode, when - now)
+            restart_at[name] = when
+        for name, when in list(restart_at.items()):
+            if not stopping and now >= when:
+                del restart_at[name]
+                procs[name] = _start(argv_of[name], env)
+                log.info("serve: restarted %s (pid %d)", name, procs[name].pid)
+        if stopping:
             break
         if not ready:
             ready = _is_ready(url)
@@ -92,8 +112,12 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
                 code = 1
                 break
         time.sleep(0.2)
-    _stop_all(procs, settings.worker.drain_timeout_s)
+    _stop_all(list(procs.items()), settings.worker.drain_timeout_s)
     return code
+
+
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, preexec_fn=_signal_term_on_parent_death)
 
 
 def _is_ready(url: str) -> bool:
