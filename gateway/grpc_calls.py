@@ -1,5 +1,5 @@
-"""What every gRPC servicer method of the gateway shares: the error boundary that ends a
-failed call with its gRPC code, who makes the call, and the metrics of a call."""
+"""What the gateway's gRPC servicer methods share: the error boundary that ends a failed
+call with its gRPC code, the metrics of a call, who makes it, and its msgpack inputs."""
 from __future__ import annotations
 
 import functools
@@ -14,8 +14,9 @@ import grpc
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
-from gateway.errors import failure_of, grpc_code, http_status, known_failure
+from gateway.errors import RequestFailed, failure_of, grpc_code, http_status, known_failure
 from gateway.metrics import observe
+from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -84,6 +85,15 @@ class Meter:
             Status.INTERNAL if failure is None else failure.status)
         observe(self.service, self.endpoint, self.route, status,
                 time.perf_counter() - self._started)
+
+
+def decode_inputs(blob: bytes) -> Any:
+    """A call's or a job's inputs, sent in the codec's msgpack form; 400 if they do not
+    decode."""
+    try:
+        return codec.decode(blob)
+    except codec.CodecError as exc:
+        raise RequestFailed(Status.BAD_REQUEST, f"inputs are not valid msgpack: {exc}") from None
 
 
 def caller(access: Access, context: grpc.aio.ServicerContext) -> Identity | None:

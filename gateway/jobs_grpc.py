@@ -8,13 +8,10 @@ import grpc
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
-from gateway.errors import RequestFailed
-from gateway.grpc_calls import caller, grpc_boundary
+from gateway.grpc_calls import caller, decode_inputs, grpc_boundary
 from gateway.jobs_calls import job_call, submit_job
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.wire import codec
-from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
 
 _JOB_FIELDS = ("id", "service", "endpoint", "state", "attempts", "max_attempts", "progress",
@@ -49,11 +46,7 @@ class JobsService(pb_grpc.JobsServicer):
     async def Submit(self, request: pb.SubmitJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.SubmitJobReply:
         self.access.check(caller(self.access, context), request.service)
-        try:
-            inputs = codec.decode(request.inputs) if request.inputs else {}
-        except codec.CodecError as exc:
-            raise RequestFailed(Status.BAD_REQUEST,
-                                f"inputs are not valid msgpack: {exc}") from None
+        inputs = decode_inputs(request.inputs) if request.inputs else {}
         key = request.idempotency_key if request.HasField("idempotency_key") else None
         answer = await submit_job(self.link, request.service, request.endpoint, inputs,
                                   key, self.max_input_bytes)

@@ -15,9 +15,9 @@ from gateway.rest import (
     MSGPACK,
     BaseHandler,
     BodyHandler,
+    answer_json,
     decode_body,
     sends_msgpack,
-    to_json,
 )
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
@@ -48,11 +48,7 @@ class _JobHandler(BaseHandler):
             self.finish(codec.encode(value, threshold=1 << 62)[0])
             return
         self.set_header("Content-Type", "application/json")
-        try:
-            self.finish(to_json(value))
-        except (TypeError, ValueError) as exc:
-            raise RequestFailed(Status.USER_ERROR,
-                                f"answer cannot be sent as JSON: {exc}") from None
+        self.finish(answer_json(value))
 
     async def job(self, op: ControlOp, job_id: str) -> dict:
         """Call ``op`` on job ``job_id``; 403 if the caller may not use its service."""

@@ -47,6 +47,14 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, default=_json_default, allow_nan=False).encode()
 
 
+def answer_json(value: Any) -> bytes:
+    """An endpoint's or a task's answer as JSON; USER_ERROR (500) if JSON cannot carry it."""
+    try:
+        return to_json(value)
+    except (TypeError, ValueError) as exc:
+        raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}") from None
+
+
 def decode_body(body: bytes, is_msgpack: bool) -> Any:
     """The value of a JSON or msgpack (the codec's format) body; 400 if it does not parse."""
     try:
@@ -203,11 +211,7 @@ class InvokeHandler(BodyHandler):
             self.finish(meta)
         else:
             self.set_header("Content-Type", "application/json")
-            try:
-                self.finish(to_json(value))
-            except (TypeError, ValueError) as exc:
-                raise RequestFailed(Status.USER_ERROR,
-                                    f"answer cannot be sent as JSON: {exc}") from None
+            self.finish(answer_json(value))
 
 
 class HealthHandler(BaseHandler):

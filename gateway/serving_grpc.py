@@ -11,7 +11,7 @@ import grpc
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
-from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
+from gateway.grpc_calls import Meter, caller, decode_inputs, grpc_boundary, visible_services
 from gateway.invoke import call, find_endpoint
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
@@ -41,12 +41,7 @@ class ServingService(pb_grpc.ServingServicer):
             self.access.check(caller(self.access, context), request.service)
             info = await find_endpoint(self.link, request.service, request.endpoint)
             meter.name(info.service, info.name)
-            try:
-                inputs = codec.decode(request.inputs)
-            except codec.CodecError as exc:
-                raise RequestFailed(Status.BAD_REQUEST,
-                                    f"inputs are not valid msgpack: {exc}") from None
-            value = await call(self.link, info, inputs, timeout_s)
+            value = await call(self.link, info, decode_inputs(request.inputs), timeout_s)
             try:
                 return pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
             except codec.CodecError as exc:
