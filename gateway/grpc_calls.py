@@ -2,6 +2,7 @@
 call with its gRPC code, the metrics of a call, who makes it, and its msgpack inputs."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -40,8 +41,9 @@ def grpc_boundary(method: Method) -> Method:
         @functools.wraps(method)
         async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                async for item in method(self, request, context):
-                    yield item
+                async with contextlib.aclosing(method(self, request, context)) as items:
+                    async for item in items:
+                        yield item
             except grpc.aio.AbortError:  # already ended with its status
                 raise
             except Exception as exc:
