@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.api_keys import ApiKeys, Identity, key_from_headers
 from gateway.broker_link import BrokerLink
-from gateway.invoke import RequestFailed
+from gateway.errors import RequestFailed
 from zeroserve.wire.envelope import Status
 
 

@@ -3,8 +3,9 @@
 Front ends parse their own wire format into an endpoint's inputs; from there the
 path is the same: validate against the schema, key the request for batching,
 send it to the broker, decode the answer. Every failure is a
-:class:`RequestFailed` carrying a :class:`~zeroserve.wire.envelope.Status`, which each
-front end maps to its own error form.
+:class:`~gateway.errors.RequestFailed` carrying a :class:`~zeroserve.wire.envelope.Status`,
+or an :class:`~zeroserve.schema.InvalidInput` for inputs that do not match the schema;
+each front end's error boundary turns either into its own error form.
 """
 from __future__ import annotations
 
@@ -12,20 +13,12 @@ from typing import Any
 
 from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink, EndpointInfo
+from gateway.errors import RequestFailed
 from gateway.oip_models import VERSION, ModelRef, resolve
-from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.schema import validate_inputs
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import error_details
-
-
-class RequestFailed(Exception):
-    """An error answer: its status, message and, for overload, seconds to wait."""
-
-    def __init__(self, status: Status, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 async def find_endpoint(link: BrokerLink, service: str, endpoint: str) -> EndpointInfo:
@@ -59,11 +52,10 @@ async def find_model(link: BrokerLink, model: str, version: str | None
 
 
 async def call(link: BrokerLink, info: EndpointInfo, inputs: Any, timeout_s: float) -> Any:
-    """Validate ``inputs`` against the endpoint's schema, run it, and return its answer."""
-    try:
-        inputs = validate_inputs(info.inputs, inputs)
-    except InvalidInput as exc:
-        raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+    """Validate ``inputs`` against the endpoint's schema (raises
+    :class:`~zeroserve.schema.InvalidInput` if they do not match), run it, and return its
+    answer."""
+    inputs = validate_inputs(info.inputs, inputs)
     rows, key = 1, b""
     if info.batchable:
         rows, key = row_count(inputs, info.batch_dim), batch_key(inputs, info.batch_dim)

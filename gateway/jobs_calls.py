@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.broker_link import BrokerLink
-from gateway.invoke import RequestFailed
+from gateway.errors import RequestFailed
 from zeroserve.schema import Field, InvalidInput, validate_inputs
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status

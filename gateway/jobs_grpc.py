@@ -8,13 +8,10 @@ import grpc
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort, caller
-from gateway.invoke import RequestFailed
+from gateway.grpc_calls import caller, decode_inputs, grpc_boundary
 from gateway.jobs_calls import job_call, submit_job
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
-from zeroserve.wire import codec
-from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
 
 _JOB_FIELDS = ("id", "service", "endpoint", "state", "attempts", "max_attempts", "progress",
@@ -43,43 +40,38 @@ class JobsService(pb_grpc.JobsServicer):
 
     async def _run(self, context: grpc.aio.ServicerContext, op: ControlOp,
                    job_id: str) -> dict:
-        try:
-            return await self._job(op, job_id, caller(self.access, context))
-        except RequestFailed as exc:
-            await abort(context, exc)
-            raise  # not reached: abort raises
+        return await self._job(op, job_id, caller(self.access, context))
 
+    @grpc_boundary
     async def Submit(self, request: pb.SubmitJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.SubmitJobReply:
-        try:
-            self.access.check(caller(self.access, context), request.service)
-            try:
-                inputs = codec.decode(request.inputs) if request.inputs else {}
-            except codec.CodecError as exc:
-                raise RequestFailed(Status.BAD_REQUEST,
-                                    f"inputs are not valid msgpack: {exc}") from None
-            key = request.idempotency_key if request.HasField("idempotency_key") else None
-            answer = await submit_job(self.link, request.service, request.endpoint, inputs,
-                                      key, self.max_input_bytes)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        self.access.check(caller(self.access, context), request.service)
+        inputs = decode_inputs(request.inputs) if request.inputs else {}
+        key = request.idempotency_key if request.HasField("idempotency_key") else None
+        answer = await submit_job(self.link, request.service, request.endpoint, inputs,
+                                  key, self.max_input_bytes)
         return pb.SubmitJobReply(job=job_message(answer["job"]),
                                  created=bool(answer.get("created")))
 
+    @grpc_boundary
     async def Get(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         return job_message((await self._run(context, ControlOp.JOB_GET, request.id))["job"])
 
+    @grpc_boundary
     async def Result(self, request: pb.JobRequest,
                      context: grpc.aio.ServicerContext) -> pb.JobResult:
         answer = await self._run(context, ControlOp.JOB_RESULT, request.id)
         return pb.JobResult(value=bytes(answer["result"]))
 
+    @grpc_boundary
     async def Cancel(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         return job_message((await self._run(context, ControlOp.JOB_CANCEL, request.id))["job"])
 
+    @grpc_boundary
     async def Retry(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         return job_message((await self._run(context, ControlOp.JOB_RETRY, request.id))["job"])
 
+    @grpc_boundary
     async def List(self, request: pb.ListJobsRequest,
                    context: grpc.aio.ServicerContext) -> pb.ListJobsReply:
         args: dict[str, Any] = {}
@@ -87,13 +79,10 @@ class JobsService(pb_grpc.JobsServicer):
                            ("cursor", "after")):
             if request.HasField(field):
                 args[key] = getattr(request, field)
-        try:
-            identity = caller(self.access, context)
-            if "service" in args:
-                self.access.check(identity, args["service"])
-            answer = await job_call(self.link, ControlOp.JOB_LIST, args)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        identity = caller(self.access, context)
+        if "service" in args:
+            self.access.check(identity, args["service"])
+        answer = await job_call(self.link, ControlOp.JOB_LIST, args)
         reply = pb.ListJobsReply(jobs=[job_message(j) for j in answer["jobs"]
                                        if self.access.visible(identity, [j["service"]])])
         if answer.get("next") is not None:

@@ -6,12 +6,19 @@ control call to the broker.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from gateway.invoke import RequestFailed
+from gateway.errors import RequestFailed
 from gateway.jobs_calls import job_call, submit_job
-from gateway.rest import _MSGPACK_TYPES, MSGPACK, BaseHandler, BodyHandler, to_json
+from gateway.rest import (
+    _MSGPACK_TYPES,
+    MSGPACK,
+    BaseHandler,
+    BodyHandler,
+    answer_json,
+    decode_body,
+    sends_msgpack,
+)
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
@@ -41,11 +48,7 @@ class _JobHandler(BaseHandler):
             self.finish(codec.encode(value, threshold=1 << 62)[0])
             return
         self.set_header("Content-Type", "application/json")
-        try:
-            self.finish(to_json(value))
-        except (TypeError, ValueError) as exc:
-            raise RequestFailed(Status.USER_ERROR,
-                                f"answer cannot be sent as JSON: {exc}") from None
+        self.finish(answer_json(value))
 
     async def job(self, op: ControlOp, job_id: str) -> dict:
         """Call ``op`` on job ``job_id``; 403 if the caller may not use its service."""
@@ -58,14 +61,7 @@ class JobsHandler(_JobHandler, BodyHandler):
     """``POST /v1/jobs`` submits; ``GET /v1/jobs?service=&state=&limit=&cursor=`` lists."""
 
     def _parse(self) -> dict:
-        ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
-        try:
-            if ctype.strip().lower() in _MSGPACK_TYPES:
-                body = codec.decode(self.body)
-            else:
-                body = json.loads(self.body or b"null")
-        except (codec.CodecError, ValueError) as exc:
-            raise RequestFailed(Status.BAD_REQUEST, f"body is not valid: {exc}") from None
+        body = decode_body(self.body, sends_msgpack(self.request.headers)) if self.body else None
         if not isinstance(body, dict) or not isinstance(body.get("service"), str) \
                 or not isinstance(body.get("endpoint"), str):
             raise RequestFailed(Status.BAD_REQUEST, 'expected {"service", "endpoint", '
@@ -84,59 +80,47 @@ class JobsHandler(_JobHandler, BodyHandler):
         self.answer(job, 202 if answer.get("created") else 200)
 
     async def get(self) -> None:
-        try:
-            service = self.get_query_argument("service", None)
-            if service:
-                self.authorize(service)
-            args: dict[str, Any] = {"service": service, "state": self.get_query_argument(
-                "state", None)}
-            for name, key in (("limit", "limit"), ("cursor", "after")):
-                raw = self.get_query_argument(name, None)
-                if raw is not None:
-                    if not raw.isdigit() or int(raw) >= 2**63:
-                        raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer "
-                                            "from 0 to 2**63-1")
-                    args[key] = int(raw)
-            answer = await job_call(self.link, ControlOp.JOB_LIST, args)
-            jobs = [_with_links(j) for j in answer["jobs"]
-                    if self.access.visible(self.identity, [j["service"]])]
-            self.answer({"jobs": jobs, "next_cursor": answer.get("next")})
-        except RequestFailed as exc:
-            self.fail(exc)
+        service = self.get_query_argument("service", None)
+        if service:
+            self.authorize(service)
+        args: dict[str, Any] = {"service": service, "state": self.get_query_argument(
+            "state", None)}
+        for name, key in (("limit", "limit"), ("cursor", "after")):
+            raw = self.get_query_argument(name, None)
+            if raw is not None:
+                if not raw.isdigit() or int(raw) >= 2**63:
+                    raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer "
+                                        "from 0 to 2**63-1")
+                args[key] = int(raw)
+        answer = await job_call(self.link, ControlOp.JOB_LIST, args)
+        jobs = [_with_links(j) for j in answer["jobs"]
+                if self.access.visible(self.identity, [j["service"]])]
+        self.answer({"jobs": jobs, "next_cursor": answer.get("next")})
 
 
 class JobHandler(_JobHandler):
     """``GET /v1/jobs/{id}``: the job's status; ``DELETE``: cancel it."""
 
     async def get(self, job_id: str) -> None:
-        try:
-            self.answer(_with_links((await self.job(ControlOp.JOB_GET, job_id))["job"]))
-        except RequestFailed as exc:
-            self.fail(exc)
+        self.answer(_with_links((await self.job(ControlOp.JOB_GET, job_id))["job"]))
 
     async def delete(self, job_id: str) -> None:
-        try:
-            await self.job(ControlOp.JOB_GET, job_id)  # 403 before anything changes
-            answer = await job_call(self.link, ControlOp.JOB_CANCEL, {"id": job_id})
-            self.answer(_with_links(answer["job"]))
-        except RequestFailed as exc:
-            self.fail(exc)
+        await self.job(ControlOp.JOB_GET, job_id)  # 403 before anything changes
+        answer = await job_call(self.link, ControlOp.JOB_CANCEL, {"id": job_id})
+        self.answer(_with_links(answer["job"]))
 
 
 class JobResultHandler(_JobHandler):
     """``GET /v1/jobs/{id}/result``: the task's return value (409 until it succeeded)."""
 
     async def get(self, job_id: str) -> None:
+        answer = await self.job(ControlOp.JOB_RESULT, job_id)
         try:
-            answer = await self.job(ControlOp.JOB_RESULT, job_id)
-            try:
-                value = codec.decode(answer["result"])
-            except codec.CodecError as exc:
-                raise RequestFailed(Status.INTERNAL, f"stored result is undecodable: {exc}") \
-                    from None
-            self.answer(value)
-        except RequestFailed as exc:
-            self.fail(exc)
+            value = codec.decode(answer["result"])
+        except codec.CodecError as exc:
+            raise RequestFailed(Status.INTERNAL, f"stored result is undecodable: {exc}") \
+                from None
+        self.answer(value)
 
 
 class JobRetryHandler(_JobHandler, BodyHandler):

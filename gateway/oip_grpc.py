@@ -1,46 +1,35 @@
 """The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), on grpc.aio.
 
 Runs in the gateway's asyncio loop next to the HTTP server and sends every call
-through the same broker path. Errors end a call with a gRPC status and details;
-on ``ModelStreamInfer`` they go in the response's ``error_message`` instead, so
-that the stream survives them.
+through the same broker path (inference: :mod:`gateway.oip_infer`). Errors end a
+call with a gRPC status and details (:func:`gateway.grpc_calls.grpc_boundary`); on
+``ModelStreamInfer`` they go in the response's ``error_message`` instead, so that
+the stream survives them.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 import zeroserve
 from gateway.access import Access
 from gateway.broker_link import BrokerLink, EndpointInfo
-from gateway.grpc_status import abort, caller, visible_services
-from gateway.invoke import RequestFailed, call, find_model
-from gateway.metrics import observe
+from gateway.errors import failure_of
+from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
+from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
-from gateway.oip_models import (
-    VERSION,
-    ModelRef,
-    endpoint_inputs,
-    endpoint_outputs,
-    repository_index,
-    resolve,
-)
+from gateway.oip_infer import infer
+from gateway.oip_models import VERSION, ModelRef, repository_index, resolve
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
-from gateway.oip_rest_body import select_outputs
+from gateway.oip_rest_body import InferRequest
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
-from zeroserve.wire.envelope import Status
-from zeroserve.wire.oip_tensors import TensorError
-
-log = logging.getLogger("zeroserve.gateway")
-
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -53,21 +42,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
 
+    @grpc_boundary
     async def ServerLive(self, request: pb.ServerLiveRequest,
                          context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
+    @grpc_boundary
     async def ServerReady(self, request: pb.ServerReadyRequest,
                           context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
         ready = self.link.alive and any(s.get("workers") for s in self.link.services.values())
         return pb.ServerReadyResponse(ready=ready)
 
+    @grpc_boundary
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
-        try:
-            identity = caller(self.access, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        identity = caller(self.access, context)
         ref = resolve(request.name, self.link.services)
         if ref is not None and identity is not None and not identity.allows(ref.service):
             ref = None
@@ -75,21 +64,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             self.link.services[ref.service].get("workers"))
         return pb.ModelReadyResponse(ready=ready)
 
+    @grpc_boundary
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
-        try:
-            caller(self.access, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        caller(self.access, context)
         return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
                                          extensions=EXTENSIONS)
 
+    @grpc_boundary
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
-        try:
-            ref, info = await self._model(request.name, request.version, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        ref, info = await self._model(request.name, request.version, context)
         doc = model_metadata(ref, info)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -97,12 +82,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             inputs=[tensor(**t) for t in doc["inputs"]],
             outputs=[tensor(**t) for t in doc["outputs"]])
 
+    @grpc_boundary
     async def ModelConfig(self, request: pb.ModelConfigRequest,
                           context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
-        try:
-            ref, info = await self._model(request.name, request.version, context)
-        except RequestFailed as exc:
-            await abort(context, exc)
+        ref, info = await self._model(request.name, request.version, context)
         doc = model_config(ref, info)
         cfg = config_pb.ModelConfig(name=doc["name"], platform=doc["platform"],
                                     backend=doc["backend"], max_batch_size=doc["max_batch_size"])
@@ -117,6 +100,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 doc["dynamic_batching"]["max_queue_delay_microseconds"]
         return pb.ModelConfigResponse(config=cfg)
 
+    @grpc_boundary
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
         services = await visible_services(self.access, self.link, context)
@@ -124,36 +108,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
 
+    @grpc_boundary
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
-        started, labels = time.perf_counter(), ["", ""]
-        try:
-            response = await self._infer(request, context, labels)
-        except RequestFailed as exc:
-            observe(labels[0], labels[1], "oip_grpc", exc.status.http_status,
-                    time.perf_counter() - started)
-            await abort(context, exc)
-            raise  # not reached: abort raises
-        observe(labels[0], labels[1], "oip_grpc", 200, time.perf_counter() - started)
-        return response
+        with Meter("oip_grpc") as meter:
+            return await self._infer(request, context, meter)
 
+    @grpc_boundary
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Answers each request of the stream as it completes (not necessarily in order;
-        responses carry the request's ``id``)."""
+        responses carry the request's ``id``); a failed request is answered with its error
+        message, and the stream goes on."""
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         running: set[asyncio.Task] = set()
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self._infer(request, context, ["", ""])
+                response = await self._infer(request, context, None)
+            except Exception as exc:  # never leave a request of the stream unanswered
+                failure = failure_of(exc, f"gRPC ModelStreamInfer request {request.id!r}")
+                await answers.put(_stream_error(request, str(failure)))
+            else:
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-            except RequestFailed as exc:
-                await answers.put(_stream_error(request, str(exc)))
-            except Exception:  # never leave a request of the stream unanswered
-                log.exception("gateway: stream request %r failed", request.id)
-                await answers.put(_stream_error(request, "internal error in the gateway"))
 
         async def read() -> None:
             async for request in requests:
@@ -182,29 +160,42 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return ref, info
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
-                     labels: list[str]) -> pb.ModelInferResponse:
-        """Run one inference; ``labels`` gets the endpoint's service and name once known."""
+                     meter: Meter | None) -> pb.ModelInferResponse:
+        """Run one inference; ``meter`` learns the endpoint once it is known."""
         ref, info = await self._model(request.model_name, request.model_version, context)
-        labels[:] = [ref.service, ref.endpoint]
-        remaining_s = context.time_remaining()
-        try:
-            parsed, typed = parse_request(request)
-            inputs = endpoint_inputs(info, parsed.inputs)
-        except TensorError as exc:
-            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+        if meter is not None:
+            meter.name(ref.service, ref.endpoint)
+        return await infer(self.link, ref, info, _GrpcBody(
+            request, context, self.default_timeout_s, self.max_timeout_s))
+
+
+class _GrpcBody:
+    """A ModelInferRequest in, a ModelInferResponse out (typed contents answered typed, raw
+    answered raw); the deadline is the call's, else the default, and at most the request's
+    ``timeout`` parameter (capped)."""
+
+    def __init__(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
+                 default_timeout_s: float, max_timeout_s: float) -> None:
+        self.request = request
+        self.context = context
+        self.default_timeout_s = default_timeout_s
+        self.max_timeout_s = max_timeout_s
+        self.typed = False
+
+    def parse(self) -> InferRequest:
+        parsed, self.typed = parse_request(self.request)
+        return parsed
+
+    def deadline_s(self, requested_us: int | None) -> float:
+        remaining_s = self.context.time_remaining()
         timeout_s = self.default_timeout_s if remaining_s is None else remaining_s
-        if parsed.timeout_us is not None:
-            timeout_s = min(timeout_s, parsed.timeout_us / 1e6)
-        value = await call(self.link, info, inputs, min(timeout_s, self.max_timeout_s))
-        try:
-            produced = endpoint_outputs(info, value)
-        except TensorError as exc:
-            raise RequestFailed(Status.USER_ERROR, str(exc)) from None
-        try:
-            return build_response(ref.name, VERSION, parsed, typed,
-                                  select_outputs(produced, parsed.outputs))
-        except TensorError as exc:
-            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+        if requested_us is not None:
+            timeout_s = min(timeout_s, requested_us / 1e6)
+        return min(timeout_s, self.max_timeout_s)
+
+    def encode(self, model: str, request: InferRequest,
+               outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
+        return build_response(model, VERSION, request, self.typed, outputs)
 
 
 def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:

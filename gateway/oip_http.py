@@ -13,19 +13,23 @@ through the same broker path as the REST route, batching included.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 import zeroserve
-from gateway.invoke import RequestFailed, call, find_model
-from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, repository_index
+from gateway.errors import RequestFailed
+from gateway.invoke import find_model
+from gateway.oip_infer import infer
+from gateway.oip_models import VERSION, repository_index
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
-from gateway.oip_rest_body import encode_response, parse_request, select_outputs
-from gateway.rest import BaseHandler, BodyHandler, to_json
+from gateway.oip_rest_body import InferRequest, encode_response, parse_request
+from gateway.rest import BaseHandler, BodyHandler, decode_body, to_json
 from zeroserve.wire.envelope import Status
-from zeroserve.wire.oip_tensors import TensorError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
@@ -33,14 +37,11 @@ _COMPRESS_AT_BYTES = 1024  # smaller answers go uncompressed even when the clien
 
 
 class OipHandler(BaseHandler):
-    """Shared helpers: JSON answers and the error mapping."""
+    """Shared helper: JSON answers."""
 
     def reply(self, doc: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(to_json(doc))
-
-    def not_ready(self, message: str) -> None:
-        self.fail(RequestFailed(Status.NO_WORKER, message))
 
 
 class LiveHandler(OipHandler):
@@ -51,9 +52,9 @@ class LiveHandler(OipHandler):
 class ServerReadyHandler(OipHandler):
     def get(self) -> None:
         if not self.link.alive:
-            return self.not_ready("the broker does not answer")
+            raise RequestFailed(Status.NO_WORKER, "the broker does not answer")
         if not any(info.get("workers") for info in self.link.services.values()):
-            return self.not_ready("no worker has registered")
+            raise RequestFailed(Status.NO_WORKER, "no worker has registered")
         self.reply({"ready": True})
 
 
@@ -68,10 +69,7 @@ class RepositoryIndexHandler(OipHandler):
     ready ones when the body is ``{"ready": true}``."""
 
     async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError as exc:
-            return self.fail(RequestFailed(Status.BAD_REQUEST, f"body is not valid JSON: {exc}"))
+        body = decode_body(self.request.body, is_msgpack=False) if self.request.body else {}
         ready_only = isinstance(body, dict) and body.get("ready") is True
         services = await self.access.visible_services(self.link, self.identity)
         self.reply(repository_index(services, ready_only))
@@ -81,16 +79,13 @@ class ModelHandler(OipHandler):
     """``GET /v2/models/{m}`` (metadata), ``.../ready`` and ``.../config``."""
 
     async def get(self, model: str, version: str | None, what: str | None) -> None:
-        try:
-            ref, info = await find_model(self.link, model, version)
-            self.authorize(ref.service)
-        except RequestFailed as exc:
-            return self.fail(exc)
+        ref, info = await find_model(self.link, model, version)
+        self.authorize(ref.service)
         if what == "config":
             return self.reply(model_config(ref, info))
         if what == "ready":
             if not self.link.services.get(ref.service, {}).get("workers"):
-                return self.not_ready(f"model '{model}' has no worker")
+                raise RequestFailed(Status.NO_WORKER, f"model '{model}' has no worker")
             return self.reply({"name": ref.name, "ready": True})
         self.reply(model_metadata(ref, info))
 
@@ -104,24 +99,8 @@ class InferHandler(BodyHandler):
         ref, info = await find_model(self.link, model, version)
         self.authorize(ref.service)
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
-        try:
-            request = parse_request(self._body(), self._header_length())
-            inputs = endpoint_inputs(info, request.inputs)
-        except TensorError as exc:
-            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
-        timeout_s = self.timeout_s()
-        if request.timeout_us is not None:
-            timeout_s = min(request.timeout_us / 1e6, self.max_timeout_s)
-        value = await call(self.link, info, inputs, timeout_s)
-        try:
-            produced = endpoint_outputs(info, value)
-        except TensorError as exc:
-            raise RequestFailed(Status.USER_ERROR, str(exc)) from None
-        try:
-            header, blobs = encode_response(ref.name, VERSION, request,
-                                            select_outputs(produced, request.outputs))
-        except TensorError as exc:
-            raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+        header, blobs = await infer(self.link, ref, info, _HttpBody(
+            self._body(), self._header_length(), self.timeout_s, self.max_timeout_s))
         if blobs:
             self.set_header(HEADER_LENGTH, str(len(header)))
             self.set_header("Content-Type", "application/octet-stream")
@@ -171,6 +150,29 @@ class InferHandler(BodyHandler):
             self.set_header("Content-Encoding", "deflate")
             return zlib.compress(body, 1)
         return body
+
+
+@dataclass
+class _HttpBody:
+    """Triton's HTTP body (JSON, and binary tensors after it) both ways; the request's
+    ``timeout`` parameter, when given, replaces the timeout header (capped)."""
+
+    body: bytes
+    header_length: int | None
+    header_timeout_s: Callable[[], float]
+    max_timeout_s: float
+
+    def parse(self) -> InferRequest:
+        return parse_request(self.body, self.header_length)
+
+    def deadline_s(self, requested_us: int | None) -> float:
+        timeout_s = self.header_timeout_s()  # checked even when the parameter replaces it
+        return timeout_s if requested_us is None else min(requested_us / 1e6,
+                                                           self.max_timeout_s)
+
+    def encode(self, model: str, request: InferRequest,
+               outputs: list[tuple[str, np.ndarray]]) -> tuple[bytes, list]:
+        return encode_response(model, VERSION, request, outputs)
 
 
 _MODEL = r"/v2/models/([^/]+)(?:/versions/([^/]+))?"

@@ -4,13 +4,14 @@ A JSON body is an object of named inputs (arrays as nested lists); a msgpack
 body (``application/msgpack``) is the codec's format with every tensor inline,
 as ``zeroserve.Client`` sends it. The answer comes back in the same format
 (or the one named by ``Accept``). Every error is ``{"error": message}`` with
-the HTTP status of :class:`zeroserve.wire.envelope.Status`.
+the HTTP status that :mod:`gateway.errors` gives its status; :class:`BaseHandler` is
+the error boundary of every HTTP handler of the gateway.
 """
 from __future__ import annotations
 
 import json
-import logging
 import math
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,10 @@ from gateway import docs_page, metrics, openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
-from gateway.invoke import RequestFailed, call, find_endpoint
+from gateway.errors import RequestFailed, failure_of, http_headers, http_status
+from gateway.invoke import call, find_endpoint
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
-
-log = logging.getLogger("zeroserve.gateway")
 
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
@@ -47,8 +47,37 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, default=_json_default, allow_nan=False).encode()
 
 
+def answer_json(value: Any) -> bytes:
+    """An endpoint's or a task's answer as JSON; USER_ERROR (500) if JSON cannot carry it."""
+    try:
+        return to_json(value)
+    except (TypeError, ValueError) as exc:
+        raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}") from None
+
+
+def decode_body(body: bytes, is_msgpack: bool) -> Any:
+    """The value of a JSON or msgpack (the codec's format) body; 400 if it does not parse."""
+    try:
+        return codec.decode(body) if is_msgpack else json.loads(body)
+    except (codec.CodecError, ValueError) as exc:
+        kind = "msgpack" if is_msgpack else "JSON"
+        raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
+
+
+def sends_msgpack(headers: Any) -> bool:
+    """Whether a request's ``Content-Type`` says its body is msgpack (else it is JSON)."""
+    ctype = headers.get("Content-Type", "application/json").split(";")[0]
+    return ctype.strip().lower() in _MSGPACK_TYPES
+
+
 class BaseHandler(tornado.web.RequestHandler):
-    """Shared error writing and API-key checks for the gateway's handlers.
+    """The error boundary and the API-key checks of every gateway handler.
+
+    Whatever a handler method (or :meth:`prepare`) raises is answered here, through tornado's
+    ``log_exception`` and ``write_error`` hooks: a known failure
+    (:func:`gateway.errors.known_failure`) as ``{"error": message}`` with its HTTP status and
+    headers, tornado's own ``HTTPError`` (405, say) with its reason, anything else as a 500
+    logged once with its traceback.
 
     ``identity`` is the caller when API keys are on (None when they are off, or on a
     public path); :meth:`authorize` refuses a service the caller may not use.
@@ -68,26 +97,31 @@ class BaseHandler(tornado.web.RequestHandler):
         self.metric_service = self.metric_endpoint = ""  # set once a known endpoint is named
 
     def prepare(self) -> None:
-        if not self.access.enforced or self.request.path in self.access.public_paths:
-            return
-        try:
+        if self.access.enforced and self.request.path not in self.access.public_paths:
             self.identity = self.access.identify(self.request.headers)
-        except RequestFailed as exc:
-            self.set_header("WWW-Authenticate", "Bearer")
-            self.fail(exc)
 
     def authorize(self, service: str) -> None:
         """Raise 403 unless the caller may use ``service``."""
         self.access.check(self.identity, service)
 
-    def fail(self, exc: RequestFailed) -> None:
-        self.set_status(exc.status.http_status)
-        if exc.retry_after is not None:
-            self.set_header("Retry-After", str(exc.retry_after))
+    def fail(self, failure: RequestFailed) -> None:
+        """Answer with ``failure``: its HTTP status and headers, ``{"error": message}``."""
+        self.set_status(http_status(failure.status))
+        for name, value in http_headers(failure).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"error": str(exc)}))
+        self.finish(to_json({"error": str(failure)}))
+
+    def log_exception(self, kind: type[BaseException] | None, value: BaseException | None,
+                      tb: TracebackType | None) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(kind, value, tb)
+        # everything else is logged (if it must be) by write_error, which answers it
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs["exc_info"][1] if "exc_info" in kwargs else None
+        if isinstance(exc, Exception) and not isinstance(exc, tornado.web.HTTPError):
+            return self.fail(failure_of(exc, f"{self.request.method} {self.request.uri}"))
         self.set_header("Content-Type", "application/json")
         self.finish(to_json({"error": self._reason}))
 
@@ -115,25 +149,23 @@ class BodyHandler(BaseHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         super().prepare()
-        if self._finished:
-            return
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            self._too_large()
+            raise self._too_large()
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
         self._size += len(chunk)
         if self._size > self.max_body_bytes:
-            self._too_large()
+            self._chunks.clear()
+            self.fail(self._too_large())  # tornado's boundary does not cover data_received
         else:
             self._chunks.append(chunk)
 
-    def _too_large(self) -> None:
-        self._chunks.clear()
-        self.fail(RequestFailed(Status.PAYLOAD_TOO_LARGE, "the request body is larger than "
-                                f"the gateway's limit of {self.max_body_bytes} bytes"))
+    def _too_large(self) -> RequestFailed:
+        return RequestFailed(Status.PAYLOAD_TOO_LARGE, "the request body is larger than "
+                             f"the gateway's limit of {self.max_body_bytes} bytes")
 
     @property
     def body(self) -> bytes:
@@ -143,12 +175,8 @@ class BodyHandler(BaseHandler):
         return self._chunks[0]
 
     async def post(self, *args: str) -> None:
-        if self._finished:  # refused while the body arrived
-            return
-        try:
+        if not self._finished:  # else refused while the body arrived
             await self.handle(*args)
-        except RequestFailed as exc:
-            self.fail(exc)
 
     async def handle(self, *args: str) -> None:
         raise NotImplementedError
@@ -168,37 +196,22 @@ class InvokeHandler(BodyHandler):
             return True
         return sent_msgpack and "application/json" not in accept
 
-    def _parse_body(self, is_msgpack: bool) -> Any:
-        body = self.body
-        if not body:
-            raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
-        try:
-            if is_msgpack:
-                return codec.decode(body)
-            return json.loads(body)
-        except (codec.CodecError, ValueError) as exc:
-            kind = "msgpack" if is_msgpack else "JSON"
-            raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
-
     async def _invoke(self, service: str, endpoint: str) -> None:
         self.authorize(service)
         info = await find_endpoint(self.link, service, endpoint)
         self.metric_service, self.metric_endpoint = info.service, info.name
-        ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0]
-        is_msgpack = ctype.strip().lower() in _MSGPACK_TYPES
+        is_msgpack = sends_msgpack(self.request.headers)
         timeout_s = self.timeout_s()
-        value = await call(self.link, info, self._parse_body(is_msgpack), timeout_s)
+        if not self.body:
+            raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
+        value = await call(self.link, info, decode_body(self.body, is_msgpack), timeout_s)
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
             meta, _ = codec.encode(value, threshold=1 << 62)
             self.finish(meta)
         else:
             self.set_header("Content-Type", "application/json")
-            try:
-                self.finish(to_json(value))
-            except (TypeError, ValueError) as exc:
-                raise RequestFailed(Status.USER_ERROR,
-                                    f"answer cannot be sent as JSON: {exc}") from None
+            self.finish(answer_json(value))
 
 
 class HealthHandler(BaseHandler):

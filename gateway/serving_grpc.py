@@ -6,15 +6,13 @@ Values travel in the codec's msgpack form, as on the REST route with
 """
 from __future__ import annotations
 
-import time
-
 import grpc
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
-from gateway.grpc_status import abort, caller, visible_services
-from gateway.invoke import RequestFailed, call, find_endpoint
-from gateway.metrics import observe
+from gateway.errors import RequestFailed
+from gateway.grpc_calls import Meter, caller, decode_inputs, grpc_boundary, visible_services
+from gateway.invoke import call, find_endpoint
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 from zeroserve.wire import codec
@@ -33,34 +31,24 @@ class ServingService(pb_grpc.ServingServicer):
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
 
+    @grpc_boundary
     async def Call(self, request: pb.CallRequest,
                    context: grpc.aio.ServicerContext) -> pb.CallReply:
-        started, labels = time.perf_counter(), ("", "")
-        remaining = context.time_remaining()
-        timeout_s = min(self.default_timeout_s if remaining is None else remaining,
-                        self.max_timeout_s)
-        try:
+        with Meter("grpc") as meter:
+            remaining = context.time_remaining()
+            timeout_s = min(self.default_timeout_s if remaining is None else remaining,
+                            self.max_timeout_s)
             self.access.check(caller(self.access, context), request.service)
             info = await find_endpoint(self.link, request.service, request.endpoint)
-            labels = (info.service, info.name)
+            meter.name(info.service, info.name)
+            value = await call(self.link, info, decode_inputs(request.inputs), timeout_s)
             try:
-                inputs = codec.decode(request.inputs)
-            except codec.CodecError as exc:
-                raise RequestFailed(Status.BAD_REQUEST,
-                                    f"inputs are not valid msgpack: {exc}") from None
-            value = await call(self.link, info, inputs, timeout_s)
-            try:
-                reply = pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
+                return pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
             except codec.CodecError as exc:
                 raise RequestFailed(Status.USER_ERROR,
                                     f"answer cannot be encoded: {exc}") from None
-        except RequestFailed as exc:
-            observe(*labels, "grpc", exc.status.http_status, time.perf_counter() - started)
-            await abort(context, exc)
-            raise  # not reached: abort raises
-        observe(*labels, "grpc", 200, time.perf_counter() - started)
-        return reply
 
+    @grpc_boundary
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
         services = await visible_services(self.access, self.link, context)

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.access import Access
 from gateway.api_keys import ApiKeys, KeysFileError, digest, key_from_headers, new_key
-from gateway.invoke import RequestFailed
+from gateway.errors import RequestFailed
 from zeroserve.wire.envelope import Status
 
 

@@ -45,7 +45,10 @@ _COMMANDS = {c.value: c for c in Command}
 
 
 class Status(enum.IntEnum):
-    """Outcome of a request, carried in REPLY and RESULT; maps 1:1 to an HTTP status."""
+    """Outcome of a request, carried in REPLY and RESULT (and as ``code`` in a failed job
+    call's answer); the values follow HTTP's where one fits. UNAUTHORIZED and FORBIDDEN
+    never cross the wire: a gateway answers them itself (API keys). What each becomes in
+    HTTP and gRPC is the gateway's business (``gateway/errors.py``)."""
 
     OK = 200
     BAD_REQUEST = 400
@@ -60,13 +63,7 @@ class Status(enum.IntEnum):
     QUEUE_FULL = 529
     DEADLINE_EXCEEDED = 504
 
-    @property
-    def http_status(self) -> int:
-        """The HTTP status that a gateway answers with."""
-        return _HTTP_STATUS.get(self, int(self))
 
-
-_HTTP_STATUS = {Status.INTERNAL: 500, Status.QUEUE_FULL: 503}
 _STATUSES = {int(s): s for s in Status}
 
 

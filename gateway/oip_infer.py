@@ -1,0 +1,58 @@
+"""One Open Inference Protocol inference, whichever front end it came through.
+
+HTTP (:mod:`gateway.oip_http`) and gRPC (:mod:`gateway.oip_grpc`) differ only in
+their body formats and deadlines, which they give as an :class:`InferFormat`; the
+path is the same: read the request into an :class:`~gateway.oip_rest_body.InferRequest`,
+turn its tensors into the endpoint's inputs, call the broker (validation and
+batching as on every route: :func:`gateway.invoke.call`), turn the answer into
+output tensors, keep those asked for, and let the format encode them.
+
+A :class:`~zeroserve.wire.oip_tensors.TensorError` from reading the request or
+choosing its outputs is the caller's (400 at the error boundary); one from the
+endpoint's answer is the endpoint's (``USER_ERROR``, 500).
+"""
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from gateway.broker_link import BrokerLink, EndpointInfo
+from gateway.errors import RequestFailed
+from gateway.invoke import call
+from gateway.oip_models import ModelRef, endpoint_inputs, endpoint_outputs
+from gateway.oip_rest_body import InferRequest, select_outputs
+from zeroserve.wire.envelope import Status
+from zeroserve.wire.oip_tensors import TensorError
+
+Encoded = TypeVar("Encoded", covariant=True)
+
+
+class InferFormat(Protocol[Encoded]):
+    """How one front end reads an inference request and writes its answer."""
+
+    def parse(self) -> InferRequest:
+        """The request; :class:`TensorError` or :class:`RequestFailed` if it is malformed."""
+        ...
+
+    def deadline_s(self, requested_us: int | None) -> float:
+        """Seconds the call may take, given the request's own ``timeout`` parameter."""
+        ...
+
+    def encode(self, model: str, request: InferRequest,
+               outputs: list[tuple[str, np.ndarray]]) -> Encoded:
+        """The answer carrying ``outputs`` (selected and ordered as the request asked)."""
+        ...
+
+
+async def infer(link: BrokerLink, ref: ModelRef, info: EndpointInfo,
+                body: InferFormat[Encoded]) -> Encoded:
+    """Run one inference of model ``ref`` (served by ``info``, which the caller may use)."""
+    request = body.parse()
+    inputs = endpoint_inputs(info, request.inputs)
+    value = await call(link, info, inputs, body.deadline_s(request.timeout_us))
+    try:
+        produced = endpoint_outputs(info, value)
+    except TensorError as exc:
+        raise RequestFailed(Status.USER_ERROR, str(exc)) from None
+    return body.encode(ref.name, request, select_outputs(produced, request.outputs))
