@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from zeroserve.client import operations as ops
 from zeroserve.client.errors import Overloaded
 from zeroserve.client.jobs import AsyncJob, JobsApi
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
-from zeroserve.client.transport import AsyncTransport, Operation, Tls, open_transport
+from zeroserve.client.transport import AsyncTransport, Operation, Tls, open_async_transport
 
 
 class AsyncClient:
@@ -34,8 +34,8 @@ class AsyncClient:
         self.url = url
         self.timeout = timeout
         self.retry = retry
-        self._transport = transport or cast(AsyncTransport, open_transport(
-            url, api_key, Tls(ca_file, cert_file, key_file), asynchronous=True))
+        self._transport = transport or open_async_transport(
+            url, api_key, Tls(ca_file, cert_file, key_file))
         self._clock, self._sleep = clock, sleep
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
@@ -48,8 +48,7 @@ class AsyncClient:
                     outputs: list[str] | None = None, *,
                     timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run an Open Inference Protocol model on named tensors; return its outputs."""
-        return cast("dict[str, np.ndarray]",
-                    await self._run(ops.Infer(model, inputs, outputs), timeout))
+        return await self._run(ops.Infer(model, inputs, outputs), timeout)
 
     async def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
                      **inputs: Any) -> AsyncJob:
@@ -60,15 +59,15 @@ class AsyncClient:
     async def jobs(self, service: str | None = None, state: str | None = None,
                    limit: int = 100, cursor: int | None = None) -> dict[str, Any]:
         """One page of stored jobs, as :meth:`zeroserve.Client.jobs`."""
-        return cast("dict[str, Any]", await self._jobs.list(service, state, limit, cursor))
+        return await self._jobs.list(service, state, limit, cursor)
 
     async def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
-        return cast("dict[str, Any]", await self._run(ops.Services(), timeout, retry=False))
+        return await self._run(ops.Services(), timeout, retry=False)
 
     async def health(self, timeout: float = 5.0) -> dict[str, Any]:
         """``{"live", "ready", "services": {name: workers}, "reason"}``."""
-        return cast("dict[str, Any]", await self._run(ops.Health(), timeout, retry=False))
+        return await self._run(ops.Health(), timeout, retry=False)
 
     async def _run(self, operation: Operation, timeout: float | None,
                    retry: bool = True) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +64,8 @@ class Client:
         self.url = url
         self.timeout = timeout
         self.retry = retry
-        self._transport = transport or cast(Transport, open_transport(
-            url, api_key, Tls(ca_file, cert_file, key_file), asynchronous=False))
+        self._transport = transport or open_transport(url, api_key,
+                                                      Tls(ca_file, cert_file, key_file))
         self._clock, self._sleep = clock, sleep
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
@@ -89,8 +89,7 @@ class Client:
               *, timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run an Open Inference Protocol model (``service`` or ``service.endpoint``) on named
         tensors; return its outputs by name (all of them, or those in ``outputs``)."""
-        return cast("dict[str, np.ndarray]", self._run(ops.Infer(model, inputs, outputs),
-                                                       timeout))
+        return self._run(ops.Infer(model, inputs, outputs), timeout)
 
     def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
                **inputs: Any) -> Job:
@@ -105,16 +104,16 @@ class Client:
         ``state`` (``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``):
         ``{"jobs": [status, ...], "next_cursor": int | None}``; pass ``next_cursor`` back as
         ``cursor`` for the next page. Raises :class:`BadRequest` for an unknown state."""
-        return cast("dict[str, Any]", self._jobs.list(service, state, limit, cursor))
+        return self._jobs.list(service, state, limit, cursor)
 
     def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
-        return cast("dict[str, Any]", self._run(ops.Services(), timeout, retry=False))
+        return self._run(ops.Services(), timeout, retry=False)
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         """``{"live", "ready", "services": {name: workers}, "reason"}``; raises
         :class:`Unreachable` when no gateway answers."""
-        return cast("dict[str, Any]", self._run(ops.Health(), timeout, retry=False))
+        return self._run(ops.Health(), timeout, retry=False)
 
     def _run(self, operation: Operation, timeout: float | None, retry: bool = True) -> Any:
         rule = CallRetries(timeout or self.timeout, self._clock, retry=self.retry and retry)

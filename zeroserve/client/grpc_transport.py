@@ -3,15 +3,17 @@ for calls and jobs, the OIP service for inference, on one HTTP/2 channel to a ga
 ``grpc://host:port`` (plain) or ``grpcs://host:port`` (TLS)."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from zeroserve.client.errors import from_grpc
-from zeroserve.client.transport import SYSTEM_TLS, Operation, Tls
+from zeroserve.client.transport import SYSTEM_TLS, GrpcRequest, Operation, Tls
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 
@@ -48,6 +50,14 @@ def _open(url: str, tls: Tls, secure: Callable[..., Any], insecure: Callable[...
     return insecure(target(url), options=CHANNEL_OPTIONS)
 
 
+@contextlib.contextmanager
+def _grpc_errors() -> Iterator[None]:
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_grpc(exc.code(), exc.details()) from None
+
+
 class _Stubs:
     """The services of one channel, by the names :class:`GrpcRequest` uses."""
 
@@ -57,8 +67,14 @@ class _Stubs:
                          "Jobs": pb_grpc.JobsStub(channel),
                          "Inference": oip_grpc.GRPCInferenceServiceStub(channel)}
 
-    def method(self, service: str, method: str) -> Any:
-        return getattr(self.services[service], method)
+    def calls(self, operation: Operation, timeout_s: float) -> Iterator[Callable[[], Any]]:
+        """The operation's RPCs in turn, each made within what is left of ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        return (functools.partial(self._call, rpc, deadline) for rpc in operation.grpc())
+
+    def _call(self, rpc: GrpcRequest, deadline: float) -> Any:
+        return getattr(self.services[rpc.service], rpc.method)(
+            rpc.message, timeout=deadline - time.monotonic(), metadata=self.metadata)
 
 
 class GrpcTransport:
@@ -70,16 +86,9 @@ class GrpcTransport:
         self._stubs = _Stubs(self.channel, api_key)
 
     def send(self, operation: Operation, timeout_s: float) -> Any:
-        deadline = time.monotonic() + timeout_s
-        replies = []
-        for rpc in operation.grpc():
-            try:
-                replies.append(self._stubs.method(rpc.service, rpc.method)(
-                    rpc.message, timeout=deadline - time.monotonic(),
-                    metadata=self._stubs.metadata))
-            except grpc.RpcError as exc:
-                raise from_grpc(exc.code(), exc.details()) from None
-        return operation.from_grpc(replies)
+        with _grpc_errors():
+            return operation.from_grpc([call() for call in self._stubs.calls(operation,
+                                                                             timeout_s)])
 
     def close(self) -> None:
         self.channel.close()
@@ -94,16 +103,9 @@ class AsyncGrpcTransport:
         self._stubs = _Stubs(self.channel, api_key)
 
     async def send(self, operation: Operation, timeout_s: float) -> Any:
-        deadline = time.monotonic() + timeout_s
-        replies = []
-        for rpc in operation.grpc():
-            try:
-                replies.append(await self._stubs.method(rpc.service, rpc.method)(
-                    rpc.message, timeout=deadline - time.monotonic(),
-                    metadata=self._stubs.metadata))
-            except grpc.RpcError as exc:
-                raise from_grpc(exc.code(), exc.details()) from None
-        return operation.from_grpc(replies)
+        with _grpc_errors():
+            return operation.from_grpc([await call() for call in self._stubs.calls(operation,
+                                                                                   timeout_s)])
 
     async def close(self) -> None:
         await self.channel.close()

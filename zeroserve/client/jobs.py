@@ -95,16 +95,18 @@ class JobsApi:
         return self.run(ops.list_jobs(service, state, limit, cursor))
 
 
-class Job:
-    """A handle on one job (see the module docstring); ``info`` is the last status seen."""
-
+class _Handle:
     def __init__(self, api: JobsApi, job_id: str, info: dict[str, Any] | None = None) -> None:
         self.api = api
         self.id = job_id
         self.info = info or {}
 
     def __repr__(self) -> str:
-        return f"Job({self.id!r}, state={self.info.get('state')!r})"
+        return f"{type(self).__name__}({self.id!r}, state={self.info.get('state')!r})"
+
+
+class Job(_Handle):
+    """A handle on one job (see the module docstring); ``info`` is the last status seen."""
 
     def status(self) -> dict[str, Any]:
         """State, attempts, progress, timestamps and last error."""
@@ -140,16 +142,8 @@ class Job:
         return self.info
 
 
-class AsyncJob:
+class AsyncJob(_Handle):
     """A handle on one job, for asyncio; ``info`` is the last status seen."""
-
-    def __init__(self, api: JobsApi, job_id: str, info: dict[str, Any] | None = None) -> None:
-        self.api = api
-        self.id = job_id
-        self.info = info or {}
-
-    def __repr__(self) -> str:
-        return f"AsyncJob({self.id!r}, state={self.info.get('state')!r})"
 
     async def status(self) -> dict[str, Any]:
         """State, attempts, progress, timestamps and last error."""

@@ -107,22 +107,24 @@ class AsyncTransport(Protocol):
         """Close the connections."""
 
 
-def open_transport(url: str, api_key: str | None, tls: Tls, *, asynchronous: bool
-                   ) -> Transport | AsyncTransport:
-    """The transport of a URL: ``http(s)://host:port[/prefix]`` or ``grpc(s)://host:port``."""
+def _transport_class(url: str, asynchronous: bool) -> Any:
     scheme = url.partition("://")[0]
     if scheme in ("http", "https"):
-        from zeroserve.client import http_transport
+        from zeroserve.client import http_transport as http
 
-        kind: Any = http_transport.AsyncHttpTransport if asynchronous \
-            else http_transport.HttpTransport
-    elif scheme in ("grpc", "grpcs"):
-        from zeroserve.client import grpc_transport
+        return http.AsyncHttpTransport if asynchronous else http.HttpTransport
+    if scheme in ("grpc", "grpcs"):
+        from zeroserve.client import grpc_transport as grpc
 
-        kind = grpc_transport.AsyncGrpcTransport if asynchronous \
-            else grpc_transport.GrpcTransport
-    else:
-        raise ValueError(f"unsupported URL {url!r}: use http(s)://host:port or "
-                         "grpc(s)://host:port")
-    transport: Transport | AsyncTransport = kind(url, api_key, tls)
-    return transport
+        return grpc.AsyncGrpcTransport if asynchronous else grpc.GrpcTransport
+    raise ValueError(f"unsupported URL {url!r}: use http(s)://host:port or grpc(s)://host:port")
+
+
+def open_transport(url: str, api_key: str | None, tls: Tls) -> Transport:
+    """The transport of a URL: ``http(s)://host:port[/prefix]`` or ``grpc(s)://host:port``."""
+    return _transport_class(url, asynchronous=False)(url, api_key, tls)
+
+
+def open_async_transport(url: str, api_key: str | None, tls: Tls) -> AsyncTransport:
+    """The asyncio transport of a URL, as :func:`open_transport`."""
+    return _transport_class(url, asynchronous=True)(url, api_key, tls)
