@@ -16,28 +16,10 @@ from typing import Any
 import numpy as np
 
 from zeroserve.client import operations as ops
-from zeroserve.client.errors import (
-    BadRequest,
-    DeadlineExceeded,
-    Forbidden,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    ServerError,
-    Unauthorized,
-    Unreachable,
-    ZeroserveError,
-    from_http,
-)
+from zeroserve.client.errors import Overloaded
 from zeroserve.client.jobs import Job, JobsApi
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
 from zeroserve.client.transport import Operation, Tls, Transport, open_transport
-
-__all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
-           "DeadlineExceeded", "ServerError", "PayloadTooLarge", "Unauthorized", "Forbidden",
-           "error_for"]
-
-error_for = from_http  # the typed exception of an HTTP status (kept for callers of 0.1)
 
 
 class Client:
