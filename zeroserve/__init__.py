@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from zeroserve.client.client import Client
     from zeroserve.client.errors import (
         BadRequest,
+        CallInterrupted,
         Conflict,
         DeadlineExceeded,
         Forbidden,
@@ -54,7 +55,7 @@ _SDK = {
     **{name: "zeroserve.client.errors" for name in (
         "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
         "DeadlineExceeded", "ServerError", "PayloadTooLarge", "Unauthorized", "Forbidden",
-        "Conflict")},
+        "Conflict", "CallInterrupted")},
 }
 
 
@@ -70,4 +71,4 @@ def __getattr__(name: str) -> Any:
 __all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
            "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__",
-           "task", "JobContext", "Job", "JobFailed", "JobCancelled", "Conflict"]
+           "task", "JobContext", "Job", "JobFailed", "JobCancelled", "Conflict", "CallInterrupted"]

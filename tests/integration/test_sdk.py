@@ -91,7 +91,7 @@ def test_retries_stop_at_the_deadline_when_no_gateway_answers(scheme: str) -> No
     elapsed = time.monotonic() - started
     client.close()
     # it retried at least four times (waits of at least 25 + 50 + 100 + 200 ms: see
-    # zeroserve/retry.py; a later wait that would not fit before the deadline ends it early)
+    # zeroserve/client/retry.py; a later wait that would not fit before the deadline ends it early)
     assert 0.35 < elapsed < 2.0, elapsed
 
 

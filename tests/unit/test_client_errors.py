@@ -11,6 +11,8 @@ import pytest
 import zeroserve
 from zeroserve.client import payloads
 from zeroserve.client.errors import from_grpc
+from zeroserve.client.job_operations import get_job
+from zeroserve.client.transport import Operation
 
 
 class ScriptedTransport:
@@ -20,7 +22,7 @@ class ScriptedTransport:
         self.script = list(script)
         self.calls: list[float] = []
 
-    def call(self, service: str, endpoint: str, inputs: Any, timeout_s: float) -> Any:
+    def send(self, operation: Operation, timeout_s: float) -> Any:
         self.calls.append(timeout_s)
         if self.script:
             raise self.script.pop(0)
@@ -34,11 +36,9 @@ def _client(transport: ScriptedTransport, timeout: float = 5.0,
             overshoot_s: float = 0.0) -> zeroserve.Client:
     """A client on a fake clock; each sleep lasts ``overshoot_s`` longer than asked."""
     now = [0.0]
-    client = zeroserve.Client("http://unused:1", timeout=timeout,
-                              transport=transport)  # type: ignore[arg-type]
-    client._clock = lambda: now[0]
-    client._sleep = lambda s: now.__setitem__(0, now[0] + s + overshoot_s)
-    return client
+    return zeroserve.Client("http://unused:1", timeout=timeout, transport=transport,
+                            clock=lambda: now[0],
+                            sleep=lambda s: now.__setitem__(0, now[0] + s + overshoot_s))
 
 
 def test_the_clients_own_timeout_is_a_deadline_exceeded_not_from_the_server() -> None:
@@ -101,13 +101,14 @@ def test_grpcs_own_deadline_is_not_from_the_server_a_gateways_is() -> None:
 
 def test_the_async_clients_own_timeout_is_not_from_the_server() -> None:
     class Silent:
-        async def call(self, service: str, endpoint: str, inputs: Any,
-                       timeout_s: float) -> Any:
+        async def send(self, operation: Operation, timeout_s: float) -> Any:
             await asyncio.wait_for(asyncio.sleep(1.0), 0.01)  # as the HTTP pool times out
 
+        async def close(self) -> None:
+            pass
+
     async def main() -> zeroserve.DeadlineExceeded:
-        client = zeroserve.AsyncClient("http://unused:1", timeout=1.0)
-        client._transport = Silent()  # type: ignore[assignment]
+        client = zeroserve.AsyncClient("http://unused:1", timeout=1.0, transport=Silent())
         with pytest.raises(zeroserve.DeadlineExceeded) as info:
             await client.call("s", "e")
         return info.value
@@ -117,22 +118,39 @@ def test_the_async_clients_own_timeout_is_not_from_the_server() -> None:
 
 
 class SilentTransport:
-    """An ``HttpTransport`` stand-in whose every request times out; records the paths."""
+    """A transport whose every call times out; records the HTTP paths of its calls."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
 
-    def request(self, method: str, path: str, body: Any, headers: Any, timeout_s: float) -> Any:
-        self.paths.append(path)
+    def send(self, operation: Operation, timeout_s: float) -> Any:
+        self.paths.append(operation.http(timeout_s).path)
         raise TimeoutError("timed out")
+
+    def close(self) -> None:
+        pass
 
 
 def test_a_job_call_with_no_answer_is_the_clients_deadline_exceeded() -> None:
-    from zeroserve.client.jobs import JobsApi
-
     transport = SilentTransport()
-    api = JobsApi(transport, timeout_s=3.0)
+    client = zeroserve.Client("http://unused:1", timeout=3.0, transport=transport)
     with pytest.raises(zeroserve.DeadlineExceeded) as info:
-        api.get("a/b?c")
+        client.submit("s", "t")
     assert not info.value.from_server and "deadline 3.0 s" in info.value.message
-    assert transport.paths == ["/v1/jobs/a%2Fb%3Fc"]  # the id is one path segment
+    assert transport.paths == ["/v1/jobs"]  # not sent again: the job may have been stored
+    assert get_job("a/b?c").http(3.0).path == "/v1/jobs/a%2Fb%3Fc"  # the id is one segment
+
+
+def test_a_503_answers_retry_after_is_read_into_the_overload() -> None:
+    error = payloads.http_error(503, b'{"error": "queue full"}', "2")
+    assert isinstance(error, zeroserve.Overloaded) and error.retry_after_s == 2.0
+    assert payloads.http_error(503, b"{}", "Wed, 21 Oct 2015 07:28:00 GMT").retry_after_s is None
+
+
+def test_a_grpc_connection_that_broke_mid_call_is_interrupted_not_retried() -> None:
+    broken = from_grpc(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    assert isinstance(broken, zeroserve.CallInterrupted) and not broken.from_server
+    transport = ScriptedTransport(broken)
+    with pytest.raises(zeroserve.CallInterrupted, match="may or may not have run"):
+        _client(transport).call("s", "e")
+    assert len(transport.calls) == 1

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 import zeroserve
-from zeroserve.client.retry import MAX_DELAY_S, retry_delay
+from zeroserve.client.retry import MAX_DELAY_S, CallRetries, GiveUp, Send, Wait, retry_delay
+from zeroserve.client.transport import Operation
 
 
 def test_delays_grow_with_jitter_and_stop_before_the_deadline() -> None:
@@ -26,7 +27,7 @@ class FlakyTransport:
         self.error = error or zeroserve.Overloaded(503, "queue full")
         self.calls: list[float] = []
 
-    def call(self, service: str, endpoint: str, inputs: Any, timeout_s: float) -> Any:
+    def send(self, operation: Operation, timeout_s: float) -> Any:
         self.calls.append(timeout_s)
         if len(self.calls) <= self.refusals:
             raise self.error
@@ -40,9 +41,8 @@ def _client(transport: FlakyTransport, timeout: float = 5.0, retry: bool = True
             ) -> tuple[zeroserve.Client, list[float]]:
     now = [0.0]
     client = zeroserve.Client("http://unused:1", timeout=timeout, retry=retry,
-                              transport=transport)  # type: ignore[arg-type]
-    client._clock = lambda: now[0]
-    client._sleep = lambda s: now.__setitem__(0, now[0] + s)
+                              transport=transport, clock=lambda: now[0],
+                              sleep=lambda s: now.__setitem__(0, now[0] + s))
     return client, now
 
 
@@ -80,3 +80,48 @@ def test_retry_off_raises_at_once() -> None:
     with pytest.raises(zeroserve.Overloaded):
         client.call("s", "e")
     assert len(transport.calls) == 1
+
+
+def test_the_rule_sends_with_the_time_left_and_waits_at_least_the_retry_after() -> None:
+    now = [10.0]
+    rule = CallRetries(5.0, lambda: now[0], random=lambda: 0.0)
+    assert rule.next() == Send(5.0)
+    refused = zeroserve.Overloaded(503, "queue full")
+    refused.retry_after_s = 1.0
+    now[0] += 0.5
+    assert rule.refused(refused) == Wait(1.0)  # not 25 ms: the server asked for 1 s
+    now[0] += 1.0
+    assert rule.next() == Send(pytest.approx(3.5))
+    now[0] += 3.0
+    assert rule.refused(refused) == GiveUp(refused)  # 1 s would not fit in the 0.5 s left
+
+
+def test_a_retry_after_past_the_deadline_gives_up_at_once() -> None:
+    transport = FlakyTransport(refusals=10**6)
+    transport.error.retry_after_s = 5.0  # type: ignore[attr-defined]
+    client, now = _client(transport, timeout=2.0)
+    with pytest.raises(zeroserve.Overloaded):
+        client.call("s", "e")
+    assert len(transport.calls) == 1 and now[0] == 0.0
+
+
+def test_the_rule_gives_up_when_the_deadline_passed_while_waiting() -> None:
+    now = [0.0]
+    rule = CallRetries(1.0, lambda: now[0], random=lambda: 1.0)
+    rule.next()
+    wait = rule.refused(zeroserve.Unreachable(503, "refused"))
+    assert isinstance(wait, Wait)
+    now[0] += 2.0  # the sleep overshot
+    step = rule.next()
+    assert isinstance(step, GiveUp) and isinstance(step.error, zeroserve.DeadlineExceeded)
+    assert "while retrying" in str(step.error)
+
+
+def test_no_answer_is_given_up_with_the_clients_own_deadline_error() -> None:
+    now = [0.0]
+    rule = CallRetries(2.0, lambda: now[0])
+    rule.next()
+    now[0] += 2.0
+    error = rule.timed_out().error
+    assert isinstance(error, zeroserve.DeadlineExceeded) and not error.from_server
+    assert "in 2.0 s" in str(error)

@@ -1,97 +1,55 @@
 """The client SDK: ``Client("http://localhost:8000").call("mlp", "predict", x=array)``.
 
-Numpy in, numpy out. The URL picks the transport: ``http://`` (the REST route
-with msgpack bodies, and the OIP HTTP route with binary tensors) or
-``grpc://`` (the gateway's gRPC port: ``zeroserve.v1.Serving`` and the OIP gRPC
-service). Both give the same answers and raise the same exceptions
-(:mod:`zeroserve.client.errors`). :class:`AsyncClient` (``zeroserve.client.async_client``) is
-the same for asyncio.
+Numpy in, numpy out. The URL picks the transport: ``http://`` or ``https://`` (the REST
+route with msgpack bodies, and the OIP HTTP route with binary tensors) or ``grpc://`` or
+``grpcs://`` (the gateway's gRPC port: ``zeroserve.v1.Serving`` and the OIP gRPC service).
+Both give the same answers and raise the same exceptions (:mod:`zeroserve.client.errors`).
+:class:`AsyncClient` (``zeroserve.client.async_client``) is the same for asyncio; both
+carry out the one retry rule of :mod:`zeroserve.client.retry`.
 """
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 
-from zeroserve.client.errors import (
-    BadRequest,
-    DeadlineExceeded,
-    Forbidden,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    ServerError,
-    Unauthorized,
-    Unreachable,
-    ZeroserveError,
-    from_http,
-    no_answer,
-    passed_while_retrying,
-)
-from zeroserve.client.jobs import Job, jobs_api
-from zeroserve.client.retry import retry_delay
-
-__all__ = ["Client", "ZeroserveError", "BadRequest", "NotFound", "Overloaded", "Unreachable",
-           "DeadlineExceeded", "ServerError", "PayloadTooLarge", "Unauthorized", "Forbidden",
-           "error_for"]
-
-T = TypeVar("T")
-error_for = from_http  # the typed exception of an HTTP status (kept for callers of 0.1)
-
-
-class Transport(Protocol):
-    """What :class:`Client` needs from a connection to a gateway."""
-
-    def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
-             timeout_s: float) -> Any: ...
-
-    def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
-              timeout_s: float) -> dict[str, np.ndarray]: ...
-
-    def services(self, timeout_s: float) -> dict[str, Any]: ...
-
-    def health(self, timeout_s: float) -> dict[str, Any]: ...
-
-    def close(self) -> None: ...
-
-
-def make_transport(url: str, api_key: str | None = None) -> Transport:
-    """The transport of a URL: ``http://host:port`` or ``grpc://host:port``."""
-    if url.startswith("http://"):
-        from zeroserve.client.http_transport import HttpTransport
-
-        return HttpTransport(url, api_key)
-    if url.startswith("grpc://"):
-        from zeroserve.client.grpc_transport import GrpcTransport
-
-        return GrpcTransport(url, api_key)
-    raise ValueError(f"unsupported URL {url!r}: use http://host:port or grpc://host:port")
+from zeroserve.client import operations as ops
+from zeroserve.client.errors import Overloaded
+from zeroserve.client.jobs import Job, JobsApi
+from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
+from zeroserve.client.transport import Operation, Tls, Transport, open_transport
 
 
 class Client:
     """Calls a zeroserve cluster through one gateway. Thread-safe; a context manager.
 
-    ``timeout`` (seconds) is the default deadline of each call; the cluster drops a
-    request whose deadline has passed. ``retry`` re-sends a call that was refused for
-    overload (503, UNAVAILABLE, no gateway answering) after a jittered, growing wait,
-    as long as the deadline allows: such a call never ran. ``api_key`` is sent with
-    every call when the gateways require keys.
+    ``timeout`` (seconds) is the default deadline of each call, and bounds the whole call;
+    the cluster drops a request whose deadline has passed. ``retry`` re-sends a call that
+    was refused for overload (503, UNAVAILABLE, no gateway answering) after a jittered,
+    growing wait (at least the answer's ``Retry-After``), as long as the deadline allows:
+    such a call never ran. No other call is sent twice. ``api_key`` is sent with every call
+    when the gateways require keys. ``ca_file`` (a CA bundle to trust for ``https://`` and
+    ``grpcs://``), ``cert_file`` and ``key_file`` (a client certificate) configure TLS.
+    ``clock`` and ``sleep`` pace the retries and job waits (tests pass fakes).
     """
 
     def __init__(self, url: str = "http://localhost:8000", timeout: float = 30.0,
                  retry: bool = True, transport: Transport | None = None,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, *, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.url = url
         self.timeout = timeout
         self.retry = retry
-        self._transport = transport or make_transport(url, api_key)
-        self._clock: Callable[[], float] = time.monotonic
-        self._sleep: Callable[[float], None] = time.sleep
+        self._transport = transport or open_transport(url, api_key,
+                                                      Tls(ca_file, cert_file, key_file))
+        self._clock, self._sleep = clock, sleep
+        self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
     def call(self, service: str, endpoint: str, *, timeout: float | None = None,
              **inputs: Any) -> Any:
@@ -103,24 +61,24 @@ class Client:
         Raises :class:`BadRequest`, :class:`NotFound`, :class:`Overloaded`,
         :class:`DeadlineExceeded` or :class:`ServerError` with the server's message;
         :class:`DeadlineExceeded` with ``from_server`` False when no answer came by the
-        deadline (+1 s over HTTP), :class:`Unreachable` when no gateway could be reached.
+        deadline, :class:`Unreachable` when no gateway could be reached,
+        :class:`~zeroserve.client.errors.CallInterrupted` when the connection broke once the
+        call was sent (it may have run).
         """
-        return self._with_retries(
-            timeout, lambda left: self._transport.call(service, endpoint, inputs, left))
+        return self._run(ops.Call(service, endpoint, inputs), timeout)
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None = None,
               *, timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run an Open Inference Protocol model (``service`` or ``service.endpoint``) on named
         tensors; return its outputs by name (all of them, or those in ``outputs``)."""
-        return self._with_retries(
-            timeout, lambda left: self._transport.infer(model, inputs, outputs, left))
+        return self._run(ops.Infer(model, inputs, outputs), timeout)
 
     def submit(self, service: str, endpoint: str, *, idempotency_key: str | None = None,
                **inputs: Any) -> Job:
         """Submit a durable job to task ``service/endpoint``; return its :class:`Job` handle
-        (``status()``, ``result(timeout=)``, ``cancel()``), over ``http://`` or ``grpc://``."""
-        return jobs_api(self._transport, self.timeout).submit(service, endpoint, inputs,
-                                                              idempotency_key)
+        (``status()``, ``result(timeout=)``, ``cancel()``), over HTTP or gRPC."""
+        info = self._jobs.submit(service, endpoint, inputs, idempotency_key)
+        return Job(self._jobs, str(info["id"]), info)
 
     def jobs(self, service: str | None = None, state: str | None = None, limit: int = 100,
              cursor: int | None = None) -> dict[str, Any]:
@@ -128,38 +86,32 @@ class Client:
         ``state`` (``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``):
         ``{"jobs": [status, ...], "next_cursor": int | None}``; pass ``next_cursor`` back as
         ``cursor`` for the next page. Raises :class:`BadRequest` for an unknown state."""
-        return jobs_api(self._transport, self.timeout).list(service, state, limit, cursor)
+        return self._jobs.list(service, state, limit, cursor)
 
     def services(self, timeout: float = 5.0) -> dict[str, Any]:
         """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
-        return self._transport.services(timeout)
+        return self._run(ops.Services(), timeout, retry=False)
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         """``{"live", "ready", "services": {name: workers}, "reason"}``; raises
         :class:`Unreachable` when no gateway answers."""
-        return self._transport.health(timeout)
+        return self._run(ops.Health(), timeout, retry=False)
 
-    def _with_retries(self, timeout: float | None, attempt: Callable[[float], T]) -> T:
-        budget = timeout or self.timeout
-        deadline = self._clock() + budget
-        tries = 0
-        last: Overloaded | None = None  # the overload answer being retried
-        while True:
-            started = self._clock()
-            left = deadline - started
-            if left <= 0:
-                raise passed_while_retrying(last)
-            try:
-                return attempt(left)
-            except TimeoutError:
-                raise no_answer(self._clock() - started, budget) from None
-            except Overloaded as exc:
-                delay = retry_delay(tries, deadline - self._clock(), random.random) \
-                    if self.retry else None
-                if delay is None:
-                    raise
-                self._sleep(delay)
-                tries, last = tries + 1, exc
+    def _run(self, operation: Operation, timeout: float | None, retry: bool = True) -> Any:
+        rule = CallRetries(timeout or self.timeout, self._clock, retry=self.retry and retry)
+        step: Send | Wait | GiveUp = rule.next()
+        while not isinstance(step, GiveUp):
+            if isinstance(step, Send):
+                try:
+                    return self._transport.send(operation, step.timeout_s)
+                except TimeoutError:
+                    step = rule.timed_out()
+                except Overloaded as exc:
+                    step = rule.refused(exc)
+            else:
+                self._sleep(step.seconds)
+                step = rule.next()
+        raise step.error
 
     def close(self) -> None:
         """Close the connection to the gateway."""

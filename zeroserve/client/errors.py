@@ -51,12 +51,24 @@ class ServerError(ZeroserveError):
 
 
 class Overloaded(ZeroserveError):
-    """503: no worker, or the queue is full; the client retries it within the deadline."""
+    """503: no worker, or the queue is full; the client retries it within the deadline, no
+    sooner than ``retry_after_s`` (the answer's ``Retry-After``, None when it had none)."""
+
+    retry_after_s: float | None = None
 
 
 class Unreachable(Overloaded):
     """No gateway answered at the client's URL (refused, reset); retried like a 503.
     Raised by the client, so ``from_server`` is False."""
+
+    def __init__(self, status: int, message: str, *, from_server: bool = False) -> None:
+        super().__init__(status, message, from_server=from_server)
+
+
+class CallInterrupted(ZeroserveError):
+    """The connection broke after the call's bytes were written, before its answer came: the
+    call may or may not have run, so the client does not send it again (``from_server`` False).
+    """
 
     def __init__(self, status: int, message: str, *, from_server: bool = False) -> None:
         super().__init__(status, message, from_server=from_server)
@@ -104,17 +116,23 @@ def passed_while_retrying(last: ZeroserveError | None) -> DeadlineExceeded:
                             from_server=last is not None and last.from_server)
 
 
-def from_http(status: int, message: str) -> ZeroserveError:
-    """The typed exception for an HTTP error status."""
+def from_http(status: int, message: str, retry_after_s: float | None = None) -> ZeroserveError:
+    """The typed exception for an HTTP error status (``retry_after_s``: its Retry-After)."""
     kind = _BY_STATUS.get(status, ServerError if status >= 500 else ZeroserveError)
-    return kind(status, message)
+    error = kind(status, message)
+    if isinstance(error, Overloaded):
+        error.retry_after_s = retry_after_s
+    return error
 
 
 def from_grpc(code: grpc.StatusCode, details: str | None) -> ZeroserveError:
-    """The typed exception for a gRPC status (``UNAVAILABLE`` with no details: unreachable;
-    ``DEADLINE_EXCEEDED`` with grpc's own details: the client's deadline ran out first)."""
+    """The typed exception for a gRPC status (``UNAVAILABLE`` before a connection was made:
+    unreachable; after, when the connection broke: interrupted; ``DEADLINE_EXCEEDED`` with
+    grpc's own details: the client's deadline ran out first)."""
     if code is grpc.StatusCode.UNAVAILABLE and _connection_failure(details):
         return Unreachable(503, details or "no gateway answered")
+    if code is grpc.StatusCode.UNAVAILABLE and _connection_broken(details):
+        return interrupted(details or "the connection broke")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == _GRPC_LOCAL_DEADLINE:
         return DeadlineExceeded(504, "no answer came from the server before the deadline; "
                                      "the client stopped waiting", from_server=False)
@@ -124,4 +142,17 @@ def from_grpc(code: grpc.StatusCode, details: str | None) -> ZeroserveError:
 def _connection_failure(details: str | None) -> bool:
     text = (details or "").lower()
     return not text or "failed to connect" in text or "connection refused" in text \
-        or "connect failed" in text or "socket closed" in text
+        or "connect failed" in text
+
+
+def _connection_broken(details: str | None) -> bool:
+    text = (details or "").lower()
+    return "socket closed" in text or "connection reset" in text
+
+
+def interrupted(reason: object) -> CallInterrupted:
+    """The client's :class:`CallInterrupted`: the connection broke (``reason``) once the call
+    was sent."""
+    return CallInterrupted(
+        502, f"the connection to the gateway broke after the call was sent ({reason}); it may "
+             "or may not have run, and the client did not send it again")

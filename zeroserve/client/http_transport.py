@@ -1,109 +1,101 @@
-"""The client's HTTP transport: one kept-alive connection per thread to one gateway."""
+"""The HTTP transports on httpx, sync and async: the REST route (msgpack) and the OIP HTTP
+route (binary tensors) of one gateway at ``http://`` or ``https://host:port[/prefix]``.
+
+The call's time bounds the whole exchange, the body included (httpx's own timeouts are per
+read): the sync transport checks the time left after every chunk of the body, the async one
+awaits the exchange under one timeout. A call is sent at most once: httpx reuses a kept-alive
+connection only while it is idle and sound, and a broken exchange is never sent again here.
+"""
 from __future__ import annotations
 
-import http.client
-import json
-import threading
+import asyncio
+import contextlib
+import ssl
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
+import httpx
 
-from zeroserve.client import payloads
-from zeroserve.client.errors import Unreachable
+from zeroserve.client.errors import Unreachable, interrupted
+from zeroserve.client.transport import SYSTEM_TLS, HttpAnswer, Operation, Tls
 
 
-def split_url(url: str, scheme: str) -> tuple[str, int, str]:
-    """(host, port, path prefix) of ``scheme://host:port[/prefix]``."""
+def _httpx_options(url: str, api_key: str | None, tls: Tls) -> dict[str, Any]:
     parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != scheme or not parsed.hostname:
-        raise ValueError(f"expected a {scheme}://host:port URL, got {url!r}")
-    default = {"http": 80, "grpc": 8001}[scheme]
-    return parsed.hostname, parsed.port or default, parsed.path.rstrip("/")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"expected an http(s)://host:port URL, got {url!r}")
+    options: dict[str, Any] = {
+        "base_url": url.rstrip("/"),
+        "headers": {"Authorization": f"Bearer {api_key}"} if api_key else {},
+        "limits": httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        "trust_env": False,  # no proxy from the environment between a client and its gateway
+    }
+    if parsed.scheme == "https":
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        options["verify"] = context
+    return options
+
+
+@contextlib.contextmanager
+def _network_errors(url: str) -> Iterator[None]:
+    """httpx's errors as the transport seam's: timeout, unreachable, or interrupted."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"no answer from {url} in time: {exc}") from None
+    except httpx.ConnectError as exc:
+        raise Unreachable(503, f"no gateway answered at {url}: {exc}") from None
+    except httpx.TransportError as exc:  # after the request was (partly) written
+        raise interrupted(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+def _within(deadline: float, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer did not arrive before the deadline")
+        yield chunk
 
 
 class HttpTransport:
-    """Calls the REST route (msgpack) and the OIP HTTP route (binary tensors)."""
+    """A pool of kept-alive connections to one gateway (thread-safe)."""
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
+    def __init__(self, url: str, api_key: str | None = None, tls: Tls = SYSTEM_TLS) -> None:
         self.url = url
-        self.host, self.port, self.prefix = split_url(url, "http")
-        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._local = threading.local()
+        self._client = httpx.Client(**_httpx_options(url, api_key, tls))
 
-    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
-            self._local.conn = conn
-        conn.timeout = timeout_s
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout_s)
-        return conn
-
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                timeout_s: float) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """(status, headers, body); reconnects once if a kept-alive connection was closed."""
-        for attempt in (1, 2):
-            conn = self._connection(timeout_s)
-            try:
-                conn.request(method, self.prefix + path, body=body,
-                             headers={**self._auth, **headers})
-                resp = conn.getresponse()
-                return resp.status, resp.headers, resp.read()
-            except TimeoutError:
-                self._drop(conn)
-                raise
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                self._drop(conn)
-                if attempt == 2 or isinstance(exc, ConnectionRefusedError):
-                    raise Unreachable(503, f"no gateway answered at {self.url}: {exc}") from None
-        raise AssertionError("unreachable")
-
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
-        conn.close()
-        self._local.conn = None
-
-    def call(self, service: str, endpoint: str, inputs: Mapping[str, Any],
-             timeout_s: float) -> Any:
-        headers = {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
-                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
-        status, reply_headers, body = self.request(
-            "POST", f"/{service}/{endpoint}", payloads.encode_inputs(inputs), headers,
-            timeout_s + 1.0)
-        if status != 200:
-            raise payloads.http_error(status, body)
-        if reply_headers.get("Content-Type", "").startswith(payloads.MSGPACK):
-            return payloads.decode_value(body)
-        return json.loads(body)
-
-    def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None,
-              timeout_s: float) -> dict[str, np.ndarray]:
-        body, length = payloads.infer_body(inputs, outputs)
-        headers = {payloads.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
-                   payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
-        status, reply_headers, reply = self.request(
-            "POST", f"/v2/models/{urllib.parse.quote(model)}/infer", body, headers,
-            timeout_s + 1.0)
-        if status != 200:
-            raise payloads.http_error(status, reply)
-        length_header = reply_headers.get(payloads.HEADER_LENGTH)
-        return payloads.infer_outputs(reply, None if length_header is None else int(length_header))
-
-    def services(self, timeout_s: float) -> dict[str, Any]:
-        status, _, body = self.request("GET", "/v1/services", None, {}, timeout_s)
-        if status != 200:
-            raise payloads.http_error(status, body)
-        return dict(json.loads(body)["services"])
-
-    def health(self, timeout_s: float) -> dict[str, Any]:
-        status, _, body = self.request("GET", "/readyz", None, {}, timeout_s)
-        state = json.loads(body) if body else {}
-        return {"live": True, "ready": status == 200, "services": state.get("services", {}),
-                "reason": state.get("reason", "")}
+    def send(self, operation: Operation, timeout_s: float) -> Any:
+        request = operation.http(timeout_s)
+        deadline = time.monotonic() + timeout_s + request.grace_s
+        with _network_errors(self.url), self._client.stream(
+                request.method, request.path, content=request.body, headers=request.headers,
+                timeout=deadline - time.monotonic()) as response:
+            body = b"".join(_within(deadline, response.iter_bytes()))
+        return operation.from_http(HttpAnswer(response.status_code, response.headers, body))
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._drop(conn)
+        self._client.close()
+
+
+class AsyncHttpTransport:
+    """A pool of kept-alive connections to one gateway, for one event loop."""
+
+    def __init__(self, url: str, api_key: str | None = None, tls: Tls = SYSTEM_TLS) -> None:
+        self.url = url
+        self._client = httpx.AsyncClient(**_httpx_options(url, api_key, tls))
+
+    async def send(self, operation: Operation, timeout_s: float) -> Any:
+        request = operation.http(timeout_s)
+        limit_s = timeout_s + request.grace_s
+        with _network_errors(self.url):
+            response = await asyncio.wait_for(self._client.request(
+                request.method, request.path, content=request.body, headers=request.headers,
+                timeout=limit_s), limit_s)
+        return operation.from_http(
+            HttpAnswer(response.status_code, response.headers, response.content))
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -44,15 +44,20 @@ def decode_value(payload: bytes) -> Any:
         raise ServerError(500, f"the gateway sent an undecodable answer: {exc}") from None
 
 
-def http_error(status: int, body: bytes) -> ZeroserveError:
-    """The exception of an HTTP error answer, with the ``error`` message of its JSON body."""
+def http_error(status: int, body: bytes, retry_after: str | None = None) -> ZeroserveError:
+    """The exception of an HTTP error answer, with the ``error`` message of its JSON body and
+    its ``Retry-After`` header (seconds; an HTTP date is ignored)."""
     try:
         doc = json.loads(body)
         message = str(doc["error"]) if isinstance(doc, dict) and "error" in doc else \
             body.decode(errors="replace")
     except ValueError:
         message = body.decode(errors="replace") or f"HTTP {status}"
-    return from_http(status, message)
+    try:
+        retry_after_s = None if retry_after is None else max(0.0, float(retry_after))
+    except ValueError:
+        retry_after_s = None
+    return from_http(status, message, retry_after_s)
 
 
 def _arrays(inputs: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:

@@ -1,0 +1,129 @@
+"""The serving operations of the SDK, in both protocols' forms (pure): call an endpoint, run
+an OIP model, list the services, ask for health. The job operations are in ``job_operations``.
+"""
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from zeroserve.client import payloads
+from zeroserve.client.transport import GrpcRequest, HttpAnswer, HttpRequest, Operation
+from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+
+# How long past a call's deadline the client waits for the gateway's own 504 over HTTP.
+GATEWAY_504_GRACE_S = 0.25
+
+
+def checked(answer: HttpAnswer, ok: range = range(200, 201)) -> HttpAnswer:
+    """``answer``, or raises the typed exception of its error status."""
+    if answer.status not in ok:
+        raise payloads.http_error(answer.status, answer.body, answer.headers.get("retry-after"))
+    return answer
+
+
+def _deadline_header(timeout_s: float) -> dict[str, str]:
+    return {payloads.TIMEOUT_HEADER: f"{timeout_s:.3f}"}
+
+
+@dataclass(frozen=True)
+class Call(Operation):
+    """``service/endpoint`` with named inputs; its value."""
+
+    service: str
+    endpoint: str
+    inputs: Mapping[str, Any]
+
+    def http(self, timeout_s: float) -> HttpRequest:
+        return HttpRequest(
+            "POST", f"/{self.service}/{self.endpoint}", payloads.encode_inputs(self.inputs),
+            {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
+             **_deadline_header(timeout_s)}, GATEWAY_504_GRACE_S)
+
+    def from_http(self, answer: HttpAnswer) -> Any:
+        if checked(answer).headers.get("content-type", "").startswith(payloads.MSGPACK):
+            return payloads.decode_value(answer.body)
+        return json.loads(answer.body)
+
+    def grpc(self) -> Sequence[GrpcRequest]:
+        return [GrpcRequest("Serving", "Call", pb.CallRequest(
+            service=self.service, endpoint=self.endpoint,
+            inputs=payloads.encode_inputs(self.inputs)))]
+
+    def from_grpc(self, replies: Sequence[Any]) -> Any:
+        return payloads.decode_value(replies[0].value)
+
+
+@dataclass(frozen=True)
+class Infer(Operation):
+    """An Open Inference Protocol model on named tensors; its outputs by name."""
+
+    model: str
+    inputs: Mapping[str, Any]
+    outputs: list[str] | None
+
+    def http(self, timeout_s: float) -> HttpRequest:
+        body, length = payloads.infer_body(self.inputs, self.outputs)
+        return HttpRequest(
+            "POST", f"/v2/models/{urllib.parse.quote(self.model)}/infer", body,
+            {payloads.HEADER_LENGTH: str(length), "Content-Type": "application/octet-stream",
+             **_deadline_header(timeout_s)}, GATEWAY_504_GRACE_S)
+
+    def from_http(self, answer: HttpAnswer) -> dict[str, np.ndarray]:
+        length = checked(answer).headers.get(payloads.HEADER_LENGTH.lower())
+        return payloads.infer_outputs(answer.body, None if length is None else int(length))
+
+    def grpc(self) -> Sequence[GrpcRequest]:
+        return [GrpcRequest("Inference", "ModelInfer",
+                            payloads.infer_request(self.model, self.inputs, self.outputs))]
+
+    def from_grpc(self, replies: Sequence[Any]) -> dict[str, np.ndarray]:
+        return payloads.infer_response_outputs(replies[0])
+
+
+def _services_of(reply: pb.ServicesReply) -> dict[str, Any]:
+    return dict(msgpack.unpackb(reply.services, raw=False))
+
+
+class Services(Operation):
+    """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
+
+    def http(self, timeout_s: float) -> HttpRequest:
+        return HttpRequest("GET", "/v1/services")
+
+    def from_http(self, answer: HttpAnswer) -> dict[str, Any]:
+        return dict(json.loads(checked(answer).body)["services"])
+
+    def grpc(self) -> Sequence[GrpcRequest]:
+        return [GrpcRequest("Serving", "Services", pb.ServicesRequest())]
+
+    def from_grpc(self, replies: Sequence[Any]) -> dict[str, Any]:
+        return _services_of(replies[0])
+
+
+class Health(Operation):
+    """``{"live", "ready", "services": {name: workers}, "reason"}``."""
+
+    def http(self, timeout_s: float) -> HttpRequest:
+        return HttpRequest("GET", "/readyz")
+
+    def from_http(self, answer: HttpAnswer) -> dict[str, Any]:
+        state = json.loads(answer.body) if answer.body else {}
+        return {"live": True, "ready": answer.status == 200,
+                "services": state.get("services", {}), "reason": state.get("reason", "")}
+
+    def grpc(self) -> Sequence[GrpcRequest]:
+        return [GrpcRequest("Inference", "ServerReady", oip_pb.ServerReadyRequest()),
+                GrpcRequest("Serving", "Services", pb.ServicesRequest())]
+
+    def from_grpc(self, replies: Sequence[Any]) -> dict[str, Any]:
+        ready = replies[0].ready
+        return {"live": True, "ready": ready,
+                "services": {k: v.get("workers", 0) for k, v in _services_of(replies[1]).items()},
+                "reason": "" if ready else "no worker has registered, or no broker answers"}
