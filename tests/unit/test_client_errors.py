@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 import zeroserve
+from zeroserve.client import operations as ops
 from zeroserve.client import payloads
 from zeroserve.client.errors import from_grpc
 from zeroserve.client.job_operations import get_job
@@ -16,13 +17,17 @@ from zeroserve.client.transport import Operation
 
 
 class ScriptedTransport:
-    """Raises the errors of ``script`` in turn, then answers "ok"; records the time left."""
+    """Raises the errors of ``script`` in turn, then answers "ok"; records the time left.
+    Lists endpoint s.e with ``retry_on_worker_loss=resend`` (not counted as a call)."""
 
-    def __init__(self, *script: BaseException) -> None:
+    def __init__(self, *script: BaseException, resend: bool = False) -> None:
         self.script = list(script)
         self.calls: list[float] = []
+        self.listing = {"s": {"workers": 1, "endpoints": {"e": {"retry_on_worker_loss": resend}}}}
 
     def send(self, operation: Operation, timeout_s: float) -> Any:
+        if isinstance(operation, ops.Services):
+            return self.listing
         self.calls.append(timeout_s)
         if self.script:
             raise self.script.pop(0)
@@ -154,3 +159,10 @@ def test_a_grpc_connection_that_broke_mid_call_is_interrupted_not_retried() -> N
     with pytest.raises(zeroserve.CallInterrupted, match="may or may not have run"):
         _client(transport).call("s", "e")
     assert len(transport.calls) == 1
+
+
+def test_an_interrupted_call_is_sent_again_when_its_endpoint_allows_running_twice() -> None:
+    broken = from_grpc(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    transport = ScriptedTransport(broken, broken, resend=True)
+    assert _client(transport).call("s", "e") == "ok"
+    assert len(transport.calls) == 3

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from zeroserve.client import operations as ops
-from zeroserve.client.errors import Overloaded
+from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError
 from zeroserve.client.jobs import AsyncJob, JobsApi
+from zeroserve.client.resend import ResendRule
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
 from zeroserve.client.transport import AsyncTransport, Operation, Tls, open_async_transport
 
@@ -37,6 +38,7 @@ class AsyncClient:
         self._transport = transport or open_async_transport(
             url, api_key, Tls(ca_file, cert_file, key_file))
         self._clock, self._sleep = clock, sleep
+        self._resend = ResendRule()
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
     async def call(self, service: str, endpoint: str, *, timeout: float | None = None,
@@ -81,10 +83,24 @@ class AsyncClient:
                     step = rule.timed_out()
                 except Overloaded as exc:
                     step = rule.refused(exc)
+                except CallInterrupted as exc:
+                    resend = await self._may_resend(operation, rule.time_left())
+                    step = rule.interrupted(exc, resend)
             else:
                 await self._sleep(step.seconds)
                 step = rule.next()
         raise step.error
+
+    async def _may_resend(self, operation: Operation, time_left_s: float) -> bool:
+        model = operation.runs()
+        if model is None:
+            return operation.resendable
+        if self._resend.allows(model) is None:
+            try:
+                self._resend.learn(await self._run(ops.Services(), time_left_s))
+            except ZeroserveError:
+                return False
+        return bool(self._resend.allows(model))
 
     async def close(self) -> None:
         """Close the connections to the gateway."""

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from zeroserve.client import operations as ops
-from zeroserve.client.errors import Overloaded
+from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError
 from zeroserve.client.jobs import Job, JobsApi
+from zeroserve.client.resend import ResendRule
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
 from zeroserve.client.transport import Operation, Tls, Transport, open_transport
 
@@ -49,6 +50,7 @@ class Client:
         self._transport = transport or open_transport(url, api_key,
                                                       Tls(ca_file, cert_file, key_file))
         self._clock, self._sleep = clock, sleep
+        self._resend = ResendRule()
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
     def call(self, service: str, endpoint: str, *, timeout: float | None = None,
@@ -63,7 +65,8 @@ class Client:
         :class:`DeadlineExceeded` with ``from_server`` False when no answer came by the
         deadline, :class:`Unreachable` when no gateway could be reached,
         :class:`~zeroserve.client.errors.CallInterrupted` when the connection broke once the
-        call was sent (it may have run).
+        call was sent to an endpoint that may not run twice (``retry_on_worker_loss=False``;
+        other endpoints' calls are sent again).
         """
         return self._run(ops.Call(service, endpoint, inputs), timeout)
 
@@ -108,10 +111,23 @@ class Client:
                     step = rule.timed_out()
                 except Overloaded as exc:
                     step = rule.refused(exc)
+                except CallInterrupted as exc:
+                    step = rule.interrupted(exc, self._may_resend(operation, rule.time_left()))
             else:
                 self._sleep(step.seconds)
                 step = rule.next()
         raise step.error
+
+    def _may_resend(self, operation: Operation, time_left_s: float) -> bool:
+        model = operation.runs()
+        if model is None:
+            return operation.resendable
+        if self._resend.allows(model) is None:
+            try:
+                self._resend.learn(self._run(ops.Services(), time_left_s))
+            except ZeroserveError:
+                return False
+        return bool(self._resend.allows(model))
 
     def close(self) -> None:
         """Close the connection to the gateway."""

@@ -17,8 +17,9 @@ from zeroserve.client.transport import GrpcRequest, HttpAnswer, HttpRequest, Ope
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 
-# How long past a call's deadline the client waits for the gateway's own 504 over HTTP.
-GATEWAY_504_GRACE_S = 0.25
+# How long past a call's deadline the client waits for the gateway's own 504 over HTTP (the
+# gateway sends it 0.5 s past the deadline when the broker has not answered by then).
+GATEWAY_504_GRACE_S = 1.0
 
 
 def checked(answer: HttpAnswer, ok: range = range(200, 201)) -> HttpAnswer:
@@ -59,6 +60,9 @@ class Call(Operation):
     def from_grpc(self, replies: Sequence[Any]) -> Any:
         return payloads.decode_value(replies[0].value)
 
+    def runs(self) -> str:
+        return f"{self.service}.{self.endpoint}"
+
 
 @dataclass(frozen=True)
 class Infer(Operation):
@@ -86,6 +90,9 @@ class Infer(Operation):
     def from_grpc(self, replies: Sequence[Any]) -> dict[str, np.ndarray]:
         return payloads.infer_response_outputs(replies[0])
 
+    def runs(self) -> str:
+        return self.model
+
 
 def _services_of(reply: pb.ServicesReply) -> dict[str, Any]:
     return dict(msgpack.unpackb(reply.services, raw=False))
@@ -93,6 +100,8 @@ def _services_of(reply: pb.ServicesReply) -> dict[str, Any]:
 
 class Services(Operation):
     """The services the cluster serves: ``{name: {"endpoints": {...}, "workers": n}}``."""
+
+    resendable = True
 
     def http(self, timeout_s: float) -> HttpRequest:
         return HttpRequest("GET", "/v1/services")
@@ -109,6 +118,8 @@ class Services(Operation):
 
 class Health(Operation):
     """``{"live", "ready", "services": {name: workers}, "reason"}``."""
+
+    resendable = True
 
     def http(self, timeout_s: float) -> HttpRequest:
         return HttpRequest("GET", "/readyz")

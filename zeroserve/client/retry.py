@@ -1,8 +1,9 @@
 """When to try a call again: jittered exponential backoff that never outlives the deadline (pure).
 
-Only overload (HTTP 503, gRPC UNAVAILABLE, no gateway answering) is retried: the
-call did not run, so running it again is safe. A call whose connection broke once it
-was sent, or that got no answer in time, may have run: it is never sent again.
+Overload (HTTP 503, gRPC UNAVAILABLE, no gateway answering) is retried: the call did
+not run, so running it again is safe. A call whose connection broke once it was sent
+may have run: it is sent again only when its endpoint allows running twice
+(:mod:`zeroserve.client.resend`). A call that got no answer in time is never sent again.
 
 :class:`CallRetries` is the rule of one call, on an injected clock; the sync and async
 clients only carry out its steps (:class:`Send`, :class:`Wait`, :class:`GiveUp`).
@@ -13,7 +14,7 @@ import random as random_module
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zeroserve.client.errors import Overloaded, no_answer, passed_while_retrying
+from zeroserve.client.errors import CallInterrupted, Overloaded, no_answer, passed_while_retrying
 
 FIRST_DELAY_S = 0.05
 MAX_DELAY_S = 2.0
@@ -92,6 +93,20 @@ class CallRetries:
             return GiveUp(error)
         self.tries, self.last = self.tries + 1, error
         return Wait(delay)
+
+    def interrupted(self, error: CallInterrupted, resend: bool) -> Wait | GiveUp:
+        """The connection broke once the call was sent, so it may have run: wait and send it
+        again when ``resend`` (its endpoint allows running twice), else give up with ``error``."""
+        delay = retry_delay(self.tries, self.deadline - self.clock(), self.random) \
+            if resend and self.retry else None
+        if delay is None:
+            return GiveUp(error)
+        self.tries += 1
+        return Wait(delay)
+
+    def time_left(self) -> float:
+        """Seconds until the call's deadline (never negative)."""
+        return max(0.0, self.deadline - self.clock())
 
     def timed_out(self) -> GiveUp:
         """No answer came in the time left: the client's own deadline error (not retried,

@@ -68,7 +68,18 @@ SYSTEM_TLS = Tls()  # the system's CA roots, no client certificate
 
 
 class Operation(abc.ABC):
-    """One thing the client asks a gateway, in the forms of both protocols (pure)."""
+    """One thing the client asks a gateway, in the forms of both protocols (pure).
+
+    ``resendable`` says whether it may be sent again after its connection broke once it was
+    sent, for what runs no endpoint; a call of an endpoint names it in :meth:`runs`.
+    """
+
+    resendable = False
+
+    def runs(self) -> str | None:
+        """The OIP model name (``service.endpoint``) of the endpoint this runs, if any: its
+        declaration says whether the call may be sent again."""
+        return None
 
     @abc.abstractmethod
     def http(self, timeout_s: float) -> HttpRequest:

@@ -1,0 +1,33 @@
+"""Which calls may be sent again after their connection broke once they were sent.
+
+Such a call may have run. An endpoint declares whether running it twice is
+acceptable (``retry_on_worker_loss``, True unless the endpoint has side effects);
+the client learns the declarations from the gateway's service listing the first
+time a connection breaks, and keeps them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ResendRule:
+    """The endpoints' declarations, by OIP model name (``service.endpoint``, and ``service``
+    for its first endpoint, as the gateway names them)."""
+
+    def __init__(self) -> None:
+        self._allowed: dict[str, bool] = {}
+
+    def allows(self, model: str) -> bool | None:
+        """Whether a call of ``model`` may be sent again; None while not known."""
+        return self._allowed.get(model)
+
+    def learn(self, services: dict[str, Any]) -> None:
+        """Take the declarations of a service listing (``Client.services()``)."""
+        for service, info in services.items():
+            endpoints = dict(info.get("endpoints") or {})
+            for i, (name, desc) in enumerate(endpoints.items()):
+                allowed = bool(desc.get("retry_on_worker_loss", True)) \
+                    if isinstance(desc, dict) else False
+                self._allowed[f"{service}.{name}"] = allowed
+                if i == 0:
+                    self._allowed[service] = allowed
