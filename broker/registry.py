@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from zeroserve.wire.descriptions import EndpointDescription
+
 
 @dataclass(eq=False)
 class WorkerState:
@@ -34,7 +36,8 @@ class WorkerRegistry:
         self.liveness_s = liveness_s
         self._workers: dict[bytes, WorkerState] = {}
         self._idle: dict[str, OrderedDict[bytes, None]] = {}
-        self.services: dict[str, dict] = {}  # service -> endpoint descriptions, kept after leaving
+        # service -> its endpoints as its latest READY described them, kept after it leaves
+        self.services: dict[str, dict[str, EndpointDescription]] = {}
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -45,8 +48,9 @@ class WorkerRegistry:
     def get(self, identity: bytes) -> WorkerState | None:
         return self._workers.get(identity)
 
-    def register(self, identity: bytes, worker_id: str, service: str, endpoints: dict,
-                 slots: int, now: float) -> WorkerState:
+    def register(self, identity: bytes, worker_id: str, service: str,
+                 endpoints: dict[str, EndpointDescription], slots: int,
+                 now: float) -> WorkerState:
         """Add a worker (a known identity registering again is replaced: call ``remove`` first
         to recover its in-flight work)."""
         self.services[service] = endpoints

@@ -9,10 +9,11 @@ from broker.jobs.desk import JobDesk, JobsConfig
 from broker.jobs.model import JobPolicy
 from zeroserve.wire import jobs as jp
 from zeroserve.wire.backend import Ready
+from zeroserve.wire.descriptions import EndpointDescription, TaskDescription
 from zeroserve.wire.envelope import Status, split_command, unpack_map
 from zeroserve.wire.frontend import Control, ControlOp, parse_reply
 
-TASKS = {"score": {"inputs": [], "output": {}, "timeout_s": 5.0, "max_attempts": 2}}
+TASKS = {"score": TaskDescription("score", timeout_s=5.0, max_attempts=2).to_map()}
 
 
 class Clock:
@@ -53,7 +54,8 @@ class Harness:
 
     def worker(self, identity=b"I1", worker_id="w1", slots=1, running=()):
         lane = jp.JobLaneInfo(slots, "tcp://pull", "tcp://push", TASKS, list(running))
-        self.desk.lane_ready(identity, Ready(worker_id, "svc", {"rt": {}}, 1, {},
+        self.desk.lane_ready(identity, Ready(worker_id, "svc", {
+            "rt": EndpointDescription("svc", "rt")}, 1, {},
                                                lane.describe()))
 
     def call(self, op, **args):
