@@ -48,9 +48,8 @@ class WorkerRegistry:
     def get(self, identity: bytes) -> WorkerState | None:
         return self._workers.get(identity)
 
-    def register(self, identity: bytes, worker_id: str, service: str,
-                 endpoints: dict[str, EndpointDescription], slots: int,
-                 now: float) -> WorkerState:
+    def register(self, identity: bytes, worker_id: str, service: str, endpoints: dict,
+                 slots: int, now: float) -> WorkerState:
         """Add a worker (a known identity registering again is replaced: call ``remove`` first
         to recover its in-flight work)."""
         self.services[service] = endpoints
