@@ -117,6 +117,26 @@ def test_unknown_service_is_404(tmp_path):
     assert status is Status.NOT_FOUND and "unknown service" in answer["error"]
 
 
+def test_a_job_takes_its_tasks_limits_and_a_worker_without_a_lane_keeps_the_tasks(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    lane = jp.JobLaneInfo(1, "tcp://pull", "tcp://push", {**TASKS, "plain": {}})
+    h.desk.lane_ready(b"I1", Ready("w1", "svc", {}, 1, {}, lane.describe()))
+    h.desk.lane_ready(b"I2", Ready("w2", "svc", {"rt": EndpointDescription("svc", "rt")}, 1))
+    assert set(h.desk.tasks_of("svc")) == {"score", "plain"}
+    jobs = [h.submit(task=task)[1]["job"] for task in ("score", "plain")]
+    assert [job["max_attempts"] for job in jobs] == [2, 3]  # 3: @zeroserve.task's default
+    assert h.submit(task="rt")[0] is Status.BAD_REQUEST
+
+
+def test_a_lane_with_a_bad_task_opens_no_lane(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    lane = jp.JobLaneInfo(1, "tcp://pull", "tcp://push", {"score": {"max_attempts": 0}})
+    h.desk.lane_ready(b"I1", Ready("w1", "svc", {"rt": EndpointDescription("svc", "rt")}, 1,
+                                   {}, lane.describe()))
+    assert not h.channels.open and h.desk.tasks_of("svc") == {}
+    assert h.submit()[0] is Status.NOT_FOUND
+
+
 def test_result_status_and_conflicts(tmp_path):
     h = Harness(tmp_path / "jobs.db")
     h.worker()
