@@ -166,11 +166,17 @@ def test_a_bad_service_map_is_refused_with_the_reason(m, reason):
         ServiceDescription.from_map("s", m)
 
 
+_JOB = JobDescription("j", "s", "t", JobState.QUEUED, 0, 3, 0.0, None, 1.0, 1.0).to_map()
+
+
 @pytest.mark.parametrize("m, reason", [
-    ({"id": "j", "service": "s", "endpoint": "t", "state": "lost"}, "unknown state"),
-    ({"service": "s", "endpoint": "t", "state": "queued"}, "job id"),
-    ({"id": "j", "service": "s", "state": "queued"}, "endpoint"),
-    ({"id": "j", "service": "s", "endpoint": "t", "state": "queued", "error": 3}, "error"),
+    ({**_JOB, "state": "lost"}, "unknown state"),
+    ({**_JOB, "id": ""}, "job id"),
+    ({k: v for k, v in _JOB.items() if k not in ("endpoint", "created_at")},
+     "lacks endpoint, created_at"),
+    ({**_JOB, "error": 3}, "error"),
+    ({**_JOB, "max_attempts": 0}, "max_attempts"),
+    ({**_JOB, "started_at": "now"}, "started_at"),
 ])
 def test_a_bad_job_map_is_refused_with_the_reason(m, reason):
     with pytest.raises(ProtocolError, match=reason):

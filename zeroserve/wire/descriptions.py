@@ -10,14 +10,14 @@ MODELS answer. A job's status travels as a :class:`JobDescription`.
 Each description owns its defaults. ``to_map`` gives the msgpack (and JSON) map
 that travels; ``from_map`` reads one back, filling absent keys with the
 defaults and raising :class:`~zeroserve.wire.envelope.ProtocolError` with the
-reason on a bad map. A description's name, and its service's, are the keys it
+reason on a bad map (or one that lacks a key without a default). A description's name, and its service's, are the keys it
 travels under, not part of its map. Schemas are :class:`zeroserve.schema.Field`.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
 from zeroserve.schema import Field
@@ -58,16 +58,18 @@ def _int(m: Mapping[str, Any], key: str, default: int, least: int, what: str) ->
     return value
 
 
-def _number(m: Mapping[str, Any], key: str, default: float | None, what: str
-            ) -> float | None:
-    """A finite number of at least 0 (None stays None where None is the default)."""
+def _number(m: Mapping[str, Any], key: str, default: float, what: str) -> float:
+    """A finite number of at least 0."""
     value = m.get(key, default)
-    if value is None and default is None:
-        return None
     if not isinstance(value, (int, float)) or isinstance(value, bool) \
             or not math.isfinite(value) or value < 0:
         raise ProtocolError(f"{what}: {key} must be a finite number of at least 0")
     return float(value)
+
+
+def _time(m: Mapping[str, Any], key: str, what: str) -> float | None:
+    """A time in seconds, or None (absent, or not known yet)."""
+    return None if m.get(key) is None else _number(m, key, 0.0, what)
 
 
 def _text(m: Mapping[str, Any], key: str, what: str) -> str | None:
@@ -122,12 +124,11 @@ class EndpointDescription:
         what = f"endpoint {service}.{name}"
         m = _map(value, what)
         inputs, output = _schema(m, what)
-        latency = _number(m, "max_latency_ms", cls.max_latency_ms, what)
-        assert latency is not None
         return cls(_name(service, "service name"), _name(name, "endpoint name"), inputs,
                    output, _bool(m, "batchable", cls.batchable, what),
                    _int(m, "max_batch_size", cls.max_batch_size, 1, what),
-                   _int(m, "batch_dim", cls.batch_dim, 0, what), latency,
+                   _int(m, "batch_dim", cls.batch_dim, 0, what),
+                   _number(m, "max_latency_ms", cls.max_latency_ms, what),
                    _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what))
 
 
@@ -256,23 +257,25 @@ class JobDescription:
 
     @classmethod
     def from_map(cls, value: Any) -> JobDescription:
-        """Read a job map; ProtocolError if it is bad."""
+        """Read a job map; ProtocolError if it is bad (or lacks a key without a default)."""
         m = _map(value, "job")
         what = f"job {m.get('id')}"
+        missing = [_PUBLIC.get(f.name, f.name) for f in fields(cls) if f.default is MISSING
+                   and _PUBLIC.get(f.name, f.name) not in m]
+        if missing:
+            raise ProtocolError(f"{what} lacks {', '.join(missing)}")
         try:
             state = JobState(m.get("state"))
         except ValueError:
             raise ProtocolError(f"{what}: unknown state {m.get('state')!r}") from None
-        progress, created, updated = (_number(m, k, 0.0, what) for k in (
-            "progress", "created_at", "updated_at"))
-        assert progress is not None and created is not None and updated is not None
         return cls(_name(m.get("id"), "job id"), _name(m.get("service"), f"{what} service"),
                    _name(m.get("endpoint"), f"{what} endpoint"), state,
                    _int(m, "attempts", 0, 0, what), _int(m, "max_attempts", 1, 1, what),
-                   progress, _text(m, "error", what), created, updated,
-                   _number(m, "started_at", None, what), _number(m, "finished_at", None, what),
-                   _number(m, "expires_at", None, what),
-                   _bool(m, "cancel_requested", False, what), _text(m, "idempotency_key", what))
+                   _number(m, "progress", 0.0, what), _text(m, "error", what),
+                   _number(m, "created_at", 0.0, what), _number(m, "updated_at", 0.0, what),
+                   _time(m, "started_at", what), _time(m, "finished_at", what),
+                   _time(m, "expires_at", what), _bool(m, "cancel_requested", False, what),
+                   _text(m, "idempotency_key", what))
 
 
 _PUBLIC = {"task": "endpoint"}  # a job's task, by its public name
