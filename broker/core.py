@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from batching.policy import BatchLimits, BatchPolicy
 from batching.queue import EndpointQueue, Pending
@@ -27,6 +27,7 @@ from zeroserve.wire.backend import (
     parse_ready,
     parse_result,
 )
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, pack_map, split_command
 from zeroserve.wire.frontend import (
     Control,
@@ -45,13 +46,14 @@ Send = Callable[[list], None]
 
 @dataclass(eq=False)
 class Endpoint:
-    """The queue, batching policy and statistics of one service endpoint."""
+    """The queue, batching policy and statistics of one service endpoint, and its
+    description with the batching limits this broker applies (what MODELS answers)."""
 
     service: str
     name: str
     queue: EndpointQueue
     policy: BatchPolicy
-    retry_on_worker_loss: bool = True
+    description: EndpointDescription
     stats: EndpointStats = field(default_factory=EndpointStats)
     wake_at: float | None = None
 
@@ -173,10 +175,8 @@ class BrokerCore:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
         elif ctl.op is ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "services": {
-                name: {"endpoints": self._effective_endpoints(name, eps),
-                       "workers": self.registry.count(name),
-                       "tasks": self.jobs.tasks.get(name, {}) if self.jobs else {}}
-                for name, eps in self.registry.services.items()}}
+                name: self._describe(name, declared).to_map()
+                for name, declared in self.registry.services.items()}}
         else:
             answer = self.stats(now)
         self._reply(gateway, Reply(ctl.request_id, Status.OK, pack_map(answer)))
@@ -213,8 +213,8 @@ class BrokerCore:
         old = self.registry.remove(identity)
         if old is not None:
             self._recover(old, now, "registered again")
-        for name, desc in ready.endpoints.items():
-            self._endpoint(ready.service, name, desc)
+        for desc in ready.endpoints.values():
+            self._endpoint(desc)
         self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
                                ready.slots, now)
         if self.jobs is not None:
@@ -229,36 +229,39 @@ class BrokerCore:
                 self._limbo.append((service, endpoint, item))
         self._pump(ready.service, now)
 
-    def _effective_endpoints(self, service: str, endpoints: dict) -> dict:
-        """The workers' descriptions of ``service``'s endpoints, with the batching limits this
-        broker applies (``batching.overrides`` replace what the code declares)."""
-        effective = {}
-        for name, desc in endpoints.items():
-            endpoint = self.endpoints.get((service, name))
-            if endpoint is not None and desc.get("batchable"):
-                limits = endpoint.policy.limits
-                desc = {**desc, "max_batch_size": limits.max_batch_size,
-                        "max_latency_ms": limits.max_latency_s * 1000.0}
-            effective[name] = desc
-        return effective
+    def _describe(self, service: str, declared: dict[str, EndpointDescription]
+                  ) -> ServiceDescription:
+        """``service`` as MODELS answers: the endpoints of its latest READY with this broker's
+        limits, its tasks, and its workers."""
+        return ServiceDescription(
+            service, {name: self.endpoints[(service, name)].description for name in declared},
+            self.jobs.tasks_of(service) if self.jobs is not None else {},
+            self.registry.count(service))
 
-    def _endpoint(self, service: str, name: str, desc: dict) -> Endpoint:
-        key = (service, name)
-        override = self.config.batching_overrides.get(f"{service}.{name}", {})
-        limits = BatchLimits(
-            max_batch_size=int(override.get("max_batch_size", desc.get("max_batch_size", 1)))
-            if desc.get("batchable") else 1,
-            max_latency_s=float(override.get("max_latency_ms", desc.get("max_latency_ms", 0)))
-            / 1000.0 if desc.get("batchable") else 0.0)
+    def _endpoint(self, desc: EndpointDescription) -> Endpoint:
+        """The endpoint a worker described, made or updated; ``batching.overrides`` replace
+        the batching limits that the code declares."""
+        key = (desc.service, desc.name)
+        if desc.batchable:
+            override = self.config.batching_overrides.get(f"{desc.service}.{desc.name}", {})
+            limits = BatchLimits(
+                max_batch_size=int(override.get("max_batch_size", desc.max_batch_size)),
+                max_latency_s=float(override.get("max_latency_ms", desc.max_latency_ms))
+                / 1000.0)
+            desc = replace(desc, max_batch_size=limits.max_batch_size,
+                           max_latency_ms=limits.max_latency_s * 1000.0)
+        else:
+            limits = BatchLimits(max_batch_size=1, max_latency_s=0.0)
         endpoint = self.endpoints.get(key)
         if endpoint is None:
-            endpoint = Endpoint(service, name, EndpointQueue(self.config.max_queue),
-                                BatchPolicy(limits))
+            endpoint = Endpoint(desc.service, desc.name, EndpointQueue(self.config.max_queue),
+                                BatchPolicy(limits), desc)
             self.endpoints[key] = endpoint
-            self._by_service.setdefault(service, []).append(endpoint)
-        elif endpoint.policy.limits != limits:
-            endpoint.policy = BatchPolicy(limits, endpoint.policy.model)
-        endpoint.retry_on_worker_loss = bool(desc.get("retry_on_worker_loss", True))
+            self._by_service.setdefault(desc.service, []).append(endpoint)
+        else:
+            if endpoint.policy.limits != limits:
+                endpoint.policy = BatchPolicy(limits, endpoint.policy.model)
+            endpoint.description = desc
         return endpoint
 
     def _on_result(self, worker: WorkerState, result: Result, now: float) -> None:
@@ -393,7 +396,7 @@ class BrokerCore:
             if flight is None:
                 continue
             for item in flight.waiting.values():
-                retry = (flight.endpoint.retry_on_worker_loss and item.deadline > now
+                retry = (flight.endpoint.description.retry_on_worker_loss and item.deadline > now
                          and item.attempts < self.config.max_dispatches)
                 if retry:
                     flight.endpoint.queue.push(item, force=True)

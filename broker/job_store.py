@@ -9,6 +9,7 @@ opaque blobs (codec payloads); nothing here decodes them.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
 
 from broker.jobs.model import Job
@@ -43,9 +44,8 @@ CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, state, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
 """
 
-_FIELDS = ("id", "service", "task", "state", "attempts", "max_attempts", "timeout_s",
-           "created_at", "updated_at", "started_at", "finished_at", "progress", "error",
-           "not_before", "worker", "cancel_requested", "idempotency_key", "expires_at")
+# the columns: every field of a Job but its lease (a recovered running job is leased again)
+_FIELDS = tuple(f.name for f in fields(Job) if f.name != "lease_until")
 _COLUMNS = ", ".join(_FIELDS)
 _MUTABLE = [f for f in _FIELDS if f not in ("id", "service", "task", "created_at",
                                             "idempotency_key", "max_attempts", "timeout_s")]

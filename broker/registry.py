@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from zeroserve.liveness import Liveness
+from zeroserve.wire.descriptions import EndpointDescription
 
 
 @dataclass(eq=False)
@@ -36,7 +37,8 @@ class WorkerRegistry:
         self.liveness_s = liveness_s  # a worker silent for longer is dead (zeroserve.liveness)
         self._workers: dict[bytes, WorkerState] = {}
         self._idle: dict[str, OrderedDict[bytes, None]] = {}
-        self.services: dict[str, dict] = {}  # service -> endpoint descriptions, kept after leaving
+        # service -> its endpoints as its latest READY described them, kept after it leaves
+        self.services: dict[str, dict[str, EndpointDescription]] = {}
 
     def __len__(self) -> int:
         return len(self._workers)

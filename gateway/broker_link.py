@@ -12,7 +12,6 @@ import itertools
 import logging
 import struct
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -20,8 +19,8 @@ import zmq
 from zeroserve.curve import Curve
 from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
-from zeroserve.schema import Field
 from zeroserve.sockets import open_socket
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
 from zeroserve.wire.frontend import Control, ControlOp, Reply, Request, error_reply, parse_reply
 
@@ -32,18 +31,7 @@ log = logging.getLogger("zeroserve.gateway")
 _GRACE_S = 0.5
 
 
-@dataclass
-class EndpointInfo:
-    """What the gateway knows of an endpoint, from the broker's MODELS answer."""
-
-    service: str
-    name: str
-    inputs: list[Field]
-    output: Field
-    batchable: bool
-    max_batch_size: int
-    batch_dim: int
-    max_latency_ms: float = 0.0
+EndpointInfo = EndpointDescription  # the name the front ends' handlers know it by
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -66,8 +54,11 @@ class BrokerLink:
         self._ids = itertools.count(1)
         self._pending: dict[bytes, tuple[asyncio.Future, list]] = {}
         self.broker_id: str | None = None
-        self.services: dict[str, dict] = {}  # name -> {"endpoints": ..., "workers": n}
-        self._endpoints: dict[tuple[str, str], EndpointInfo] = {}
+        # the broker's MODELS answer: each service's description, and its map (as
+        # /v1/services and gRPC Services serve it)
+        self.descriptions: dict[str, ServiceDescription] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self._endpoints: dict[tuple[str, str], EndpointDescription] = {}
         self._models_at = 0.0
         self._tasks: list[asyncio.Task] = []
 
@@ -136,11 +127,11 @@ class BrokerLink:
 
     # ------------------------------------------------------------ schemas
 
-    def cached_endpoint(self, service: str, name: str) -> EndpointInfo | None:
+    def cached_endpoint(self, service: str, name: str) -> EndpointDescription | None:
         """The schema of an endpoint if this gateway has seen it (no broker call)."""
         return self._endpoints.get((service, name))
 
-    async def endpoint(self, service: str, name: str) -> EndpointInfo | None:
+    async def endpoint(self, service: str, name: str) -> EndpointDescription | None:
         """The schema of an endpoint, refreshing from the broker once if unknown."""
         info = self._endpoints.get((service, name))
         if info is None and await self.refresh_if_stale():
@@ -161,19 +152,20 @@ class BrokerLink:
         except TimeoutError:
             return
         self._models_at = time.monotonic()
-        self.services = answer.get("services", {})
-        endpoints = {}
-        for service, info in self.services.items():
-            for name, desc in info.get("endpoints", {}).items():
-                try:
-                    endpoints[(service, name)] = EndpointInfo(
-                        service, name, [Field.from_description(d) for d in desc["inputs"]],
-                        Field.from_description(desc["output"]), bool(desc.get("batchable")),
-                        int(desc.get("max_batch_size", 1)), int(desc.get("batch_dim", 0)),
-                        float(desc.get("max_latency_ms", 0.0)))
-                except (KeyError, TypeError, ValueError) as exc:
-                    log.warning("gateway: ignoring bad schema of %s.%s: %s", service, name, exc)
-        self._endpoints.update(endpoints)
+        services = answer.get("services") if isinstance(answer, dict) else None
+        if not isinstance(services, dict):
+            log.warning("gateway: ignoring a MODELS answer without services")
+            return
+        described = {}
+        for name, desc in services.items():
+            try:
+                described[name] = ServiceDescription.from_map(name, desc)
+            except ProtocolError as exc:
+                log.warning("gateway: ignoring the bad description of service %s: %s", name, exc)
+        self.descriptions = described
+        self.services = {name: desc.to_map() for name, desc in described.items()}
+        self._endpoints.update({(desc.service, desc.name): desc for service in described.values()
+                                for desc in service.endpoints.values()})
 
     # ------------------------------------------------------------ background
 
@@ -225,4 +217,4 @@ class BrokerLink:
 
     def describe(self) -> dict[str, Any]:
         return {"broker": self.address, "broker_id": self.broker_id, "alive": self.alive,
-                "services": {k: v.get("workers", 0) for k, v in self.services.items()}}
+                "services": {name: desc.workers for name, desc in self.descriptions.items()}}

@@ -12,8 +12,9 @@ from typing import Any
 
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
-from zeroserve.schema import Field, InvalidInput, validate_inputs
-from zeroserve.wire import codec
+from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.wire import codec, descriptions
+from zeroserve.wire.descriptions import TaskDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
 
@@ -39,35 +40,28 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
     return answer
 
 
-async def find_task(link: BrokerLink, service: str, task: str) -> list[Field]:
-    """The input schema of ``service``'s task ``task`` (404 / 400 / 503 if there is none)."""
-    for attempt in (1, 2):
-        desc = link.services.get(service, {}).get("tasks", {}).get(task)
-        if desc is not None:
-            try:
-                return [Field.from_description(d) for d in desc["inputs"]]
-            except (KeyError, TypeError, ValueError):
-                raise RequestFailed(Status.INTERNAL, f"task {service}/{task} has a bad "
-                                                     "schema") from None
-        if attempt == 1 and not await link.refresh_if_stale():
-            break
+async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
+    """``service``'s task ``task`` (404 / 400 if there is none, 503 without a broker)."""
+    try:
+        return descriptions.find_task(link.descriptions, service, task)
+    except descriptions.TaskNotFound as exc:
+        missing = exc
+    if await link.refresh_if_stale():
+        try:
+            return descriptions.find_task(link.descriptions, service, task)
+        except descriptions.TaskNotFound as exc:
+            missing = exc
     if not link.alive:
         raise RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer")
-    info = link.services.get(service)
-    if info is None:
-        raise RequestFailed(Status.NOT_FOUND, f"unknown service '{service}'")
-    if task in info.get("endpoints", {}):
-        raise RequestFailed(Status.BAD_REQUEST, f"'{service}/{task}' is a real-time endpoint, "
-                                                "not a task: call it directly")
-    raise RequestFailed(Status.NOT_FOUND, f"service '{service}' has no task '{task}'")
+    raise RequestFailed(missing.status, str(missing))
 
 
 async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
                      idempotency_key: str | None, max_input_bytes: int) -> dict:
     """Check and submit a job; the broker's answer ``{"job", "created"}``."""
-    fields = await find_task(link, service, task)
+    found = await find_task(link, service, task)
     try:
-        blob, _ = codec.encode(validate_inputs(fields, inputs), threshold=1 << 62)
+        blob, _ = codec.encode(validate_inputs(found.inputs, inputs), threshold=1 << 62)
     except InvalidInput as exc:
         raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
     except codec.CodecError as exc:

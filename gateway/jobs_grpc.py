@@ -12,16 +12,13 @@ from gateway.grpc_calls import caller, decode_inputs, grpc_boundary
 from gateway.jobs_calls import job_call, submit_job
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+from zeroserve.wire.descriptions import JOB_MAP_KEYS
 from zeroserve.wire.frontend import ControlOp
-
-_JOB_FIELDS = ("id", "service", "endpoint", "state", "attempts", "max_attempts", "progress",
-               "error", "created_at", "updated_at", "started_at", "finished_at", "expires_at",
-               "cancel_requested", "idempotency_key")
 
 
 def job_message(job: dict[str, Any]) -> pb.Job:
     """The Job message of the broker's job map (absent values stay unset)."""
-    return pb.Job(**{k: job[k] for k in _JOB_FIELDS if job.get(k) is not None})
+    return pb.Job(**{k: job[k] for k in JOB_MAP_KEYS if job.get(k) is not None})
 
 
 class JobsService(pb_grpc.JobsServicer):

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.broker_link import EndpointInfo
 from zeroserve.schema import Field
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.dtypes import dtype_named
 from zeroserve.wire.oip_tensors import TensorError, as_output, datatype_of
 
@@ -38,10 +38,12 @@ class ModelRef:
 
 
 def model_names(services: dict[str, Any]) -> list[ModelRef]:
-    """Every model of the broker's MODELS answer: each service, then each of its endpoints."""
+    """Every model of ``services`` (service name -> the map of its
+    :class:`~zeroserve.wire.descriptions.ServiceDescription`, as the gateway keeps the
+    broker's MODELS answer): each service, then each of its endpoints."""
     refs = []
     for service, info in services.items():
-        endpoints = list(info.get("endpoints", {}))
+        endpoints = list(info["endpoints"])
         if endpoints:
             refs.append(ModelRef(service, service, endpoints[0]))
         refs.extend(ModelRef(f"{service}.{ep}", service, ep) for ep in endpoints)
@@ -49,11 +51,11 @@ def model_names(services: dict[str, Any]) -> list[ModelRef]:
 
 
 def repository_index(services: dict[str, Any], ready_only: bool = False) -> list[dict[str, str]]:
-    """The model_repository index of ``services`` (the broker's MODELS answer, already limited
+    """The model_repository index of ``services`` (as for :func:`model_names`, already limited
     to what the caller may see): every model, ``READY`` while a worker serves it."""
     index = []
     for ref in model_names(services):
-        ready = bool(services[ref.service].get("workers"))
+        ready = bool(services[ref.service]["workers"])
         if ready or not ready_only:
             index.append({"name": ref.name, "version": VERSION,
                           "state": "READY" if ready else "UNAVAILABLE",
@@ -62,17 +64,19 @@ def repository_index(services: dict[str, Any], ready_only: bool = False) -> list
 
 
 def resolve(model: str, services: dict[str, Any]) -> ModelRef | None:
-    """The endpoint serving ``model``, or None if no service has it."""
+    """The endpoint serving ``model`` among ``services`` (as for :func:`model_names`), or
+    None if no service has it."""
     info = services.get(model)
-    if info is not None and info.get("endpoints"):
+    if info is not None and info["endpoints"]:
         return ModelRef(model, model, next(iter(info["endpoints"])))
     service, dot, endpoint = model.rpartition(".")
-    if dot and endpoint in services.get(service, {}).get("endpoints", {}):
+    info = services.get(service) if dot else None
+    if info is not None and endpoint in info["endpoints"]:
         return ModelRef(model, service, endpoint)
     return None
 
 
-def batches(info: EndpointInfo) -> bool:
+def batches(info: EndpointDescription) -> bool:
     """Whether OIP clients may send several rows: a batching endpoint along dimension 0."""
     return info.batchable and info.batch_dim == 0 and info.max_batch_size > 1
 
@@ -87,11 +91,11 @@ def _tensor(field: Field, batched: bool) -> tuple[str, list[int]]:
     return datatype, shape
 
 
-def _outputs(info: EndpointInfo) -> list[Field]:
+def _outputs(info: EndpointDescription) -> list[Field]:
     return [] if info.output.kind in ("dict", "any") else [info.output]
 
 
-def metadata(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
+def metadata(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
     """The model metadata object (``GET /v2/models/{m}``)."""
     batched = batches(info)
 
@@ -120,7 +124,7 @@ def config_datatype(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
-def config(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
+def config(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
     """The Triton model configuration (``GET /v2/models/{m}/config``), as JSON.
 
     ``input`` and ``output`` list the same tensors as the metadata, with Triton's
@@ -136,7 +140,7 @@ def config(ref: ModelRef, info: EndpointInfo) -> dict[str, Any]:
     return cfg
 
 
-def endpoint_inputs(info: EndpointInfo, tensors: dict[str, tuple[str, np.ndarray]]
+def endpoint_inputs(info: EndpointDescription, tensors: dict[str, tuple[str, np.ndarray]]
                     ) -> dict[str, Any]:
     """The endpoint's inputs from OIP tensors ``{name: (datatype, array)}``.
 
@@ -181,7 +185,7 @@ def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def endpoint_outputs(info: EndpointInfo, value: Any) -> list[tuple[str, np.ndarray]]:
+def endpoint_outputs(info: EndpointDescription, value: Any) -> list[tuple[str, np.ndarray]]:
     """The OIP output tensors of an endpoint's answer: a dict gives one output per key,
     anything else one output named after the declared output."""
     if isinstance(value, dict):

@@ -7,6 +7,7 @@ paths take the model names as an enum. ``/openapi.json`` serves it and
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ml_dtypes
@@ -14,7 +15,9 @@ import numpy as np
 
 from gateway.oip_models import model_names
 from zeroserve.schema import Field
+from zeroserve.wire.descriptions import endpoints_from_map
 from zeroserve.wire.dtypes import dtype_named, is_float
+from zeroserve.wire.envelope import ProtocolError
 from zeroserve.wire.jobs import JobState
 from zeroserve.wire.oip_tensors import DATATYPES, MAX_DIMS
 
@@ -52,7 +55,7 @@ def _tensor(field: Field) -> dict[str, Any]:
     return schema
 
 
-def input_schema(fields: list[Field]) -> dict[str, Any]:
+def input_schema(fields: Sequence[Field]) -> dict[str, Any]:
     """The JSON schema of an endpoint's body: an object of its named inputs."""
     properties = {f.name: _tensor(f) if f.kind == "tensor" else dict(_JSON_SCALAR.get(f.kind, {}))
                   for f in fields}
@@ -122,7 +125,8 @@ def _job_paths() -> dict[str, Any]:
 
 
 def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
-    """The OpenAPI document for ``services`` (the broker's MODELS answer)."""
+    """The OpenAPI document for ``services`` (service name -> the map of its description,
+    as the gateway keeps the broker's MODELS answer)."""
     paths: dict[str, Any] = {
         "/healthz": _get("The gateway process is up", "up"),
         "/readyz": _get("The broker answers and a worker serves", "ready", 503),
@@ -138,11 +142,11 @@ def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
         **_job_paths(),
     }
     for service, info in sorted(services.items()):
-        for endpoint, desc in info.get("endpoints", {}).items():
-            try:
-                fields = [Field.from_description(d) for d in desc["inputs"]]
-            except (KeyError, TypeError, ValueError):
-                continue
+        try:
+            endpoints = endpoints_from_map(service, info["endpoints"])
+        except ProtocolError:
+            continue
+        for endpoint, desc in endpoints.items():
             paths[f"/{service}/{endpoint}"] = {"post": {
                 "summary": f"Call {service}.{endpoint}",
                 "parameters": [{"name": "X-Zeroserve-Timeout", "in": "header",
@@ -150,7 +154,7 @@ def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
                                 "schema": {"type": "number", "minimum": 0,
                                            "exclusiveMinimum": True}}],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": input_schema(fields)}}},
+                    "application/json": {"schema": input_schema(desc.inputs)}}},
                 "responses": _responses("the endpoint's answer", *_CALL_ERRORS)}}
     models = sorted(ref.name for ref in model_names(services))
     if models:

@@ -1,21 +1,24 @@
 """Input and output schemas of endpoints, and validation of incoming values.
 
 A schema is a list of :class:`Field`; it travels from worker to broker to
-gateway as plain dicts (``Field.describe`` / ``Field.from_description``), and
-the gateway validates every request against it before anything reaches the
-broker. A tensor's ``dtype`` is any name numpy knows (``"float32"``, ``"<i8"``)
-or ``"bfloat16"`` (``ml_dtypes.bfloat16``).
+gateway inside the descriptions of ``zeroserve.wire.descriptions`` (as maps:
+``Field.to_map`` / ``Field.from_map``), and the gateway validates every request
+against it before anything reaches the broker. A tensor's ``dtype`` is any
+name numpy knows (``"float32"``, ``"<i8"``) or ``"bfloat16"``
+(``ml_dtypes.bfloat16``).
 """
 from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
 from zeroserve.wire.dtypes import BFLOAT16, dtype_named, is_float
+from zeroserve.wire.envelope import ProtocolError
 
 KINDS = ("tensor", "int", "float", "str", "bool", "list", "dict", "any")
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -56,20 +59,49 @@ class Field:
     shape: tuple | None = None
     required: bool = True
 
-    def describe(self) -> dict:
+    def to_map(self) -> dict:
+        """The map that endpoint and task descriptions carry (``zeroserve.wire.descriptions``)."""
         return {"name": self.name, "kind": self.kind, "dtype": self.dtype,
                 "shape": None if self.shape is None else list(self.shape),
                 "required": self.required}
 
     @classmethod
-    def from_description(cls, desc: dict) -> Field:
-        kind = desc.get("kind", "any")
+    def from_map(cls, value: Any, what: str = "field") -> Field:
+        """Read a field's map (absent keys take the defaults above); raises
+        :class:`~zeroserve.wire.envelope.ProtocolError` with the reason on a bad one."""
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{what} must be a map")
+        name = value.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"{what} needs a name")
+        what = f"{what} '{name}'"
+        kind, dtype = value.get("kind", "any"), value.get("dtype")
         if kind not in KINDS:
-            raise ValueError(f"unknown field kind {kind!r}")
-        shape = desc.get("shape")
-        return cls(str(desc["name"]), kind, desc.get("dtype"),
-                   None if shape is None else tuple(-1 if d is None else int(d) for d in shape),
-                   bool(desc.get("required", True)))
+            raise ProtocolError(f"{what}: unknown kind {kind!r}")
+        if dtype is not None and not _names_a_dtype(dtype):
+            raise ProtocolError(f"{what}: dtype must be the name of a dtype or null")
+        shape = value.get("shape")
+        if shape is not None and (not isinstance(shape, list) or not all(
+                d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= -1)
+                for d in shape)):
+            raise ProtocolError(f"{what}: shape must be a list of sizes (-1 or null: any) "
+                                "or null")
+        required = value.get("required", True)
+        if not isinstance(required, bool):
+            raise ProtocolError(f"{what}: required must be a boolean")
+        return cls(name, kind, dtype,
+                   None if shape is None else tuple(-1 if d is None else d for d in shape),
+                   required)
+
+
+def _names_a_dtype(name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        dtype_named(name)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _check_shape(field: Field, shape: tuple) -> None:
@@ -165,7 +197,7 @@ def coerce_value(field: Field, value: Any) -> Any:
     return list(value) if field.kind == "list" else value
 
 
-def validate_inputs(fields: list[Field], values: Any) -> dict[str, Any]:
+def validate_inputs(fields: Sequence[Field], values: Any) -> dict[str, Any]:
     """Check a request's inputs against the schema; raise :class:`InvalidInput` with the reason."""
     if not isinstance(values, dict):
         raise InvalidInput("(body)", f"expected an object of named inputs, got "

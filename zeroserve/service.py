@@ -20,6 +20,7 @@ from typing import Any
 
 from zeroserve.schema import Field, field_from_hint
 from zeroserve.task import task_specs
+from zeroserve.wire.descriptions import EndpointDescription
 
 _API_ATTR = "__zeroserve_api__"
 _SERVICE_ATTR = "__zeroserve_service__"
@@ -52,17 +53,12 @@ class EndpointSpec:
     batch_dim: int = 0
     retry_on_worker_loss: bool = True
 
-    def describe(self) -> dict:
-        """The plain-dict form sent in READY and served to gateways."""
-        return {
-            "inputs": [f.describe() for f in self.inputs],
-            "output": self.output.describe(),
-            "batchable": self.batchable,
-            "max_batch_size": self.max_batch_size if self.batchable else 1,
-            "max_latency_ms": self.max_latency_ms if self.batchable else 0.0,
-            "batch_dim": self.batch_dim,
-            "retry_on_worker_loss": self.retry_on_worker_loss,
-        }
+    def describe(self, service: str) -> EndpointDescription:
+        """What READY tells the broker of this endpoint of ``service``."""
+        return EndpointDescription(
+            service, self.name, tuple(self.inputs), self.output, self.batchable,
+            self.max_batch_size if self.batchable else 1, self.batch_dim,
+            self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss)
 
 
 @dataclass
@@ -75,8 +71,9 @@ class ServiceSpec:
     tasks: dict = field(default_factory=dict)  # name -> zeroserve.task.TaskSpec
     target: str | None = None  # how the operator named it (path/file.py:Class), if loaded
 
-    def describe(self) -> dict:
-        return {name: ep.describe() for name, ep in self.endpoints.items()}
+    def describe(self) -> dict[str, EndpointDescription]:
+        """The endpoints that READY announces, by name."""
+        return {name: ep.describe(self.name) for name, ep in self.endpoints.items()}
 
 
 def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool = False,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroserve.schema import Field, field_from_hint
+from zeroserve.wire.descriptions import TASK_MAX_ATTEMPTS, TASK_TIMEOUT_S, TaskDescription
 
 _TASK_ATTR = "__zeroserve_task__"
 
@@ -73,13 +74,15 @@ class TaskSpec:
     context_arg: str | None
 
     def describe(self) -> dict:
-        """The plain-dict form sent in READY and served to gateways."""
-        return {"inputs": [f.describe() for f in self.inputs], "output": self.output.describe(),
-                "timeout_s": self.timeout_s, "max_attempts": self.max_attempts}
+        """The map of its :class:`~zeroserve.wire.descriptions.TaskDescription`, as the job
+        lane announces it in READY."""
+        return TaskDescription(self.name, tuple(self.inputs), self.output, self.timeout_s,
+                               self.max_attempts).to_map()
 
 
-def task(fn: Callable | None = None, *, name: str | None = None, timeout_s: float = 600.0,
-         max_attempts: int = 3, inputs: dict | None = None, outputs: Any = None) -> Any:
+def task(fn: Callable | None = None, *, name: str | None = None,
+         timeout_s: float = TASK_TIMEOUT_S, max_attempts: int = TASK_MAX_ATTEMPTS,
+         inputs: dict | None = None, outputs: Any = None) -> Any:
     """Mark a method of a service class as a task, run as a durable job.
 
     ``timeout_s`` bounds one execution (the job lane stops it and counts a

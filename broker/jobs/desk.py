@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from broker.job_store import JobStore
@@ -22,6 +22,13 @@ from broker.jobs.scheduler import JobScheduler
 from zeroserve.config import HeartbeatSettings, JobsSettings
 from zeroserve.wire import jobs as jp
 from zeroserve.wire.backend import Ready
+from zeroserve.wire.descriptions import (
+    ServiceDescription,
+    TaskDescription,
+    TaskNotFound,
+    find_task,
+    tasks_from_map,
+)
 from zeroserve.wire.envelope import ProtocolError, Status, pack_map
 from zeroserve.wire.frontend import Control, ControlOp, Reply, error_reply
 from zeroserve.wire.jobs import JobState
@@ -81,8 +88,8 @@ class JobDesk:
         self._send_front = send_front
         self.clock = clock
         self.scheduler = JobScheduler(config.policy)
-        self.tasks: dict[str, dict] = {}           # service -> task name -> description
-        self._endpoints: dict[str, set] = {}       # service -> real-time endpoint names
+        # service -> its endpoints and tasks as its workers' latest READY described them
+        self._services: dict[str, ServiceDescription] = {}
         self._workers: dict[bytes, str] = {}       # backend identity -> worker id
         self._identity_of: dict[str, bytes] = {}   # worker id -> its latest identity
         self._leaving: dict[str, float] = {}       # worker id -> when to stop hearing it
@@ -129,17 +136,25 @@ class JobDesk:
 
     # ------------------------------------------------------------ lanes
 
+    def tasks_of(self, service: str) -> Mapping[str, TaskDescription]:
+        """The tasks that ``service``'s workers announced (none if it has no job lane)."""
+        known = self._services.get(service)
+        return known.tasks if known is not None else {}
+
     def lane_ready(self, identity: bytes, ready: Ready) -> None:
-        """A worker registered: remember its tasks and open its lane, if it has one."""
-        self._endpoints[ready.service] = set(ready.endpoints)
+        """A worker registered: remember its endpoints and tasks, and open its lane, if it
+        has one (a worker without a lane leaves the service's tasks as they were)."""
+        self._services[ready.service] = ServiceDescription(
+            ready.service, ready.endpoints, self.tasks_of(ready.service))
         try:
             lane = jp.parse_lane(ready.jobs)
+            tasks = tasks_from_map(lane.tasks) if lane is not None else {}
         except ProtocolError as exc:
             log.warning("broker: worker %s announced a bad job lane (%s)", ready.worker_id, exc)
             return
         if lane is None:
             return
-        self.tasks[ready.service] = lane.tasks
+        self._services[ready.service] = replace(self._services[ready.service], tasks=tasks)
         self._workers[identity] = ready.worker_id
         self._identity_of[ready.worker_id] = identity
         self._leaving.pop(ready.worker_id, None)
@@ -247,19 +262,14 @@ class JobDesk:
                                   code=int(Status.INTERNAL))
         self._outbox.append((None, [gateway, *reply.to_frames()]))
 
-    def _check_task(self, service: str, task: str) -> dict:
-        desc = self.tasks.get(service, {}).get(task)
-        if desc is not None:
-            return desc
-        if task in self._endpoints.get(service, ()):
-            raise JobError(Status.BAD_REQUEST, f"'{service}/{task}' is a real-time endpoint, "
-                                               "not a task: call it directly")
-        if service in self.tasks or service in self._endpoints:
-            raise JobError(Status.NOT_FOUND, f"service '{service}' has no task '{task}'")
-        if self.clock() - self.started < self.config.grace_s:
+    def _check_task(self, service: str, task: str) -> TaskDescription:
+        if service not in self._services and self.clock() - self.started < self.config.grace_s:
             raise JobError(Status.NO_WORKER, f"no worker of '{service}' has registered yet "
                                              "since the broker started; retry shortly")
-        raise JobError(Status.NOT_FOUND, f"unknown service '{service}'")
+        try:
+            return find_task(self._services, service, task)
+        except TaskNotFound as exc:
+            raise JobError(exc.status, str(exc)) from None
 
     def _submit(self, args: dict) -> dict:
         service, task, inputs = args.get("service"), args.get("task"), args.get("inputs")
@@ -277,16 +287,15 @@ class JobDesk:
         if key is not None:
             existing = self.store.find_key(key)
             if existing is not None:
-                return {"job": self._fresh(existing).public(), "created": False}
+                return {"job": self._fresh(existing).describe().to_map(), "created": False}
         now = self.clock()
         job = Job(os.urandom(8).hex(), service, task, JobState.QUEUED,
-                  max_attempts=int(desc.get("max_attempts", 3)),
-                  timeout_s=float(desc.get("timeout_s", 600.0)), created_at=now, updated_at=now,
-                  idempotency_key=key)
+                  max_attempts=desc.max_attempts, timeout_s=desc.timeout_s, created_at=now,
+                  updated_at=now, idempotency_key=key)
         self.store.insert(job, inputs)
         self.scheduler.add(job, now)
         self._pump()
-        return {"job": job.public(), "created": True}
+        return {"job": job.describe().to_map(), "created": True}
 
     def _fresh(self, job: Job) -> Job:
         """The in-memory copy of an active job (newer progress), else the stored one."""
@@ -305,14 +314,14 @@ class JobDesk:
         return job
 
     def _get(self, args: dict) -> dict:
-        return {"job": self._find(args).public()}
+        return {"job": self._find(args).describe().to_map()}
 
     def _result(self, args: dict) -> dict:
         job = self._find(args)
         if job.state is not JobState.SUCCEEDED:
             detail = f": {job.error}" if job.error and job.state.terminal else ""
             raise JobError(Status.CONFLICT, f"job {job.id} is {job.state.value}{detail}")
-        return {"job": job.public(), "result": self.store.result(job.id) or b""}
+        return {"job": job.describe().to_map(), "result": self.store.result(job.id) or b""}
 
     def _cancel(self, args: dict) -> dict:
         job = self._find(args)
@@ -323,7 +332,7 @@ class JobDesk:
         self.store.update(active)
         if worker is not None:
             self._outbox.append((worker, jp.JobCancel(active.id, active.attempts).to_frames()))
-        return {"job": active.public()}
+        return {"job": active.describe().to_map()}
 
     def _retry(self, args: dict) -> dict:
         job = self._find(args)
@@ -333,7 +342,7 @@ class JobDesk:
         self.scheduler.requeue(job, self.clock())
         self.store.update(job)
         self._pump()
-        return {"job": job.public()}
+        return {"job": job.describe().to_map()}
 
     def _list(self, args: dict) -> dict:
         service, state = args.get("service") or None, args.get("state") or None
@@ -349,7 +358,7 @@ class JobDesk:
         if self._store is None and not os.path.exists(self.config.store_path):
             return {"jobs": [], "next": None}
         jobs, cursor = self.store.page(service, state, after, limit)
-        return {"jobs": [self._fresh(job).public() for job in jobs], "next": cursor}
+        return {"jobs": [self._fresh(job).describe().to_map() for job in jobs], "next": cursor}
 
     # ------------------------------------------------------------ reporting
 

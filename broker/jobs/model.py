@@ -1,15 +1,18 @@
 """A job as the broker keeps it, and the policy numbers that govern leases and retries."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
 
+from zeroserve.wire.descriptions import JobDescription
 from zeroserve.wire.jobs import JobState
 
 
 @dataclass(eq=False)
 class Job:
     """One job: what to run, where it is, and its history. Times are wall-clock seconds.
+
+    Every field of :class:`~zeroserve.wire.descriptions.JobDescription` (what callers see)
+    is one of its fields, under the same name; the store keeps them all but the lease.
 
     ``attempts`` counts executions handed to a lane (failed, timed out, or lost);
     ``worker`` and ``lease_until`` describe the current lease while ``running``.
@@ -35,16 +38,9 @@ class Job:
     idempotency_key: str | None = None
     expires_at: float | None = None
 
-    def public(self) -> dict[str, Any]:
+    def describe(self) -> JobDescription:
         """The status answer: everything a caller may see (no inputs, no result)."""
-        return {"id": self.id, "service": self.service, "endpoint": self.task,
-                "state": self.state.value, "attempts": self.attempts,
-                "max_attempts": self.max_attempts, "progress": self.progress,
-                "error": self.error, "created_at": self.created_at,
-                "updated_at": self.updated_at, "started_at": self.started_at,
-                "finished_at": self.finished_at, "expires_at": self.expires_at,
-                "cancel_requested": self.cancel_requested,
-                "idempotency_key": self.idempotency_key}
+        return JobDescription(**{f.name: getattr(self, f.name) for f in fields(JobDescription)})
 
 
 @dataclass(frozen=True)

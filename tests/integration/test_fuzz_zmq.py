@@ -17,6 +17,7 @@ from cluster import Cluster, free_port
 
 import zeroserve
 from zeroserve.wire.backend import Ready, Result, ResultItem, disconnect, heartbeat
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import Control, ControlOp, Request
 from zeroserve.wire.jobs import EventKind, JobEvent
@@ -39,8 +40,7 @@ def _rss_kib(pid: int) -> int:
 def _valid_messages() -> list[list[bytes]]:
     """Well-formed messages of every kind, for the mutator to start from."""
     request = Request(b"\x00" * 8, "fuzzsvc", "run", 1000, b"\x81\xa1x\x90", [b"raw"], 1, b"")
-    ready = Ready("fuzz-worker", "fuzzsvc", {"run": {"inputs": [], "output": {"name": "o"}}},
-                    2)
+    ready = Ready("fuzz-worker", "fuzzsvc", {"run": EndpointDescription("fuzzsvc", "run")}, 2)
     result = Result(7, 0.001, [ResultItem(b"\x00" * 8, Status.OK, [b"\x80"])])
     event = JobEvent("job-1", 1, "fuzz-worker", EventKind.PROGRESS, progress=0.5)
     frames = [request.to_frames(), Control(b"c", ControlOp.PING, {}).to_frames(),
@@ -98,7 +98,7 @@ def test_broker_survives_garbage_on_every_socket(cluster: Cluster, tmp_path: Pat
         sink = open_socket(zmq.PUSH, lane_push, bind=True)
         lane = open_socket(zmq.DEALER, f"tcp://127.0.0.1:{cluster.backend_port}")
         lane.send_multipart(Ready(
-            "fuzz-lane", "fuzzlane", {"noop": {"inputs": [], "output": {"name": "o"}}}, 1,
+            "fuzz-lane", "fuzzlane", {"noop": EndpointDescription("fuzzlane", "noop")}, 1,
             jobs={"slots": 1, "pull": lane_pull, "push": lane_push, "tasks": {}}).to_frames())
 
         assert sink.poll(5000, zmq.POLLOUT), "the broker never connected its job sink"

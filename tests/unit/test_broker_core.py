@@ -1,11 +1,15 @@
 """BrokerCore with an injected clock and captured sends: routing, deadlines, eviction."""
+from dataclasses import replace
+
 from broker.core import BrokerConfig, BrokerCore
 from zeroserve.wire.backend import Ready, Result, ResultItem, disconnect, parse_batch
-from zeroserve.wire.envelope import Command, Status, split_command, unpack_map
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
+from zeroserve.wire.envelope import PROTOCOL, Command, Status, pack_map, split_command, unpack_map
 from zeroserve.wire.frontend import Control, ControlOp, Request, error_details, parse_reply
 
-ENDPOINTS = {"predict": {"inputs": [], "batchable": False},
-             "tag": {"inputs": [], "batchable": True, "max_batch_size": 8, "max_latency_ms": 10}}
+ENDPOINTS = {"predict": EndpointDescription("svc", "predict"),
+             "tag": EndpointDescription("svc", "tag", batchable=True, max_batch_size=8,
+                                        max_latency_ms=10)}
 
 
 class Harness:
@@ -16,7 +20,8 @@ class Harness:
         self.ids = 0
 
     def worker(self, identity=b"W1", slots=1, now=0.0, service="svc"):
-        self.core.on_backend([identity, *Ready(identity.decode(), service, ENDPOINTS,
+        endpoints = {name: replace(desc, service=service) for name, desc in ENDPOINTS.items()}
+        self.core.on_backend([identity, *Ready(identity.decode(), service, endpoints,
                                                  slots).to_frames()], now)
 
     def request(self, now, timeout_ms=1000, endpoint="predict", service="svc", key=b""):
@@ -169,7 +174,21 @@ def test_models_answer_carries_the_batching_limits_the_broker_applies():
     endpoints = unpack_map(reply.meta, "models")["services"]["svc"]["endpoints"]
     assert endpoints["tag"]["max_batch_size"] == 32
     assert endpoints["tag"]["max_latency_ms"] == 4.0
-    assert endpoints["predict"] == ENDPOINTS["predict"]
+    assert endpoints["predict"] == ENDPOINTS["predict"].to_map()
+
+
+def test_models_answer_describes_each_service_and_a_ready_with_a_bad_endpoint_is_dropped():
+    h = Harness()
+    h.worker()
+    bad = {"worker_id": "W2", "service": "svc", "slots": 1,
+           "endpoints": {"predict": {"max_batch_size": 0}}}
+    h.core.on_backend([b"W2", PROTOCOL, Command.READY.value, pack_map(bad)], 0.0)
+    assert h.core.dropped == 1 and h.core.registry.count("svc") == 1
+    h.core.on_frontend([b"G", *Control(b"\x00" * 8, ControlOp.MODELS, {}).to_frames()], 0.1)
+    (reply,) = h.replies().values()
+    described = ServiceDescription.from_map(
+        "svc", unpack_map(reply.meta, "models")["services"]["svc"])
+    assert described == ServiceDescription("svc", ENDPOINTS, {}, workers=1)
 
 
 def test_two_gateways_with_the_same_request_id_in_one_batch_both_get_their_answer():

@@ -9,10 +9,11 @@ from broker.jobs.desk import JobDesk, JobsConfig
 from broker.jobs.model import JobPolicy
 from zeroserve.wire import jobs as jp
 from zeroserve.wire.backend import Ready
+from zeroserve.wire.descriptions import EndpointDescription, TaskDescription
 from zeroserve.wire.envelope import Status, split_command, unpack_map
 from zeroserve.wire.frontend import Control, ControlOp, parse_reply
 
-TASKS = {"score": {"inputs": [], "output": {}, "timeout_s": 5.0, "max_attempts": 2}}
+TASKS = {"score": TaskDescription("score", timeout_s=5.0, max_attempts=2).to_map()}
 
 
 class Clock:
@@ -53,7 +54,8 @@ class Harness:
 
     def worker(self, identity=b"I1", worker_id="w1", slots=1, running=()):
         lane = jp.JobLaneInfo(slots, "tcp://pull", "tcp://push", TASKS, list(running))
-        self.desk.lane_ready(identity, Ready(worker_id, "svc", {"rt": {}}, 1, {},
+        self.desk.lane_ready(identity, Ready(worker_id, "svc", {
+            "rt": EndpointDescription("svc", "rt")}, 1, {},
                                                lane.describe()))
 
     def call(self, op, **args):
@@ -113,6 +115,26 @@ def test_unknown_service_is_404(tmp_path):
     h = Harness(tmp_path / "jobs.db")
     status, answer = h.call(ControlOp.JOB_SUBMIT, service="ghost", task="t", inputs=b"")
     assert status is Status.NOT_FOUND and "unknown service" in answer["error"]
+
+
+def test_a_job_takes_its_tasks_limits_and_a_worker_without_a_lane_keeps_the_tasks(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    lane = jp.JobLaneInfo(1, "tcp://pull", "tcp://push", {**TASKS, "plain": {}})
+    h.desk.lane_ready(b"I1", Ready("w1", "svc", {}, 1, {}, lane.describe()))
+    h.desk.lane_ready(b"I2", Ready("w2", "svc", {"rt": EndpointDescription("svc", "rt")}, 1))
+    assert set(h.desk.tasks_of("svc")) == {"score", "plain"}
+    jobs = [h.submit(task=task)[1]["job"] for task in ("score", "plain")]
+    assert [job["max_attempts"] for job in jobs] == [2, 3]  # 3: @zeroserve.task's default
+    assert h.submit(task="rt")[0] is Status.BAD_REQUEST
+
+
+def test_a_lane_with_a_bad_task_opens_no_lane(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    lane = jp.JobLaneInfo(1, "tcp://pull", "tcp://push", {"score": {"max_attempts": 0}})
+    h.desk.lane_ready(b"I1", Ready("w1", "svc", {"rt": EndpointDescription("svc", "rt")}, 1,
+                                   {}, lane.describe()))
+    assert not h.channels.open and h.desk.tasks_of("svc") == {}
+    assert h.submit()[0] is Status.NOT_FOUND
 
 
 def test_result_status_and_conflicts(tmp_path):

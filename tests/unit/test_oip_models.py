@@ -5,7 +5,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from gateway.broker_link import EndpointInfo
 from gateway.oip_models import (
     ModelRef,
     config,
@@ -16,6 +15,7 @@ from gateway.oip_models import (
     resolve,
 )
 from zeroserve.schema import Field
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.oip_tensors import TensorError
 
 SERVICES = {"mlp": {"endpoints": {"predict": {}, "embed": {}}, "workers": 1},
@@ -23,10 +23,10 @@ SERVICES = {"mlp": {"endpoints": {"predict": {}, "embed": {}}, "workers": 1},
 
 
 def _info(batchable: bool = False, inputs: list[Field] | None = None,
-          output: Field | None = None) -> EndpointInfo:
-    return EndpointInfo(
+          output: Field | None = None) -> EndpointDescription:
+    return EndpointDescription(
         "mlp", "predict",
-        inputs or [Field("x", "tensor", "float32", (-1, 64))],
+        tuple(inputs or [Field("x", "tensor", "float32", (-1, 64))]),
         output or Field("output", "tensor", "float32", (-1, 10)),
         batchable, 32 if batchable else 1, 0, 20.0)
 

@@ -1,6 +1,7 @@
 """The wire protocol: every command round trips, malformed frames are refused with a reason."""
 import pytest
 
+from zeroserve.schema import Field
 from zeroserve.wire.backend import (
     Batch,
     BatchItem,
@@ -11,6 +12,7 @@ from zeroserve.wire.backend import (
     parse_ready,
     parse_result,
 )
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import (
     MAX_FRAMES,
     PROTOCOL,
@@ -64,7 +66,9 @@ def test_batch_and_result_round_trip():
 
 
 def test_ready_round_trips_and_is_validated():
-    ready = Ready("w1", "mlp", {"predict": {"inputs": []}}, 2, {"pid": 1})
+    ready = Ready("w1", "mlp", {"predict": EndpointDescription(
+        "mlp", "predict", (Field("x", "tensor", "float32", (-1, 4)),), batchable=True,
+        max_batch_size=8, max_latency_ms=5.0)}, 2, {"pid": 1})
     _, rest = after_command(ready.to_frames())
     assert parse_ready(rest) == ready
     with pytest.raises(ProtocolError, match="slots"):

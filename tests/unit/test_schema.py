@@ -75,7 +75,7 @@ def test_schema_comes_from_type_hints():
             return text
 
     spec = service_spec(S)
-    run = spec.endpoints["run"].describe()
+    run = spec.describe()["run"].to_map()
     assert run["inputs"][0] == {"name": "x", "kind": "tensor", "dtype": "float32",
                                 "shape": [-1, 3], "required": True}
     assert run["inputs"][1]["required"] is False and run["max_batch_size"] == 8

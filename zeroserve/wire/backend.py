@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from zeroserve.wire.descriptions import EndpointDescription, endpoints_from_map
 from zeroserve.wire.envelope import (
     PROTOCOL,
     Command,
@@ -27,21 +28,21 @@ class Ready:
     """A worker's registration: the service it loaded, its endpoints and its slots.
 
     ``endpoints`` maps an endpoint name to its description (schema and
-    batching settings, see ``zeroserve.service.EndpointSpec.describe``).
-    ``jobs`` describes the worker's job lane (empty without one; see
-    ``zeroserve.wire.jobs.JobLaneInfo``).
+    batching settings), sent as its map. ``jobs`` describes the worker's job
+    lane (empty without one; see ``zeroserve.wire.jobs.JobLaneInfo``).
     """
 
     worker_id: str
     service: str
-    endpoints: dict
+    endpoints: dict[str, EndpointDescription]
     slots: int
     info: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
 
     def to_frames(self) -> list:
         return [PROTOCOL, Command.READY.value, pack_map({
-            "worker_id": self.worker_id, "service": self.service, "endpoints": self.endpoints,
+            "worker_id": self.worker_id, "service": self.service,
+            "endpoints": {name: desc.to_map() for name, desc in self.endpoints.items()},
             "slots": self.slots, "info": self.info, "jobs": self.jobs})]
 
 
@@ -53,18 +54,17 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
     if not isinstance(body, dict):
         raise ProtocolError("READY body must be a map")
     try:
-        ready = Ready(str(body["worker_id"]), str(body["service"]), dict(body["endpoints"]),
+        service = str(body["service"])
+        ready = Ready(str(body["worker_id"]), service,
+                      endpoints_from_map(service, body["endpoints"]) if service else {},
                       int(body["slots"]), dict(body.get("info") or {}),
                       dict(body.get("jobs") or {}))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # ProtocolError, a ValueError, included
         raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
     if not ready.service or not (ready.endpoints or ready.jobs.get("tasks")):
         raise ProtocolError("READY names no service or no endpoint")
     if not 1 <= ready.slots <= 4096:
         raise ProtocolError(f"READY slots {ready.slots} out of range 1..4096")
-    for name, desc in ready.endpoints.items():
-        if not isinstance(name, str) or not isinstance(desc, dict):
-            raise ProtocolError("READY endpoints must map names to descriptions")
     return ready
 
 
