@@ -6,13 +6,13 @@ import asyncio
 import logging
 import signal
 
-import tornado.httpserver
 import tornado.web
 
+from gateway.accept import ConnectionLimits, GatewayHTTPServer
 from gateway.access import Access, load_access
 from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
-from gateway.grpc_server import start_server
+from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
@@ -27,13 +27,27 @@ _CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk infl
 
 def _finished(handler: tornado.web.RequestHandler) -> None:
     """Every answered request: counted in the metrics; an error also gets a log line (the hot
-    path logs nothing)."""
+    path logs nothing). The line has the path, not the query: a query may carry an API key."""
     status = handler.get_status()
     observe(getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),
             getattr(handler, "metric_route", "other"), status, handler.request.request_time())
     if status >= 400:
         log.log(logging.WARNING if status >= 500 else logging.INFO, "gateway: %d %s %s",
-                status, handler.request.method, handler.request.uri)
+                status, handler.request.method, handler.request.path)
+
+
+def connection_limits(settings: Settings) -> tuple[ConnectionLimits, GrpcKeepalive]:
+    """The bounds on HTTP and gRPC connections, from the ``gateway`` settings."""
+    http = ConnectionLimits(
+        header_timeout_s=settings.get("gateway.header_timeout_s"),
+        idle_timeout_s=settings.get("gateway.idle_timeout_s"),
+        body_timeout_s=settings.get("gateway.body_timeout_s"),
+        max_connections=settings.get("gateway.max_connections"),
+        accept_pause_s=settings.get("gateway.accept_pause_s"))
+    grpc = GrpcKeepalive(interval_s=settings.get("gateway.grpc_keepalive_s"),
+                         timeout_s=settings.get("gateway.grpc_keepalive_timeout_s"),
+                         max_idle_s=settings.get("gateway.idle_timeout_s"))
+    return http, grpc
 
 
 def make_app(link: BrokerLink, settings: Settings, access: Access) -> tornado.web.Application:
@@ -43,7 +57,8 @@ def make_app(link: BrokerLink, settings: Settings, access: Access) -> tornado.we
                         settings.get("gateway.max_body_bytes"), access)
     return tornado.web.Application(job_routes(args, settings.get("jobs.max_input_bytes"))
                                    + oip_routes(args) + routes(args),
-                                   log_function=_finished)
+                                   log_function=_finished,
+                                   max_json_depth=settings.get("gateway.max_json_depth"))
 
 
 async def serve(settings: Settings) -> int:
@@ -61,8 +76,9 @@ async def serve(settings: Settings) -> int:
                       settings.get("heartbeat.liveness"), settings.get("gateway.schema_refresh_s"),
                       keys)
     link.start()
-    server = tornado.httpserver.HTTPServer(
-        make_app(link, settings, access), decompress_request=True,
+    http_limits, grpc_keepalive = connection_limits(settings)
+    server = GatewayHTTPServer(
+        make_app(link, settings, access), http_limits, decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
         max_body_size=settings.get("gateway.max_body_bytes") + _CHUNK_BYTES,
@@ -79,7 +95,8 @@ async def serve(settings: Settings) -> int:
                                              settings.get("request.max_timeout_s"), access,
                                              settings.get("jobs.max_input_bytes"),
                                              settings.get("gateway.reuse_port"),
-                                             settings.get("gateway.max_body_bytes"))
+                                             settings.get("gateway.max_body_bytes"),
+                                             grpc_keepalive)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()

@@ -6,12 +6,12 @@ control call to the broker.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from gateway.invoke import RequestFailed
 from gateway.jobs_calls import job_call, submit_job
-from gateway.rest import _MSGPACK_TYPES, MSGPACK, BaseHandler, BodyHandler, to_json
+from gateway.json_body import dump_json, parse_json
+from gateway.rest import _MSGPACK_TYPES, MSGPACK, BaseHandler, BodyHandler
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
@@ -42,7 +42,7 @@ class _JobHandler(BaseHandler):
             return
         self.set_header("Content-Type", "application/json")
         try:
-            self.finish(to_json(value))
+            self.finish(dump_json(value))
         except (TypeError, ValueError) as exc:
             raise RequestFailed(Status.USER_ERROR,
                                 f"answer cannot be sent as JSON: {exc}") from None
@@ -63,7 +63,7 @@ class JobsHandler(_JobHandler, BodyHandler):
             if ctype.strip().lower() in _MSGPACK_TYPES:
                 body = codec.decode(self.body)
             else:
-                body = json.loads(self.body or b"null")
+                body = parse_json(self.body or b"null", self.settings["max_json_depth"])
         except (codec.CodecError, ValueError) as exc:
             raise RequestFailed(Status.BAD_REQUEST, f"body is not valid: {exc}") from None
         if not isinstance(body, dict) or not isinstance(body.get("service"), str) \

@@ -13,17 +13,17 @@ through the same broker path as the REST route, batching included.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from typing import Any
 
 import zeroserve
 from gateway.invoke import RequestFailed, call, find_model
+from gateway.json_body import dump_json, parse_json
 from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs, repository_index
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import encode_response, parse_request, select_outputs
-from gateway.rest import BaseHandler, BodyHandler, to_json
+from gateway.rest import BaseHandler, BodyHandler
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.oip_tensors import TensorError
 
@@ -37,7 +37,7 @@ class OipHandler(BaseHandler):
 
     def reply(self, doc: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(doc))
+        self.finish(dump_json(doc))
 
     def not_ready(self, message: str) -> None:
         self.fail(RequestFailed(Status.NO_WORKER, message))
@@ -69,7 +69,7 @@ class RepositoryIndexHandler(OipHandler):
 
     async def post(self) -> None:
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = parse_json(self.request.body or b"{}", self.settings["max_json_depth"])
         except ValueError as exc:
             return self.fail(RequestFailed(Status.BAD_REQUEST, f"body is not valid JSON: {exc}"))
         ready_only = isinstance(body, dict) and body.get("ready") is True
@@ -105,7 +105,8 @@ class InferHandler(BodyHandler):
         self.authorize(ref.service)
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         try:
-            request = parse_request(self._body(), self._header_length())
+            request = parse_request(self._body(), self._header_length(),
+                                    self.settings["max_json_depth"])
             inputs = endpoint_inputs(info, request.inputs)
         except TensorError as exc:
             raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None

@@ -9,13 +9,13 @@ do). Every model has the one version ``"1"``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gateway.broker_link import EndpointInfo
+from gateway.json_body import parse_json
 from zeroserve.schema import Field
 from zeroserve.wire.dtypes import dtype_named
 from zeroserve.wire.oip_tensors import TensorError, as_output, datatype_of
@@ -174,7 +174,7 @@ def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
             raise TensorError(f"input '{field.name}': expected BYTES, got {datatype}")
         try:
             text = value.decode()
-            return text if field.kind == "str" else json.loads(text)
+            return text if field.kind == "str" else parse_json(text)
         except (UnicodeDecodeError, ValueError):
             kind = "UTF-8 text" if field.kind == "str" else "a JSON object"
             raise TensorError(f"input '{field.name}': expected {kind}") from None

@@ -8,12 +8,10 @@ the HTTP status of :class:`zeroserve.wire.envelope.Status`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
 
-import numpy as np
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,6 +21,7 @@ from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.invoke import RequestFailed, call, find_endpoint
+from gateway.json_body import JsonBodyError, dump_json, parse_json
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 
@@ -31,20 +30,6 @@ log = logging.getLogger("zeroserve.gateway")
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, allow_nan=False).encode()
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -85,11 +70,11 @@ class BaseHandler(tornado.web.RequestHandler):
         if exc.retry_after is not None:
             self.set_header("Retry-After", str(exc.retry_after))
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"error": str(exc)}))
+        self.finish(dump_json({"error": str(exc)}))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"error": self._reason}))
+        self.finish(dump_json({"error": self._reason}))
 
     def timeout_s(self) -> float:
         """The call's deadline in seconds: the timeout header, else the default; capped."""
@@ -175,7 +160,7 @@ class InvokeHandler(BodyHandler):
         try:
             if is_msgpack:
                 return codec.decode(body)
-            return json.loads(body)
+            return parse_json(body, self.settings["max_json_depth"])
         except (codec.CodecError, ValueError) as exc:
             kind = "msgpack" if is_msgpack else "JSON"
             raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
@@ -195,8 +180,10 @@ class InvokeHandler(BodyHandler):
         else:
             self.set_header("Content-Type", "application/json")
             try:
-                self.finish(to_json(value))
-            except (TypeError, ValueError) as exc:
+                self.finish(dump_json(value, f"the answer of {info.service}.{info.name}"))
+            except JsonBodyError as exc:
+                raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+            except TypeError as exc:
                 raise RequestFailed(Status.USER_ERROR,
                                     f"answer cannot be sent as JSON: {exc}") from None
 
@@ -221,7 +208,7 @@ class ReadyHandler(BaseHandler):
             self.set_status(503)
             state["reason"] = "no worker has registered"
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(state))
+        self.finish(dump_json(state))
 
 
 class ServicesHandler(BaseHandler):
@@ -231,7 +218,7 @@ class ServicesHandler(BaseHandler):
     async def get(self) -> None:
         services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"services": services, "broker_alive": self.link.alive}))
+        self.finish(dump_json({"services": services, "broker_alive": self.link.alive}))
 
 
 class OpenApiHandler(BaseHandler):
@@ -240,7 +227,7 @@ class OpenApiHandler(BaseHandler):
     async def get(self) -> None:
         services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(openapi.describe(services, zeroserve.__version__)))
+        self.finish(dump_json(openapi.describe(services, zeroserve.__version__)))
 
 
 class MetricsHandler(BaseHandler):

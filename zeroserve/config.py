@@ -42,6 +42,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                          "/metrics"],         # open without a key when keys are on
         "max_body_bytes": 256 * MiB,
         "schema_refresh_s": 2.0,
+        "max_json_depth": 64,                 # nested arrays/objects in a JSON body; more: 400
+        "header_timeout_s": 10.0,             # from a request's first byte to its last header
+        "idle_timeout_s": 60.0,               # a kept-alive HTTP connection waiting for a
+                                              # request; gRPC: max connection idle
+        "body_timeout_s": 60.0,               # from the last header to the body's last byte
+        "max_connections": 10000,             # open HTTP connections; more are closed at once
+        "accept_pause_s": 0.25,               # out of file descriptors: stop accepting this long
+        "grpc_keepalive_s": 60.0,             # gRPC keep-alive ping interval
+        "grpc_keepalive_timeout_s": 20.0,     # an unanswered ping closes the connection
     },
     "worker": {
         "broker": "tcp://127.0.0.1:5556",
