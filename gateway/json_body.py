@@ -129,6 +129,9 @@ def _path_to(value: Any, match: Any) -> str | None:
     while stack:
         node, path = stack.pop()
         if match(node):
+            if isinstance(node, np.ndarray):  # the first non-finite element's index
+                index = np.argwhere(~np.isfinite(node))[0]
+                path += "".join(f"[{int(i)}]" for i in index)
             return path or None
         if isinstance(node, dict):
             children = [(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
