@@ -46,7 +46,8 @@ def connection_limits(settings: Settings) -> tuple[ConnectionLimits, GrpcKeepali
         accept_pause_s=settings.get("gateway.accept_pause_s"))
     grpc = GrpcKeepalive(interval_s=settings.get("gateway.grpc_keepalive_s"),
                          timeout_s=settings.get("gateway.grpc_keepalive_timeout_s"),
-                         max_idle_s=settings.get("gateway.idle_timeout_s"))
+                         max_idle_s=settings.get("gateway.idle_timeout_s"),
+                         handshake_s=settings.get("gateway.header_timeout_s"))
     return http, grpc
 
 

@@ -20,17 +20,20 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # answers: what tritonclient and perf_analyzer al
 class GrpcKeepalive:
     """Keep-alive pings to each client every ``interval_s``, the connection closed when one
     goes unanswered for ``timeout_s``; a connection without a call for ``max_idle_s`` is
-    closed (GOAWAY). No maximum connection age: a busy connection lives on."""
+    closed (GOAWAY), and one that has not finished the HTTP/2 handshake within
+    ``handshake_s`` too. No maximum connection age: a busy connection lives on."""
 
     interval_s: float = 60.0
     timeout_s: float = 20.0
     max_idle_s: float = 60.0
+    handshake_s: float = 10.0
 
     def options(self) -> list[tuple[str, int]]:
         return [("grpc.keepalive_time_ms", int(self.interval_s * 1000)),
                 ("grpc.keepalive_timeout_ms", int(self.timeout_s * 1000)),
                 ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.max_connection_idle_ms", int(self.max_idle_s * 1000))]
+                ("grpc.max_connection_idle_ms", int(self.max_idle_s * 1000)),
+                ("grpc.server_handshake_timeout_ms", int(self.handshake_s * 1000))]
 
 
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,

@@ -125,6 +125,10 @@ def test_slow_headers_bodies_and_idle_connections_are_closed_within_their_timeou
     for sock in [*loris, short, endless, idle]:
         sock.close()
     assert _healthz(cluster) == 200
+    log = cluster.daemons[1].log()
+    header_lines = log.count("whose headers took over")
+    print(f"log: {header_lines} header-timeout lines, {len(log.splitlines())} lines in all")
+    assert "Traceback" not in log and 1 <= header_lines <= 2, log[-3000:]
 
 
 def test_past_max_connections_a_new_connection_is_closed_at_once(cluster: Cluster) -> None:
@@ -185,3 +189,28 @@ def test_out_of_file_descriptors_the_gateway_pauses_accepting_and_recovers(
     else:
         pytest.fail("no new connection was served after the idle ones closed")
     assert gateway.alive()
+
+
+def test_grpc_connections_idle_or_without_a_handshake_are_closed(cluster: Cluster) -> None:
+    import grpc
+
+    _limited_gateway(cluster, header_timeout_s=HEADER_S, idle_timeout_s=IDLE_S)
+    silent = socket.create_connection(("127.0.0.1", cluster.grpc_port), timeout=5)
+    silent.setblocking(False)
+    channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
+    states: list[tuple[float, grpc.ChannelConnectivity]] = []
+    start = time.monotonic()
+    channel.subscribe(lambda state: states.append((time.monotonic() - start, state)),
+                      try_to_connect=True)
+    grpc.channel_ready_future(channel).result(timeout=5)
+    closed = _hold([silent], None, 1.0, HEADER_S + MARGIN_S + 5)
+    assert silent in closed and closed[silent] < HEADER_S + MARGIN_S, closed
+    deadline = time.monotonic() + IDLE_S + MARGIN_S + 3
+    while time.monotonic() < deadline and states[-1][1] is grpc.ChannelConnectivity.READY:
+        time.sleep(0.1)
+    channel.close()
+    silent.close()
+    idle_at = [t for t, s in states if s is grpc.ChannelConnectivity.IDLE and t > 0.5]
+    print(f"gRPC: no handshake closed after {closed[silent]:.2f} s, idle channel let go after "
+          f"{idle_at[0] if idle_at else float('nan'):.2f} s")
+    assert idle_at and IDLE_S - 0.5 < idle_at[0] < IDLE_S + MARGIN_S, states
