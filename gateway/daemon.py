@@ -6,13 +6,13 @@ import asyncio
 import logging
 import signal
 
-import tornado.httpserver
 import tornado.web
 
+from gateway.accept import ConnectionLimits, GatewayHTTPServer
 from gateway.access import Access, load_access
 from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
-from gateway.grpc_server import start_server
+from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
@@ -28,13 +28,25 @@ _CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk infl
 
 def _finished(handler: tornado.web.RequestHandler) -> None:
     """Every answered request: counted in the metrics; an error also gets a log line (the hot
-    path logs nothing)."""
+    path logs nothing). The line has the path, not the query: a query may carry an API key."""
     status = handler.get_status()
     observe(getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),
             getattr(handler, "metric_route", "other"), status, handler.request.request_time())
     if status >= 400:
         log.log(logging.WARNING if status >= 500 else logging.INFO, "gateway: %d %s %s",
-                status, handler.request.method, handler.request.uri)
+                status, handler.request.method, handler.request.path)
+
+
+def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcKeepalive]:
+    """The bounds on HTTP and gRPC connections, from the ``gateway`` settings."""
+    http = ConnectionLimits(
+        header_timeout_s=gateway.header_timeout_s, idle_timeout_s=gateway.idle_timeout_s,
+        body_timeout_s=gateway.body_timeout_s, max_connections=gateway.max_connections,
+        accept_pause_s=gateway.accept_pause_s)
+    grpc = GrpcKeepalive(interval_s=gateway.grpc_keepalive_s,
+                         timeout_s=gateway.grpc_keepalive_timeout_s,
+                         max_idle_s=gateway.idle_timeout_s, handshake_s=gateway.header_timeout_s)
+    return http, grpc
 
 
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
@@ -44,7 +56,8 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
                         gateway.max_body_bytes, access)
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
                                    + oip_routes(args) + routes(args),
-                                   log_function=_finished)
+                                   log_function=_finished,
+                                   max_json_depth=gateway.max_json_depth)
 
 
 async def serve(parts: Container) -> int:
@@ -63,8 +76,9 @@ async def serve(parts: Container) -> int:
     link = BrokerLink(gateway.frontend, heartbeat.interval_s, heartbeat.liveness,
                       gateway.schema_refresh_s, keys)
     link.start()
-    server = tornado.httpserver.HTTPServer(
-        make_app(link, gateway, request, jobs, access), decompress_request=True,
+    http_limits, grpc_keepalive = connection_limits(gateway)
+    server = GatewayHTTPServer(
+        make_app(link, gateway, request, jobs, access), http_limits, decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
         max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
@@ -78,7 +92,7 @@ async def serve(parts: Container) -> int:
             grpc_server = await start_server(link, host, grpc_port, request.default_timeout_s,
                                              request.max_timeout_s, access,
                                              jobs.max_input_bytes, gateway.reuse_port,
-                                             gateway.max_body_bytes)
+                                             gateway.max_body_bytes, grpc_keepalive)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()

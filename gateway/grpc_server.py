@@ -2,6 +2,8 @@
 zeroserve.v1.Jobs on grpc.aio, in the gateway's asyncio loop."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 from gateway.access import Access
@@ -14,17 +16,39 @@ from zeroserve.grpc_gen import grpc_service_pb2_grpc, zeroserve_serving_pb2_grpc
 MAX_MESSAGE_BYTES = 2**31 - 1  # answers: what tritonclient and perf_analyzer allow themselves
 
 
+@dataclass(frozen=True)
+class GrpcKeepalive:
+    """Keep-alive pings to each client every ``interval_s``, the connection closed when one
+    goes unanswered for ``timeout_s``; a connection without a call for ``max_idle_s`` is
+    closed (GOAWAY), and one that has not finished the HTTP/2 handshake within
+    ``handshake_s`` too. No maximum connection age: a busy connection lives on."""
+
+    interval_s: float = 60.0
+    timeout_s: float = 20.0
+    max_idle_s: float = 60.0
+    handshake_s: float = 10.0
+
+    def options(self) -> list[tuple[str, int]]:
+        return [("grpc.keepalive_time_ms", int(self.interval_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(self.timeout_s * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.max_connection_idle_ms", int(self.max_idle_s * 1000)),
+                ("grpc.server_handshake_timeout_ms", int(self.handshake_s * 1000))]
+
+
 async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s: float,
                        max_timeout_s: float, access: Access | None = None,
                        max_job_input_bytes: int = 64 * 1024 * 1024,
                        reuse_port: bool = False,
-                       max_request_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+                       max_request_bytes: int = MAX_MESSAGE_BYTES,
+                       keepalive: GrpcKeepalive = GrpcKeepalive()) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind.
     A request message larger than ``max_request_bytes`` ends with RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", int(reuse_port)),
+        *keepalive.options(),
     ])
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(link, default_timeout_s, max_timeout_s, access or Access()), server)

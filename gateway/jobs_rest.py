@@ -61,7 +61,8 @@ class JobsHandler(_JobHandler, BodyHandler):
     """``POST /v1/jobs`` submits; ``GET /v1/jobs?service=&state=&limit=&cursor=`` lists."""
 
     def _parse(self) -> dict:
-        body = decode_body(self.body, sends_msgpack(self.request.headers)) if self.body else None
+        body = decode_body(self.body, sends_msgpack(self.request.headers),
+                           self.settings["max_json_depth"]) if self.body else None
         if not isinstance(body, dict) or not isinstance(body.get("service"), str) \
                 or not isinstance(body.get("endpoint"), str):
             raise RequestFailed(Status.BAD_REQUEST, 'expected {"service", "endpoint", '

@@ -23,12 +23,13 @@ import numpy as np
 import zeroserve
 from gateway.errors import RequestFailed
 from gateway.invoke import find_model
+from gateway.json_body import dump_json
 from gateway.oip_infer import infer
 from gateway.oip_models import VERSION, repository_index
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest, encode_response, parse_request
-from gateway.rest import BaseHandler, BodyHandler, decode_body, to_json
+from gateway.rest import BaseHandler, BodyHandler, decode_body
 from zeroserve.wire.envelope import Status
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -41,7 +42,7 @@ class OipHandler(BaseHandler):
 
     def reply(self, doc: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(doc))
+        self.finish(dump_json(doc))
 
 
 class LiveHandler(OipHandler):
@@ -69,7 +70,8 @@ class RepositoryIndexHandler(OipHandler):
     ready ones when the body is ``{"ready": true}``."""
 
     async def post(self) -> None:
-        body = decode_body(self.request.body, is_msgpack=False) if self.request.body else {}
+        body = decode_body(self.request.body, False, self.settings["max_json_depth"]) \
+            if self.request.body else {}
         ready_only = isinstance(body, dict) and body.get("ready") is True
         services = await self.access.visible_services(self.link, self.identity)
         self.reply(repository_index(services, ready_only))
@@ -100,7 +102,8 @@ class InferHandler(BodyHandler):
         self.authorize(ref.service)
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         header, blobs = await infer(self.link, ref, info, _HttpBody(
-            self._body(), self._header_length(), self.timeout_s, self.max_timeout_s))
+            self._body(), self._header_length(), self.timeout_s, self.max_timeout_s,
+            self.settings["max_json_depth"]))
         if blobs:
             self.set_header(HEADER_LENGTH, str(len(header)))
             self.set_header("Content-Type", "application/octet-stream")
@@ -161,9 +164,10 @@ class _HttpBody:
     header_length: int | None
     header_timeout_s: Callable[[], float]
     max_timeout_s: float
+    max_json_depth: int
 
     def parse(self) -> InferRequest:
-        return parse_request(self.body, self.header_length)
+        return parse_request(self.body, self.header_length, self.max_json_depth)
 
     def deadline_s(self, requested_us: int | None) -> float:
         timeout_s = self.header_timeout_s()  # checked even when the parameter replaces it

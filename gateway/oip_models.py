@@ -9,12 +9,12 @@ do). Every model has the one version ``"1"``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gateway.json_body import parse_json
 from zeroserve.schema import Field
 from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.dtypes import dtype_named
@@ -178,7 +178,7 @@ def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
             raise TensorError(f"input '{field.name}': expected BYTES, got {datatype}")
         try:
             text = value.decode()
-            return text if field.kind == "str" else json.loads(text)
+            return text if field.kind == "str" else parse_json(text)
         except (UnicodeDecodeError, ValueError):
             kind = "UTF-8 text" if field.kind == "str" else "a JSON object"
             raise TensorError(f"input '{field.name}': expected {kind}") from None

@@ -11,12 +11,12 @@ is sent binary even when JSON is asked for (tritonclient reads either).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from gateway.json_body import DEFAULT_MAX_DEPTH, JsonBodyError, dump_json, parse_json
 from zeroserve.wire.oip_tensors import (
     RAW_ONLY,
     TensorError,
@@ -51,8 +51,10 @@ def _object(value: Any, what: str) -> dict:
     return value
 
 
-def parse_request(body: bytes | memoryview, header_length: int | None) -> InferRequest:
-    """Parse an inference request body; :class:`TensorError` says what is wrong."""
+def parse_request(body: bytes | memoryview, header_length: int | None,
+                  max_json_depth: int = DEFAULT_MAX_DEPTH) -> InferRequest:
+    """Parse an inference request body (its JSON part by :func:`gateway.json_body.parse_json`);
+    :class:`TensorError` says what is wrong."""
     view = memoryview(body)
     if header_length is None:
         header_length = len(view)
@@ -60,8 +62,8 @@ def parse_request(body: bytes | memoryview, header_length: int | None) -> InferR
         raise TensorError(f"Inference-Header-Content-Length {header_length} is outside the "
                           f"body of {len(view)} bytes")
     try:
-        doc = json.loads(bytes(view[:header_length]))
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = parse_json(bytes(view[:header_length]), max_json_depth)
+    except JsonBodyError as exc:
         raise TensorError(f"the request's JSON is not valid: {exc}") from None
     if not isinstance(doc, dict):
         raise TensorError("the request must be a JSON object")
@@ -166,8 +168,7 @@ def encode_response(model: str, version: str, request: InferRequest,
     doc = {"model_name": model, "model_version": version, "id": request.id,
            "outputs": described}
     try:
-        header = json.dumps(doc, allow_nan=False).encode()
-    except ValueError:
-        raise TensorError("an output holds NaN or infinity, which JSON cannot carry; "
-                          "ask for it as binary (binary_data: true)") from None
+        header = dump_json(doc)
+    except JsonBodyError as exc:
+        raise TensorError(str(exc)) from None
     return header, blobs

@@ -9,12 +9,10 @@ the error boundary of every HTTP handler of the gateway.
 """
 from __future__ import annotations
 
-import json
 import math
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,6 +23,7 @@ from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
+from gateway.json_body import JsonBodyError, dump_json, parse_json
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 
@@ -33,32 +32,22 @@ _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, allow_nan=False).encode()
-
-
-def answer_json(value: Any) -> bytes:
-    """An endpoint's or a task's answer as JSON; USER_ERROR (500) if JSON cannot carry it."""
+def answer_json(value: Any, what: str = "the answer") -> bytes:
+    """An endpoint's or a task's answer as JSON: 400 naming the place when it holds NaN or
+    infinity (JSON has neither; msgpack carries them), 500 if JSON cannot carry it at all."""
     try:
-        return to_json(value)
-    except (TypeError, ValueError) as exc:
+        return dump_json(value, what)
+    except JsonBodyError as exc:
+        raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
+    except TypeError as exc:
         raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}") from None
 
 
-def decode_body(body: bytes, is_msgpack: bool) -> Any:
-    """The value of a JSON or msgpack (the codec's format) body; 400 if it does not parse."""
+def decode_body(body: bytes, is_msgpack: bool, max_json_depth: int) -> Any:
+    """The value of a JSON or msgpack (the codec's format) body; 400 if it does not parse,
+    is nested deeper than ``max_json_depth`` or holds NaN or infinity (JSON)."""
     try:
-        return codec.decode(body) if is_msgpack else json.loads(body)
+        return codec.decode(body) if is_msgpack else parse_json(body, max_json_depth)
     except (codec.CodecError, ValueError) as exc:
         kind = "msgpack" if is_msgpack else "JSON"
         raise RequestFailed(Status.BAD_REQUEST, f"body is not valid {kind}: {exc}") from None
@@ -110,7 +99,7 @@ class BaseHandler(tornado.web.RequestHandler):
         for name, value in http_headers(failure).items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"error": str(failure)}))
+        self.finish(dump_json({"error": str(failure)}))
 
     def log_exception(self, kind: type[BaseException] | None, value: BaseException | None,
                       tb: TracebackType | None) -> None:
@@ -123,7 +112,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(exc, Exception) and not isinstance(exc, tornado.web.HTTPError):
             return self.fail(failure_of(exc, f"{self.request.method} {self.request.uri}"))
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"error": self._reason}))
+        self.finish(dump_json({"error": self._reason}))
 
     def timeout_s(self) -> float:
         """The call's deadline in seconds: the timeout header, else the default; capped."""
@@ -204,14 +193,15 @@ class InvokeHandler(BodyHandler):
         timeout_s = self.timeout_s()
         if not self.body:
             raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
-        value = await call(self.link, info, decode_body(self.body, is_msgpack), timeout_s)
+        inputs = decode_body(self.body, is_msgpack, self.settings["max_json_depth"])
+        value = await call(self.link, info, inputs, timeout_s)
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
             meta, _ = codec.encode(value, threshold=1 << 62)
             self.finish(meta)
         else:
             self.set_header("Content-Type", "application/json")
-            self.finish(answer_json(value))
+            self.finish(answer_json(value, f"the answer of {info.service}.{info.name}"))
 
 
 class HealthHandler(BaseHandler):
@@ -234,7 +224,7 @@ class ReadyHandler(BaseHandler):
             self.set_status(503)
             state["reason"] = "no worker has registered"
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(state))
+        self.finish(dump_json(state))
 
 
 class ServicesHandler(BaseHandler):
@@ -244,7 +234,7 @@ class ServicesHandler(BaseHandler):
     async def get(self) -> None:
         services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json({"services": services, "broker_alive": self.link.alive}))
+        self.finish(dump_json({"services": services, "broker_alive": self.link.alive}))
 
 
 class OpenApiHandler(BaseHandler):
@@ -253,7 +243,7 @@ class OpenApiHandler(BaseHandler):
     async def get(self) -> None:
         services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(to_json(openapi.describe(services, zeroserve.__version__)))
+        self.finish(dump_json(openapi.describe(services, zeroserve.__version__)))
 
 
 class MetricsHandler(BaseHandler):

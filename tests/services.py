@@ -174,3 +174,22 @@ class Errands:
         if tries < failures:
             raise RuntimeError(f"{tag}: failure {tries + 1} of {failures}")
         return {"tag": tag, "tries": tries + 1}
+
+
+@zeroserve.service(name="ratios")
+class Ratios:
+    """Answers that may hold infinity or NaN (1/0, 0/0), and a count of what ran, to prove
+    that a refused request never reached the model."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    @zeroserve.api
+    def reciprocal(self, x: Vec) -> Vec:
+        self.runs += 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.float32(1) / x).astype(np.float32)
+
+    @zeroserve.api
+    def runs_so_far(self) -> int:
+        return self.runs

@@ -55,6 +55,15 @@ class GatewaySettings:
                                      "/v2/health/ready", "/metrics")  # open without a key
     max_body_bytes: int = 256 * MiB
     schema_refresh_s: float = 2.0
+    max_json_depth: int = 64                # nested arrays/objects in a JSON body; more: 400
+    header_timeout_s: float = 10.0          # from a request's first byte to its last header
+    idle_timeout_s: float = 60.0            # a kept-alive HTTP connection waiting for a
+                                            # request; gRPC: max connection idle
+    body_timeout_s: float = 60.0            # from the last header to the body's last byte
+    max_connections: int = 10000            # open HTTP connections; more are closed at once
+    accept_pause_s: float = 0.25            # out of file descriptors: stop accepting this long
+    grpc_keepalive_s: float = 60.0          # gRPC keep-alive ping interval
+    grpc_keepalive_timeout_s: float = 20.0  # an unanswered ping closes the connection
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""The gateway's JSON rules: depth pre-scan, non-finite numbers in and out."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gateway.json_body import JsonBodyError, dump_json, json_depth_exceeds, parse_json
+
+
+@pytest.mark.parametrize("body, depth", [
+    (b"1", 0), (b"[]", 1), (b'{"a": [[1], {"b": []}]}', 4), (b"[[[]]][[]]", 3),
+    (b'["[[[[", "\\"[[[["]', 1), (b'{"k[[": "]]]]]]"}', 1),
+])
+def test_depth_is_counted_outside_strings(body: bytes, depth: int) -> None:
+    assert not json_depth_exceeds(body, depth)
+    assert json_depth_exceeds(body, depth - 1) or depth == 0
+
+
+def test_depth_scan_is_chunked_and_carries_the_depth_across_chunks() -> None:
+    body = b"[" * 40 + b"[]" * (3 << 21) + b"[" * 30 + b"]" * 70
+    assert json_depth_exceeds(body, 69) and not json_depth_exceeds(body, 70)
+
+
+def test_deep_body_is_refused_before_parsing() -> None:
+    with pytest.raises(JsonBodyError, match="body is nested too deeply: more than 64"):
+        parse_json(b"[" * 100_000 + b"]" * 100_000)
+    assert parse_json(b"[" * 64 + b"]" * 64, 64) is not None
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_input_names_its_place(token: str) -> None:
+    with pytest.raises(JsonBodyError) as refused:
+        parse_json(f'{{"x": [[1, 2], [3, {token}]]}}'.encode())
+    assert str(refused.value).startswith(f"x[1][1] is {token}: ")
+    assert "msgpack" in str(refused.value)
+    with pytest.raises(JsonBodyError, match=r"inputs\[0: 'a'\]\.data\[0\] is NaN"):
+        parse_json(b'{"inputs": [{"name": "a", "data": [NaN]}]}')
+
+
+def test_invalid_json_is_a_json_body_error() -> None:
+    for body in (b"[1,", b"\xff", b""):
+        with pytest.raises(JsonBodyError):
+            parse_json(body)
+
+
+def test_dump_writes_numpy_and_refuses_non_finite_answers_naming_the_place() -> None:
+    value = {"y": np.arange(3, dtype=np.float32), "n": np.int64(2), "b": b"hi"}
+    assert json.loads(dump_json(value)) == {"y": [0.0, 1.0, 2.0], "n": 2, "b": "hi"}
+    with pytest.raises(JsonBodyError, match=r"the answer of s\.e holds NaN or infinity at "
+                                            r"y\[1\]\[0\]"):
+        dump_json({"y": np.array([[1.0], [math.inf]])}, "the answer of s.e")
+    with pytest.raises(JsonBodyError, match=r"at outputs\[0: 'out'\]\.data\[1\]"):
+        dump_json({"outputs": [{"name": "out", "data": [1.0, math.nan]}]})
+    with pytest.raises(TypeError):
+        dump_json({"x": object()})
