@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ import zmq
 from broker.core import BrokerConfig, BrokerCore
 from broker.jobs.desk import JobDesk, jobs_config_from
 from broker.jobs.sockets import JobSockets
-from broker.metrics import BrokerMetrics, stored_job_counts
+from broker.metrics import BrokerMetrics
 from zeroserve import curve
 from zeroserve.config import Settings
 from zeroserve.loopsocket import recv_message
@@ -91,7 +92,7 @@ class BrokerDaemon:
                 self.jobs.flush()
                 next_tick = now + core.next_wake(now)
                 if self.metrics is not None and now >= next_snapshot:
-                    self.metrics.update(core.stats(now, jobs=False))  # jobs: at scrape time
+                    self.metrics.update(core.stats(now))
                     next_snapshot = now + _METRICS_EVERY_S
             ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
@@ -128,6 +129,10 @@ def run(settings: Settings) -> int:
     except curve.CurveError as exc:
         log.error("broker: %s", exc)
         return 1
+    except (sqlite3.Error, OSError) as exc:  # the job store, opened and written at start
+        log.error("broker: cannot use the job store %s: %s (jobs.store_path)",
+                  jobs_config_from(settings).store_path, exc)
+        return 1
     try:
         front, back = daemon.bind()
     except zmq.ZMQError as exc:
@@ -143,8 +148,7 @@ def run(settings: Settings) -> int:
                     "anyone who reaches it can join or call the cluster; set curve.enabled "
                     "where the network is shared (docs/security.md)", " and ".join(exposed))
     if settings.get("broker.metrics_port"):
-        store = daemon.jobs.config.store_path
-        metrics = BrokerMetrics(lambda: stored_job_counts(store))
+        metrics = BrokerMetrics()
         if metrics.serve(settings.get("broker.metrics_host"), settings.get("broker.metrics_port")):
             daemon.metrics = metrics
     try:

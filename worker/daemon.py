@@ -46,6 +46,7 @@ class WorkerDaemon:
         self.job_slots = settings.get("worker.job_slots") if spec.tasks else 0
         self.jobs_host = settings.get("worker.jobs_host") or lane_host(self.broker)
         self.job_priority = settings.get("worker.job_priority")
+        self.max_result_bytes = settings.get("jobs.max_result_bytes")
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
         self._last_broker = 0.0
@@ -83,7 +84,8 @@ class WorkerDaemon:
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
-                                    self.context, self.curve, self.job_priority)
+                                    self.context, self.curve, self.job_priority,
+                                    self.max_result_bytes)
             except ValueError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1

@@ -66,6 +66,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "retry_backoff_s": 1.0,               # first retry wait; doubles per attempt
         "retry_backoff_max_s": 60.0,
         "max_input_bytes": 64 * MiB,          # encoded inputs of one job; more is 413
+        "max_result_bytes": 64 * MiB,         # encoded result of one job; more fails the job
     },
     "curve": {                                # encryption + authentication between daemons
         "enabled": False,

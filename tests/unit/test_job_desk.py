@@ -1,10 +1,10 @@
 """JobDesk over a real SQLite store with fake sockets and clock: durability before answers,
 idempotency, validation, recovery after a restart, retention."""
+import shutil
 import sqlite3
 
 import pytest
 
-from broker.job_store import JobStore
 from broker.jobs.desk import JobDesk, JobsConfig
 from broker.jobs.model import JobPolicy
 from zeroserve.wire import jobs as jp
@@ -70,6 +70,10 @@ class Harness:
         return self.call(ControlOp.JOB_SUBMIT, service="svc", task=task, inputs=inputs,
                          **extra)
 
+    def crash(self):
+        """The broker dies: its lock on the store goes, what it had not committed is lost."""
+        self.desk.store.abandon()
+
     def event(self, job_id, attempt, kind, **extra):
         self.desk.on_event(jp.JobEvent(job_id, attempt, "w1", kind, **extra).to_frames())
         self.desk.flush()
@@ -81,7 +85,10 @@ def test_submission_is_stored_durably_before_the_answer_and_dispatched_to_a_free
     status, answer = h.submit()
     assert status is Status.OK and answer["created"]
     job_id = answer["job"]["id"]
-    other = sqlite3.connect(str(tmp_path / "jobs.db"))  # another connection sees it committed
+    # a copy of the files as they are now (the broker holds them locked) has it committed
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{tmp_path / 'jobs.db'}{suffix}", f"{tmp_path / 'copy.db'}{suffix}")
+    other = sqlite3.connect(str(tmp_path / "copy.db"))
     assert other.execute("SELECT state, inputs FROM jobs WHERE id = ?", (job_id,)).fetchone() \
         == ("running", b"in")
     (worker, dispatch), = h.channels.sent
@@ -106,7 +113,7 @@ def test_bad_submissions_are_refused_and_never_stored(tmp_path, task, inputs, st
     h.worker()
     got, answer = h.submit(task=task, inputs=inputs)
     assert got is status and answer["code"] == int(status)
-    assert not (tmp_path / "jobs.db").exists() or not JobStore(tmp_path / "jobs.db").counts()
+    assert not h.desk.store.counts()
 
 
 def test_unknown_service_is_404(tmp_path):
@@ -151,6 +158,7 @@ def test_restart_recovers_queued_and_running_jobs(tmp_path):
     running = h.submit()[1]["job"]["id"]
     queued = h.submit()[1]["job"]["id"]
     # the broker dies; a new one opens the same store
+    h.crash()
     h2 = Harness(tmp_path / "jobs.db")
     jobs = {j["id"]: j["state"] for j in h2.call(ControlOp.JOB_LIST)[1]["jobs"]}
     assert jobs == {running: "running", queued: "queued"}
