@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, state, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
-_LARGE_BLOB = 1 << 20  # after reading or writing a blob this large, SQLite gives memory back
+_LARGE_BLOB = 1 << 20  # a blob this large is not left bound to a cached statement
 
 _FIELDS = ("id", "service", "task", "state", "attempts", "max_attempts", "timeout_s",
            "created_at", "updated_at", "started_at", "finished_at", "progress", "error",
@@ -148,11 +148,13 @@ class JobStore:
     def insert(self, job: Job, inputs: bytes) -> None:
         """Add a new job with its inputs (raises sqlite3.IntegrityError on a duplicate key)."""
         self._begin()
+        large = len(inputs) >= _LARGE_BLOB
         self._db.execute(f"INSERT INTO jobs ({_COLUMNS}, inputs) VALUES "
-                         f"({', '.join('?' * (len(_FIELDS) + 1))})", [*_row(job, _FIELDS), inputs])
+                         f"({', '.join('?' * (len(_FIELDS) + 1))})",
+                         [*_row(job, _FIELDS), None if large else inputs])
+        if large:
+            self._set_blob("inputs", job.id, inputs)
         self._pending[job.state.value] += 1
-        if len(inputs) >= _LARGE_BLOB:
-            self._db.execute("PRAGMA shrink_memory")
 
     def update(self, job: Job, result: bytes | None = None) -> None:
         """Write a job's changed fields (and its result, when given)."""
@@ -163,9 +165,16 @@ class JobStore:
             self._pending[row[0]] -= 1
             self._pending[job.state.value] += 1
         if result is not None:
-            self._db.execute("UPDATE jobs SET result = ? WHERE id = ?", (result, job.id))
-            if len(result) >= _LARGE_BLOB:
-                self._db.execute("PRAGMA shrink_memory")
+            self._set_blob("result", job.id, result)
+
+    def _set_blob(self, column: str, job_id: str, data: bytes) -> None:
+        sql = f"UPDATE jobs SET {column} = ? WHERE id = ?"
+        self._db.execute(sql, (data, job_id))
+        if len(data) >= _LARGE_BLOB:
+            # the cached statement keeps SQLite's copy of its bound values until it is bound
+            # again (a 30 MB result stayed in the broker's memory): bind small ones, on no row
+            self._db.execute(sql, (None, ""))
+            self._db.execute("PRAGMA shrink_memory")
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
@@ -181,10 +190,7 @@ class JobStore:
         return None if row is None else row[0]
 
     def result(self, job_id: str) -> bytes | None:
-        """A job's result; SQLite's own copy of a large one is given back at once."""
         row = self._db.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is not None and row[0] is not None and len(row[0]) >= _LARGE_BLOB:
-            self._db.execute("PRAGMA shrink_memory")
         return None if row is None else row[0]
 
     def active(self) -> list[Job]:

@@ -137,7 +137,9 @@ class JobDesk:
         if self._store is not None:
             self._store.abandon()
             self._store = None
-        self.fault = f"job store {self.config.store_path} failed: {exc}"
+        code = getattr(exc, "sqlite_errorname", None)  # e.g. SQLITE_IOERR_WRITE
+        self.fault = f"job store {self.config.store_path} failed: {exc}" + (
+            f" ({code})" if code else "")
         self._next_check = self.clock() + _STORE_CHECK_EVERY_S
         log.error("broker: %s; job calls answer 503 and real-time serving goes on; reopening "
                   "it every %.0fs", self.fault, _STORE_CHECK_EVERY_S)
