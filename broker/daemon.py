@@ -5,14 +5,13 @@ import ctypes
 import ctypes.util
 import logging
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 
 import zmq
 
 from broker.core import BrokerConfig, BrokerCore
-from broker.jobs.desk import JobDesk, jobs_config_from
+from broker.jobs.desk import JobDesk, StoreUnusable, jobs_config_from
 from broker.jobs.sockets import JobSockets
 from broker.metrics import BrokerMetrics
 from zeroserve import curve
@@ -148,9 +147,8 @@ def run(settings: Settings) -> int:
     except curve.CurveError as exc:
         log.error("broker: %s", exc)
         return 1
-    except (sqlite3.Error, OSError) as exc:  # the job store, opened and written at start
-        log.error("broker: cannot use the job store %s: %s (jobs.store_path)",
-                  jobs_config_from(settings).store_path, exc)
+    except StoreUnusable as exc:
+        log.error("broker: %s", exc)
         return 1
     try:
         front, back = daemon.bind()

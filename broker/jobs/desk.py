@@ -62,6 +62,10 @@ class JobError(Exception):
         self.status = status
 
 
+class StoreUnusable(Exception):
+    """The job store cannot be opened and written at start (the message names the path)."""
+
+
 class StoreUnavailable(JobError):
     """A job call while the store is failing: 503, to be retried after ``retry_after_s``."""
 
@@ -112,8 +116,7 @@ class JobDesk:
         self._next_purge = self._next_check = 0.0
         self.fault: str | None = None  # why the store fails, while it does
         self.started = clock()
-        # raises sqlite3.Error or OSError when the store cannot be opened and written
-        self._store: JobStore | None = JobStore(config.store_path)
+        self._store: JobStore | None = self._open_at_start()
         self._recover()
 
     # ------------------------------------------------------------ store
@@ -124,6 +127,14 @@ class JobDesk:
         if self._store is None:
             raise StoreUnavailable(self.fault or f"job store {self.config.store_path} is closed")
         return self._store
+
+    def _open_at_start(self) -> JobStore:
+        """Open (or create) the store and write to it; raises :class:`StoreUnusable`."""
+        try:
+            return JobStore(self.config.store_path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnusable(f"cannot use the job store {self.config.store_path}: {exc} "
+                                "(jobs.store_path)") from exc
 
     @contextmanager
     def _store_guard(self) -> Iterator[None]:

@@ -208,3 +208,49 @@ def test_lost_worker_requeues_with_backoff_and_stops_listening(tmp_path):
     job = h.call(ControlOp.JOB_GET, id=job_id)[1]["job"]
     assert job["state"] == "queued" and "lost" in job["error"]
     assert "w1" not in h.channels.events
+
+
+def test_a_deleted_store_turns_the_desk_failing_until_a_store_is_back(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    kept = h.submit()[1]["job"]["id"]
+    h.event(kept, 1, jp.EventKind.SUCCEEDED, result=b"r")
+    for suffix in ("", "-wal"):  # a backup, then the store is deleted under the broker
+        shutil.copyfile(f"{tmp_path / 'jobs.db'}{suffix}", f"{tmp_path / 'backup'}{suffix}")
+        (tmp_path / f"jobs.db{suffix}").unlink()
+    h.clock.now += 1.0
+    h.desk.on_tick()
+    h.desk.flush()
+    health = h.desk.stats()["store"]
+    assert not health["ok"] and "deleted" in health["error"]
+    status, answer = h.submit()
+    assert status is Status.NO_WORKER and answer["retry_after_s"] == 1
+    assert "deleted" in answer["error"] and str(tmp_path / "jobs.db") in answer["error"]
+    assert h.call(ControlOp.JOB_GET, id=kept)[0] is Status.NO_WORKER
+    h.clock.now += 1.0
+    h.desk.on_tick()  # reopening fails: a deleted store is not created again empty
+    assert not (tmp_path / "jobs.db").exists() and not h.desk.stats()["store"]["ok"]
+    for suffix in ("", "-wal"):  # the operator restores the backup
+        shutil.copyfile(f"{tmp_path / 'backup'}{suffix}", f"{tmp_path / 'jobs.db'}{suffix}")
+    h.clock.now += 1.0
+    h.desk.on_tick()
+    h.desk.flush()
+    assert h.desk.stats()["store"] == {"path": str(tmp_path / "jobs.db"), "ok": True,
+                                       "error": None}
+    assert h.call(ControlOp.JOB_GET, id=kept)[1]["job"]["state"] == "succeeded"
+    assert h.submit()[0] is Status.OK
+
+
+def test_a_failed_commit_answers_what_waited_for_it_503_and_sends_no_dispatch(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    h.desk.on_control(b"G", Control(b"\0" * 7 + b"\1", ControlOp.JOB_SUBMIT,
+                                    {"service": "svc", "task": "score", "inputs": b"in"}))
+    h.desk.store.abandon()  # the connection is gone: the commit fails
+    h.desk.flush()
+    (frames,) = h.front
+    reply = parse_reply(split_command(frames[1:])[1])
+    assert reply.status is Status.NO_WORKER and h.channels.sent == []
+    assert "retry shortly" in unpack_map(reply.meta, "answer")["error"]
+    stats = h.desk.stats()
+    assert not stats["store"]["ok"] and stats["queued"] == stats["running"] == 0
