@@ -42,12 +42,13 @@ class Channels:
 
 
 class Harness:
-    def __init__(self, path, retention_s=100.0, max_input_bytes=1000):
+    def __init__(self, path, retention_s=100.0, max_input_bytes=1000, max_result_bytes=1000):
         self.clock, self.channels, self.front = Clock(), Channels(), []
         self.path = path
         self.desk = JobDesk(JobsConfig(str(path), JobPolicy(lease_s=10.0, backoff_s=1.0,
                                                             retention_s=retention_s),
-                                       max_input_bytes, grace_s=0.0),
+                                       max_input_bytes, grace_s=0.0,
+                                       max_result_bytes=max_result_bytes),
                             self.channels, self.front.append, self.clock)
         self.n = 0
 
@@ -254,3 +255,16 @@ def test_a_failed_commit_answers_what_waited_for_it_503_and_sends_no_dispatch(tm
     assert "retry shortly" in unpack_map(reply.meta, "answer")["error"]
     stats = h.desk.stats()
     assert not stats["store"]["ok"] and stats["queued"] == stats["running"] == 0
+
+
+def test_a_result_over_max_result_bytes_fails_the_job_in_the_broker(tmp_path):
+    h = Harness(tmp_path / "jobs.db", max_result_bytes=4)
+    h.worker(slots=2)
+    fits, over = h.submit()[1]["job"]["id"], h.submit()[1]["job"]["id"]
+    h.event(fits, 1, jp.EventKind.SUCCEEDED, result=b"1234")
+    h.event(over, 1, jp.EventKind.SUCCEEDED, result=b"12345")
+    assert h.call(ControlOp.JOB_RESULT, id=fits)[1]["result"] == b"1234"
+    job = h.call(ControlOp.JOB_GET, id=over)[1]["job"]
+    assert job["state"] == "failed" and "5 bytes, more than jobs.max_result_bytes (4)" \
+        in job["error"]
+    assert h.call(ControlOp.JOB_RESULT, id=over)[0] is Status.CONFLICT
