@@ -361,6 +361,10 @@ class JobDesk:
             reply = self._unavailable(ctl.request_id, exc)
         except JobError as exc:
             reply = error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
+        except sqlite3.IntegrityError as exc:  # this call's fault, not the store's
+            log.error("broker: job store %s refused a write: %s", self.config.store_path, exc)
+            reply = error_reply(ctl.request_id, Status.INTERNAL, f"job store error: {exc}",
+                                code=int(Status.INTERNAL))
         except sqlite3.Error as exc:
             self._store_failed(exc)
             reply = self._unavailable(ctl.request_id, StoreUnavailable(self.fault or str(exc)))
