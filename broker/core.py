@@ -172,7 +172,8 @@ class BrokerCore:
                 ctl.request_id, Status.NOT_FOUND, "this broker runs no jobs",
                 code=int(Status.NOT_FOUND)))
         if ctl.op is ControlOp.PING:
-            answer = {"broker_id": self.broker_id, "uptime_s": now - self.started}
+            answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
+                      "job_store": self.jobs.store_health() if self.jobs else None}
         elif ctl.op is ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "services": {
                 name: self._describe(name, declared).to_map()
@@ -424,9 +425,9 @@ class BrokerCore:
 
     # ------------------------------------------------------------ reporting
 
-    def stats(self, now: float, jobs: bool = True) -> dict:
-        """Workers, queues and per-endpoint batching figures, for the STATS control call;
-        ``jobs=False`` leaves out the job figures (counting stored jobs reads the store)."""
+    def stats(self, now: float) -> dict:
+        """Workers, queues, per-endpoint batching figures and the jobs, for the STATS control
+        call."""
         return {
             "broker_id": self.broker_id,
             "uptime_s": now - self.started,
@@ -441,7 +442,7 @@ class BrokerCore:
                                   "samples": e.policy.model.samples}}
                 for e in self.endpoints.values()},
             "malformed_dropped": self.dropped,
-            "jobs": self.jobs.stats() if self.jobs is not None and jobs else {},
+            "jobs": self.jobs.stats() if self.jobs is not None else {},
         }
 
     def _drop(self, socket: str, reason: str) -> None:

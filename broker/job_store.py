@@ -5,10 +5,23 @@ broker calls once per loop turn before it answers or dispatches anything that
 depends on them (group commit): after ``commit`` returns, what was written
 survives a crash of the broker or the host. Inputs and results are stored as
 opaque blobs (codec payloads); nothing here decodes them.
+
+The broker holds the store with ``locking_mode=EXCLUSIVE``: SQLite then keeps the WAL
+index in the broker's heap instead of a memory-mapped ``-shm`` file, so that a store
+that becomes unwritable (a full disk, ``chattr +i``) fails a write with
+``sqlite3.Error`` instead of killing the broker with SIGBUS; and no other process can
+open the store while the broker runs (a second broker on the same store fails to
+start). Readers go through the broker: :meth:`JobStore.counts` is kept in memory.
+
+:meth:`JobStore.check` says whether the file at the path is still the one that was
+opened (a store deleted or replaced while the broker runs would otherwise take writes
+into a file that no longer has a name) and probes a write.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -42,7 +55,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, state, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+_LARGE_BLOB = 1 << 20  # a blob this large is not left bound to a cached statement
 
 # the columns: every field of a Job but its lease (a recovered running job is leased again)
 _FIELDS = tuple(f.name for f in fields(Job) if f.name != "lease_until")
@@ -68,17 +83,54 @@ def _job(row: sqlite3.Row | tuple) -> Job:
     return Job(**values)
 
 
-class JobStore:
-    """Jobs on disk (see the module docstring). Not thread-safe: the broker's loop owns it."""
+class StoreFault(sqlite3.OperationalError):
+    """The store's file was deleted or replaced while it was open."""
 
-    def __init__(self, path: str | Path) -> None:
+
+class JobStore:
+    """Jobs on disk (see the module docstring). Not thread-safe: the broker's loop owns it.
+
+    Raises ``sqlite3.Error`` (or ``OSError`` for its folder) when the store cannot be opened
+    and written: a new store is created only with ``create`` (at start-up); reopening a
+    store that has gone away fails instead of starting an empty one unnoticed."""
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._dirty = False
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "rwc" if create else "rw"
+        self._db = sqlite3.connect(self.path.resolve().as_uri() + f"?mode={mode}", uri=True,
+                                   isolation_level=None)
+        try:
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._identity = self._file_identity()
+            self._dirty = False
+            self._counts: Counter[str] = Counter(dict(self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs GROUP BY state")))
+            self._pending: Counter[str] = Counter()  # count changes not committed yet
+            self.check()
+            self.commit()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _file_identity(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreFault(f"{self.path} was deleted while the broker ran") from None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> None:
+        """Raise :class:`StoreFault` if the file at the path is not the one opened, else write
+        a probe row (committed with the next :meth:`commit`, which raises if it cannot)."""
+        if self._file_identity() != self._identity:
+            raise StoreFault(f"{self.path} was replaced by another file while the broker ran")
+        self._begin()
+        self._db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, julianday('now'))")
 
     def _begin(self) -> None:
         if not self._dirty:
@@ -90,20 +142,39 @@ class JobStore:
         if self._dirty:
             self._db.execute("COMMIT")
             self._dirty = False
+            self._counts.update(self._pending)
+            self._pending.clear()
 
     def insert(self, job: Job, inputs: bytes) -> None:
         """Add a new job with its inputs (raises sqlite3.IntegrityError on a duplicate key)."""
         self._begin()
+        large = len(inputs) >= _LARGE_BLOB
         self._db.execute(f"INSERT INTO jobs ({_COLUMNS}, inputs) VALUES "
-                         f"({', '.join('?' * (len(_FIELDS) + 1))})", [*_row(job, _FIELDS), inputs])
+                         f"({', '.join('?' * (len(_FIELDS) + 1))})",
+                         [*_row(job, _FIELDS), None if large else inputs])
+        if large:
+            self._set_blob("inputs", job.id, inputs)
+        self._pending[job.state.value] += 1
 
     def update(self, job: Job, result: bytes | None = None) -> None:
         """Write a job's changed fields (and its result, when given)."""
         self._begin()
+        row = self._db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
         self._db.execute(_UPDATE, [*_row(job, _MUTABLE), job.id])
+        if row is not None and row[0] != job.state.value:
+            self._pending[row[0]] -= 1
+            self._pending[job.state.value] += 1
         if result is not None:
-            self._db.execute("UPDATE jobs SET result = ? WHERE id = ?", (result, job.id))
+            self._set_blob("result", job.id, result)
 
+    def _set_blob(self, column: str, job_id: str, data: bytes) -> None:
+        sql = f"UPDATE jobs SET {column} = ? WHERE id = ?"
+        self._db.execute(sql, (data, job_id))
+        if len(data) >= _LARGE_BLOB:
+            # the cached statement keeps SQLite's copy of its bound values until it is bound
+            # again (a 30 MB result stayed in the broker's memory): bind small ones, on no row
+            self._db.execute(sql, (None, ""))
+            self._db.execute("PRAGMA shrink_memory")
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
@@ -148,13 +219,23 @@ class JobStore:
     def purge(self, now: float) -> int:
         """Delete finished jobs whose retention ended; return how many."""
         self._begin()
-        return self._db.execute("DELETE FROM jobs WHERE expires_at IS NOT NULL AND "
-                                "expires_at <= ?", (now,)).rowcount
+        states = self._db.execute("DELETE FROM jobs WHERE expires_at IS NOT NULL AND "
+                                  "expires_at <= ? RETURNING state", (now,)).fetchall()
+        self._pending.subtract(state for (state,) in states)
+        return len(states)
 
     def counts(self) -> dict[str, int]:
-        """Stored jobs per state."""
-        return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+        """Committed jobs per state (kept in memory: no pass over the store)."""
+        return {state: n for state, n in self._counts.items() if n}
 
     def close(self) -> None:
+        """Commit what was written and close the file."""
         self.commit()
         self._db.close()
+
+    def abandon(self) -> None:
+        """Close without committing (the store failed): what was not committed is lost."""
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass  # the connection is gone either way; the failure was reported by the caller

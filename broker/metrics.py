@@ -3,16 +3,14 @@
 The broker's loop refreshes the snapshot (:meth:`BrokerMetrics.update`, about once
 a second); the metrics server's thread only ever reads the latest snapshot, never
 the broker's live state. Every family is built from the same STATS answer that
-``zeroserve status`` shows, but for the stored jobs: counting them costs a pass over
-the job store (about 50 ms per million jobs), so the metrics thread counts them at
-scrape time on a read-only connection of its own, off the broker's loop.
+``zeroserve status`` shows, stored jobs included: the job store keeps its counts per
+state in memory (no pass over the store), and it is held with an exclusive lock, so
+that no other connection, this thread's included, could read it anyway.
 """
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -53,28 +51,8 @@ def _time_histogram(histogram: dict) -> tuple[list[tuple[str, float]], float]:
     return buckets, float(histogram.get("sum", 0.0))
 
 
-def stored_job_counts(path: str) -> dict[str, int]:
-    """Jobs per state in the job store at ``path`` (the query of ``JobStore.counts``), on a
-    read-only connection of the caller's own: WAL lets it read beside the broker's writes.
-    {} while there is no store (it is created on the first job) or when it cannot be read
-    (logged)."""
-    store = Path(path)
-    if not store.exists():
-        return {}
-    try:
-        db = sqlite3.connect(store.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
-        try:
-            return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        log.warning("broker: metrics could not count the jobs in %s: %s", path, exc)
-        return {}
-
-
-def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -> list[Metric]:
-    """The metric families of one broker STATS answer; ``stored_jobs`` (jobs per state), when
-    given, replaces the answer's own count."""
+def families(stats: dict[str, Any]) -> list[Metric]:
+    """The metric families of one broker STATS answer."""
     workers = GaugeMetricFamily("zeroserve_broker_workers", "Workers registered, by service",
                                 labels=["service"])
     slots = GaugeMetricFamily("zeroserve_broker_worker_slots",
@@ -127,29 +105,27 @@ def families(stats: dict[str, Any], stored_jobs: dict[str, int] | None = None) -
         runs.add_metric(labels, *_time_histogram(e.get("exec_s", {})))
 
     jobs = GaugeMetricFamily("zeroserve_jobs", "Stored jobs, by state", labels=["state"])
-    if stored_jobs is None:
-        stored_jobs = (stats.get("jobs") or {}).get("stored", {})
-    for state, count in sorted(stored_jobs.items()):
+    job_stats = stats.get("jobs") or {}
+    for state, count in sorted(job_stats.get("stored", {}).items()):
         jobs.add_metric([state], count)
+    store_ok = GaugeMetricFamily("zeroserve_jobs_store_ok",
+                                 "1 while the job store takes writes, 0 while it fails")
+    if "store" in job_stats:
+        store_ok.add_metric([], 1.0 if job_stats["store"].get("ok") else 0.0)
     dropped = CounterMetricFamily("zeroserve_broker_malformed_dropped",
                                   "Malformed messages dropped")
     dropped.add_metric([], stats.get("malformed_dropped", 0))
     uptime = GaugeMetricFamily("zeroserve_broker_uptime_seconds", "Seconds since the start")
     uptime.add_metric([], stats.get("uptime_s", 0.0))
     return [workers, slots, busy, queued, requests, batches, sizes, wait, run, waits, runs, jobs,
-            dropped, uptime]
+            store_ok, dropped, uptime]
 
 
 class BrokerMetrics:
-    """A Prometheus collector over the latest statistics snapshot.
+    """A Prometheus collector over the latest statistics snapshot."""
 
-    ``job_counts``, when given, is called at each scrape, on the metrics server's thread, for
-    the stored jobs per state (:func:`stored_job_counts` of the broker's job store).
-    """
-
-    def __init__(self, job_counts: Callable[[], dict[str, int]] | None = None) -> None:
+    def __init__(self) -> None:
         self.snapshot: dict[str, Any] = {}
-        self.job_counts = job_counts
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -159,8 +135,7 @@ class BrokerMetrics:
 
     def collect(self) -> Iterator[Metric]:
         """The families of the latest snapshot (called on the metrics server's thread)."""
-        yield from families(self.snapshot,
-                            self.job_counts() if self.job_counts is not None else None)
+        yield from families(self.snapshot)
 
     def serve(self, host: str, port: int) -> bool:
         """Serve ``/metrics`` on ``host:port`` from a thread; False (logged) if it cannot."""

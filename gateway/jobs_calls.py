@@ -36,7 +36,7 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
             status = Status(int(answer.get("code", 0)))
         except (TypeError, ValueError):
             status = Status.INTERNAL
-        raise RequestFailed(status, str(answer["error"]))
+        raise RequestFailed(status, str(answer["error"]), answer.get("retry_after_s"))
     return answer
 
 

@@ -26,6 +26,7 @@ from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import ControlOp
 
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
@@ -212,11 +213,15 @@ class HealthHandler(BaseHandler):
 
 
 class ReadyHandler(BaseHandler):
-    """``GET /readyz``: the broker answers and at least one worker serves."""
+    """``GET /readyz``: the broker answers and at least one worker serves. ``job_store`` says
+    whether the broker's job store works (``{"ok", "error", "path"}``, from a ping): a failing
+    one stops async jobs only, so the gateway stays ready for real-time calls."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         state = self.link.describe()
         workers = sum(state["services"].values())
+        if self.link.alive:
+            state["job_store"] = await self._job_store()
         if not self.link.alive:
             self.set_status(503)
             state["reason"] = "the broker does not answer"
@@ -225,6 +230,13 @@ class ReadyHandler(BaseHandler):
             state["reason"] = "no worker has registered"
         self.set_header("Content-Type", "application/json")
         self.finish(dump_json(state))
+
+
+    async def _job_store(self) -> Any:
+        try:
+            return (await self.link.control(ControlOp.PING, timeout_s=1.0)).get("job_store")
+        except TimeoutError:
+            return None
 
 
 class ServicesHandler(BaseHandler):

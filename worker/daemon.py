@@ -36,7 +36,8 @@ class WorkerDaemon:
 
     def __init__(self, spec: ServiceSpec, worker: WorkerSettings, heartbeat: HeartbeatSettings,
                  keys: curve.Curve | None, context: zmq.Context,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_result_bytes: int | None = None) -> None:
         self._clock = clock
         self.spec = spec
         self.broker = worker.backend
@@ -56,6 +57,7 @@ class WorkerDaemon:
         self.job_slots = worker.job_slots if spec.tasks else 0
         self.jobs_host = worker.job_host or lane_host(self.broker)
         self.job_priority = worker.job_priority
+        self.max_result_bytes = max_result_bytes
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
         self._broker_liveness = Liveness(self.liveness_s)
@@ -94,7 +96,8 @@ class WorkerDaemon:
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
-                                    self.context, self.curve, self.job_priority, self._clock)
+                                    self.context, self.curve, self.job_priority,
+                                    self.max_result_bytes, self._clock)
             except ValueError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1
@@ -209,7 +212,8 @@ def run(spec: ServiceSpec, parts: Container) -> int:
     try:
         daemon = WorkerDaemon(spec, parts.worker.get(), parts.heartbeat.get(),
                               curve.from_settings(parts.curve.get(), "client"),
-                              parts.zmq_context.get(), parts.clock.get())
+                              parts.zmq_context.get(), parts.clock.get(),
+                              parts.jobs.get().max_result_bytes)
     except curve.CurveError as exc:
         log.error("worker: %s", exc)
         return 1

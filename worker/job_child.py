@@ -4,7 +4,8 @@ A child of the worker (multiprocessing, spawn), so that a CPU-heavy task never
 holds the GIL of the worker's real-time loop. It talks to its parent over a
 pipe in msgpack maps (never pickle): it receives ``{job_id, attempt, task,
 inputs}`` and answers ``started``, ``progress``, then ``succeeded`` (with the
-result as a codec payload, every array inline) or ``failed``. The parent sets
+result as a codec payload, every array inline) or ``failed`` (also for a result over
+``max_result_bytes``, which is never sent). The parent sets
 ``cancel`` to make ``ctx.cancelled`` true.
 """
 from __future__ import annotations
@@ -38,9 +39,11 @@ def lower_priority(priority: str) -> None:
         os.nice(19 if priority == "idle" else 10)
 
 
-def child_main(target: str, conn: Connection, cancel: Any, priority: str = "normal") -> None:
+def child_main(target: str, conn: Connection, cancel: Any, priority: str = "normal",
+               max_result_bytes: int | None = None) -> None:
     """Entry point of the child: take the CPU ``priority`` of jobs, load ``target``, then run
-    jobs from ``conn`` until EOF."""
+    jobs from ``conn`` until EOF, failing those whose encoded result is over
+    ``max_result_bytes`` (None: no limit)."""
     signal_on_parent_death(signal.SIGKILL)
     lower_priority(priority)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when its slots stop
@@ -56,12 +59,13 @@ def child_main(target: str, conn: Connection, cancel: Any, priority: str = "norm
             message = unpack_map(conn.recv_bytes(), "job")
         except (EOFError, OSError):
             return
-        run_job(spec, instance, message, conn.send_bytes, cancel.is_set)
+        run_job(spec, instance, message, conn.send_bytes, cancel.is_set, max_result_bytes)
 
 
 def run_job(spec: ServiceSpec, instance: Any, message: dict, send: Any,
-            is_cancelled: Any) -> None:
-    """Run one job message; report through ``send(bytes)``; never raises for the task's error."""
+            is_cancelled: Any, max_result_bytes: int | None = None) -> None:
+    """Run one job message; report through ``send(bytes)``; never raises for the task's error.
+    A result over ``max_result_bytes`` encoded is reported as a failure, and not sent."""
     job_id, attempt = message["job_id"], message["attempt"]
 
     def say(kind: str, **fields: Any) -> None:
@@ -90,4 +94,7 @@ def run_job(spec: ServiceSpec, instance: Any, message: dict, send: Any,
         result, _ = codec.encode(value, threshold=1 << 62)
     except Exception as exc:  # the user's task (or its inputs/result): report, keep serving
         return say("failed", error=f"{type(exc).__name__}: {exc}")
+    if max_result_bytes is not None and len(result) > max_result_bytes:
+        return say("failed", error=f"the task's result is {len(result)} bytes encoded, more "
+                                   f"than jobs.max_result_bytes ({max_result_bytes})")
     say("succeeded", result=result)

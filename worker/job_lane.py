@@ -73,7 +73,8 @@ class JobLane:
 
     def __init__(self, spec: ServiceSpec, worker_id: str, slots: int, host: str,
                  context: zmq.Context, curve: Curve | None = None,
-                 priority: str = "normal", clock: Callable[[], float] = time.monotonic) -> None:
+                 priority: str = "normal", max_result_bytes: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if priority not in PRIORITIES:
             raise ValueError(f"worker.job_priority must be one of {', '.join(PRIORITIES)}, "
                              f"got {priority!r}")
@@ -85,6 +86,7 @@ class JobLane:
         self.curve = curve
         self.priority = priority
         self._clock = clock
+        self.max_result_bytes = max_result_bytes  # checked in the child, before it answers
         self._mp = multiprocessing.get_context("spawn")
         self._slots = [_Slot(i) for i in range(slots)]
         self._pull: LoopSocket | None = None
@@ -149,7 +151,8 @@ class JobLane:
         parent, child = self._mp.Pipe()
         slot.cancel = self._mp.Event()
         slot.process = self._mp.Process(
-            target=child_main, args=(self.target, child, slot.cancel, self.priority),
+            target=child_main, args=(self.target, child, slot.cancel, self.priority,
+                                     self.max_result_bytes),
             name=f"job-slot-{slot.index}", daemon=True)
         slot.process.start()
         child.close()

@@ -95,6 +95,7 @@ class JobsSettings:
     retry_backoff_s: float = 1.0  # first retry wait; doubles per attempt
     retry_backoff_max_s: float = 60.0
     max_input_bytes: int = 64 * MiB  # encoded inputs of one job; more is 413
+    max_result_bytes: int = 64 * MiB  # encoded result of one job; more fails the job
 
 
 @dataclass(frozen=True)

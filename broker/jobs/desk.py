@@ -6,13 +6,23 @@ to the :class:`~broker.job_store.JobStore` and to the job sockets (behind
 replies to gateways and messages to lanes wait in a list until
 :meth:`JobDesk.flush` has committed (one fsync for a whole loop turn), so a job
 is never acknowledged, and an attempt never starts, before it is durable.
+
+A failing store never stops the broker: the first ``sqlite3.Error`` turns the desk
+*failing* (:attr:`JobDesk.fault`). What waited for the lost commit is dropped (lane
+messages) or answered 503 with ``Retry-After`` (gateway answers); the scheduler
+forgets its jobs (the store is their truth), every job call answers 503 naming the
+store's error, and the store is opened again once a second; when it opens and takes
+a write, its unfinished jobs are loaded again as after a restart (at least once).
+A healthy store is checked once a second (:meth:`JobStore.check`: deleted or
+replaced, and a probe write).
 """
 from __future__ import annotations
 
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -36,6 +46,7 @@ from zeroserve.wire.jobs import JobState
 log = logging.getLogger("zeroserve.broker")
 
 _PURGE_EVERY_S = 1.0
+_STORE_CHECK_EVERY_S = 1.0  # a healthy store is checked, a failing one reopened, this often
 _MAX_KEY = 256
 _MAX_PAGE = 1000
 _MAX_CURSOR = 2**63  # cursors are the store's row numbers: SQLite integers
@@ -58,6 +69,19 @@ class JobError(Exception):
         self.status = status
 
 
+class StoreUnusable(Exception):
+    """The job store cannot be opened and written at start (the message names the path)."""
+
+
+class StoreUnavailable(JobError):
+    """A job call while the store is failing: 503, to be retried after ``retry_after_s``."""
+
+    retry_after_s = int(_STORE_CHECK_EVERY_S)
+
+    def __init__(self, fault: str) -> None:
+        super().__init__(Status.NO_WORKER, f"{fault}; retry shortly")
+
+
 def default_store_path(frontend: str) -> str:
     """``$XDG_STATE_HOME/zeroserve/jobs-<frontend port>.sqlite3`` (one store per broker)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(
@@ -76,6 +100,7 @@ class JobsConfig:
     policy: JobPolicy = field(default_factory=JobPolicy)
     max_input_bytes: int = 64 * 1024 * 1024
     grace_s: float = 6.0
+    max_result_bytes: int = 64 * 1024 * 1024
 
 
 class JobDesk:
@@ -94,20 +119,95 @@ class JobDesk:
         self._identity_of: dict[str, bytes] = {}   # worker id -> its latest identity
         self._leaving: dict[str, float] = {}       # worker id -> when to stop hearing it
         self._outbox: list[tuple[str | None, list]] = []  # (worker id or None: frontend, frames)
-        self._store: JobStore | None = None
-        self._next_purge = 0.0
+        self._answers: list[tuple[bytes, bytes]] = []  # (gateway, request id) in the outbox
+        self._next_purge = self._next_check = 0.0
+        self.fault: str | None = None  # why the store fails, while it does
         self.started = clock()
-        if os.path.exists(config.store_path):
-            self._recover()
+        self._store: JobStore | None = self._open_at_start()
+        self._recover()
 
     # ------------------------------------------------------------ store
 
     @property
     def store(self) -> JobStore:
-        """The store, created on first use (a broker without jobs writes no file)."""
+        """The store; raises :class:`StoreUnavailable` while it is failing."""
         if self._store is None:
-            self._store = JobStore(self.config.store_path)
+            raise StoreUnavailable(self.fault or f"job store {self.config.store_path} is closed")
         return self._store
+
+    def _open_at_start(self) -> JobStore:
+        """Open (or create) the store and write to it; raises :class:`StoreUnusable`."""
+        try:
+            return JobStore(self.config.store_path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnusable(f"cannot use the job store {self.config.store_path}: {exc} "
+                                "(jobs.store_path)") from exc
+
+    @contextmanager
+    def _store_guard(self) -> Iterator[None]:
+        """Turn a store error in the block into the failing state (see the module docstring)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: sqlite3.Error) -> None:
+        if self._store is not None:
+            self._store.abandon()
+            self._store = None
+        code = getattr(exc, "sqlite_errorname", None)  # e.g. SQLITE_IOERR_WRITE
+        self.fault = f"job store {self.config.store_path} failed: {exc}" + (
+            f" ({code})" if code else "")
+        self._next_check = self.clock() + _STORE_CHECK_EVERY_S
+        log.error("broker: %s; job calls answer 503 and real-time serving goes on; reopening "
+                  "it every %.0fs", self.fault, _STORE_CHECK_EVERY_S)
+        answers, self._answers, self._outbox = self._answers, [], []
+        for gateway, request_id in answers:
+            self._answer(gateway, self._unavailable(request_id, StoreUnavailable(self.fault)))
+        self._forget_jobs()
+
+    def _forget_jobs(self) -> None:
+        """Start the scheduler over with its lanes but no job (they are loaded again from the
+        store once it works)."""
+        now = self.clock()
+        fresh = JobScheduler(self.config.policy)
+        for lane in self.scheduler.lanes.values():
+            fresh.lane_joined(lane.worker_id, lane.service, lane.slots, [], now)
+            if lane.draining:
+                fresh.lane_draining(lane.worker_id)
+        self.scheduler = fresh
+
+    def _check_store(self, now: float) -> None:
+        """Once a second: check the healthy store, or try to open the failing one again."""
+        if now < self._next_check:
+            return
+        self._next_check = now + _STORE_CHECK_EVERY_S
+        if self._store is not None:
+            with self._store_guard():
+                self._store.check()
+            return
+        try:
+            store = JobStore(self.config.store_path, create=False)
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("broker: job store %s still fails: %s", self.config.store_path, exc)
+            return
+        self._store, self.fault = store, None
+        log.warning("broker: job store %s works again; loading its unfinished jobs",
+                    self.config.store_path)
+        with self._store_guard():
+            self._recover()
+
+    def _unavailable(self, request_id: bytes, exc: StoreUnavailable) -> Reply:
+        return error_reply(request_id, exc.status, str(exc), code=int(exc.status),
+                           retry_after_s=exc.retry_after_s)
+
+    def _answer(self, gateway: bytes, reply: Reply) -> None:
+        self._outbox.append((None, [gateway, *reply.to_frames()]))
+        self._answers.append((gateway, reply.request_id))
+
+    def store_health(self) -> dict[str, Any]:
+        """``{"path", "ok", "error"}``: whether the job store works, and why not."""
+        return {"path": self.config.store_path, "ok": self.fault is None, "error": self.fault}
 
     def _recover(self) -> None:
         now = self.clock()
@@ -119,10 +219,12 @@ class JobDesk:
                  len(jobs), self.config.store_path, len(jobs) - running, running)
 
     def flush(self) -> None:
-        """Commit what was written, then send what waited for it."""
+        """Commit what was written, then send what waited for it (a failed commit: see the
+        module docstring)."""
         if self._store is not None:
-            self._store.commit()
-        outbox, self._outbox = self._outbox, []
+            with self._store_guard():
+                self._store.commit()
+        outbox, self._outbox, self._answers = self._outbox, [], []
         for worker_id, frames in outbox:
             if worker_id is None:
                 self._send_front(frames)
@@ -161,7 +263,8 @@ class JobDesk:
         self.channels.open_lane(ready.worker_id, lane.pull, lane.push)
         self.scheduler.lane_joined(ready.worker_id, ready.service, lane.slots, lane.running,
                                    self.clock())
-        self._pump()
+        with self._store_guard():
+            self._pump()
 
     def lane_draining(self, identity: bytes) -> None:
         """The worker is draining: no new job for it."""
@@ -179,8 +282,9 @@ class JobDesk:
         now = self.clock()
         self.channels.stop_dispatch(worker_id)
         changed = self.scheduler.lane_left(worker_id, now, lost)
-        for job in changed:
-            self.store.update(job)
+        with self._store_guard():
+            for job in changed:
+                self.store.update(job)
         if lost:
             self.channels.stop_events(worker_id)
         else:
@@ -188,7 +292,8 @@ class JobDesk:
         if changed:
             log.warning("broker: worker %s lost with %d jobs; they are retried or failed",
                         worker_id, len(changed))
-        self._pump()
+        with self._store_guard():
+            self._pump()
 
     # ------------------------------------------------------------ events and time
 
@@ -200,10 +305,13 @@ class JobDesk:
             log.warning("broker: dropped a malformed job event (%s)", exc)
             return
         job, changed = self.scheduler.on_event(event, self.clock())
-        if job is None:
+        if job is None or not changed:
             return
-        if changed:
-            result: Any = event.result if job.state is JobState.SUCCEEDED else None
+        result: Any = event.result if job.state is JobState.SUCCEEDED else None
+        if result is not None and len(result) > self.config.max_result_bytes:
+            self._refuse_result(job, len(result))
+            result = None
+        with self._store_guard():
             self.store.update(job, None if result is None else bytes(getattr(
                 result, "bytes", result)))
             if job.state is JobState.FAILED:
@@ -211,23 +319,33 @@ class JobDesk:
                             job.service, job.task, job.attempts, job.error)
             self._pump()
 
+    def _refuse_result(self, job: Job, size: int) -> None:
+        """A success whose result is over ``max_result_bytes`` fails the job instead (the
+        worker checks first; this holds for a worker with a larger limit)."""
+        job.state = JobState.FAILED
+        job.error = (f"the task's result is {size} bytes, more than jobs.max_result_bytes "
+                     f"({self.config.max_result_bytes}) of the broker")
+
     def on_tick(self) -> None:
-        """Expire leases, purge finished jobs past retention, dispatch what became due."""
+        """Check the store, expire leases, purge finished jobs past retention, dispatch what
+        became due."""
         now = self.clock()
-        for job in self.scheduler.expire_leases(now):
-            log.warning("broker: job %s lease expired on worker %s (attempt %d)", job.id,
-                        job.worker, job.attempts)
-            self.store.update(job)
+        self._check_store(now)
         for worker_id, until in list(self._leaving.items()):
             if until <= now:
                 del self._leaving[worker_id]
                 self.channels.stop_events(worker_id)
-        if self._store is not None and now >= self._next_purge:
-            self._next_purge = now + _PURGE_EVERY_S
-            purged = self._store.purge(now)
-            if purged:
-                log.info("broker: removed %d finished jobs past their retention", purged)
-        self._pump()
+        with self._store_guard():
+            for job in self.scheduler.expire_leases(now):
+                log.warning("broker: job %s lease expired on worker %s (attempt %d)", job.id,
+                            job.worker, job.attempts)
+                self.store.update(job)
+            if self._store is not None and now >= self._next_purge:
+                self._next_purge = now + _PURGE_EVERY_S
+                purged = self._store.purge(now)
+                if purged:
+                    log.info("broker: removed %d finished jobs past their retention", purged)
+            self._pump()
 
     def next_wake(self) -> float | None:
         """Seconds until ``on_tick`` has job work to do, or None."""
@@ -254,13 +372,18 @@ class JobDesk:
             ControlOp.JOB_RETRY: self._retry, ControlOp.JOB_LIST: self._list}
         try:
             reply = Reply(ctl.request_id, Status.OK, pack_map(handlers[ctl.op](ctl.args)))
+        except StoreUnavailable as exc:
+            reply = self._unavailable(ctl.request_id, exc)
         except JobError as exc:
             reply = error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
-        except sqlite3.Error as exc:
-            log.error("broker: job store %s failed: %s", self.config.store_path, exc)
+        except sqlite3.IntegrityError as exc:  # this call's fault, not the store's
+            log.error("broker: job store %s refused a write: %s", self.config.store_path, exc)
             reply = error_reply(ctl.request_id, Status.INTERNAL, f"job store error: {exc}",
-                                  code=int(Status.INTERNAL))
-        self._outbox.append((None, [gateway, *reply.to_frames()]))
+                                code=int(Status.INTERNAL))
+        except sqlite3.Error as exc:
+            self._store_failed(exc)
+            reply = self._unavailable(ctl.request_id, StoreUnavailable(self.fault or str(exc)))
+        self._answer(gateway, reply)
 
     def _check_task(self, service: str, task: str) -> TaskDescription:
         if service not in self._services and self.clock() - self.started < self.config.grace_s:
@@ -306,7 +429,7 @@ class JobDesk:
         if not isinstance(job_id, str):
             raise JobError(Status.BAD_REQUEST, "a job id is needed")
         job = self.scheduler.active.get(job_id)
-        if job is None and (self._store is not None or os.path.exists(self.config.store_path)):
+        if job is None:
             job = self.store.get(job_id)
         if job is None:
             raise JobError(Status.NOT_FOUND, f"no job '{job_id}' (unknown, or removed after "
@@ -355,17 +478,15 @@ class JobDesk:
                 or (service is not None and not isinstance(service, str)):
             raise JobError(Status.BAD_REQUEST, f"bad page: limit is 1..{_MAX_PAGE}, cursor is "
                                                "0..2**63-1, both integers")
-        if self._store is None and not os.path.exists(self.config.store_path):
-            return {"jobs": [], "next": None}
         jobs, cursor = self.store.page(service, state, after, limit)
         return {"jobs": [self._fresh(job).describe().to_map() for job in jobs], "next": cursor}
 
     # ------------------------------------------------------------ reporting
 
     def stats(self) -> dict[str, Any]:
-        """Active jobs, lanes and free job slots; stored jobs per state."""
+        """Active jobs, lanes and free job slots; stored jobs per state; the store's health."""
         stored = self._store.counts() if self._store is not None else {}
-        return {**self.scheduler.counts(), "stored": stored}
+        return {**self.scheduler.counts(), "stored": stored, "store": self.store_health()}
 
 
 def jobs_config_from(jobs: JobsSettings, heartbeat: HeartbeatSettings,
@@ -376,4 +497,5 @@ def jobs_config_from(jobs: JobsSettings, heartbeat: HeartbeatSettings,
         policy=JobPolicy(lease_s=jobs.lease_s, backoff_s=jobs.retry_backoff_s,
                          backoff_max_s=jobs.retry_backoff_max_s, retention_s=jobs.retention_s),
         max_input_bytes=jobs.max_input_bytes,
+        max_result_bytes=jobs.max_result_bytes,
         grace_s=2 * heartbeat.liveness_s)

@@ -1,11 +1,14 @@
 """The broker's metric families, from a STATS answer."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from broker.job_store import JobStore
 from broker.jobs.model import Job, JobState
-from broker.metrics import BrokerMetrics, _batch_histogram, families, stored_job_counts
+from broker.metrics import BrokerMetrics, _batch_histogram, families
 
 
 def test_batch_sizes_become_a_cumulative_histogram() -> None:
@@ -55,23 +58,34 @@ def test_stored_jobs_are_counted_beside_an_open_write(tmp_path: Path) -> None:
         store.insert(_job(f"j{n}", state), b"")
     store.commit()
     store.insert(_job("uncommitted", JobState.RUNNING), b"")  # the broker's write in progress
-    assert stored_job_counts(str(tmp_path / "jobs.sqlite3")) == {"queued": 2, "succeeded": 1}
+    assert store.counts() == {"queued": 2, "succeeded": 1}
+    done = _job("j0", JobState.SUCCEEDED)
+    store.update(done)
+    store.commit()
+    assert store.counts() == {"queued": 1, "succeeded": 2, "running": 1}
+    store.close()
+    reopened = JobStore(tmp_path / "jobs.sqlite3")  # counted once when opened
+    assert reopened.counts() == {"queued": 1, "succeeded": 2, "running": 1}
+    reopened.close()
+
+
+def test_the_store_is_held_exclusively_with_no_mapped_wal_index(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.insert(_job("j", JobState.QUEUED), b"")
+    store.commit()
+    assert not (tmp_path / "jobs.sqlite3-shm").exists()  # the WAL index is in the heap
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        JobStore(tmp_path / "jobs.sqlite3")  # a second broker on the same store
     store.close()
 
 
-def test_no_store_or_an_unreadable_one_counts_nothing(tmp_path: Path) -> None:
-    assert stored_job_counts(str(tmp_path / "none.sqlite3")) == {}
-    (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 100)
-    assert stored_job_counts(str(tmp_path / "junk.sqlite3")) == {}
-    assert not (tmp_path / "none.sqlite3").exists()
-
-
-def test_job_counts_taken_at_scrape_time_replace_the_snapshots() -> None:
-    metrics = BrokerMetrics(lambda: {"running": 7})
-    metrics.update({"jobs": {"stored": {"running": 1}}})
+def test_stored_job_counts_and_store_health_come_from_the_snapshot() -> None:
+    metrics = BrokerMetrics()
+    metrics.update({"jobs": {"stored": {"running": 7}, "store": {"ok": False}}})
     samples = {(s.name, tuple(s.labels.items())): s.value
                for family in metrics.collect() for s in family.samples}
     assert samples[("zeroserve_jobs", (("state", "running"),))] == 7
+    assert samples[("zeroserve_jobs_store_ok", ())] == 0
 
 
 def test_queue_wait_and_exec_times_become_histograms() -> None:

@@ -1,10 +1,10 @@
 """JobDesk over a real SQLite store with fake sockets and clock: durability before answers,
 idempotency, validation, recovery after a restart, retention."""
+import shutil
 import sqlite3
 
 import pytest
 
-from broker.job_store import JobStore
 from broker.jobs.desk import JobDesk, JobsConfig
 from broker.jobs.model import JobPolicy
 from zeroserve.wire import jobs as jp
@@ -43,12 +43,13 @@ class Channels:
 
 
 class Harness:
-    def __init__(self, path, retention_s=100.0, max_input_bytes=1000):
+    def __init__(self, path, retention_s=100.0, max_input_bytes=1000, max_result_bytes=1000):
         self.clock, self.channels, self.front = Clock(), Channels(), []
         self.path = path
         self.desk = JobDesk(JobsConfig(str(path), JobPolicy(lease_s=10.0, backoff_s=1.0,
                                                             retention_s=retention_s),
-                                       max_input_bytes, grace_s=0.0),
+                                       max_input_bytes, grace_s=0.0,
+                                       max_result_bytes=max_result_bytes),
                             self.channels, self.front.append, self.clock)
         self.n = 0
 
@@ -72,6 +73,10 @@ class Harness:
         return self.call(ControlOp.JOB_SUBMIT, service="svc", task=task, inputs=inputs,
                          **extra)
 
+    def crash(self):
+        """The broker dies: its lock on the store goes, what it had not committed is lost."""
+        self.desk.store.abandon()
+
     def event(self, job_id, attempt, kind, **extra):
         self.desk.on_event(jp.JobEvent(job_id, attempt, "w1", kind, **extra).to_frames())
         self.desk.flush()
@@ -83,7 +88,10 @@ def test_submission_is_stored_durably_before_the_answer_and_dispatched_to_a_free
     status, answer = h.submit()
     assert status is Status.OK and answer["created"]
     job_id = answer["job"]["id"]
-    other = sqlite3.connect(str(tmp_path / "jobs.db"))  # another connection sees it committed
+    # a copy of the files as they are now (the broker holds them locked) has it committed
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{tmp_path / 'jobs.db'}{suffix}", f"{tmp_path / 'copy.db'}{suffix}")
+    other = sqlite3.connect(str(tmp_path / "copy.db"))
     assert other.execute("SELECT state, inputs FROM jobs WHERE id = ?", (job_id,)).fetchone() \
         == ("running", b"in")
     (worker, dispatch), = h.channels.sent
@@ -108,7 +116,7 @@ def test_bad_submissions_are_refused_and_never_stored(tmp_path, task, inputs, st
     h.worker()
     got, answer = h.submit(task=task, inputs=inputs)
     assert got is status and answer["code"] == int(status)
-    assert not (tmp_path / "jobs.db").exists() or not JobStore(tmp_path / "jobs.db").counts()
+    assert not h.desk.store.counts()
 
 
 def test_unknown_service_is_404(tmp_path):
@@ -173,6 +181,7 @@ def test_restart_recovers_queued_and_running_jobs(tmp_path):
     running = h.submit()[1]["job"]["id"]
     queued = h.submit()[1]["job"]["id"]
     # the broker dies; a new one opens the same store
+    h.crash()
     h2 = Harness(tmp_path / "jobs.db")
     jobs = {j["id"]: j["state"] for j in h2.call(ControlOp.JOB_LIST)[1]["jobs"]}
     assert jobs == {running: "running", queued: "queued"}
@@ -222,3 +231,62 @@ def test_lost_worker_requeues_with_backoff_and_stops_listening(tmp_path):
     job = h.call(ControlOp.JOB_GET, id=job_id)[1]["job"]
     assert job["state"] == "queued" and "lost" in job["error"]
     assert "w1" not in h.channels.events
+
+
+def test_a_deleted_store_turns_the_desk_failing_until_a_store_is_back(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    kept = h.submit()[1]["job"]["id"]
+    h.event(kept, 1, jp.EventKind.SUCCEEDED, result=b"r")
+    for suffix in ("", "-wal"):  # a backup, then the store is deleted under the broker
+        shutil.copyfile(f"{tmp_path / 'jobs.db'}{suffix}", f"{tmp_path / 'backup'}{suffix}")
+        (tmp_path / f"jobs.db{suffix}").unlink()
+    h.clock.now += 1.0
+    h.desk.on_tick()
+    h.desk.flush()
+    health = h.desk.stats()["store"]
+    assert not health["ok"] and "deleted" in health["error"]
+    status, answer = h.submit()
+    assert status is Status.NO_WORKER and answer["retry_after_s"] == 1
+    assert "deleted" in answer["error"] and str(tmp_path / "jobs.db") in answer["error"]
+    assert h.call(ControlOp.JOB_GET, id=kept)[0] is Status.NO_WORKER
+    h.clock.now += 1.0
+    h.desk.on_tick()  # reopening fails: a deleted store is not created again empty
+    assert not (tmp_path / "jobs.db").exists() and not h.desk.stats()["store"]["ok"]
+    for suffix in ("", "-wal"):  # the operator restores the backup
+        shutil.copyfile(f"{tmp_path / 'backup'}{suffix}", f"{tmp_path / 'jobs.db'}{suffix}")
+    h.clock.now += 1.0
+    h.desk.on_tick()
+    h.desk.flush()
+    assert h.desk.stats()["store"] == {"path": str(tmp_path / "jobs.db"), "ok": True,
+                                       "error": None}
+    assert h.call(ControlOp.JOB_GET, id=kept)[1]["job"]["state"] == "succeeded"
+    assert h.submit()[0] is Status.OK
+
+
+def test_a_failed_commit_answers_what_waited_for_it_503_and_sends_no_dispatch(tmp_path):
+    h = Harness(tmp_path / "jobs.db")
+    h.worker()
+    h.desk.on_control(b"G", Control(b"\0" * 7 + b"\1", ControlOp.JOB_SUBMIT,
+                                    {"service": "svc", "task": "score", "inputs": b"in"}))
+    h.desk.store.abandon()  # the connection is gone: the commit fails
+    h.desk.flush()
+    (frames,) = h.front
+    reply = parse_reply(split_command(frames[1:])[1])
+    assert reply.status is Status.NO_WORKER and h.channels.sent == []
+    assert "retry shortly" in unpack_map(reply.meta, "answer")["error"]
+    stats = h.desk.stats()
+    assert not stats["store"]["ok"] and stats["queued"] == stats["running"] == 0
+
+
+def test_a_result_over_max_result_bytes_fails_the_job_in_the_broker(tmp_path):
+    h = Harness(tmp_path / "jobs.db", max_result_bytes=4)
+    h.worker(slots=2)
+    fits, over = h.submit()[1]["job"]["id"], h.submit()[1]["job"]["id"]
+    h.event(fits, 1, jp.EventKind.SUCCEEDED, result=b"1234")
+    h.event(over, 1, jp.EventKind.SUCCEEDED, result=b"12345")
+    assert h.call(ControlOp.JOB_RESULT, id=fits)[1]["result"] == b"1234"
+    job = h.call(ControlOp.JOB_GET, id=over)[1]["job"]
+    assert job["state"] == "failed" and "5 bytes, more than jobs.max_result_bytes (4)" \
+        in job["error"]
+    assert h.call(ControlOp.JOB_RESULT, id=over)[0] is Status.CONFLICT

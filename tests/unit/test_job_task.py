@@ -98,3 +98,15 @@ def test_lane_description_is_checked():
     assert jp.parse_lane({}) is None
     with pytest.raises(ProtocolError):
         jp.parse_lane({"slots": 2, "pull": "", "push": "tcp://x:1"})
+
+
+def test_a_result_over_max_result_bytes_is_a_failure_and_never_sent():
+    message = {"job_id": "j", "attempt": 1, "task": "score",
+               "inputs": codec.encode({"rows": np.ones(1)}, threshold=1 << 62)[0]}
+    size = len(codec.encode({"total": 1.0}, threshold=1 << 62)[0])
+    for limit, kind in ((size, "succeeded"), (size - 1, "failed")):
+        sent: list = []
+        run_job(service_spec(Reports), Reports(), message, sent.append, lambda: False, limit)
+        last = unpack_map(sent[-1], "m")
+        assert last["kind"] == kind and ("result" in last) == (kind == "succeeded")
+    assert f"{size} bytes encoded, more than jobs.max_result_bytes ({size - 1})" in last["error"]
