@@ -60,8 +60,10 @@ class BrokerDaemon:
         self.curve = keys
         self.authenticator = curve.start_authenticator(self.context, self.curve) \
             if self.curve else None
-        self.frontend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
-        self.backend = open_socket(self.context, zmq.ROUTER, curve=self.curve, curve_server=True)
+        self.frontend = open_socket(self.context, zmq.ROUTER, curve=self.curve,
+                                    serves=curve.Channel.FRONTEND)
+        self.backend = open_socket(self.context, zmq.ROUTER, curve=self.curve,
+                                   serves=curve.Channel.BACKEND)
         self.core = BrokerCore(config, self._send_front, self._send_back, clock())
         self.job_sockets = JobSockets(self.context, self.curve)
         self.jobs = JobDesk(jobs, self.job_sockets, self._send_front, wall_clock)

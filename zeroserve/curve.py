@@ -2,9 +2,12 @@
 
 The broker is the CURVE server on every one of its sockets (frontend, backend and
 job sockets) and lets in only clients whose public key is in its allowed-keys
-directory; gateways, workers (their job lanes too) and ``zeroserve status`` are
-CURVE clients that know the broker's public key. Keys are ZeroMQ certificate
-files, as ``zeroserve keys generate`` writes them::
+directory, on the channels that the key's role may use; gateways, workers (their
+job lanes too) and ``zeroserve status`` are CURVE clients that know the broker's
+public key. A key's role is the subdirectory of the allowed-keys directory it is
+in (:data:`ROLES`); a key directly in it, as older versions wrote them, may use
+every channel. Keys are ZeroMQ certificate files, as ``zeroserve keys generate``
+writes them::
 
     curve:
       enabled: true
@@ -14,6 +17,7 @@ files, as ``zeroserve keys generate`` writes them::
 """
 from __future__ import annotations
 
+import enum
 import logging
 import shutil
 import time
@@ -28,8 +32,24 @@ from zeroserve.config import CurveSettings
 
 log = logging.getLogger("zeroserve.curve")
 
-ZAP_DOMAIN = b"zeroserve"
 _REFUSALS_LOGGED_PER_MINUTE = 10
+
+
+class Channel(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
+    """A kind of broker socket; its name is the ZAP domain of the sockets that serve it."""
+
+    FRONTEND = "frontend"  # gateways and operator tools: requests and control calls
+    BACKEND = "backend"    # workers: registration, batches, results
+    JOBS = "jobs"          # workers' job lanes: jobs and their events
+
+
+# role (the allowed-keys subdirectory) -> the channels its keys may use
+ROLES: dict[str, frozenset[Channel]] = {
+    "gateway": frozenset({Channel.FRONTEND}),
+    "operator": frozenset({Channel.FRONTEND}),
+    "worker": frozenset({Channel.BACKEND, Channel.JOBS}),
+}
+ANY_ROLE = "any"  # a key directly in the allowed-keys directory
 
 
 class CurveError(ValueError):
@@ -54,12 +74,13 @@ class Curve:
         sock.curve_secretkey = self.secret
         sock.curve_serverkey = self.broker_public
 
-    def server(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` a CURVE server whose clients the broker's authenticator checks."""
+    def server(self, sock: zmq.Socket, channel: Channel) -> None:
+        """Make ``sock`` a CURVE server of ``channel``, whose clients the broker's
+        authenticator checks against the keys allowed there."""
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
         sock.curve_server = True
-        sock.zap_domain = ZAP_DOMAIN
+        sock.zap_domain = channel.value.encode()
 
 
 def _read_pair(path: str) -> tuple[bytes, bytes]:
@@ -98,50 +119,83 @@ def from_settings(settings: CurveSettings, role: str) -> Curve | None:
     return Curve(public, secret, broker_public=_read_public(broker_file))
 
 
-class _AllowedKeys:
-    """The authenticator's check: a key in the allowed directory; refusals logged."""
+def allowed_roles(directory: Path) -> dict[bytes, str]:
+    """The role of each public key in the allowed-keys ``directory``: that of the
+    subdirectory it is in, :data:`ANY_ROLE` for one directly in ``directory``."""
+    roles = {key: ANY_ROLE for key in zmq.auth.load_certificates(str(directory))}
+    for role in ROLES:
+        if (directory / role).is_dir():
+            roles.update((key, role) for key in zmq.auth.load_certificates(str(directory / role)))
+    return roles
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.keys = set(zmq.auth.load_certificates(str(directory)))
-        self._window = (0.0, 0)
+
+def may_use(role: str | None, channel: Channel) -> bool:
+    """Whether a key of ``role`` (None: not allowed at all) may use ``channel``."""
+    return role == ANY_ROLE or (role is not None and channel in ROLES.get(role, ()))
+
+
+class _AllowedKeys:
+    """The authenticator's check of one channel: a key whose role may use it; refusals
+    logged (at most ten lines a minute over every channel)."""
+
+    def __init__(self, directory: Path, roles: dict[bytes, str], channel: Channel,
+                 window: list[float]) -> None:
+        self.directory, self.roles, self.channel = directory, roles, channel
+        self._window = window  # [start, count], shared by the channels
 
     def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.keys:
+        role = self.roles.get(key)
+        if may_use(role, self.channel):
             return True
-        started, count = self._window
         now = time.monotonic()
-        if now - started > 60.0:
-            started, count = now, 0
-        if count < _REFUSALS_LOGGED_PER_MINUTE:
-            log.warning("broker: refused a CURVE peer with public key %s: not in %s",
-                        key.decode(errors="replace"), self.directory)
-        self._window = (started, count + 1)
+        if now - self._window[0] > 60.0:
+            self._window[:] = [now, 0]
+        if self._window[1] < _REFUSALS_LOGGED_PER_MINUTE:
+            why = f"not in {self.directory}" if role is None else \
+                f"a {role} key may not use the {self.channel.value}"
+            log.warning("broker: refused a CURVE peer with public key %s on the %s: %s",
+                        key.decode(errors="replace"), self.channel.value, why)
+        self._window[1] += 1
         return False
 
 
 def start_authenticator(context: zmq.Context, curve: Curve) -> ThreadAuthenticator:
-    """Start the broker's ZAP handler: only the allowed directory's keys get in."""
+    """Start the broker's ZAP handler: on each channel, only the keys whose role may use it."""
     assert curve.allowed_dir is not None
-    allowed = _AllowedKeys(curve.allowed_dir)
+    roles = allowed_roles(curve.allowed_dir)
     auth = ThreadAuthenticator(context, log=logging.getLogger("zeroserve.zap"))
     auth.start()
-    auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(), credentials_provider=allowed)
-    log.info("broker: CURVE on, %d allowed keys in %s", len(allowed.keys), curve.allowed_dir)
+    window = [0.0, 0.0]
+    for channel in Channel:
+        auth.configure_curve_callback(domain=channel.value, credentials_provider=_AllowedKeys(
+            curve.allowed_dir, roles, channel, window))
+    log.info("broker: CURVE on, %d allowed keys in %s", len(roles), curve.allowed_dir)
+    unroled = sum(role == ANY_ROLE for role in roles.values())
+    if unroled:
+        log.warning("broker: %d allowed keys have no role (they are directly in %s, not in %s) "
+                    "and may use every channel; move each into the folder of its role",
+                    unroled, curve.allowed_dir, ", ".join(f"{r}/" for r in ROLES))
     return auth
 
 
+def role_of(name: str) -> str:
+    """The role ``zeroserve keys generate`` gives a key by its name: ``gateway...`` and
+    ``worker...`` are gateways and workers, any other name an operator (``zeroserve status``)."""
+    return next((role for role in ("gateway", "worker") if name.startswith(role)), "operator")
+
+
 def generate(directory: Path, names: list[str]) -> list[Path]:
-    """Write a key pair per name into ``directory`` and the clients' public keys into
-    ``directory/allowed`` ("broker" is the server and stays out of it); return the files."""
+    """Write a key pair per name into ``directory`` and each client's public key into
+    ``directory/allowed/<its role>`` ("broker" is the server and stays out of it); return
+    the files."""
     directory.mkdir(parents=True, exist_ok=True)
-    allowed = directory / "allowed"
-    allowed.mkdir(exist_ok=True)
     written = []
     for name in names:
         public, secret = zmq.auth.create_certificates(str(directory), name)
         written += [Path(public), Path(secret)]
         if name != "broker":
+            allowed = directory / "allowed" / role_of(name)
+            allowed.mkdir(parents=True, exist_ok=True)
             written.append(Path(shutil.copy(public, allowed / Path(public).name)))
     return written
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import zmq
 
-from zeroserve.curve import Curve
+from zeroserve.curve import Channel, Curve
 
 
 def open_socket(context: zmq.Context, kind: int, *, curve: Curve | None = None,
-                curve_server: bool = False, linger: int | None = 0) -> zmq.Socket:
+                serves: Channel | None = None, linger: int | None = 0) -> zmq.Socket:
     """A new socket of ``kind`` with no high-water marks and ``linger`` (None: ZeroMQ's
-    default), set up as a CURVE server or client when ``curve`` is given."""
+    default); with ``curve``, a CURVE server of channel ``serves`` (the broker's sockets,
+    whose peers are checked against the keys allowed on that channel) or else a client."""
     sock = context.socket(kind)
     if linger is not None:
         sock.setsockopt(zmq.LINGER, linger)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     if curve is not None:
-        (curve.server if curve_server else curve.client)(sock)
+        if serves is None:
+            curve.client(sock)
+        else:
+            curve.server(sock, serves)
     return sock

@@ -15,7 +15,7 @@ import logging
 
 import zmq
 
-from zeroserve.curve import Curve
+from zeroserve.curve import Channel, Curve
 from zeroserve.sockets import open_socket
 
 log = logging.getLogger("zeroserve.broker")
@@ -27,14 +27,14 @@ class JobSockets:
     def __init__(self, context: zmq.Context, curve: Curve | None = None) -> None:
         self.context = context
         self.curve = curve
-        self.sink = open_socket(context, zmq.PULL, curve=curve, curve_server=True)
+        self.sink = open_socket(context, zmq.PULL, curve=curve, serves=Channel.JOBS)
         self._push: dict[str, zmq.Socket] = {}
         self._events: dict[str, str] = {}  # worker id -> the lane's event address
 
     def open_lane(self, worker_id: str, pull: str, push: str) -> None:
         """Connect to a lane (again, if the worker registered before)."""
         self.stop_dispatch(worker_id)
-        sock = open_socket(self.context, zmq.PUSH, curve=self.curve, curve_server=True)
+        sock = open_socket(self.context, zmq.PUSH, curve=self.curve, serves=Channel.JOBS)
         sock.connect(pull)
         self._push[worker_id] = sock
         if self._events.get(worker_id) != push:

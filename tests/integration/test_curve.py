@@ -36,7 +36,7 @@ def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
                            *[f"--name={n}" for n in ("broker", "gateway", "worker", "intruder")]],
                           capture_output=True, text=True, check=True, timeout=30).stdout
     assert f"wrote {keys / 'broker.key_secret'}" in made and "allowed_keys_dir" in made
-    (keys / "allowed" / "intruder.key").unlink()
+    (keys / "allowed" / "operator" / "intruder.key").unlink()
     cluster.env["ZEROSERVE_WORKER_JOB_SLOTS"] = "1"
     broker = cluster.broker(env=_env(keys, "broker", broker=True))
     cluster.gateway(env=_env(keys, "gateway"))
@@ -66,6 +66,44 @@ def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
                                "--host", "127.0.0.1"],
                    _env(keys, "intruder"))
     assert _readyz(rogue_http) == 503  # its broker link never gets an answer
+    assert client.call("chores", "ping") == "pong"
+    client.close()
+
+
+def test_a_key_is_refused_on_the_channels_its_role_may_not_use(cluster: Cluster,
+                                                                 tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "zeroserve", "keys", "generate", str(keys)],
+                   capture_output=True, check=True, timeout=30)
+    assert sorted(p.name for p in (keys / "allowed").rglob("*.key")) == \
+        ["gateway.key", "worker.key"] and (keys / "allowed" / "worker" / "worker.key").exists()
+    broker = cluster.broker(env=_env(keys, "broker", broker=True))
+    cluster.gateway(env=_env(keys, "gateway"))
+    cluster.test_worker("Chores", env=_env(keys, "worker"))
+    cluster.wait_ready(1)
+    client = zeroserve.Client(cluster.url)
+    assert client.call("chores", "ping") == "pong"
+
+    as_worker = cluster.worker(f"{TEST_SERVICES}:Chores", env=_env(keys, "gateway"))
+    rogue_http = free_port()
+    cluster._start("gateway", ["gateway", "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}",
+                               "--http-port", str(rogue_http), "--grpc-port", "0",
+                               "--host", "127.0.0.1"],
+                   _env(keys, "worker"))
+    assert _readyz(rogue_http) == 503  # a worker's key makes no control call on the frontend
+    worker_pair = Curve(*_pair(keys / "worker.key_secret"),
+                        broker_public=_pair(keys / "broker.key_secret")[0])
+    with pytest.raises(TimeoutError):  # nor does an operator tool holding it
+        broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5,
+                     curve=worker_pair)
+    assert as_worker.alive()
+    gateway_pair = Curve(*_pair(keys / "gateway.key_secret"),
+                         broker_public=_pair(keys / "broker.key_secret")[0])
+    stats = broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", curve=gateway_pair)
+    assert len(stats["workers"]) == 1  # the worker holding a gateway's key never joined
+    log = broker.log()
+    assert "a gateway key may not use the backend" in log
+    assert "a worker key may not use the frontend" in log
     assert client.call("chores", "ping") == "pong"
     client.close()
 

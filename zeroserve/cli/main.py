@@ -205,8 +205,9 @@ def keys_group() -> None:
 def keys_generate_command(directory: str, names: tuple[str, ...]) -> None:
     """Make CURVE key pairs in DIRECTORY for the broker and its peers.
 
-    Every pair but the broker's also goes into DIRECTORY/allowed, the broker's
-    curve.allowed_keys_dir: a peer whose key is not there cannot join.
+    Every public key but the broker's also goes into DIRECTORY/allowed/ROLE, in the broker's
+    curve.allowed_keys_dir: a peer whose key is not there cannot join. The role comes from the
+    name: gateway..., worker..., or operator for any other name (zeroserve status).
     """
     from pathlib import Path
 
