@@ -60,12 +60,8 @@ def test_only_allowed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
     with pytest.raises(TimeoutError):  # and a plain operator tool gets no answer either
         broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5)
 
-    rogue_http = free_port()
-    cluster._start("gateway", ["gateway", "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}",
-                               "--http-port", str(rogue_http), "--grpc-port", "0",
-                               "--host", "127.0.0.1"],
-                   _env(keys, "intruder"))
-    assert _readyz(rogue_http) == 503  # its broker link never gets an answer
+    # its broker link never gets an answer
+    assert _readyz(_gateway_with(cluster, keys, "intruder")) == 503
     assert client.call("chores", "ping") == "pong"
     client.close()
 
@@ -85,12 +81,8 @@ def test_a_key_is_refused_on_the_channels_its_role_may_not_use(cluster: Cluster,
     assert client.call("chores", "ping") == "pong"
 
     as_worker = cluster.worker(f"{TEST_SERVICES}:Chores", env=_env(keys, "gateway"))
-    rogue_http = free_port()
-    cluster._start("gateway", ["gateway", "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}",
-                               "--http-port", str(rogue_http), "--grpc-port", "0",
-                               "--host", "127.0.0.1"],
-                   _env(keys, "worker"))
-    assert _readyz(rogue_http) == 503  # a worker's key makes no control call on the frontend
+    # a worker's key makes no control call on the frontend
+    assert _readyz(_gateway_with(cluster, keys, "worker")) == 503
     worker_pair = Curve(*_pair(keys / "worker.key_secret"),
                         broker_public=_pair(keys / "broker.key_secret")[0])
     with pytest.raises(TimeoutError):  # nor does an operator tool holding it
@@ -106,6 +98,15 @@ def test_a_key_is_refused_on_the_channels_its_role_may_not_use(cluster: Cluster,
     assert "a worker key may not use the frontend" in log
     assert client.call("chores", "ping") == "pong"
     client.close()
+
+
+def _gateway_with(cluster: Cluster, keys: Path, pair: str) -> int:
+    """Start a gateway holding the key ``pair`` on a port of its own; its HTTP port."""
+    http = free_port()
+    cluster._start("gateway", ["gateway", "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}",
+                               "--http-port", str(http), "--grpc-port", "0", "--host", "127.0.0.1"],
+                   _env(keys, pair))
+    return http
 
 
 def _readyz(port: int, wait_s: float = 3.0) -> int:

@@ -91,6 +91,15 @@ def _wait_for_log(proc: subprocess.Popen, log_path: Path, text: str, timeout_s: 
         time.sleep(0.1)
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and its children if it is still running."""
+    if proc.poll() is None:
+        for k in children_of(proc.pid):
+            os.kill(k, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
 def _worker_pids(pid: int) -> list[int]:
     return [k for k in children_of(pid)
             if b"\0worker\0" in Path(f"/proc/{k}/cmdline").read_bytes()]
@@ -131,11 +140,7 @@ def test_serve_restarts_a_killed_worker_and_every_call_is_answered(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            for k in children_of(proc.pid):
-                os.kill(k, signal.SIGKILL)
-            proc.kill()
-            proc.wait()
+        _kill_tree(proc)
 
 
 def test_serve_gives_up_on_a_worker_that_keeps_crashing(tmp_path):
@@ -159,11 +164,7 @@ def test_serve_gives_up_on_a_worker_that_keeps_crashing(tmp_path):
         assert proc.wait(30) == 1
         assert "giving up" in log_path.read_text()
     finally:
-        if proc.poll() is None:
-            for k in children_of(proc.pid):
-                os.kill(k, signal.SIGKILL)
-            proc.kill()
-            proc.wait()
+        _kill_tree(proc)
 
 
 def _wait_for_log_count(log_path: Path, text: str, count: int, timeout_s: float) -> None:
