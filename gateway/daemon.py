@@ -17,7 +17,7 @@ from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
-from gateway.tls import TlsError, describe, exposure_warning, load_tls
+from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings
 from zeroserve.container import Container
@@ -109,6 +109,8 @@ async def serve(parts: Container) -> int:
              f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
              "required" if access.enforced else "off")
     log.info("gateway: TLS %s", describe(tls))
+    if tls:
+        report_handshake_failures()
     exposed = exposure_warning(host, access.enforced, tls)
     if exposed:
         log.warning(exposed)

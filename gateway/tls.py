@@ -5,15 +5,21 @@ they also require a client certificate issued by that CA (mTLS).
 :func:`load_tls` reads the files once, at start, and checks them (a certificate and key that
 do not match, or a file that is not PEM, is a :class:`TlsError` naming the setting and the
 file); both servers then use the same bytes. :func:`exposure_warning` is the start-up line of
-a gateway that takes API keys in clear text from other hosts.
+a gateway that takes API keys in clear text from other hosts. :class:`HandshakeFailures`
+turns tornado's warning per failed handshake, which any client can cause many times a second
+(a plain request to the TLS port, a missing client certificate), into one line per interval.
 """
 from __future__ import annotations
 
+import logging
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 
+from gateway.accept import EventReport
 from zeroserve import curve
 from zeroserve.config import GatewaySettings
 
@@ -91,3 +97,40 @@ def exposure_warning(host: str, keys_enforced: bool, tls: GatewayTls | None) -> 
     return (f"gateway: TLS is off and API keys are on, on {host}, reachable from other hosts: "
             "every key crosses the network in clear text; set gateway.tls_cert_file and "
             "gateway.tls_key_file (docs/security.md)")
+
+
+class HandshakeFailures(logging.Filter):
+    """A filter for tornado's ``tornado.general`` logger: its ``SSL Error on FD PEER: ERROR``
+    warnings (one per failed TLS handshake) become one line at the first, then at most one per
+    ``interval_s``, with the count since the last line and the last failure; the other records
+    pass untouched."""
+
+    def __init__(self, interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.report = EventReport(interval_s)
+        self._clock = clock
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith("SSL Error on ")):
+            return True
+        count = self.report.note(self._clock())
+        if count is None:
+            return False
+        args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
+        peer, error = (args[1], args[2]) if args else ("?", record.getMessage())
+        record.msg = "gateway: %d TLS handshakes failed since the last report (the last, from " \
+                     "%s: %s)"
+        record.args = (count, peer, error)
+        return True
+
+
+def report_handshake_failures() -> HandshakeFailures:
+    """Install :class:`HandshakeFailures` on tornado's logger (once per process)."""
+    logger = logging.getLogger("tornado.general")
+    for existing in logger.filters:
+        if isinstance(existing, HandshakeFailures):
+            return existing
+    added = HandshakeFailures()
+    logger.addFilter(added)
+    return added
