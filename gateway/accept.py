@@ -7,11 +7,11 @@ stops watching the listening socket for a short pause and tries again; the
 kernel's backlog holds the waiting connections meanwhile.
 
 :class:`GatewayHTTPServer` is tornado's HTTPServer with that loop, a bound on
-open connections (past it a new connection is closed at once), and a header
-deadline: from a request's first byte, its headers must arrive within
-``header_timeout_s`` (tornado's own header timeout, measured from when the
-connection starts waiting, is the idle timeout). The body timeout is
-tornado's.
+open connections (past it a new connection is closed at once), TLS when given
+``ssl_options`` (as on tornado's own accept path), and a header deadline: from
+a request's first byte, its headers must arrive within ``header_timeout_s``
+(tornado's own header timeout, measured from when the connection starts
+waiting, is the idle timeout). The body timeout is tornado's.
 
 Events that a client can cause many times a second are logged through
 :class:`EventReport`: once, then at most once per interval, with a count.
@@ -29,6 +29,7 @@ from typing import Any
 from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
+from tornado.netutil import ssl_wrap_socket
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -164,6 +165,10 @@ class _HeaderDeadlineStream(iostream.IOStream):
             self.close()
 
 
+class _TlsHeaderDeadlineStream(_HeaderDeadlineStream, iostream.SSLIOStream):
+    """:class:`_HeaderDeadlineStream` over TLS; the handshake runs on the first reads."""
+
+
 class _HeadersArrived(httputil.HTTPMessageDelegate):
     """Passes a request through, telling its stream when the headers are complete."""
 
@@ -223,9 +228,18 @@ class GatewayHTTPServer(HTTPServer):
                 log.warning("gateway: %d HTTP connections closed at once: %d are open, the "
                             "limit (gateway.max_connections)", count, self.open_connections)
             return
-        stream = _HeaderDeadlineStream(connection, self.limits.header_timeout_s,
-                                       self._header_timeout, max_buffer_size=self.max_buffer_size,
-                                       read_chunk_size=self.read_chunk_size)
+        stream_class = _HeaderDeadlineStream
+        if self.ssl_options is not None:  # tornado's own accept path does the same
+            try:
+                connection = ssl_wrap_socket(connection, self.ssl_options, server_side=True,
+                                             do_handshake_on_connect=False)
+            except OSError:  # the client went away at once (SSLError is an OSError)
+                connection.close()
+                return
+            stream_class = _TlsHeaderDeadlineStream
+        stream = stream_class(connection, self.limits.header_timeout_s,
+                              self._header_timeout, max_buffer_size=self.max_buffer_size,
+                              read_chunk_size=self.read_chunk_size)
         self.handle_stream(stream, address)
 
     def _header_timeout(self) -> None:

@@ -17,6 +17,7 @@ from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.rest import handler_args, routes
+from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings
 from zeroserve.container import Container
@@ -67,10 +68,11 @@ async def serve(parts: Container) -> int:
     try:
         access = load_access(gateway.api_keys_file, gateway.public_paths)
         keys = curve.from_settings(parts.curve.get(), "client")
+        tls = load_tls(gateway)
     except KeysFileError as exc:
         log.error("gateway: cannot use the API keys file: %s", exc)
         return 1
-    except curve.CurveError as exc:
+    except (curve.CurveError, TlsError) as exc:
         log.error("gateway: %s", exc)
         return 1
     link = BrokerLink(gateway.frontend, heartbeat.interval_s, heartbeat.liveness,
@@ -83,7 +85,7 @@ async def serve(parts: Container) -> int:
         # tornado would close the connection without an answer
         max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
         max_buffer_size=gateway.max_body_bytes + _CHUNK_BYTES,
-        chunk_size=_CHUNK_BYTES)
+        chunk_size=_CHUNK_BYTES, ssl_options=tls.http if tls else None)
     host, port, grpc_port = gateway.http_host, gateway.http_port, gateway.grpc_port
     grpc_server = None
     try:
@@ -92,7 +94,8 @@ async def serve(parts: Container) -> int:
             grpc_server = await start_server(link, host, grpc_port, request.default_timeout_s,
                                              request.max_timeout_s, access,
                                              jobs.max_input_bytes, gateway.reuse_port,
-                                             gateway.max_body_bytes, grpc_keepalive)
+                                             gateway.max_body_bytes, grpc_keepalive,
+                                             tls.grpc if tls else None)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s: %s", host, exc)
         server.stop()
@@ -105,6 +108,12 @@ async def serve(parts: Container) -> int:
     log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s, API keys %s", host, port,
              f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
              "required" if access.enforced else "off")
+    log.info("gateway: TLS %s", describe(tls))
+    if tls:
+        report_handshake_failures()
+    exposed = exposure_warning(host, access.enforced, tls)
+    if exposed:
+        log.warning(exposed)
     await stop.wait()
     log.info("gateway: stopping, %d requests in flight", link.pending_count())
     server.stop()

@@ -41,9 +41,11 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
                        max_job_input_bytes: int = 64 * 1024 * 1024,
                        reuse_port: bool = False,
                        max_request_bytes: int = MAX_MESSAGE_BYTES,
-                       keepalive: GrpcKeepalive = GrpcKeepalive()) -> grpc.aio.Server:
-    """Start serving on ``host:port`` in the running loop; raise OSError if it cannot bind.
-    A request message larger than ``max_request_bytes`` ends with RESOURCE_EXHAUSTED."""
+                       keepalive: GrpcKeepalive = GrpcKeepalive(),
+                       tls: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+    """Start serving on ``host:port`` in the running loop (TLS with ``tls``, else plain);
+    raise OSError if it cannot bind. A request message larger than ``max_request_bytes``
+    ends with RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -58,7 +60,8 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
         JobsService(link, access or Access(), max_job_input_bytes), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = (server.add_secure_port(address, tls) if tls is not None
+                 else server.add_insecure_port(address))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from None
     if bound == 0:

@@ -64,6 +64,10 @@ class GatewaySettings:
     accept_pause_s: float = 0.25            # out of file descriptors: stop accepting this long
     grpc_keepalive_s: float = 60.0          # gRPC keep-alive ping interval
     grpc_keepalive_timeout_s: float = 20.0  # an unanswered ping closes the connection
+    tls_cert_file: str = ""                 # PEM certificate (chain): HTTP and gRPC speak TLS;
+                                            # empty: plain
+    tls_key_file: str = ""                  # PEM private key of tls_cert_file
+    tls_client_ca_file: str = ""            # PEM CA: clients need a certificate it issued (mTLS)
 
 
 @dataclass(frozen=True)

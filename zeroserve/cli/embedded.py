@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import urllib.request
 from typing import Any
 
 from zeroserve.cli.restarts import RestartPolicy
-from zeroserve.config import Settings
+from zeroserve.config import GatewaySettings, Settings
 from zeroserve.process import signal_on_parent_death
 
 log = logging.getLogger("zeroserve.serve")
@@ -35,6 +36,22 @@ def _signal_term_on_parent_death() -> None:  # runs in the child before exec
 def connect_address(bind: str) -> str:
     """The address to connect to for a bind address (``*`` and 0.0.0.0 become loopback)."""
     return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+
+
+def readiness_check(gateway: GatewaySettings) -> tuple[str, ssl.SSLContext | None]:
+    """The URL of the gateway's ``/readyz`` on loopback, and the TLS context to fetch it with
+    when the gateway speaks TLS. That context verifies no certificate: the gateway's names
+    the host that clients use, not 127.0.0.1, and this one check goes to our own child. With
+    a client CA (mTLS) it presents the gateway's own certificate, which the CA must accept."""
+    port = gateway.http_port
+    if not gateway.tls_cert_file:
+        return f"http://127.0.0.1:{port}/readyz", None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if gateway.tls_client_ca_file:
+        context.load_cert_chain(gateway.tls_cert_file, gateway.tls_key_file)
+    return f"https://127.0.0.1:{port}/readyz", context
 
 
 def _child_env(options: dict[str, Any]) -> dict[str, str]:
@@ -73,7 +90,7 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     procs = {name: _start(argv, env) for name, argv in specs}
     log.info("serve: started broker, gateway and %d workers (pids %s)", workers,
              " ".join(str(p.pid) for p in procs.values()))
-    url = f"http://127.0.0.1:{port}/readyz"
+    url, tls = readiness_check(settings.gateway)
     ready_by = time.monotonic() + _READY_TIMEOUT_S
     ready = False
     code = 0
@@ -103,10 +120,10 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
         if stopping:
             break
         if not ready:
-            ready = _is_ready(url)
+            ready = _is_ready(url, tls)
             if ready:
-                log.info("serve: ready, serving %s at http://localhost:%d (Ctrl-C stops)",
-                         service, port)
+                log.info("serve: ready, serving %s at %s://localhost:%d (Ctrl-C stops)",
+                         service, "https" if tls else "http", port)
             elif time.monotonic() > ready_by:
                 log.error("serve: not ready after %.0fs; see the logs above", _READY_TIMEOUT_S)
                 code = 1
@@ -120,9 +137,9 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, preexec_fn=_signal_term_on_parent_death)
 
 
-def _is_ready(url: str) -> bool:
+def _is_ready(url: str, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
+        with urllib.request.urlopen(url, timeout=1.0, context=tls) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -22,6 +22,7 @@ from zeroserve.cli.options import (
     http_port_option,
     metrics_port_option,
     option,
+    tls_options,
 )
 from zeroserve.config import ConfigError, Settings, load_settings
 from zeroserve.container import Container
@@ -83,6 +84,7 @@ def broker_command(config_file: str | None, **options: Any) -> None:
               help="Share the HTTP and gRPC ports with other gateways on this host "
                    "(SO_REUSEPORT) [default: yes where the platform has it].")
 @option("--host", "gateway__http_host", help="HTTP and gRPC bind address [default: 0.0.0.0].")
+@tls_options
 @option("--timeout", "request__default_timeout_s", type=float,
         help="Deadline of a request that names none, in seconds [default: 30].")
 @common_options
@@ -126,6 +128,7 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @grpc_port_option
 @metrics_port_option
 @option("--host", "gateway__http_host", help="HTTP bind address [default: 0.0.0.0].")
+@tls_options
 @option("--frontend", "broker__frontend",
         help="Broker frontend address [default: tcp://127.0.0.1:5555].")
 @option("--backend", "broker__backend",
@@ -140,9 +143,14 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @common_options
 def serve_command(service: str, workers: int, config_file: str | None, **options: Any) -> None:
     """Serve SERVICE on this host: a broker, a gateway and --workers workers, each a process."""
+    from gateway.tls import TlsError, load_tls
     from zeroserve.cli.embedded import serve
 
     parts = _parts(config_file, options)
+    try:
+        load_tls(parts.gateway.get())  # the gateway checks again; stop here before any start
+    except TlsError as exc:
+        raise click.UsageError(str(exc)) from None
     sys.exit(serve(service, workers, parts.settings.get(), config_file, options))
 
 

@@ -2,7 +2,8 @@
 
 One name for one thing on every command: ``--frontend`` / ``--backend`` for the
 broker's addresses, ``--http-port`` / ``--grpc-port`` / ``--metrics-port`` for
-ports, ``--config`` for the settings file. An option's destination is the
+ports, ``--tls-cert`` / ``--tls-key`` / ``--tls-client-ca`` for the gateway's
+TLS, ``--config`` for the settings file. An option's destination is the
 dotted setting it sets, with ``__`` for the dot (``gateway__http_port``).
 
 A renamed flag keeps working for one release as a hidden alias that prints a
@@ -83,6 +84,23 @@ def metrics_port_option(func: Callable) -> Callable:
     return option("--metrics-port", "broker__metrics_port", type=int,
                   help="Port of the broker's Prometheus /metrics; 0 turns it off "
                        "[default: 8002].")(func)
+
+
+def tls_options(func: Callable) -> Callable:
+    """``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` (gateway.tls_*): the gateway's
+    HTTP and gRPC ports speak TLS, and with a client CA require client certificates."""
+    for add in reversed([
+        option("--tls-cert", "gateway__tls_cert_file", metavar="FILE",
+               help="PEM certificate (chain) of the gateway: HTTP and gRPC speak TLS "
+                    "(https://, grpcs://) [default: none, plain]."),
+        option("--tls-key", "gateway__tls_key_file", metavar="FILE",
+               help="PEM private key of --tls-cert."),
+        option("--tls-client-ca", "gateway__tls_client_ca_file", metavar="FILE",
+               help="PEM CA: every client must present a certificate it issued (mTLS) "
+                    "[default: none, no client certificate asked]."),
+    ]):
+        func = add(func)
+    return func
 
 
 def config_option(func: Callable) -> Callable:
