@@ -15,6 +15,12 @@ store's error, and the store is opened again once a second; when it opens and ta
 a write, its unfinished jobs are loaded again as after a restart (at least once).
 A healthy store is checked once a second (:meth:`JobStore.check`: deleted or
 replaced, and a probe write).
+
+Every job call may name its caller, as the gateway authenticated it: ``owner`` (the API
+key's name) and ``admin``. A job is stored with the name that submitted it; a call naming
+another owner (not an admin) gets the 404 of an unknown id, its listings are filtered in the
+store (a page of ``limit`` holds ``limit`` of its own jobs), and an idempotency key is looked
+up among its own jobs. A call naming nobody (a gateway without keys) sees every job.
 """
 from __future__ import annotations
 
