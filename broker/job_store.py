@@ -28,7 +28,7 @@ from pathlib import Path
 from broker.jobs.model import Job
 from zeroserve.wire.jobs import JobState
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -47,13 +47,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     not_before REAL NOT NULL,
     worker TEXT,
     cancel_requested INTEGER NOT NULL,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     expires_at REAL,
+    owner TEXT NOT NULL DEFAULT '',
     inputs BLOB,
     result BLOB
-);
+)"""
+_SCHEMA = _TABLE + """;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_key ON jobs (owner, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, state, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
@@ -62,7 +66,7 @@ _LARGE_BLOB = 1 << 20  # a blob this large is not left bound to a cached stateme
 # the columns: every field of a Job but its lease (a recovered running job is leased again)
 _FIELDS = tuple(f.name for f in fields(Job) if f.name != "lease_until")
 _COLUMNS = ", ".join(_FIELDS)
-_MUTABLE = [f for f in _FIELDS if f not in ("id", "service", "task", "created_at",
+_MUTABLE = [f for f in _FIELDS if f not in ("id", "service", "task", "created_at", "owner",
                                             "idempotency_key", "max_attempts", "timeout_s")]
 _UPDATE = f"UPDATE jobs SET {', '.join(f'{f} = ?' for f in _MUTABLE)} WHERE id = ?"
 
@@ -81,6 +85,37 @@ def _job(row: sqlite3.Row | tuple) -> Job:
     values["state"] = JobState(values["state"])
     values["cancel_requested"] = bool(values["cancel_requested"])
     return Job(**values)
+
+
+def _add_owners(db: sqlite3.Connection) -> None:
+    """Bring a store written before jobs had owners up to date, in one transaction: its
+    jobs get the column ``owner`` (``""``: submitted with API keys off), and its idempotency
+    keys become unique per owner instead of across the store. ``ALTER TABLE ... ADD COLUMN``
+    adds the column, but SQLite cannot drop the old column-level ``UNIQUE``, so the table is
+    copied into the new schema (SQLite's documented way to change a constraint); the
+    AUTOINCREMENT counter is kept, so no row number (a listing cursor) is ever reused."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if not columns or "owner" in columns:
+        return
+    copied = ", ".join(["seq", *(f for f in _FIELDS if f != "owner"), "inputs", "result"])
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE jobs RENAME TO jobs_before_owners")
+        for (index,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                   "tbl_name = 'jobs_before_owners' AND sql IS NOT NULL"
+                                   ).fetchall():
+            db.execute(f'DROP INDEX "{index}"')
+        db.execute(_TABLE)
+        db.execute(f"INSERT INTO jobs ({copied}, owner) SELECT {copied}, owner "
+                   "FROM jobs_before_owners ORDER BY seq")
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'jobs'")
+        db.execute("UPDATE sqlite_sequence SET name = 'jobs' WHERE name = 'jobs_before_owners'")
+        db.execute("DROP TABLE jobs_before_owners")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class StoreFault(sqlite3.OperationalError):
@@ -105,6 +140,7 @@ class JobStore:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            _add_owners(self._db)
             self._db.executescript(_SCHEMA)
             self._identity = self._file_identity()
             self._dirty = False
@@ -179,10 +215,10 @@ class JobStore:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
 
-    def find_key(self, key: str) -> Job | None:
-        """The job submitted with idempotency key ``key``, if any."""
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key = ?",
-                               (key,)).fetchone()
+    def find_key(self, owner: str, key: str) -> Job | None:
+        """The job ``owner`` submitted with idempotency key ``key``, if any."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE owner = ? AND "
+                               "idempotency_key = ?", (owner, key)).fetchone()
         return None if row is None else _job(row)
 
     def inputs(self, job_id: str) -> bytes | None:
@@ -199,11 +235,15 @@ class JobStore:
                                 (JobState.QUEUED.value, JobState.RUNNING.value))
         return [_job(row) for row in rows]
 
-    def page(self, service: str | None, state: str | None, after: int,
-             limit: int) -> tuple[list[Job], int | None]:
-        """Jobs in submission order after cursor ``after``, filtered; and the next cursor."""
+    def page(self, service: str | None, state: str | None, after: int, limit: int,
+             owner: str | None = None) -> tuple[list[Job], int | None]:
+        """Jobs in submission order after cursor ``after``, filtered (``owner`` None: every
+        owner's); and the next cursor."""
         where: list[str] = ["seq > ?"]
         args: list[int | str] = [after]
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if service:
             where.append("service = ?")
             args.append(service)

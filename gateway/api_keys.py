@@ -7,6 +7,11 @@ SHA-256 of the key so that the file holds no secret::
       - name: team-a                       # shown in logs, never the key
         sha256: 9f86d081884c7d65...        # zeroserve keys api prints key and entry
         services: [mlp, gpu_sim]           # or ["*"] for every service
+        role: admin                        # optional: sees every owner's jobs (default: user)
+
+A job belongs to the *name* of the key that submitted it: rotating a key (a new
+``sha256`` under the same ``name``) keeps its jobs; another name never sees them,
+unless its role is ``admin``.
 
 A request carries its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
 (gRPC: the same names in lower case, as metadata).
@@ -22,6 +27,7 @@ from pathlib import Path
 import yaml
 
 ANY_SERVICE = "*"
+ROLES = ("user", "admin")
 
 
 class KeysFileError(ValueError):
@@ -30,10 +36,12 @@ class KeysFileError(ValueError):
 
 @dataclass(frozen=True)
 class Identity:
-    """A caller whose key matched: its name and the services it may use."""
+    """A caller whose key matched: its name, the services it may use, and whether it is an
+    ``admin`` (sees every owner's jobs; a ``user`` sees only its own)."""
 
     name: str
     services: frozenset[str]
+    admin: bool = False
 
     def allows(self, service: str) -> bool:
         return ANY_SERVICE in self.services or service in self.services
@@ -86,8 +94,11 @@ class ApiKeys:
             services = entry.get("services", [])
             if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
                 raise KeysFileError(f"{where}: 'services' must be a list of names or ['*']")
+            role = entry.get("role", "user")
+            if role not in ROLES:
+                raise KeysFileError(f"{where}: 'role' must be one of {', '.join(ROLES)}")
             identities[sha] = Identity(str(entry.get("name", f"key-{index}")),
-                                       frozenset(services))
+                                       frozenset(services), admin=role == "admin")
         return cls(identities)
 
     def authenticate(self, key: str | None) -> Identity | None:

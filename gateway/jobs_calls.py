@@ -5,11 +5,17 @@ task (404, or 400 for a real-time endpoint), the inputs must match the task's
 schema (400), and their encoding must fit ``jobs.max_input_bytes`` (413). Each
 call is one control call to the broker; the broker answers a submission only
 once the job is durably stored.
+
+With API keys on, every call names its caller to the broker (:func:`caller_args`):
+a job belongs to the key's name that submitted it, and another name (unless an
+admin) gets the 404 of an unknown id and never sees it listed. The broker takes
+this from the gateway only: the gateway is the one that authenticates.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from zeroserve.schema import InvalidInput, validate_inputs
@@ -22,10 +28,21 @@ _CONTROL_TIMEOUT_S = 10.0
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
-    """One job control call; a broker error becomes a :class:`RequestFailed` with its status."""
+def caller_args(identity: Identity | None) -> dict[str, Any]:
+    """The control-call arguments that name the caller: ``owner`` (the key's name) and
+    ``admin``; none when API keys are off (the broker then shows every job)."""
+    if identity is None:
+        return {}
+    return {"owner": identity.name, "admin": identity.admin}
+
+
+async def job_call(link: BrokerLink, op: ControlOp, args: dict,
+                   identity: Identity | None) -> dict:
+    """One job control call made for ``identity``; a broker error becomes a
+    :class:`RequestFailed` with its status."""
     try:
-        answer = await link.control(op, args, timeout_s=_CONTROL_TIMEOUT_S)
+        answer = await link.control(op, {**args, **caller_args(identity)},
+                                    timeout_s=_CONTROL_TIMEOUT_S)
     except TimeoutError:
         raise RequestFailed(Status.NO_WORKER,
                             f"the broker at {link.address} does not answer") from None
@@ -57,8 +74,10 @@ async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescriptio
 
 
 async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
-                     idempotency_key: str | None, max_input_bytes: int) -> dict:
-    """Check and submit a job; the broker's answer ``{"job", "created"}``."""
+                     idempotency_key: str | None, max_input_bytes: int,
+                     identity: Identity | None) -> dict:
+    """Check and submit a job owned by ``identity``; the broker's answer ``{"job", "created"}``
+    (an idempotency key is the owner's: another owner's same key makes another job)."""
     found = await find_task(link, service, task)
     try:
         blob, _ = codec.encode(validate_inputs(found.inputs, inputs), threshold=1 << 62)
@@ -72,4 +91,4 @@ async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
     args: dict[str, Any] = {"service": service, "task": task, "inputs": blob}
     if idempotency_key is not None:
         args["idempotency_key"] = idempotency_key
-    return await job_call(link, ControlOp.JOB_SUBMIT, args)
+    return await job_call(link, ControlOp.JOB_SUBMIT, args, identity)

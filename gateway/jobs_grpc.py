@@ -30,10 +30,10 @@ class JobsService(pb_grpc.JobsServicer):
         self.max_input_bytes = max_input_bytes
 
     async def _job(self, op: ControlOp, job_id: str, identity: Identity | None) -> dict:
-        answer = await job_call(self.link, ControlOp.JOB_GET, {"id": job_id})
+        answer = await job_call(self.link, ControlOp.JOB_GET, {"id": job_id}, identity)
         self.access.check(identity, answer["job"]["service"])  # before anything changes
         return answer if op is ControlOp.JOB_GET else \
-            await job_call(self.link, op, {"id": job_id})
+            await job_call(self.link, op, {"id": job_id}, identity)
 
     async def _run(self, context: grpc.aio.ServicerContext, op: ControlOp,
                    job_id: str) -> dict:
@@ -42,11 +42,12 @@ class JobsService(pb_grpc.JobsServicer):
     @grpc_boundary
     async def Submit(self, request: pb.SubmitJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.SubmitJobReply:
-        self.access.check(caller(self.access, context), request.service)
+        identity = caller(self.access, context)
+        self.access.check(identity, request.service)
         inputs = decode_inputs(request.inputs) if request.inputs else {}
         key = request.idempotency_key if request.HasField("idempotency_key") else None
         answer = await submit_job(self.link, request.service, request.endpoint, inputs,
-                                  key, self.max_input_bytes)
+                                  key, self.max_input_bytes, identity)
         return pb.SubmitJobReply(job=job_message(answer["job"]),
                                  created=bool(answer.get("created")))
 
@@ -79,7 +80,7 @@ class JobsService(pb_grpc.JobsServicer):
         identity = caller(self.access, context)
         if "service" in args:
             self.access.check(identity, args["service"])
-        answer = await job_call(self.link, ControlOp.JOB_LIST, args)
+        answer = await job_call(self.link, ControlOp.JOB_LIST, args, identity)
         reply = pb.ListJobsReply(jobs=[job_message(j) for j in answer["jobs"]
                                        if self.access.visible(identity, [j["service"]])])
         if answer.get("next") is not None:

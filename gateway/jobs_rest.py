@@ -51,14 +51,16 @@ class _JobHandler(BaseHandler):
         self.finish(answer_json(value))
 
     async def job(self, op: ControlOp, job_id: str) -> dict:
-        """Call ``op`` on job ``job_id``; 403 if the caller may not use its service."""
-        answer = await job_call(self.link, op, {"id": job_id})
+        """Call ``op`` on job ``job_id``; 404 if it is another owner's, 403 if the caller may
+        not use its service."""
+        answer = await job_call(self.link, op, {"id": job_id}, self.identity)
         self.authorize(answer["job"]["service"])
         return answer
 
 
 class JobsHandler(_JobHandler, BodyHandler):
-    """``POST /v1/jobs`` submits; ``GET /v1/jobs?service=&state=&limit=&cursor=`` lists."""
+    """``POST /v1/jobs`` submits; ``GET /v1/jobs?service=&state=&limit=&cursor=`` lists the
+    caller's own jobs (every job for an admin key, or with API keys off)."""
 
     def _parse(self) -> dict:
         body = decode_body(self.body, sends_msgpack(self.request.headers),
@@ -75,7 +77,7 @@ class JobsHandler(_JobHandler, BodyHandler):
         key = self.request.headers.get(IDEMPOTENCY_HEADER) or body.get("idempotency_key")
         self.authorize(service)
         answer = await submit_job(self.link, service, task, body.get("inputs", {}), key,
-                                  self.max_input_bytes)
+                                  self.max_input_bytes, self.identity)
         job = _with_links(answer["job"])
         self.set_header("Location", job["links"]["self"])
         self.answer(job, 202 if answer.get("created") else 200)
@@ -93,7 +95,7 @@ class JobsHandler(_JobHandler, BodyHandler):
                     raise RequestFailed(Status.BAD_REQUEST, f"{name} must be an integer "
                                         "from 0 to 2**63-1")
                 args[key] = int(raw)
-        answer = await job_call(self.link, ControlOp.JOB_LIST, args)
+        answer = await job_call(self.link, ControlOp.JOB_LIST, args, self.identity)
         jobs = [_with_links(j) for j in answer["jobs"]
                 if self.access.visible(self.identity, [j["service"]])]
         self.answer({"jobs": jobs, "next_cursor": answer.get("next")})
@@ -107,7 +109,7 @@ class JobHandler(_JobHandler):
 
     async def delete(self, job_id: str) -> None:
         await self.job(ControlOp.JOB_GET, job_id)  # 403 before anything changes
-        answer = await job_call(self.link, ControlOp.JOB_CANCEL, {"id": job_id})
+        answer = await job_call(self.link, ControlOp.JOB_CANCEL, {"id": job_id}, self.identity)
         self.answer(_with_links(answer["job"]))
 
 
@@ -129,7 +131,7 @@ class JobRetryHandler(_JobHandler, BodyHandler):
 
     async def handle(self, job_id: str) -> None:  # type: ignore[override]
         await self.job(ControlOp.JOB_GET, job_id)
-        answer = await job_call(self.link, ControlOp.JOB_RETRY, {"id": job_id})
+        answer = await job_call(self.link, ControlOp.JOB_RETRY, {"id": job_id}, self.identity)
         self.answer(_with_links(answer["job"]), 202)
 
 

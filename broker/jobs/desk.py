@@ -15,6 +15,12 @@ store's error, and the store is opened again once a second; when it opens and ta
 a write, its unfinished jobs are loaded again as after a restart (at least once).
 A healthy store is checked once a second (:meth:`JobStore.check`: deleted or
 replaced, and a probe write).
+
+Every job call may name its caller, as the gateway authenticated it: ``owner`` (the API
+key's name) and ``admin``. A job is stored with the name that submitted it; a call naming
+another owner (not an admin) gets the 404 of an unknown id, its listings are filtered in the
+store (a page of ``limit`` holds ``limit`` of its own jobs), and an idempotency key is looked
+up among its own jobs. A call naming nobody (a gateway without keys) sees every job.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from broker.job_store import JobStore
-from broker.jobs.model import Job, JobPolicy
+from broker.jobs.model import Caller, Job, JobPolicy
 from broker.jobs.scheduler import JobScheduler
 from zeroserve.config import HeartbeatSettings, JobsSettings
 from zeroserve.wire import jobs as jp
@@ -394,7 +400,21 @@ class JobDesk:
         except TaskNotFound as exc:
             raise JobError(exc.status, str(exc)) from None
 
+    @staticmethod
+    def _caller(args: dict) -> Caller:
+        """The caller the gateway names: ``owner`` (its API key's name; absent when the
+        gateway has no keys, and then it sees every job) and ``admin`` (sees every job)."""
+        owner, admin = args.get("owner"), args.get("admin", False)
+        if owner is None:
+            return Caller()
+        if not isinstance(owner, str) or not 0 < len(owner) <= _MAX_KEY \
+                or not isinstance(admin, bool):
+            raise JobError(Status.BAD_REQUEST, f"owner must be a string of 1 to {_MAX_KEY} "
+                                               "characters, admin a boolean")
+        return Caller(owner, admin)
+
     def _submit(self, args: dict) -> dict:
+        caller = self._caller(args)
         service, task, inputs = args.get("service"), args.get("task"), args.get("inputs")
         key = args.get("idempotency_key")
         if not isinstance(service, str) or not isinstance(task, str) \
@@ -408,13 +428,13 @@ class JobDesk:
                                                      f"at most {self.config.max_input_bytes}")
         desc = self._check_task(service, task)
         if key is not None:
-            existing = self.store.find_key(key)
+            existing = self.store.find_key(caller.name, key)
             if existing is not None:
                 return {"job": self._fresh(existing).describe().to_map(), "created": False}
         now = self.clock()
         job = Job(os.urandom(8).hex(), service, task, JobState.QUEUED,
                   max_attempts=desc.max_attempts, timeout_s=desc.timeout_s, created_at=now,
-                  updated_at=now, idempotency_key=key)
+                  updated_at=now, idempotency_key=key, owner=caller.name)
         self.store.insert(job, inputs)
         self.scheduler.add(job, now)
         self._pump()
@@ -425,13 +445,16 @@ class JobDesk:
         return self.scheduler.active.get(job.id, job)
 
     def _find(self, args: dict) -> Job:
+        """The job ``args`` names; 404 when there is none or the caller may not see it (the
+        same answer: a caller learns nothing of other owners' jobs)."""
+        caller = self._caller(args)
         job_id = args.get("id")
         if not isinstance(job_id, str):
             raise JobError(Status.BAD_REQUEST, "a job id is needed")
         job = self.scheduler.active.get(job_id)
         if job is None:
             job = self.store.get(job_id)
-        if job is None:
+        if job is None or not caller.sees(job):
             raise JobError(Status.NOT_FOUND, f"no job '{job_id}' (unknown, or removed after "
                                              "its retention)")
         return job
@@ -468,6 +491,7 @@ class JobDesk:
         return {"job": job.describe().to_map()}
 
     def _list(self, args: dict) -> dict:
+        caller = self._caller(args)
         service, state = args.get("service") or None, args.get("state") or None
         after, limit = args.get("after", 0), args.get("limit", 100)
         if state is not None and state not in {s.value for s in JobState}:
@@ -478,7 +502,8 @@ class JobDesk:
                 or (service is not None and not isinstance(service, str)):
             raise JobError(Status.BAD_REQUEST, f"bad page: limit is 1..{_MAX_PAGE}, cursor is "
                                                "0..2**63-1, both integers")
-        jobs, cursor = self.store.page(service, state, after, limit)
+        jobs, cursor = self.store.page(service, state, after, limit,
+                                       None if caller.sees_all else caller.name)
         return {"jobs": [self._fresh(job).describe().to_map() for job in jobs], "next": cursor}
 
     # ------------------------------------------------------------ reporting

@@ -14,6 +14,10 @@ class Job:
     Every field of :class:`~zeroserve.wire.descriptions.JobDescription` (what callers see)
     is one of its fields, under the same name; the store keeps them all but the lease.
 
+    ``owner`` is the name of the API key that submitted the job (``""`` when the gateway had
+    no keys): only that name (or an admin) sees the job, and its idempotency key is that
+    owner's. It is never shown to callers.
+
     ``attempts`` counts executions handed to a lane (failed, timed out, or lost);
     ``worker`` and ``lease_until`` describe the current lease while ``running``.
     """
@@ -37,10 +41,25 @@ class Job:
     cancel_requested: bool = False
     idempotency_key: str | None = None
     expires_at: float | None = None
+    owner: str = ""
 
     def describe(self) -> JobDescription:
         """The status answer: everything a caller may see (no inputs, no result)."""
         return JobDescription(**{f.name: getattr(self, f.name) for f in fields(JobDescription)})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a job call, as the gateway authenticated it (the broker takes the gateway's
+    word; callers never name themselves): ``name`` is the API key's name (``""`` when the
+    gateway has no keys), and ``sees_all`` is true for an admin key and when keys are off."""
+
+    name: str = ""
+    sees_all: bool = True
+
+    def sees(self, job: Job) -> bool:
+        """Whether the caller may know that ``job`` exists."""
+        return self.sees_all or job.owner == self.name
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,8 @@ class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     PING = "ping"          # -> {"broker_id", "uptime_s"}
     MODELS = "models"      # -> {"services": {name: service description}, "workers": {name: n}}
     STATS = "stats"        # -> broker statistics (workers, queues, batching)
-    # durable async jobs (docs/jobs.md); errors are {"error", "code": status}
+    # durable async jobs (docs/jobs.md); errors are {"error", "code": status}; with API keys
+    # on, a gateway adds {owner, admin?} to every job call's args (the key's name and role)
     JOB_SUBMIT = "job.submit"  # {service, task, inputs, idempotency_key?} -> {job, created}
     JOB_GET = "job.get"        # {id} -> {job}
     JOB_RESULT = "job.result"  # {id} -> {job, result}
