@@ -1,21 +1,24 @@
 """What the gateway's gRPC servicer methods share: the error boundary that ends a failed
-call with its gRPC code, the metrics of a call, who makes it, and its msgpack inputs."""
+call (or one whose request does not parse) with its gRPC code, the metrics of a call, who
+makes it, and its msgpack inputs."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed, failure_of, grpc_code, http_status, known_failure
+from gateway.grpc_messages import MalformedRequest
 from gateway.metrics import observe
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
@@ -27,8 +30,19 @@ def grpc_boundary(method: Method) -> Method:
     """Decorate a grpc.aio servicer method (unary, or a server-streaming async generator) so
     that every failure ends its call with a gRPC code and a message: a known failure
     (:func:`gateway.errors.known_failure`) with its own, anything else with INTERNAL, logged
-    once with the method, the peer and the request's id."""
+    once with the method, the peer and the request's id. A request that does not parse
+    (:class:`~gateway.grpc_messages.MalformedRequest`; in a client stream, any of its
+    messages) ends the call with INVALID_ARGUMENT before the method sees it."""
     name = method.__name__
+
+    def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Message):  # the hot path: one cheap check
+            return request
+        if isinstance(request, MalformedRequest):
+            raise request.refuse(f"gRPC {name} from {context.peer()}")
+        if isinstance(request, AsyncIterator):
+            return _refusing_malformed(request, f"gRPC {name} from {context.peer()}")
+        return request
 
     async def abort(context: grpc.aio.ServicerContext, request: Any, exc: Exception) -> None:
         request_id = getattr(request, "id", "")
@@ -41,6 +55,7 @@ def grpc_boundary(method: Method) -> Method:
         @functools.wraps(method)
         async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                request = checked(request, context)
                 async with contextlib.aclosing(method(self, request, context)) as items:
                     async for item in items:
                         yield item
@@ -53,12 +68,21 @@ def grpc_boundary(method: Method) -> Method:
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            return await method(self, checked(request, context), context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             await abort(context, request, exc)
     return cast(Method, unary)
+
+
+async def _refusing_malformed(requests: AsyncIterator[Any], call: str) -> AsyncIterator[Any]:
+    """The messages of a client stream, up to one that does not parse: that one raises its
+    :class:`~gateway.errors.RequestFailed`."""
+    async for request in requests:
+        if isinstance(request, MalformedRequest):
+            raise request.refuse(call)
+        yield request
 
 
 class Meter:

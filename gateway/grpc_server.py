@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway.accept import EventReport
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
+from gateway.grpc_messages import REPORT_INTERVAL_S, add_service
 from gateway.jobs_grpc import JobsService
 from gateway.oip_grpc import InferenceService
 from gateway.serving_grpc import ServingService
-from zeroserve.grpc_gen import grpc_service_pb2_grpc, zeroserve_serving_pb2_grpc
+from zeroserve.grpc_gen import grpc_service_pb2, zeroserve_serving_pb2
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # answers: what tritonclient and perf_analyzer allow themselves
 
@@ -45,19 +47,22 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
                        tls: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop (TLS with ``tls``, else plain);
     raise OSError if it cannot bind. A request message larger than ``max_request_bytes``
-    ends with RESOURCE_EXHAUSTED."""
+    ends with RESOURCE_EXHAUSTED, one that does not parse with INVALID_ARGUMENT
+    (:mod:`gateway.grpc_messages`)."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", int(reuse_port)),
         *keepalive.options(),
     ])
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(link, default_timeout_s, max_timeout_s, access or Access()), server)
-    zeroserve_serving_pb2_grpc.add_ServingServicer_to_server(
-        ServingService(link, default_timeout_s, max_timeout_s, access or Access()), server)
-    zeroserve_serving_pb2_grpc.add_JobsServicer_to_server(
-        JobsService(link, access or Access(), max_job_input_bytes), server)
+    access = access or Access()
+    malformed = EventReport(REPORT_INTERVAL_S)
+    add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access),
+                grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed)
+    add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access),
+                zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Serving"], malformed)
+    add_service(server, JobsService(link, access, max_job_input_bytes),
+                zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Jobs"], malformed)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = (server.add_secure_port(address, tls) if tls is not None

@@ -120,7 +120,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Answers each request of the stream as it completes (not necessarily in order;
         responses carry the request's ``id``); a failed request is answered with its error
-        message, and the stream goes on."""
+        message, and the stream goes on. A message that does not parse ends the stream with
+        INVALID_ARGUMENT."""
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         running: set[asyncio.Task] = set()
 
@@ -134,18 +135,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
 
         async def read() -> None:
-            async for request in requests:
-                task = asyncio.create_task(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*running, return_exceptions=True)
-            await answers.put(None)
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.gather(*running, return_exceptions=True)
+            finally:
+                answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await answers.get()) is not None:
                 yield item
+            await reader  # what ended the reading (a request that does not parse) ends the call
         finally:
             reader.cancel()
             for task in list(running):
