@@ -100,8 +100,8 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
             if name in restart_at or proc.poll() is None:
                 continue
             if not ready and name in ("broker", "gateway"):
-                log.error("serve: the %s exited (code %s) before the cluster was ready: %s; "
-                          "stopping the rest (its log above says why)", name,
+                log.error("serve: the %s exited (code %s) before the cluster was ready (%s "
+                          "its log above says why); stopping the rest", name,
                           proc.returncode, _start_up_hint(name, settings))
                 code = 1
                 stopping = True
