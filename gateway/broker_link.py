@@ -134,8 +134,13 @@ class BrokerLink:
 
     async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
                       body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
-        """Send one request; return the broker's reply (a 504 reply if none comes in time)."""
+        """Send one request; return the broker's reply (a 504 reply if none comes in time, a
+        503 one without sending while the broker refuses this cluster)."""
         request_id = self._next_id()
+        if self.refusal is not None:
+            return error_reply(request_id, Status.NO_WORKER,
+                               f"the broker at {self.address} refuses this gateway: "
+                               f"{self.refusal}")
         frames = Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
                            body, rows, batch_key).to_frames()
         try:

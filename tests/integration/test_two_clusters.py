@@ -197,6 +197,10 @@ def test_a_gateway_of_another_cluster_is_refused_and_never_ready(tmp_path):
         print(ready)
         assert status == 503 and ready["cluster"] == "b" and "'a'" in ready["reason"]
         assert b.post("/mlp/predict", {"x": sample_input(1).tolist()}, timeout=30)[0] != 200
+        grpc = zeroserve.Client(f"grpc://127.0.0.1:{b.grpc_port}", timeout=5.0)
+        with pytest.raises(zeroserve.ZeroserveError):
+            grpc.call("mlp", "predict", x=sample_input(1))
+        grpc.close()
         assert b.get("/v2/health/ready")[0] != 200
         time.sleep(1.0)  # more pings, all refused: one line each side
         assert foreign.log().count("refused this gateway") == 1

@@ -1,15 +1,19 @@
 """cluster.name on the wire (READY, CONTROL, a refusing DISCONNECT), its defaults, and the
 bounded memory of the broker's refusals."""
+import asyncio
+import time
+
 import pytest
 
 from broker import admission
 from broker.admission import ClusterAdmission
+from gateway.broker_link import BrokerLink
 from zeroserve.cli.embedded import cluster_name
 from zeroserve.config import Settings, load_settings
 from zeroserve.wire.backend import Ready, disconnect, parse_disconnect, parse_ready
 from zeroserve.wire.descriptions import EndpointDescription
-from zeroserve.wire.envelope import ProtocolError, pack_map, split_command
-from zeroserve.wire.frontend import Control, ControlOp, parse_control
+from zeroserve.wire.envelope import ProtocolError, Status, pack_map, split_command
+from zeroserve.wire.frontend import Control, ControlOp, error_message, parse_control
 
 ENDPOINTS = {"predict": EndpointDescription("svc", "predict")}
 
@@ -59,3 +63,17 @@ def test_the_refusals_remembered_are_bounded(monkeypatch):
     assert not gate.refuse_worker(b"\x04", "w4", "b").log  # still remembered
     assert gate.refuse_worker(b"\x00", "w0", "b").log      # forgotten: logged again
     assert gate.admits("a") and gate.admits("") and not gate.admits("b")
+
+
+def test_a_refused_gateway_is_not_alive_and_answers_requests_503_without_sending():
+    link = BrokerLink("tcp://127.0.0.1:9", heartbeat_s=60.0, liveness=3, schema_refresh_s=1.0,
+                      cluster="b")
+    try:
+        link.liveness.heard(time.monotonic())
+        assert link.alive
+        link.refusal = "this broker is of cluster 'a', the call came from cluster 'b'"
+        assert not link.alive
+        reply = asyncio.run(link.request("svc", "predict", 1.0, b"", []))  # no socket: unsent
+        assert reply.status is Status.NO_WORKER and "cluster 'a'" in error_message(reply)
+    finally:
+        link.context.term()
