@@ -118,12 +118,14 @@ class WorkerDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
         backoff = self.reconnect_min
+        refused = ""
         while not self._drained.is_set():
             self._connect()
             self._send(self._ready())
-            log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
-                     self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
-                     self.broker, self.slots, self.threads)
+            if not refused:  # a refused worker's retries are quiet: the refusal was logged
+                log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
+                         self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
+                         self.broker, self.slots, self.threads)
             heard = await self._session()
             if self._drained.is_set():
                 break
