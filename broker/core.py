@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from batching.policy import BatchLimits, BatchPolicy
 from batching.queue import EndpointQueue, Pending
+from broker.admission import ClusterAdmission
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats
@@ -89,6 +90,7 @@ class BrokerConfig:
     max_dispatches: int = 3  # broker.max_dispatches
     max_timeout_ms: int = 600_000
     batching_overrides: dict = field(default_factory=dict)
+    cluster: str = "default"  # cluster.name: peers naming another cluster are refused
 
     @property
     def liveness_s(self) -> float:
@@ -106,6 +108,7 @@ class BrokerCore:
         self.broker_id = os.urandom(4).hex()
         self.started = now
         self.registry = WorkerRegistry(config.liveness_s)
+        self.admission = ClusterAdmission(config.cluster)
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._by_service: dict[str, list[Endpoint]] = {}
         self._in_flight: dict[int, InFlight] = {}
@@ -165,6 +168,13 @@ class BrokerCore:
         self._pump(service, now)
 
     def _on_control(self, gateway: bytes, ctl: Control, now: float) -> None:
+        if not self.admission.admits(ctl.cluster):
+            refusal = self.admission.refuse_call(ctl.cluster)
+            if refusal.log:
+                log.warning(refusal.log_line)
+            return self._reply(gateway, error_reply(
+                ctl.request_id, Status.BAD_REQUEST, refusal.message,
+                code=int(Status.BAD_REQUEST), cluster=self.admission.name))
         if ctl.op.value.startswith("job."):
             if self.jobs is not None:
                 return self.jobs.on_control(gateway, ctl)
@@ -211,6 +221,13 @@ class BrokerCore:
             self._drop("backend", str(exc))
 
     def _on_ready(self, identity: bytes, ready: Ready, now: float) -> None:
+        if not self.admission.admits(ready.cluster):
+            refusal = self.admission.refuse_worker(identity, ready.worker_id, ready.cluster)
+            if refusal.log:
+                log.warning(refusal.log_line)
+            if refusal.answer:
+                self._send_back([identity, *disconnect(refusal.message)])
+            return None
         old = self.registry.remove(identity)
         if old is not None:
             self._recover(old, now, "registered again")

@@ -15,7 +15,13 @@ from broker.jobs.desk import JobDesk, JobsConfig, StoreUnusable, jobs_config_fro
 from broker.jobs.sockets import JobSockets
 from broker.metrics import BrokerMetrics
 from zeroserve import curve
-from zeroserve.config import BatchingSettings, BrokerSettings, HeartbeatSettings, RequestSettings
+from zeroserve.config import (
+    BatchingSettings,
+    BrokerSettings,
+    ClusterSettings,
+    HeartbeatSettings,
+    RequestSettings,
+)
 from zeroserve.container import Container
 from zeroserve.loopsocket import recv_message
 from zeroserve.sockets import open_socket
@@ -31,7 +37,7 @@ _METRICS_EVERY_S = 1.0  # how often the metrics snapshot is refreshed
 
 
 def config_from(broker: BrokerSettings, heartbeat: HeartbeatSettings, request: RequestSettings,
-                batching: BatchingSettings) -> BrokerConfig:
+                batching: BatchingSettings, cluster: ClusterSettings) -> BrokerConfig:
     """What the broker's core needs from the settings sections."""
     return BrokerConfig(
         heartbeat_s=heartbeat.interval_s,
@@ -41,6 +47,7 @@ def config_from(broker: BrokerSettings, heartbeat: HeartbeatSettings, request: R
         max_dispatches=broker.max_dispatches,
         max_timeout_ms=int(request.max_timeout_s * 1000),
         batching_overrides=batching.overrides,
+        cluster=cluster.name,
     )
 
 
@@ -155,7 +162,8 @@ def assemble(parts: Container) -> BrokerDaemon:
     broker = parts.broker.get()
     heartbeat = parts.heartbeat.get()
     return BrokerDaemon(
-        broker, config_from(broker, heartbeat, parts.request.get(), parts.batching.get()),
+        broker, config_from(broker, heartbeat, parts.request.get(), parts.batching.get(),
+                            parts.settings.get().cluster),
         jobs_config_from(parts.jobs.get(), heartbeat, broker.frontend),
         curve.from_settings(parts.curve.get(), "broker"), parts.zmq_context.get(),
         parts.clock.get(), parts.wall_clock.get())
@@ -175,12 +183,13 @@ def run(parts: Container) -> int:
     try:
         front, back = daemon.bind()
     except zmq.ZMQError as exc:
-        log.error("broker: cannot bind: %s", exc)
+        log.error("broker: cannot bind the frontend %s and the backend %s: %s (is another "
+                  "broker on these ports?)", broker.frontend, broker.backend, exc)
         return 1
     signal.signal(signal.SIGTERM, daemon.stop)
     signal.signal(signal.SIGINT, daemon.stop)
-    log.info("broker %s: frontend (gateways) on %s, backend (workers) on %s",
-             daemon.core.broker_id, front, back)
+    log.info("broker %s of cluster '%s': frontend (gateways) on %s, backend (workers) on %s",
+             daemon.core.broker_id, daemon.core.admission.name, front, back)
     exposed = [e for e in (front, back) if curve.reachable_from_other_hosts(e)]
     if exposed and daemon.curve is None:
         log.warning("broker: CURVE is off and the broker takes peers from other hosts on %s: "

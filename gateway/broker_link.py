@@ -22,7 +22,15 @@ from zeroserve.loopsocket import LoopSocket
 from zeroserve.sockets import open_socket
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
-from zeroserve.wire.frontend import Control, ControlOp, Reply, Request, error_reply, parse_reply
+from zeroserve.wire.frontend import (
+    Control,
+    ControlOp,
+    Reply,
+    Request,
+    error_details,
+    error_reply,
+    parse_reply,
+)
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -34,17 +42,36 @@ _GRACE_S = 0.5
 EndpointInfo = EndpointDescription  # the name the front ends' handlers know it by
 
 
+class BrokerRefused(TimeoutError):
+    """A broker of another cluster refused a control call: handled as a broker that does not
+    answer (the call waited out its timeout), so that the gateway is not ready."""
+
+
+def _refusal(reply: Reply) -> str | None:
+    """The message of a broker's refusal of this cluster's control call, or None."""
+    if reply.status is not Status.BAD_REQUEST:
+        return None
+    details = error_details(reply)
+    return str(details["error"]) if "cluster" in details else None
+
+
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
 
 
 class BrokerLink:
-    """Sends requests and control calls to the broker and awaits their replies."""
+    """Sends requests and control calls to the broker and awaits their replies.
+
+    Every control call names ``cluster`` (``cluster.name``); while the broker refuses them
+    (it is another cluster's), ``refusal`` says why and the broker counts as not alive."""
 
     def __init__(self, address: str, heartbeat_s: float, liveness: int,
-                 schema_refresh_s: float, curve: Curve | None = None) -> None:
+                 schema_refresh_s: float, curve: Curve | None = None,
+                 cluster: str = "default") -> None:
         self.address = address
+        self.cluster = cluster
+        self.refusal: str | None = None
         self.curve = curve
         self.heartbeat_s = heartbeat_s
         self.liveness = Liveness.of_heartbeats(heartbeat_s, liveness)  # of the broker
@@ -84,7 +111,7 @@ class BrokerLink:
     @property
     def alive(self) -> bool:
         """Whether the broker was heard from within its liveness window (``zeroserve.liveness``)."""
-        return self.liveness.alive(time.monotonic())
+        return self.refusal is None and self.liveness.alive(time.monotonic())
 
     # ------------------------------------------------------------ calls
 
@@ -107,8 +134,13 @@ class BrokerLink:
 
     async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
                       body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
-        """Send one request; return the broker's reply (a 504 reply if none comes in time)."""
+        """Send one request; return the broker's reply (a 504 reply if none comes in time, a
+        503 one without sending while the broker refuses this cluster)."""
         request_id = self._next_id()
+        if self.refusal is not None:
+            return error_reply(request_id, Status.NO_WORKER,
+                               f"the broker at {self.address} refuses this gateway: "
+                               f"{self.refusal}")
         frames = Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
                            body, rows, batch_key).to_frames()
         try:
@@ -119,11 +151,23 @@ class BrokerLink:
 
     async def control(self, op: ControlOp, args: dict | None = None,
                       timeout_s: float = 2.0) -> dict:
-        """Make a control call; raise TimeoutError if the broker does not answer."""
+        """Make a control call; raise TimeoutError if the broker does not answer, and
+        BrokerRefused (a TimeoutError, after ``timeout_s``) if it refuses this cluster."""
         request_id = self._next_id()
+        started = time.monotonic()
         reply = await self._exchange(
-            request_id, Control(request_id, op, args or {}).to_frames(), timeout_s)
-        return unpack_map(reply.meta, "control answer")
+            request_id, Control(request_id, op, args or {}, self.cluster).to_frames(),
+            timeout_s)
+        refusal = _refusal(reply)
+        if refusal is None:
+            self.refusal = None
+            return unpack_map(reply.meta, "control answer")
+        if refusal != self.refusal:
+            log.error("gateway: broker %s refused this gateway of cluster '%s': %s; not ready "
+                      "while it does", self.address, self.cluster, refusal)
+            self.refusal = refusal
+        await asyncio.sleep(max(0.0, started + timeout_s - time.monotonic()))
+        raise BrokerRefused(refusal)
 
     # ------------------------------------------------------------ schemas
 
@@ -187,6 +231,8 @@ class BrokerLink:
         while True:
             try:
                 answer = await self.control(ControlOp.PING, timeout_s=self.liveness.window_s)
+            except BrokerRefused:
+                continue
             except TimeoutError:
                 log.warning("gateway: broker %s did not answer for %.1fs", self.address,
                             self.liveness.window_s)

@@ -16,6 +16,7 @@ from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
+from gateway.port_owner import check_sharing
 from gateway.rest import handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
@@ -61,6 +62,19 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
                                    max_json_depth=gateway.max_json_depth)
 
 
+async def may_share_ports(gateway: GatewaySettings, cluster: str) -> bool:
+    """Whether this gateway may listen: always without ``gateway.reuse_port`` (a taken port is
+    then a start-up error), else only when the ports are free or held by gateways of
+    ``cluster`` (:mod:`gateway.port_owner`); a refusal is logged."""
+    if not gateway.reuse_port:
+        return True
+    refusal = await check_sharing(gateway.http_host, gateway.http_port, gateway.grpc_port,
+                                  cluster)
+    if refusal is not None:
+        log.error("gateway: %s", refusal)
+    return refusal is None
+
+
 async def serve(parts: Container) -> int:
     """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code."""
     gateway, request, jobs = parts.gateway.get(), parts.request.get(), parts.jobs.get()
@@ -75,8 +89,11 @@ async def serve(parts: Container) -> int:
     except (curve.CurveError, TlsError) as exc:
         log.error("gateway: %s", exc)
         return 1
+    cluster = parts.settings.get().cluster.name
+    if not await may_share_ports(gateway, cluster):
+        return 1
     link = BrokerLink(gateway.frontend, heartbeat.interval_s, heartbeat.liveness,
-                      gateway.schema_refresh_s, keys)
+                      gateway.schema_refresh_s, keys, cluster)
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
     server = GatewayHTTPServer(
@@ -97,7 +114,8 @@ async def serve(parts: Container) -> int:
                                              gateway.max_body_bytes, grpc_keepalive,
                                              tls.grpc if tls else None)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
-        log.error("gateway: cannot listen on %s: %s", host, exc)
+        log.error("gateway: cannot listen on %s (HTTP port %d, gRPC port %d): %s", host, port,
+                  grpc_port, exc)
         server.stop()
         await link.close()
         return 1

@@ -215,16 +215,19 @@ class HealthHandler(BaseHandler):
 class ReadyHandler(BaseHandler):
     """``GET /readyz``: the broker answers and at least one worker serves. ``job_store`` says
     whether the broker's job store works (``{"ok", "error", "path"}``, from a ping): a failing
-    one stops async jobs only, so the gateway stays ready for real-time calls."""
+    one stops async jobs only, so the gateway stays ready for real-time calls. ``cluster`` is
+    this gateway's cluster name (``zeroserve serve`` and a gateway about to share this port
+    check it); a broker of another cluster counts as one that does not answer."""
 
     async def get(self) -> None:
-        state = self.link.describe()
+        state = {"cluster": self.link.cluster, **self.link.describe()}
         workers = sum(state["services"].values())
         if self.link.alive:
             state["job_store"] = await self._job_store()
         if not self.link.alive:
             self.set_status(503)
-            state["reason"] = "the broker does not answer"
+            state["reason"] = (f"the broker refuses this gateway: {self.link.refusal}"
+                               if self.link.refusal else "the broker does not answer")
         elif workers == 0:
             self.set_status(503)
             state["reason"] = "no worker has registered"

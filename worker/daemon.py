@@ -21,7 +21,14 @@ from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.service import ServiceSpec
 from zeroserve.sockets import open_socket
-from zeroserve.wire.backend import Batch, Ready, disconnect, heartbeat, parse_batch
+from zeroserve.wire.backend import (
+    Batch,
+    Ready,
+    disconnect,
+    heartbeat,
+    parse_batch,
+    parse_disconnect,
+)
 from zeroserve.wire.envelope import Command, ProtocolError, split_command
 
 log = logging.getLogger("zeroserve.worker")
@@ -31,14 +38,17 @@ class WorkerDaemon:
     """One connection to the broker at a time; reconnects with backoff when it goes silent.
 
     ``clock`` (seconds, monotonic) times the broker's liveness, every request's deadline
-    (``BatchRunner``) and the job lane's timers.
+    (``BatchRunner``) and the job lane's timers. ``cluster`` (``cluster.name``) goes in
+    READY: a broker of another cluster refuses the worker, which then tries again with
+    backoff (the right broker may come up at that address later).
     """
 
     def __init__(self, spec: ServiceSpec, worker: WorkerSettings, heartbeat: HeartbeatSettings,
                  keys: curve.Curve | None, context: zmq.Context,
                  clock: Callable[[], float] = time.monotonic,
-                 max_result_bytes: int | None = None) -> None:
+                 max_result_bytes: int | None = None, cluster: str = "default") -> None:
         self._clock = clock
+        self.cluster = cluster
         self.spec = spec
         self.broker = worker.backend
         self.slots = worker.slots
@@ -65,11 +75,14 @@ class WorkerDaemon:
         self._acknowledged = False
         self._drained = asyncio.Event()
         self._reconnect = asyncio.Event()
+        self._refusal = ""  # the broker's refusal of this session's READY ("" if none)
+        self._logged_refusal = ""
 
     def _ready(self) -> list:
         return Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
                        {"pid": os.getpid(), "host": socket.gethostname()},
-                       self.jobs.describe() if self.jobs is not None else {}).to_frames()
+                       self.jobs.describe() if self.jobs is not None else {},
+                       self.cluster).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:
@@ -105,18 +118,23 @@ class WorkerDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
         backoff = self.reconnect_min
+        refused = ""
         while not self._drained.is_set():
             self._connect()
             self._send(self._ready())
-            log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
-                     self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
-                     self.broker, self.slots, self.threads)
+            if not refused:  # a refused worker's retries are quiet: the refusal was logged
+                log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
+                         self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
+                         self.broker, self.slots, self.threads)
             heard = await self._session()
             if self._drained.is_set():
                 break
-            backoff = self.reconnect_min if heard else min(backoff * 2, self.reconnect_max)
-            log.warning("worker %s: broker silent for %.1fs, reconnecting in %.1fs",
-                        self.worker_id, self.liveness_s, backoff)
+            refused, self._refusal = self._refusal, ""
+            backoff = self.reconnect_min if heard and not refused \
+                else min(backoff * 2, self.reconnect_max)
+            if not refused:
+                log.warning("worker %s: broker silent for %.1fs, reconnecting in %.1fs",
+                            self.worker_id, self.liveness_s, backoff)
             await asyncio.sleep(backoff)
         if self.jobs is not None:
             await self.jobs.close(self.drain_timeout)
@@ -155,7 +173,10 @@ class WorkerDaemon:
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
             elif command is Command.DISCONNECT:
-                if self._draining:
+                refusal = parse_disconnect(rest)
+                if refusal:
+                    self._refused(refusal)
+                elif self._draining:
                     self._maybe_drained(acknowledged=True)
                 else:
                     log.info("worker %s: broker does not know us, registering again",
@@ -164,6 +185,19 @@ class WorkerDaemon:
         except ProtocolError as exc:
             log.warning("worker %s: dropped malformed message from broker (%s)",
                         self.worker_id, exc)
+
+    def _refused(self, refusal: str) -> None:
+        """The broker refused our READY (another cluster's broker): end this session; the
+        serve loop tries again with backoff. Logged once per distinct refusal."""
+        if refusal != self._logged_refusal:
+            self._logged_refusal = refusal
+            log.error("worker %s: broker %s refused it (%s; this worker is of cluster '%s'); "
+                      "trying again with backoff", self.worker_id, self.broker, refusal,
+                      self.cluster)
+        self._refusal = refusal
+        if self._draining:
+            self._drained.set()
+        self._reconnect.set()
 
     async def _run(self, batch: Batch) -> None:
         assert self.runner is not None
@@ -213,7 +247,8 @@ def run(spec: ServiceSpec, parts: Container) -> int:
         daemon = WorkerDaemon(spec, parts.worker.get(), parts.heartbeat.get(),
                               curve.from_settings(parts.curve.get(), "client"),
                               parts.zmq_context.get(), parts.clock.get(),
-                              parts.jobs.get().max_result_bytes)
+                              parts.jobs.get().max_result_bytes,
+                              parts.settings.get().cluster.name)
     except curve.CurveError as exc:
         log.error("worker: %s", exc)
         return 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,6 @@ import yaml
 log = logging.getLogger("zeroserve.config")
 
 MiB = 1024 * 1024
-REUSE_PORT_SUPPORTED = hasattr(socket, "SO_REUSEPORT")  # Linux, the BSDs, macOS
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,8 @@ class GatewaySettings:
     http_host: str = "0.0.0.0"
     http_port: int = 8000
     grpc_port: int = 8001                   # Open Inference Protocol over gRPC; 0: off
-    reuse_port: bool = REUSE_PORT_SUPPORTED  # several gateways share the HTTP and gRPC ports
+    reuse_port: bool = False                # share the HTTP and gRPC ports with gateways of
+                                            # this cluster (SO_REUSEPORT; scripts/cluster)
     api_keys_file: str = ""                 # YAML of accepted API keys; empty: no keys needed
     public_paths: tuple[str, ...] = ("/healthz", "/readyz", "/v2/health/live",
                                      "/v2/health/ready", "/metrics")  # open without a key
@@ -142,6 +141,14 @@ class BatchingSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``cluster.*``: which cluster a daemon belongs to; a broker refuses the workers and the
+    control calls of another one (``zeroserve serve`` names a fresh one per run)."""
+
+    name: str = "default"
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``log.*``."""
 
@@ -160,6 +167,7 @@ class Settings:
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     request: RequestSettings = field(default_factory=RequestSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

@@ -4,10 +4,12 @@ What was started is recorded in a run directory (:mod:`cluster_lib.rundir`), so
 that ``scale``, ``status`` and ``down`` work from any later command. Daemons are
 the ordinary ``python -m broker|gateway|worker`` commands, started detached (a
 session of their own) with their output in the run directory's logs; they
-outlive the command that started them. Gateways share the HTTP and gRPC ports
-(SO_REUSEPORT). Stopping sends SIGTERM: a worker tells the broker it is draining,
-receives no new work, finishes what it holds and exits, so scaling down fails no
-request.
+outlive the command that started them. Every daemon is told the fleet's cluster
+name (``--cluster``): the broker refuses the workers and gateways of another
+cluster. Gateways share the HTTP and gRPC ports (``--reuse-port``: each asks the
+port's gateway for its cluster first and refuses another's). Stopping sends
+SIGTERM: a worker tells the broker it is draining, receives no new work,
+finishes what it holds and exits, so scaling down fails no request.
 """
 from __future__ import annotations
 
@@ -79,14 +81,16 @@ class Fleet:
     # ------------------------------------------------------------ start
 
     def _args(self, kind: str, spec: FleetSpec) -> list[str]:
+        cluster = ["--cluster", spec.cluster] if spec.cluster else []
         if kind == "broker":
             return ["broker", "--frontend", spec.frontend_bind, "--backend", spec.backend_bind,
                     "--metrics-port", str(spec.metrics_port),
-                    "--job-store", str((self.run_dir / "jobs.sqlite3").resolve())]
+                    "--job-store", str((self.run_dir / "jobs.sqlite3").resolve()), *cluster]
         if kind == "gateway":
             return ["gateway", "--frontend", spec.frontend, "--host", spec.host, "--http-port",
-                    str(spec.http_port), "--grpc-port", str(spec.grpc_port), "--reuse-port"]
-        return ["worker", spec.service, "--backend", spec.backend]
+                    str(spec.http_port), "--grpc-port", str(spec.grpc_port), "--reuse-port",
+                    *cluster]
+        return ["worker", spec.service, "--backend", spec.backend, *cluster]
 
     def _start(self, kind: str, spec: FleetSpec) -> tuple[str, int]:
         name = kind if kind == "broker" else self.dir.next_name(kind)

@@ -16,8 +16,9 @@ def render(spec: FleetSpec, run_dir: Path, members: list[tuple[str, int]],
            stats: dict | None, problem: str = "") -> str:
     """One line per daemon (for a worker, what the broker says of it), then each endpoint's
     queue; ``stats`` is the broker's STATS answer, or None with ``problem`` saying why."""
+    cluster = f", cluster '{spec.cluster}'" if spec.cluster else ""
     lines = [f"{spec.service_name or spec.service} at {spec.url} (gRPC {spec.connect_host}:"
-             f"{spec.grpc_port}), run directory {run_dir}"]
+             f"{spec.grpc_port}){cluster}, run directory {run_dir}"]
     by_pid = {worker_pid(w["worker_id"]): w for w in (stats or {}).get("workers", [])}
     for name, pid in members:
         state = ""

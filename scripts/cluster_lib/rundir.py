@@ -30,7 +30,9 @@ class FleetSpec:
 
     ``service`` is the worker's target (``path/file.py:Class``); ``service_name`` is
     the name the broker knows it by (``@zeroserve.service(name=...)``), learnt once
-    the workers have registered ("" until then)."""
+    the workers have registered ("" until then). ``cluster`` is the fleet's cluster name,
+    given to every daemon ("": the daemons' own ``cluster.name``, for a spec recorded
+    before fleets were named)."""
 
     service: str
     host: str = "127.0.0.1"
@@ -41,6 +43,7 @@ class FleetSpec:
     metrics_port: int = 8002
     config: str = ""
     service_name: str = ""
+    cluster: str = ""
 
     @property
     def connect_host(self) -> str:

@@ -3,9 +3,11 @@
 something is already running, missing or cannot start."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,10 @@ def test_up_twice_is_refused_status_shows_the_daemons_and_down_is_idempotent(
     status = fleet.run("status")
     assert "broker" in status and "gateway-1" in status
     assert status.count("serving, 0/2 slots busy") == 2 and "queue mlp.predict" in status
+    cluster = re.search(r"cluster '(fleet-[0-9a-f]+)'", status)
+    assert cluster, status  # a fresh name per fleet, given to every daemon
+    with urllib.request.urlopen(fleet.url + "/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["cluster"] == cluster.group(1)
     assert fleet.run("scale", "workers", "2").strip() == "2 worker(s) running already"
     down = fleet.run("down")
     assert down.count("stopped") == 4 and not list(fleet.run_dir.glob("*.pid"))

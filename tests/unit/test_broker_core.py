@@ -2,7 +2,14 @@
 from dataclasses import replace
 
 from broker.core import BrokerConfig, BrokerCore
-from zeroserve.wire.backend import Ready, Result, ResultItem, disconnect, parse_batch
+from zeroserve.wire.backend import (
+    Ready,
+    Result,
+    ResultItem,
+    disconnect,
+    parse_batch,
+    parse_disconnect,
+)
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import PROTOCOL, Command, Status, pack_map, split_command, unpack_map
 from zeroserve.wire.frontend import Control, ControlOp, Request, error_details, parse_reply
@@ -211,3 +218,72 @@ def test_two_gateways_with_the_same_request_id_in_one_batch_both_get_their_answe
                 for frames in h.front}
     assert answered == {b"G1": b"meta:G1", b"G2": b"meta:G2"}
     assert all(parse_reply(split_command(f[1:])[1]).request_id == same for f in h.front)
+
+
+def _ready_of(cluster, identity=b"F1"):
+    return [identity, *Ready(identity.decode(), "svc", ENDPOINTS, 1, cluster=cluster).to_frames()]
+
+
+def _disconnects(h):
+    out = []
+    for frames in h.back:
+        command, rest = split_command(frames[1:])
+        if command is Command.DISCONNECT:
+            out.append((frames[0], parse_disconnect(rest)))
+    h.back.clear()
+    return out
+
+
+def test_a_worker_of_another_cluster_is_refused_once_and_registers_nothing(caplog):
+    h = Harness(cluster="a")
+    with caplog.at_level("WARNING", "zeroserve.broker"):
+        h.core.on_backend(_ready_of("b"), 0.0)
+        h.core.on_backend(_ready_of("b"), 0.1)  # the same connection again: no answer
+    ((identity, refusal),) = _disconnects(h)
+    assert identity == b"F1" and "'a'" in refusal and "'b'" in refusal
+    assert [r.getMessage() for r in caplog.records] == [
+        "broker: refused worker F1 of cluster 'b' (this is 'a')"]
+    assert "svc" not in h.core.registry.services and len(h.core.registry) == 0
+    h.core.on_frontend([b"G", *Control(b"c1", ControlOp.MODELS, {}, "a").to_frames()], 0.2)
+    assert unpack_map(h.replies()[b"c1"].meta, "models")["services"] == {}
+
+
+def test_a_refused_worker_on_a_new_connection_is_answered_again_but_logged_once(caplog):
+    h = Harness(cluster="a")
+    with caplog.at_level("WARNING", "zeroserve.broker"):
+        h.core.on_backend(_ready_of("b", b"F1"), 0.0)
+        h.core.on_backend([b"F2", *Ready("F1", "svc", ENDPOINTS, 1, cluster="b").to_frames()],
+                          1.0)
+    assert [identity for identity, _ in _disconnects(h)] == [b"F1", b"F2"]
+    assert len(caplog.records) == 1
+
+
+def test_workers_of_this_cluster_or_naming_none_are_admitted():
+    h = Harness(cluster="a")
+    h.core.on_backend(_ready_of("a", b"W1"), 0.0)
+    h.core.on_backend(_ready_of("", b"W2"), 0.0)
+    assert h.core.registry.count("svc") == 2 and not _disconnects(h)
+
+
+def test_control_calls_of_another_cluster_get_an_error_naming_both(caplog):
+    h = Harness(cluster="a")
+    h.worker()
+    with caplog.at_level("WARNING", "zeroserve.broker"):
+        for rid, op in ((b"c1", ControlOp.PING), (b"c2", ControlOp.MODELS),
+                        (b"c3", ControlOp.JOB_LIST)):
+            h.core.on_frontend([b"G", *Control(rid, op, {}, "b").to_frames()], 0.1)
+    replies = h.replies()
+    for rid in (b"c1", b"c2", b"c3"):
+        details = error_details(replies[rid])
+        assert replies[rid].status is Status.BAD_REQUEST and details["cluster"] == "a"
+        assert "'a'" in details["error"] and "'b'" in details["error"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "broker: refused control calls of cluster 'b' (this is 'a')"]
+
+
+def test_control_calls_of_this_cluster_or_naming_none_are_answered():
+    h = Harness(cluster="a")
+    h.core.on_frontend([b"G", *Control(b"c1", ControlOp.PING, {}, "a").to_frames()], 0.1)
+    h.core.on_frontend([b"G", *Control(b"c2", ControlOp.PING, {}).to_frames()], 0.1)
+    replies = h.replies()
+    assert replies[b"c1"].status is Status.OK and replies[b"c2"].status is Status.OK

@@ -1,14 +1,19 @@
 """``zeroserve serve``: a broker, a gateway and N workers on this host, one process each.
 
-The supervisor starts the daemons, waits until the gateway is ready, and on
-SIGINT/SIGTERM stops them in order: workers first (they drain), then the
-gateway, then the broker. Children get SIGTERM if the supervisor dies. A
-daemon that exits on its own is started again after a backoff
-(:class:`~zeroserve.cli.restarts.RestartPolicy`); one that crashes five times
-within a minute makes ``serve`` stop the rest and exit 1.
+The supervisor names a fresh cluster for the run (``serve-<random>``, unless
+``cluster.name`` is set), starts the daemons of that cluster, waits until the
+gateway *it started* is ready (``/readyz`` names its cluster: another cluster's
+gateway may answer on a shared port), and on SIGINT/SIGTERM stops them in
+order: workers first (they drain), then the gateway, then the broker. Children
+get SIGTERM if the supervisor dies. A broker or gateway that exits before the
+cluster is ready (a port taken, most likely) is a start-up error: ``serve``
+stops the rest and exits 1. Later, a daemon that exits on its own is started
+again after a backoff (:class:`~zeroserve.cli.restarts.RestartPolicy`); one
+that crashes five times within a minute makes ``serve`` stop the rest and exit 1.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -62,16 +67,26 @@ def _child_env(options: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def cluster_name(settings: Settings) -> str:
+    """The cluster of one ``serve`` run: ``cluster.name`` where it is set, else a fresh one, so
+    that two runs on one host never take each other's workers or gateways."""
+    if settings.cluster.name != "default":
+        return settings.cluster.name
+    return f"serve-{os.urandom(4).hex()}"
+
+
 def serve(service: str, workers: int, settings: Settings, config_file: str | None,
           options: dict[str, Any]) -> int:
     """Run the embedded cluster until a signal; return the exit code. ``options`` are the
-    command's flags (``section__key``), passed on to every daemon as ZEROSERVE_* variables;
-    the broker binds ``broker.frontend`` and ``broker.backend``, the others connect there."""
+    command's flags (``section__key``), passed on to every daemon as ZEROSERVE_* variables
+    with the run's cluster name; the broker binds ``broker.frontend`` and
+    ``broker.backend``, the others connect there."""
     frontend, backend = settings.broker.frontend, settings.broker.backend
     port = settings.gateway.http_port
+    cluster = cluster_name(settings)
     base = [sys.executable, "-m"]
     extra = ["--config", config_file] if config_file else []
-    env = _child_env(options)
+    env = _child_env({**options, "cluster__name": cluster})
     specs = [("broker", base + ["broker", "--frontend", frontend, "--backend", backend] + extra)]
     specs.append(("gateway", base + ["gateway", "--frontend", connect_address(frontend)]
                   + extra))
@@ -88,9 +103,10 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     signal.signal(signal.SIGTERM, on_signal)
     argv_of = dict(specs)
     procs = {name: _start(argv, env) for name, argv in specs}
-    log.info("serve: started broker, gateway and %d workers (pids %s)", workers,
-             " ".join(str(p.pid) for p in procs.values()))
+    log.info("serve: started broker, gateway and %d workers of cluster '%s' (pids %s)",
+             workers, cluster, " ".join(str(p.pid) for p in procs.values()))
     url, tls = readiness_check(settings.gateway)
+    opener = _opener(tls)
     ready_by = time.monotonic() + _READY_TIMEOUT_S
     ready = False
     code = 0
@@ -101,6 +117,13 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
         for name, proc in procs.items():
             if name in restart_at or proc.poll() is None:
                 continue
+            if not ready and name in ("broker", "gateway"):
+                log.error("serve: the %s exited (code %s) before the cluster was ready (%s "
+                          "its log above says why); stopping the rest", name,
+                          proc.returncode, _start_up_hint(name, settings))
+                code = 1
+                stopping = True
+                break
             when = policy.crashed(name, now)
             if when is None:
                 log.error("serve: %s exited (code %s), %d crashes within %.0fs; giving up and "
@@ -120,10 +143,10 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
         if stopping:
             break
         if not ready:
-            ready = _is_ready(url, tls)
+            ready = _is_ready(opener, url, cluster)
             if ready:
-                log.info("serve: ready, serving %s at %s://localhost:%d (Ctrl-C stops)",
-                         service, "https" if tls else "http", port)
+                log.info("serve: ready, serving %s at %s://localhost:%d, cluster '%s' "
+                         "(Ctrl-C stops)", service, "https" if tls else "http", port, cluster)
             elif time.monotonic() > ready_by:
                 log.error("serve: not ready after %.0fs; see the logs above", _READY_TIMEOUT_S)
                 code = 1
@@ -137,11 +160,29 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, preexec_fn=_signal_term_on_parent_death)
 
 
-def _is_ready(url: str, tls: ssl.SSLContext | None = None) -> bool:
+def _start_up_hint(name: str, settings: Settings) -> str:
+    if name == "gateway":
+        gw = settings.gateway
+        return (f"is HTTP port {gw.http_port} or gRPC port {gw.grpc_port} on {gw.http_host} "
+                "taken?")
+    return f"is {settings.broker.frontend} or {settings.broker.backend} taken?"
+
+
+def _opener(tls: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    """A URL opener that goes to the gateway directly (no proxy), over TLS with ``tls``."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls))
+    return urllib.request.build_opener(*handlers)
+
+
+def _is_ready(opener: urllib.request.OpenerDirector, url: str, cluster: str) -> bool:
+    """Whether the gateway at ``url`` is ready and is of ``cluster`` (the one serve started,
+    not another cluster's on the same port)."""
     try:
-        with urllib.request.urlopen(url, timeout=1.0, context=tls) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
+        with opener.open(url, timeout=1.0) as resp:
+            return resp.status == 200 and json.loads(resp.read()).get("cluster") == cluster
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
         return False
 
 

@@ -81,8 +81,9 @@ def broker_command(config_file: str | None, **options: Any) -> None:
 @http_port_option
 @grpc_port_option
 @click.option("--reuse-port/--no-reuse-port", "gateway__reuse_port", default=None,
-              help="Share the HTTP and gRPC ports with other gateways on this host "
-                   "(SO_REUSEPORT) [default: yes where the platform has it].")
+              help="Share the HTTP and gRPC ports with other gateways of this cluster on "
+                   "this host (SO_REUSEPORT; a port held by another cluster's gateway is "
+                   "refused) [default: no: a taken port is a start-up error].")
 @option("--host", "gateway__http_host", help="HTTP and gRPC bind address [default: 0.0.0.0].")
 @tls_options
 @option("--timeout", "request__default_timeout_s", type=float,

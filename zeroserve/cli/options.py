@@ -117,6 +117,9 @@ _COMMON = [
            help="Seconds between heartbeats [default: 1.0]."),
     option("--liveness", "heartbeat__liveness", type=int,
            help="Missed heartbeats before a peer is declared dead [default: 3]."),
+    option("--cluster", "cluster__name",
+           help="This daemon's cluster: a broker refuses the workers and gateways of another "
+                "[default: default; serve: a new serve-<random> per run]."),
     option("--log-level", "log__level",
            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
            help="Log verbosity [default: INFO]."),
@@ -124,7 +127,8 @@ _COMMON = [
 
 
 def common_options(func: Callable) -> Callable:
-    """``--config``, ``--heartbeat-interval``, ``--liveness`` and ``--log-level``."""
+    """``--config``, ``--heartbeat-interval``, ``--liveness``, ``--cluster`` and
+    ``--log-level``."""
     for add in reversed(_COMMON):
         func = add(func)
     return func

@@ -29,7 +29,9 @@ class Ready:
 
     ``endpoints`` maps an endpoint name to its description (schema and
     batching settings), sent as its map. ``jobs`` describes the worker's job
-    lane (empty without one; see ``zeroserve.wire.jobs.JobLaneInfo``).
+    lane (empty without one; see ``zeroserve.wire.jobs.JobLaneInfo``). ``cluster``
+    names the worker's cluster (``cluster.name``); a broker of another cluster refuses the
+    worker, and one that names none ("") is admitted.
     """
 
     worker_id: str
@@ -38,12 +40,14 @@ class Ready:
     slots: int
     info: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
+    cluster: str = ""
 
     def to_frames(self) -> list:
         return [PROTOCOL, Command.READY.value, pack_map({
             "worker_id": self.worker_id, "service": self.service,
             "endpoints": {name: desc.to_map() for name, desc in self.endpoints.items()},
-            "slots": self.slots, "info": self.info, "jobs": self.jobs})]
+            "slots": self.slots, "info": self.info, "jobs": self.jobs,
+            "cluster": self.cluster})]
 
 
 def parse_ready(rest: Sequence[Frame]) -> Ready:
@@ -58,9 +62,11 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
         ready = Ready(str(body["worker_id"]), service,
                       endpoints_from_map(service, body["endpoints"]) if service else {},
                       int(body["slots"]), dict(body.get("info") or {}),
-                      dict(body.get("jobs") or {}))
+                      dict(body.get("jobs") or {}), body.get("cluster") or "")
     except (KeyError, TypeError, ValueError) as exc:  # ProtocolError, a ValueError, included
         raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
+    if not isinstance(ready.cluster, str):
+        raise ProtocolError("READY cluster must be a string")
     if not ready.service or not (ready.endpoints or ready.jobs.get("tasks")):
         raise ProtocolError("READY names no service or no endpoint")
     if not 1 <= ready.slots <= 4096:
@@ -72,8 +78,21 @@ def heartbeat() -> list:
     return [PROTOCOL, Command.HEARTBEAT.value]
 
 
-def disconnect() -> list:
-    return [PROTOCOL, Command.DISCONNECT.value]
+def disconnect(refused: str = "") -> list:
+    """A DISCONNECT; ``refused`` (a broker's answer to a READY it does not admit, such as one
+    of another cluster) says why, in a map frame ``{"refused": message}``."""
+    frames = [PROTOCOL, Command.DISCONNECT.value]
+    return frames + [pack_map({"refused": refused})] if refused else frames
+
+
+def parse_disconnect(rest: Sequence[Frame]) -> str:
+    """The refusal that the frames after the command of a DISCONNECT carry ("" for none)."""
+    if not rest:
+        return ""
+    body = unpack_map(rest[0], "DISCONNECT body")
+    if len(rest) != 1 or not isinstance(body, dict) or not isinstance(body.get("refused"), str):
+        raise ProtocolError("DISCONNECT body must be one map with a refused message")
+    return body["refused"]
 
 
 @dataclass(slots=True)

@@ -154,15 +154,21 @@ class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
 
 @dataclass(slots=True)
 class Control:
-    """A control call; answered with a REPLY whose meta is a msgpack map."""
+    """A control call; answered with a REPLY whose meta is a msgpack map.
+
+    ``cluster`` names the caller's cluster (``cluster.name``); it travels as the ``cluster``
+    key of the args map. A broker of another cluster answers an error REPLY; a call that
+    names none ("": operator tools such as ``zeroserve status``) is answered."""
 
     request_id: bytes
     op: ControlOp
     args: dict
+    cluster: str = ""
 
     def to_frames(self) -> list:
+        args = {**self.args, "cluster": self.cluster} if self.cluster else self.args
         return [PROTOCOL, Command.CONTROL.value, self.request_id, self.op.value.encode(),
-                pack_map(self.args)]
+                pack_map(args)]
 
 
 def parse_control(rest: Sequence[Frame]) -> Control:
@@ -176,6 +182,9 @@ def parse_control(rest: Sequence[Frame]) -> Control:
     args = unpack_map(rest[2], "control args")
     if not isinstance(args, dict):
         raise ProtocolError("control args must be a map")
-    return Control(raw(rest[0]), op, args)
+    cluster = args.pop("cluster", "")
+    if not isinstance(cluster, str):
+        raise ProtocolError("control cluster must be a string")
+    return Control(raw(rest[0]), op, args, cluster)
 
 
