@@ -283,12 +283,17 @@ class BrokerCore:
         return endpoint
 
     def _on_result(self, worker: WorkerState, result: Result, now: float) -> None:
-        flight = self._in_flight.pop(result.batch_id, None)
-        if flight is None or flight.worker is not worker:
+        flight = self._in_flight.get(result.batch_id)
+        # a worker that reconnected (a new identity, the same worker id) answers the batches
+        # it took before; any other sender's result is dropped and the batch stays with its
+        # worker (requeued if that one is evicted)
+        if flight is None or (flight.worker is not worker
+                              and flight.worker.worker_id != worker.worker_id):
             log.info("broker: result for unknown batch %d from worker %s dropped",
                      result.batch_id, worker.worker_id)
             return None
-        self.registry.release(worker, result.batch_id)
+        del self._in_flight[result.batch_id]
+        self.registry.release(flight.worker, result.batch_id)
         rows = sum(it.rows for it in flight.items)
         flight.endpoint.policy.observe(rows, result.exec_s)
         flight.endpoint.stats.record_batch(rows, len(flight.items), result.exec_s)

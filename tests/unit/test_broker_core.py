@@ -7,6 +7,7 @@ from zeroserve.wire.backend import (
     Result,
     ResultItem,
     disconnect,
+    heartbeat,
     parse_batch,
     parse_disconnect,
 )
@@ -287,3 +288,32 @@ def test_control_calls_of_this_cluster_or_naming_none_are_answered():
     h.core.on_frontend([b"G", *Control(b"c2", ControlOp.PING, {}).to_frames()], 0.1)
     replies = h.replies()
     assert replies[b"c1"].status is Status.OK and replies[b"c2"].status is Status.OK
+
+
+def _ready(h, identity, worker_id, now):
+    h.core.on_backend([identity, *Ready(worker_id, "svc", ENDPOINTS, 1).to_frames()], now)
+
+
+def test_a_worker_that_reconnected_answers_the_batch_it_took_before():
+    h = Harness()
+    _ready(h, b"old", "w-1", 0.0)
+    rid = h.request(0.1)
+    ((identity, batch),) = h.batches()
+    assert identity == b"old"
+    _ready(h, b"new", "w-1", 0.2)  # the same worker on a new socket (it thought us silent)
+    h.result(b"new", batch, 0.3)
+    assert h.replies()[rid].status is Status.OK
+
+
+def test_a_result_from_another_worker_leaves_the_batch_with_its_worker():
+    h = Harness()
+    _ready(h, b"A", "w-a", 0.0)
+    rid = h.request(0.1, timeout_ms=60_000)
+    ((_, batch),) = h.batches()
+    _ready(h, b"B", "w-b", 0.2)
+    h.result(b"B", batch, 0.3)  # not B's batch: dropped, and not forgotten
+    assert rid not in h.replies()
+    h.core.on_backend([b"B", *heartbeat()], 3.0)
+    h.core.on_tick(3.5)  # A, silent past its liveness, is evicted: its batch goes to B
+    ((identity, again),) = h.batches()
+    assert identity == b"B" and h.origin(again.items[0]) == rid
