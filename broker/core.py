@@ -94,6 +94,13 @@ class BrokerConfig:
     def liveness_s(self) -> float:
         return self.heartbeat_s * self.liveness
 
+    @property
+    def grace_s(self) -> float:
+        """How long after start a service no worker has registered yet may still be one whose
+        workers have not registered again: a request for it waits (it is not answered 404),
+        and MODELS answers say they are provisional."""
+        return self.liveness_s * 2
+
 
 class BrokerCore:
     """Routes requests from gateways to workers and replies back; see the module docstring."""
@@ -150,7 +157,7 @@ class BrokerCore:
                 return self._reply(item.gateway, error_reply(
                     item.request_id, Status.NOT_FOUND,
                     f"service '{service}' has no endpoint '{endpoint_name}'"))
-            if now - self.started < self.config.liveness_s * 2:
+            if now - self.started < self.config.grace_s:
                 self._limbo.append((service, endpoint_name, item))
                 return None
             return self._reply(item.gateway, error_reply(
@@ -175,7 +182,8 @@ class BrokerCore:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
                       "job_store": self.jobs.store_health() if self.jobs else None}
         elif ctl.op is ControlOp.MODELS:
-            answer = {"broker_id": self.broker_id, "services": {
+            answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
+                      "grace_s": self.config.grace_s, "services": {
                 name: self._describe(name, declared).to_map()
                 for name, declared in self.registry.services.items()}}
         else:
@@ -362,7 +370,7 @@ class BrokerCore:
                 self.jobs.lane_gone(worker.identity, lost=True)
             silent_s = worker.liveness.silent_for(now)
             self._recover(worker, now, f"missed heartbeats for {silent_s:.1f}s")
-        if self._limbo and now - self.started >= self.config.liveness_s * 2:
+        if self._limbo and now - self.started >= self.config.grace_s:
             waiting, self._limbo = self._limbo, []
             for service, endpoint_name, item in waiting:
                 self._admit(service, endpoint_name, item, now)

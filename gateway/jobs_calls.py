@@ -1,10 +1,12 @@
 """The jobs calls every front end makes (HTTP ``/v1/jobs`` and gRPC ``zeroserve.v1.Jobs``).
 
 A submission is checked before the broker sees it: the service must serve the
-task (404, or 400 for a real-time endpoint), the inputs must match the task's
-schema (400), and their encoding must fit ``jobs.max_input_bytes`` (413). Each
-call is one control call to the broker; the broker answers a submission only
-once the job is durably stored.
+task (404, or 400 for a real-time endpoint; 503 with Retry-After while the
+broker is young and may not have heard from the service's workers again, see
+:func:`gateway.invoke.not_served`), the inputs must match the task's schema
+(400), and their encoding must fit ``jobs.max_input_bytes`` (413). Each call is
+one control call to the broker; the broker answers a submission only once the
+job is durably stored.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
+from gateway.invoke import RETRY_AFTER_S, not_served
 from zeroserve.schema import InvalidInput, validate_inputs
 from zeroserve.wire import codec, descriptions
 from zeroserve.wire.descriptions import TaskDescription
@@ -27,8 +30,8 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
     try:
         answer = await link.control(op, args, timeout_s=_CONTROL_TIMEOUT_S)
     except TimeoutError:
-        raise RequestFailed(Status.NO_WORKER,
-                            f"the broker at {link.address} does not answer") from None
+        raise RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer",
+                            RETRY_AFTER_S) from None
     if not isinstance(answer, dict):
         raise RequestFailed(Status.INTERNAL, "the broker sent a malformed answer")
     if "error" in answer:
@@ -41,7 +44,9 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
 
 
 async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
-    """``service``'s task ``task`` (404 / 400 if there is none, 503 without a broker)."""
+    """``service``'s task ``task`` (asking the broker again once if it is not known); 400 for a
+    real-time endpoint; else :func:`~gateway.invoke.not_served`: 404 if the broker serves no
+    such task."""
     try:
         return descriptions.find_task(link.descriptions, service, task)
     except descriptions.TaskNotFound as exc:
@@ -51,8 +56,8 @@ async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescriptio
             return descriptions.find_task(link.descriptions, service, task)
         except descriptions.TaskNotFound as exc:
             missing = exc
-    if not link.alive:
-        raise RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer")
+    if missing.status is Status.NOT_FOUND or not link.alive:
+        raise not_served(link, missing.status, str(missing))
     raise RequestFailed(missing.status, str(missing))
 
 
