@@ -40,6 +40,8 @@ log = logging.getLogger("zeroserve.gateway")
 # how long past a request's deadline the gateway waits for the broker's 504 before it answers
 # 504 itself: less than the SDK's 1 s over HTTP, so that the caller gets an answer, not a timeout
 _GRACE_S = 0.5
+SETTLE_LIMIT_S = 10.0  # the longest a call naming an unknown service waits for a young broker
+_SETTLE_STEP_S = 0.05
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -49,13 +51,18 @@ def _expire(fut: asyncio.Future) -> None:
 
 @dataclass(frozen=True)
 class ModelsAnswer:
-    """One MODELS answer: the services it describes, the broker that gave it, and whether it
-    is *settled*: given past the broker's start-up grace (``uptime_s >= grace_s``), when every
-    live worker has registered with it again."""
+    """One MODELS answer: the services it describes, the broker that gave it, and how long
+    before that broker's start-up grace ran out it was given (``grace_s - uptime_s``, at least
+    0). An answer given past the grace is *settled*: every live worker had time to register
+    with the broker again."""
 
     broker_id: str
     services: dict[str, ServiceDescription]
-    settled: bool
+    settles_in_s: float = 0.0
+
+    @property
+    def settled(self) -> bool:
+        return self.settles_in_s <= 0.0
 
     @classmethod
     def read(cls, answer: Any) -> ModelsAnswer:
@@ -72,7 +79,8 @@ class ModelsAnswer:
                 log.warning("gateway: ignoring the bad description of service %s: %s", name, exc)
         uptime_s, grace_s = answer.get("uptime_s", 0.0), answer.get("grace_s", 0.0)
         timed = all(isinstance(v, (int, float)) for v in (uptime_s, grace_s))
-        return cls(str(answer.get("broker_id")), described, not timed or uptime_s >= grace_s)
+        return cls(str(answer.get("broker_id")), described,
+                   max(grace_s - uptime_s, 0.0) if timed else 0.0)
 
 
 def known_services(known: Mapping[str, ServiceDescription], answer: ModelsAnswer
@@ -212,6 +220,24 @@ class BrokerLink:
             return
         self.descriptions = known_services(self.descriptions, models)
         self._models = models
+
+    async def settle(self, limit_s: float = SETTLE_LIMIT_S) -> bool:
+        """Wait until :attr:`knows_every_service`, asking the broker for its models again as
+        its start-up grace runs out (or once the pings know which broker answers); give up
+        after ``limit_s`` or when the broker does not answer. Return whether it knows."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + limit_s
+        while not self.knows_every_service and self.alive:
+            models, left_s = self._models, until - loop.time()
+            if left_s <= 0:
+                return False
+            wait_s = _SETTLE_STEP_S
+            if models is not None and models.broker_id == self.broker_id:
+                wait_s = max(models.settles_in_s - (time.monotonic() - self._models_at),
+                             _SETTLE_STEP_S)
+            await asyncio.sleep(min(wait_s, left_s))
+            await self.refresh_if_stale()
+        return self.knows_every_service
 
     # ------------------------------------------------------------ background
 

@@ -9,7 +9,8 @@ each front end's error boundary turns either into its own error form.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink
@@ -22,15 +23,28 @@ from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import error_details
 
 RETRY_AFTER_S = 1  # of the 503s a gateway answers itself while the broker is young
+T = TypeVar("T")
+
+
+async def look_up(link: BrokerLink, find: Callable[[], T | None]) -> T | None:
+    """What ``find`` finds in ``link.descriptions``; on a miss, asks the broker again once,
+    and while a miss is no proof (the broker is young, or restarted since its last answer:
+    :attr:`~gateway.broker_link.BrokerLink.knows_every_service`) waits for the broker's
+    models to settle, as the broker holds a request for a service it does not know yet."""
+    found = find()
+    if found is None and await link.refresh_if_stale():
+        found = find()
+    if found is None and not link.knows_every_service and await link.settle():
+        found = find()
+    return found
 
 
 def not_served(link: BrokerLink, missing: Status, message: str) -> RequestFailed:
-    """The answer to a call naming what ``link.descriptions`` lack: ``missing`` (404, say)
-    with ``message`` only when the broker's models are settled
+    """The answer to a call naming what ``link.descriptions`` lack (after :func:`look_up`):
+    ``missing`` (404, say) with ``message`` only when the broker's models are settled
     (:attr:`~gateway.broker_link.BrokerLink.knows_every_service`); 503 without a broker; else
-    503 with Retry-After, as the broker answers it in its start-up grace (the service's
-    workers may not have registered again yet, and this gateway has no schema to check the
-    call against)."""
+    (they did not settle in time) 503 with Retry-After, as the broker's job desk answers in its
+    start-up grace: the service's workers may not have registered again yet."""
     if not link.alive:
         return RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer")
     if link.knows_every_service:
@@ -46,11 +60,9 @@ def _endpoint(link: BrokerLink, service: str, endpoint: str) -> EndpointDescript
 
 
 async def find_endpoint(link: BrokerLink, service: str, endpoint: str) -> EndpointDescription:
-    """The description of ``service.endpoint`` (asking the broker again once if it is not
-    known); else :func:`not_served`: 404 if the broker serves no such endpoint."""
-    found = _endpoint(link, service, endpoint)
-    if found is None and await link.refresh_if_stale():
-        found = _endpoint(link, service, endpoint)
+    """The description of ``service.endpoint`` (:func:`look_up`); else :func:`not_served`:
+    404 if the broker serves no such endpoint."""
+    found = await look_up(link, lambda: _endpoint(link, service, endpoint))
     if found is not None:
         return found
     if service in link.descriptions:
@@ -61,15 +73,13 @@ async def find_endpoint(link: BrokerLink, service: str, endpoint: str) -> Endpoi
 
 async def find_model(link: BrokerLink, model: str, version: str | None
                      ) -> tuple[ModelRef, EndpointDescription]:
-    """The endpoint serving an Open Inference Protocol model (asking the broker again once if
-    it is not known; else :func:`not_served`: 404 if no endpoint serves it); ``version`` empty
-    or None means the current one."""
+    """The endpoint serving an Open Inference Protocol model (:func:`look_up`; else
+    :func:`not_served`: 404 if no endpoint serves it); ``version`` empty or None means the
+    current one."""
     if version not in (None, "", VERSION):
         raise RequestFailed(Status.NOT_FOUND, f"model '{model}' has no version '{version}'; "
                                               f"its version is '{VERSION}'")
-    ref = resolve(model, link.descriptions)
-    if ref is None and await link.refresh_if_stale():
-        ref = resolve(model, link.descriptions)
+    ref = await look_up(link, lambda: resolve(model, link.descriptions))
     if ref is None:
         raise not_served(link, Status.NOT_FOUND, f"unknown model '{model}'")
     return ref, await find_endpoint(link, ref.service, ref.endpoint)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
-from gateway.invoke import RETRY_AFTER_S, not_served
+from gateway.invoke import RETRY_AFTER_S, look_up, not_served
 from zeroserve.schema import InvalidInput, validate_inputs
 from zeroserve.wire import codec, descriptions
 from zeroserve.wire.descriptions import TaskDescription
@@ -43,22 +43,26 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict) -> dict:
     return answer
 
 
-async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
-    """``service``'s task ``task`` (asking the broker again once if it is not known); 400 for a
-    real-time endpoint; else :func:`~gateway.invoke.not_served`: 404 if the broker serves no
-    such task."""
+def _task(link: BrokerLink, service: str, task: str) -> TaskDescription | None:
     try:
         return descriptions.find_task(link.descriptions, service, task)
     except descriptions.TaskNotFound as exc:
-        missing = exc
-    if await link.refresh_if_stale():
-        try:
-            return descriptions.find_task(link.descriptions, service, task)
-        except descriptions.TaskNotFound as exc:
-            missing = exc
-    if missing.status is Status.NOT_FOUND or not link.alive:
-        raise not_served(link, missing.status, str(missing))
-    raise RequestFailed(missing.status, str(missing))
+        if exc.status is Status.NOT_FOUND or not link.alive:
+            return None
+        raise RequestFailed(exc.status, str(exc)) from None
+
+
+async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
+    """``service``'s task ``task`` (:func:`~gateway.invoke.look_up`); 400 for a real-time
+    endpoint; else :func:`~gateway.invoke.not_served`: 404 if the broker serves no such
+    task."""
+    found = await look_up(link, lambda: _task(link, service, task))
+    if found is not None:
+        return found
+    try:
+        return descriptions.find_task(link.descriptions, service, task)
+    except descriptions.TaskNotFound as exc:
+        raise not_served(link, exc.status, str(exc)) from None
 
 
 async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,

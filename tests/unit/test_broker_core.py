@@ -177,6 +177,15 @@ def test_models_answer_carries_the_batching_limits_the_broker_applies():
     assert endpoints["predict"] == ENDPOINTS["predict"].to_map()
 
 
+def test_models_answer_says_how_young_the_broker_is_against_its_grace():
+    h = Harness()  # liveness 3 s: a grace of 6 s
+    for now in (0.5, 6.5):
+        h.core.on_frontend([b"G", *Control(b"\x00" * 8, ControlOp.MODELS, {}).to_frames()], now)
+        (reply,) = h.replies().values()
+        answer = unpack_map(reply.meta, "models")
+        assert answer["grace_s"] == 6.0 and answer["uptime_s"] == now
+
+
 def test_models_answer_describes_each_service_and_a_ready_with_a_bad_endpoint_is_dropped():
     h = Harness()
     h.worker()
