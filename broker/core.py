@@ -117,7 +117,9 @@ class BrokerCore:
         self._by_service: dict[str, list[Endpoint]] = {}
         self._in_flight: dict[int, InFlight] = {}
         self._limbo: list[tuple[str, str, Pending]] = []  # requests for not-yet-known services
-        self._next_batch = 1
+        # batch ids start at a random point of their own for each broker, so that a worker's
+        # RESULT for a batch of the broker before a restart never answers a batch of this one
+        self._next_batch = int.from_bytes(os.urandom(4), "big") >> 1 << 32
         self._next_heartbeat = now
         self.dropped = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon

@@ -71,6 +71,19 @@ def test_request_goes_to_a_worker_and_the_reply_back_to_its_gateway():
     assert reply.status is Status.OK and bytes(reply.meta) == b"out"
 
 
+def test_a_result_for_a_batch_of_the_broker_before_a_restart_answers_nothing():
+    before, after = Harness(), Harness()  # the same worker, with a broker before and after
+    for h in (before, after):
+        h.worker()
+        h.request(0.1)
+    ((_, old),) = before.batches()
+    ((_, new),) = after.batches()
+    after.result(b"W1", old, 0.2)  # the worker finishes the old broker's batch
+    assert after.replies() == {}
+    after.result(b"W1", new, 0.3)
+    assert len(after.replies()) == 1
+
+
 def test_request_expired_in_queue_is_504_and_never_dispatched():
     h = Harness()
     h.worker(slots=1)
