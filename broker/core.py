@@ -276,11 +276,13 @@ class BrokerCore:
         return endpoint
 
     def _on_result(self, worker: WorkerState, result: Result, now: float) -> None:
-        flight = self._in_flight.pop(result.batch_id, None)
+        flight = self._in_flight.get(result.batch_id)
         if flight is None or flight.worker is not worker:
+            # another worker's batch stays in flight, to be recovered when that one goes
             log.info("broker: result for unknown batch %d from worker %s dropped",
                      result.batch_id, worker.worker_id)
             return None
+        del self._in_flight[result.batch_id]
         self.registry.release(worker, result.batch_id)
         rows = sum(it.rows for it in flight.items)
         flight.endpoint.policy.observe(rows, result.exec_s)

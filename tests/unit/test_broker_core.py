@@ -128,6 +128,21 @@ def test_silent_worker_is_evicted_and_its_request_requeued_to_another():
     assert (first, second) == (b"W1", b"W2") and h.origin(batch.items[0]) == rid
 
 
+def test_a_result_from_another_worker_is_dropped_and_the_batch_still_recovered():
+    h = Harness()  # as when a worker reconnects under a new identity while it runs a batch
+    h.worker(b"W1", now=0.0)
+    rid = h.request(0.5, timeout_ms=10_000)
+    ((_, batch),) = h.batches()
+    h.worker(b"W2", now=3.0)
+    h.result(b"W2", batch, 3.1)  # not W2's batch: dropped
+    assert h.replies() == {}
+    h.core.on_tick(3.6)  # W1 evicted: its batch is requeued to W2, not lost
+    ((second, again),) = h.batches()
+    assert second == b"W2" and h.origin(again.items[0]) == rid
+    h.result(b"W2", again, 3.7)
+    assert h.replies()[rid].status is Status.OK
+
+
 def test_deadline_during_execution_answers_504_and_drops_the_late_result():
     h = Harness()
     h.worker()
