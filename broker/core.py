@@ -96,6 +96,13 @@ class BrokerConfig:
     def liveness_s(self) -> float:
         return self.heartbeat_s * self.liveness
 
+    @property
+    def grace_s(self) -> float:
+        """How long after start a service no worker has registered yet may still be one whose
+        workers have not registered again: a request for it waits (it is not answered 404),
+        and MODELS answers say they are provisional."""
+        return self.liveness_s * 2
+
 
 class BrokerCore:
     """Routes requests from gateways to workers and replies back; see the module docstring."""
@@ -113,7 +120,9 @@ class BrokerCore:
         self._by_service: dict[str, list[Endpoint]] = {}
         self._in_flight: dict[int, InFlight] = {}
         self._limbo: list[tuple[str, str, Pending]] = []  # requests for not-yet-known services
-        self._next_batch = 1
+        # batch ids start at a random point of their own for each broker, so that a worker's
+        # RESULT for a batch of the broker before a restart never answers a batch of this one
+        self._next_batch = int.from_bytes(os.urandom(4), "big") >> 1 << 32
         self._next_heartbeat = now
         self.dropped = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
@@ -153,7 +162,7 @@ class BrokerCore:
                 return self._reply(item.gateway, error_reply(
                     item.request_id, Status.NOT_FOUND,
                     f"service '{service}' has no endpoint '{endpoint_name}'"))
-            if now - self.started < self.config.liveness_s * 2:
+            if now - self.started < self.config.grace_s:
                 self._limbo.append((service, endpoint_name, item))
                 return None
             return self._reply(item.gateway, error_reply(
@@ -185,7 +194,8 @@ class BrokerCore:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
                       "job_store": self.jobs.store_health() if self.jobs else None}
         elif ctl.op is ControlOp.MODELS:
-            answer = {"broker_id": self.broker_id, "services": {
+            answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
+                      "grace_s": self.config.grace_s, "services": {
                 name: self._describe(name, declared).to_map()
                 for name, declared in self.registry.services.items()}}
         else:
@@ -384,7 +394,7 @@ class BrokerCore:
                 self.jobs.lane_gone(worker.identity, lost=True)
             silent_s = worker.liveness.silent_for(now)
             self._recover(worker, now, f"missed heartbeats for {silent_s:.1f}s")
-        if self._limbo and now - self.started >= self.config.liveness_s * 2:
+        if self._limbo and now - self.started >= self.config.grace_s:
             waiting, self._limbo = self._limbo, []
             for service, endpoint_name, item in waiting:
                 self._admit(service, endpoint_name, item, now)

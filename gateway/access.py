@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.api_keys import ApiKeys, Identity, key_from_headers
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
+from zeroserve.wire.descriptions import ServiceDescription
 from zeroserve.wire.envelope import Status
 
 
@@ -44,11 +44,12 @@ class Access:
         return [s for s in services if identity is None or identity.allows(s)]
 
     async def visible_services(self, link: BrokerLink, identity: Identity | None
-                               ) -> dict[str, Any]:
+                               ) -> dict[str, ServiceDescription]:
         """The broker's services (from its MODELS answer, asked again when older than a
-        second) that ``identity`` may see."""
+        second) that ``identity`` may see, in the answer's order."""
         await link.refresh_if_stale(1.0)
-        return {s: link.services[s] for s in self.visible(identity, link.services)}
+        known = link.descriptions
+        return {s: known[s] for s in self.visible(identity, known)}
 
 
 def load_access(keys_file: str, public_paths: Iterable[str]) -> Access:

@@ -3,7 +3,16 @@
 Requests are matched to replies by an 8-byte id. Every call has a deadline
 here too, so a caller never waits forever even if the broker vanishes. The
 link pings the broker to know it is alive; when the broker's id changes (it
-restarted), requests still waiting are sent again to the new broker.
+restarted), requests still waiting are sent again to the new broker if their
+endpoint allows running twice (``retry_on_worker_loss``): the old broker may have
+handed them to a worker already. The others are answered INTERNAL at once, saying
+that they may or may not have run.
+
+The link keeps the broker's MODELS answer as typed descriptions. A young broker
+(within its start-up grace) may not have heard from every worker again yet, so its
+answer is *provisional*: services it lacks but this gateway knew stay known (with no
+workers), and a name the descriptions lack is not proof that the broker does not
+serve it (:attr:`BrokerLink.knows_every_service`).
 """
 from __future__ import annotations
 
@@ -12,6 +21,8 @@ import itertools
 import logging
 import struct
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -37,9 +48,8 @@ log = logging.getLogger("zeroserve.gateway")
 # how long past a request's deadline the gateway waits for the broker's 504 before it answers
 # 504 itself: less than the SDK's 1 s over HTTP, so that the caller gets an answer, not a timeout
 _GRACE_S = 0.5
-
-
-EndpointInfo = EndpointDescription  # the name the front ends' handlers know it by
+SETTLE_LIMIT_S = 10.0  # the longest a call naming an unknown service waits for a young broker
+_SETTLE_STEP_S = 0.05
 
 
 class BrokerRefused(TimeoutError):
@@ -58,6 +68,52 @@ def _refusal(reply: Reply) -> str | None:
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
+
+
+@dataclass(frozen=True)
+class ModelsAnswer:
+    """One MODELS answer: the services it describes, the broker that gave it, and how long
+    before that broker's start-up grace ran out it was given (``grace_s - uptime_s``, at least
+    0). An answer given past the grace is *settled*: every live worker had time to register
+    with the broker again."""
+
+    broker_id: str
+    services: dict[str, ServiceDescription]
+    settles_in_s: float = 0.0
+
+    @property
+    def settled(self) -> bool:
+        return self.settles_in_s <= 0.0
+
+    @classmethod
+    def read(cls, answer: Any) -> ModelsAnswer:
+        """Read a MODELS answer; a service with a bad description is left out (logged), and
+        ProtocolError if the answer has no services map."""
+        services = answer.get("services") if isinstance(answer, dict) else None
+        if not isinstance(services, dict):
+            raise ProtocolError("a MODELS answer without services")
+        described = {}
+        for name, desc in services.items():
+            try:
+                described[name] = ServiceDescription.from_map(name, desc)
+            except ProtocolError as exc:
+                log.warning("gateway: ignoring the bad description of service %s: %s", name, exc)
+        uptime_s, grace_s = answer.get("uptime_s", 0.0), answer.get("grace_s", 0.0)
+        timed = all(isinstance(v, (int, float)) for v in (uptime_s, grace_s))
+        return cls(str(answer.get("broker_id")), described,
+                   max(grace_s - uptime_s, 0.0) if timed else 0.0)
+
+
+def known_services(known: Mapping[str, ServiceDescription], answer: ModelsAnswer
+                   ) -> dict[str, ServiceDescription]:
+    """What a gateway knows after ``answer``: the answer itself once settled; while it is
+    provisional, also the services of ``known`` that it lacks, with no workers (theirs may not
+    have registered again yet). In the answer's order, the kept ones after."""
+    if answer.settled:
+        return answer.services
+    kept = {name: replace(desc, workers=0) for name, desc in known.items()
+            if name not in answer.services}
+    return {**answer.services, **kept}
 
 
 class BrokerLink:
@@ -79,13 +135,13 @@ class BrokerLink:
         self.context = zmq.Context()
         self._socket: LoopSocket | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[bytes, tuple[asyncio.Future, list]] = {}
+        # request id -> its future, its frames, and the endpoint of a REQUEST (None: control)
+        self._pending: dict[bytes, tuple[asyncio.Future, list, EndpointDescription | None]] = {}
         self.broker_id: str | None = None
-        # the broker's MODELS answer: each service's description, and its map (as
-        # /v1/services and gRPC Services serve it)
         self.descriptions: dict[str, ServiceDescription] = {}
-        self.services: dict[str, dict[str, Any]] = {}
-        self._endpoints: dict[tuple[str, str], EndpointDescription] = {}
+        """The services the broker serves, as its MODELS answers describe them
+        (:func:`known_services`)."""
+        self._models: ModelsAnswer | None = None  # the latest MODELS answer
         self._models_at = 0.0
         self._tasks: list[asyncio.Task] = []
 
@@ -101,7 +157,7 @@ class BrokerLink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fut, _ in self._pending.values():
+        for fut, _, _ in self._pending.values():
             if not fut.done():
                 fut.cancel()
         if self._socket is not None:
@@ -113,17 +169,28 @@ class BrokerLink:
         """Whether the broker was heard from within its liveness window (``zeroserve.liveness``)."""
         return self.refusal is None and self.liveness.alive(time.monotonic())
 
+    @property
+    def knows_every_service(self) -> bool:
+        """Whether a service or endpoint missing from :attr:`descriptions` is one the broker
+        does not serve (so 404 is the answer): the latest MODELS answer is settled and came
+        from the broker that the pings reach now. False while the broker is young, or
+        restarted since the answer."""
+        models = self._models
+        return models is not None and models.settled and models.broker_id == self.broker_id
+
     # ------------------------------------------------------------ calls
 
     def _next_id(self) -> bytes:
         return struct.pack(">Q", next(self._ids))
 
-    async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> Reply:
-        """Send ``frames`` and await the reply; raise TimeoutError after ``wait_s``."""
+    async def _exchange(self, request_id: bytes, frames: list, wait_s: float,
+                        endpoint: EndpointDescription | None = None) -> Reply:
+        """Send ``frames`` (a REQUEST to ``endpoint``, or a control call) and await the reply;
+        raise TimeoutError after ``wait_s``."""
         assert self._socket is not None, "start() first"
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._pending[request_id] = (fut, frames)
+        self._pending[request_id] = (fut, frames, endpoint)
         expiry = loop.call_later(wait_s, _expire, fut)
         try:
             self._socket.send(frames)
@@ -132,19 +199,22 @@ class BrokerLink:
             expiry.cancel()
             self._pending.pop(request_id, None)
 
-    async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
+    async def request(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
                       body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
-        """Send one request; return the broker's reply (a 504 reply if none comes in time, a
-        503 one without sending while the broker refuses this cluster)."""
+        """Send one request to ``endpoint``; return the broker's reply (a 504 reply if none
+        comes in time, a 503 one without sending while the broker refuses this cluster). A
+        broker restart while it waits sends it again only if the endpoint allows running
+        twice (``retry_on_worker_loss``); else it is answered INTERNAL."""
         request_id = self._next_id()
         if self.refusal is not None:
             return error_reply(request_id, Status.NO_WORKER,
                                f"the broker at {self.address} refuses this gateway: "
                                f"{self.refusal}")
-        frames = Request(request_id, service, endpoint, max(int(timeout_s * 1000), 1), meta,
-                           body, rows, batch_key).to_frames()
+        frames = Request(request_id, endpoint.service, endpoint.name,
+                         max(int(timeout_s * 1000), 1), meta, body, rows,
+                         batch_key).to_frames()
         try:
-            return await self._exchange(request_id, frames, timeout_s + _GRACE_S)
+            return await self._exchange(request_id, frames, timeout_s + _GRACE_S, endpoint)
         except TimeoutError:
             return error_reply(request_id, Status.DEADLINE_EXCEEDED,
                                  "no answer from the broker before the deadline")
@@ -171,17 +241,6 @@ class BrokerLink:
 
     # ------------------------------------------------------------ schemas
 
-    def cached_endpoint(self, service: str, name: str) -> EndpointDescription | None:
-        """The schema of an endpoint if this gateway has seen it (no broker call)."""
-        return self._endpoints.get((service, name))
-
-    async def endpoint(self, service: str, name: str) -> EndpointDescription | None:
-        """The schema of an endpoint, refreshing from the broker once if unknown."""
-        info = self._endpoints.get((service, name))
-        if info is None and await self.refresh_if_stale():
-            info = self._endpoints.get((service, name))
-        return info
-
     async def refresh_if_stale(self, max_age_s: float = 0.05) -> bool:
         """Ask the broker for the models again unless the last answer is younger than
         ``max_age_s``; return whether it asked."""
@@ -191,25 +250,38 @@ class BrokerLink:
         return True
 
     async def refresh_models(self) -> None:
+        """Ask the broker for its MODELS answer and take it (:func:`known_services`); keep
+        what is known if it does not answer in time or answers without services."""
         try:
             answer = await self.control(ControlOp.MODELS, timeout_s=1.0)
         except TimeoutError:
             return
         self._models_at = time.monotonic()
-        services = answer.get("services") if isinstance(answer, dict) else None
-        if not isinstance(services, dict):
-            log.warning("gateway: ignoring a MODELS answer without services")
+        try:
+            models = ModelsAnswer.read(answer)
+        except ProtocolError as exc:
+            log.warning("gateway: ignoring %s", exc)
             return
-        described = {}
-        for name, desc in services.items():
-            try:
-                described[name] = ServiceDescription.from_map(name, desc)
-            except ProtocolError as exc:
-                log.warning("gateway: ignoring the bad description of service %s: %s", name, exc)
-        self.descriptions = described
-        self.services = {name: desc.to_map() for name, desc in described.items()}
-        self._endpoints.update({(desc.service, desc.name): desc for service in described.values()
-                                for desc in service.endpoints.values()})
+        self.descriptions = known_services(self.descriptions, models)
+        self._models = models
+
+    async def settle(self, limit_s: float = SETTLE_LIMIT_S) -> bool:
+        """Wait until :attr:`knows_every_service`, asking the broker for its models again as
+        its start-up grace runs out (or once the pings know which broker answers); give up
+        after ``limit_s`` or when the broker does not answer. Return whether it knows."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + limit_s
+        while not self.knows_every_service and self.alive:
+            models, left_s = self._models, until - loop.time()
+            if left_s <= 0:
+                return False
+            wait_s = _SETTLE_STEP_S
+            if models is not None and models.broker_id == self.broker_id:
+                wait_s = max(models.settles_in_s - (time.monotonic() - self._models_at),
+                             _SETTLE_STEP_S)
+            await asyncio.sleep(min(wait_s, left_s))
+            await self.refresh_if_stale()
+        return self.knows_every_service
 
     # ------------------------------------------------------------ background
 
@@ -238,25 +310,42 @@ class BrokerLink:
                             self.liveness.window_s)
                 continue
             broker_id = str(answer.get("broker_id"))
-            if broker_id != self.broker_id:
+            restarted = broker_id != self.broker_id
+            if restarted:
                 if self.broker_id is not None:
-                    await self._resend(broker_id)
+                    self._resend(broker_id)
                 else:
                     log.info("gateway: connected to broker %s at %s", broker_id, self.address)
                 self.broker_id = broker_id
             stale = time.monotonic() - self._models_at > self.schema_refresh_s
-            if stale or not any(s.get("workers") for s in self.services.values()):
+            if restarted or stale or not self.knows_every_service \
+                    or not any(s.workers for s in self.descriptions.values()):
                 await self.refresh_models()
             await asyncio.sleep(self.heartbeat_s)
 
-    async def _resend(self, broker_id: str) -> None:
-        waiting = [frames for fut, frames in self._pending.values()
-                   if not fut.done() and frames[1] == Command.REQUEST.value]
-        log.warning("gateway: broker restarted (%s -> %s), re-sending %d waiting requests",
-                    self.broker_id, broker_id, len(waiting))
+    def _resend(self, broker_id: str) -> None:
+        """The broker restarted: send the waiting requests again that may run twice, and
+        answer the others (the old broker may have handed them to a worker)."""
+        again: list[list] = []
+        refused: list[tuple[bytes, asyncio.Future, EndpointDescription]] = []
+        for request_id, (fut, frames, endpoint) in self._pending.items():
+            if endpoint is None or fut.done():
+                continue
+            if endpoint.retry_on_worker_loss:
+                again.append(frames)
+            else:
+                refused.append((request_id, fut, endpoint))
+        log.warning("gateway: broker restarted (%s -> %s), re-sending %d waiting requests, "
+                    "failing %d that may not run twice", self.broker_id, broker_id, len(again),
+                    len(refused))
         assert self._socket is not None
-        for frames in waiting:
+        for frames in again:
             self._socket.send(frames)
+        for request_id, fut, endpoint in refused:
+            fut.set_result(error_reply(request_id, Status.INTERNAL, (
+                f"the broker restarted while {endpoint.service}.{endpoint.name} waited for its "
+                "answer: the call may or may not have run, and is not sent again as the "
+                "endpoint does not allow running twice (retry_on_worker_loss=False)")))
 
     def pending_count(self) -> int:
         return len(self._pending)

@@ -1,10 +1,12 @@
 """The jobs calls every front end makes (HTTP ``/v1/jobs`` and gRPC ``zeroserve.v1.Jobs``).
 
 A submission is checked before the broker sees it: the service must serve the
-task (404, or 400 for a real-time endpoint), the inputs must match the task's
-schema (400), and their encoding must fit ``jobs.max_input_bytes`` (413). Each
-call is one control call to the broker; the broker answers a submission only
-once the job is durably stored.
+task (404, or 400 for a real-time endpoint; 503 with Retry-After while the
+broker is young and may not have heard from the service's workers again, see
+:func:`gateway.invoke.not_served`), the inputs must match the task's schema
+(400), and their encoding must fit ``jobs.max_input_bytes`` (413). Each call is
+one control call to the broker; the broker answers a submission only once the
+job is durably stored.
 
 With API keys on, every call names its caller to the broker (:func:`caller_args`):
 a job belongs to the key's name that submitted it, and another name (unless an
@@ -18,6 +20,7 @@ from typing import Any
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
+from gateway.invoke import RETRY_AFTER_S, look_up, not_served
 from zeroserve.schema import InvalidInput, validate_inputs
 from zeroserve.wire import codec, descriptions
 from zeroserve.wire.descriptions import TaskDescription
@@ -44,8 +47,8 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict,
         answer = await link.control(op, {**args, **caller_args(identity)},
                                     timeout_s=_CONTROL_TIMEOUT_S)
     except TimeoutError:
-        raise RequestFailed(Status.NO_WORKER,
-                            f"the broker at {link.address} does not answer") from None
+        raise RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer",
+                            RETRY_AFTER_S) from None
     if not isinstance(answer, dict):
         raise RequestFailed(Status.INTERNAL, "the broker sent a malformed answer")
     if "error" in answer:
@@ -57,20 +60,26 @@ async def job_call(link: BrokerLink, op: ControlOp, args: dict,
     return answer
 
 
-async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
-    """``service``'s task ``task`` (404 / 400 if there is none, 503 without a broker)."""
+def _task(link: BrokerLink, service: str, task: str) -> TaskDescription | None:
     try:
         return descriptions.find_task(link.descriptions, service, task)
     except descriptions.TaskNotFound as exc:
-        missing = exc
-    if await link.refresh_if_stale():
-        try:
-            return descriptions.find_task(link.descriptions, service, task)
-        except descriptions.TaskNotFound as exc:
-            missing = exc
-    if not link.alive:
-        raise RequestFailed(Status.NO_WORKER, f"the broker at {link.address} does not answer")
-    raise RequestFailed(missing.status, str(missing))
+        if exc.status is Status.NOT_FOUND or not link.alive:
+            return None
+        raise RequestFailed(exc.status, str(exc)) from None
+
+
+async def find_task(link: BrokerLink, service: str, task: str) -> TaskDescription:
+    """``service``'s task ``task`` (:func:`~gateway.invoke.look_up`); 400 for a real-time
+    endpoint; else :func:`~gateway.invoke.not_served`: 404 if the broker serves no such
+    task."""
+    found = await look_up(link, lambda: _task(link, service, task))
+    if found is not None:
+        return found
+    try:
+        return descriptions.find_task(link.descriptions, service, task)
+    except descriptions.TaskNotFound as exc:
+        raise not_served(link, exc.status, str(exc)) from None
 
 
 async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,

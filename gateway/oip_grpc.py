@@ -16,7 +16,7 @@ import numpy as np
 
 import zeroserve
 from gateway.access import Access
-from gateway.broker_link import BrokerLink, EndpointInfo
+from gateway.broker_link import BrokerLink
 from gateway.errors import failure_of
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
@@ -30,6 +30,7 @@ from gateway.oip_rest_body import InferRequest
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
+from zeroserve.wire.descriptions import EndpointDescription
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -50,18 +51,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @grpc_boundary
     async def ServerReady(self, request: pb.ServerReadyRequest,
                           context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
-        ready = self.link.alive and any(s.get("workers") for s in self.link.services.values())
+        ready = self.link.alive and any(s.workers for s in self.link.descriptions.values())
         return pb.ServerReadyResponse(ready=ready)
 
     @grpc_boundary
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
         identity = caller(self.access, context)
-        ref = resolve(request.name, self.link.services)
+        ref = resolve(request.name, self.link.descriptions)
         if ref is not None and identity is not None and not identity.allows(ref.service):
             ref = None
         ready = ref is not None and request.version in ("", VERSION) and bool(
-            self.link.services[ref.service].get("workers"))
+            self.link.descriptions[ref.service].workers)
         return pb.ModelReadyResponse(ready=ready)
 
     @grpc_boundary
@@ -156,7 +157,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
     async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
-                     ) -> tuple[ModelRef, EndpointInfo]:
+                     ) -> tuple[ModelRef, EndpointDescription]:
         """The model's endpoint, if the caller's API key may use its service."""
         identity = caller(self.access, context)
         ref, info = await find_model(self.link, name, version)

@@ -54,7 +54,7 @@ class ServerReadyHandler(OipHandler):
     def get(self) -> None:
         if not self.link.alive:
             raise RequestFailed(Status.NO_WORKER, "the broker does not answer")
-        if not any(info.get("workers") for info in self.link.services.values()):
+        if not any(info.workers for info in self.link.descriptions.values()):
             raise RequestFailed(Status.NO_WORKER, "no worker has registered")
         self.reply({"ready": True})
 
@@ -86,7 +86,8 @@ class ModelHandler(OipHandler):
         if what == "config":
             return self.reply(model_config(ref, info))
         if what == "ready":
-            if not self.link.services.get(ref.service, {}).get("workers"):
+            known = self.link.descriptions.get(ref.service)
+            if known is None or not known.workers:
                 raise RequestFailed(Status.NO_WORKER, f"model '{model}' has no worker")
             return self.reply({"name": ref.name, "ready": True})
         self.reply(model_metadata(ref, info))

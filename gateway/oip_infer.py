@@ -17,11 +17,12 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from gateway.broker_link import BrokerLink, EndpointInfo
+from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.invoke import call
 from gateway.oip_models import ModelRef, endpoint_inputs, endpoint_outputs
 from gateway.oip_rest_body import InferRequest, select_outputs
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.oip_tensors import TensorError
 
@@ -45,7 +46,7 @@ class InferFormat(Protocol[Encoded]):
         ...
 
 
-async def infer(link: BrokerLink, ref: ModelRef, info: EndpointInfo,
+async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
                 body: InferFormat[Encoded]) -> Encoded:
     """Run one inference of model ``ref`` (served by ``info``, which the caller may use)."""
     request = body.parse()

@@ -9,6 +9,7 @@ do). Every model has the one version ``"1"``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from gateway.json_body import parse_json
 from zeroserve.schema import Field
-from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.dtypes import dtype_named
 from zeroserve.wire.oip_tensors import TensorError, as_output, datatype_of
 
@@ -37,25 +38,25 @@ class ModelRef:
     endpoint: str
 
 
-def model_names(services: dict[str, Any]) -> list[ModelRef]:
-    """Every model of ``services`` (service name -> the map of its
-    :class:`~zeroserve.wire.descriptions.ServiceDescription`, as the gateway keeps the
-    broker's MODELS answer): each service, then each of its endpoints."""
+def model_names(services: Mapping[str, ServiceDescription]) -> list[ModelRef]:
+    """Every model of ``services`` (by service name): each service, then each of its
+    endpoints."""
     refs = []
     for service, info in services.items():
-        endpoints = list(info["endpoints"])
+        endpoints = list(info.endpoints)
         if endpoints:
             refs.append(ModelRef(service, service, endpoints[0]))
         refs.extend(ModelRef(f"{service}.{ep}", service, ep) for ep in endpoints)
     return refs
 
 
-def repository_index(services: dict[str, Any], ready_only: bool = False) -> list[dict[str, str]]:
+def repository_index(services: Mapping[str, ServiceDescription], ready_only: bool = False
+                     ) -> list[dict[str, str]]:
     """The model_repository index of ``services`` (as for :func:`model_names`, already limited
     to what the caller may see): every model, ``READY`` while a worker serves it."""
     index = []
     for ref in model_names(services):
-        ready = bool(services[ref.service]["workers"])
+        ready = bool(services[ref.service].workers)
         if ready or not ready_only:
             index.append({"name": ref.name, "version": VERSION,
                           "state": "READY" if ready else "UNAVAILABLE",
@@ -63,15 +64,15 @@ def repository_index(services: dict[str, Any], ready_only: bool = False) -> list
     return index
 
 
-def resolve(model: str, services: dict[str, Any]) -> ModelRef | None:
+def resolve(model: str, services: Mapping[str, ServiceDescription]) -> ModelRef | None:
     """The endpoint serving ``model`` among ``services`` (as for :func:`model_names`), or
     None if no service has it."""
     info = services.get(model)
-    if info is not None and info["endpoints"]:
-        return ModelRef(model, model, next(iter(info["endpoints"])))
+    if info is not None and info.endpoints:
+        return ModelRef(model, model, next(iter(info.endpoints)))
     service, dot, endpoint = model.rpartition(".")
     info = services.get(service) if dot else None
-    if info is not None and endpoint in info["endpoints"]:
+    if info is not None and endpoint in info.endpoints:
         return ModelRef(model, service, endpoint)
     return None
 

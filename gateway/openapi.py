@@ -7,7 +7,7 @@ paths take the model names as an enum. ``/openapi.json`` serves it and
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_dtypes
@@ -15,9 +15,8 @@ import numpy as np
 
 from gateway.oip_models import model_names
 from zeroserve.schema import Field
-from zeroserve.wire.descriptions import endpoints_from_map
+from zeroserve.wire.descriptions import ServiceDescription
 from zeroserve.wire.dtypes import dtype_named, is_float
-from zeroserve.wire.envelope import ProtocolError
 from zeroserve.wire.jobs import JobState
 from zeroserve.wire.oip_tensors import DATATYPES, MAX_DIMS
 
@@ -124,9 +123,8 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
-def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
-    """The OpenAPI document for ``services`` (service name -> the map of its description,
-    as the gateway keeps the broker's MODELS answer)."""
+def describe(services: Mapping[str, ServiceDescription], version: str) -> dict[str, Any]:
+    """The OpenAPI document for ``services`` (by service name)."""
     paths: dict[str, Any] = {
         "/healthz": _get("The gateway process is up", "up"),
         "/readyz": _get("The broker answers and a worker serves", "ready", 503),
@@ -142,11 +140,7 @@ def describe(services: dict[str, Any], version: str) -> dict[str, Any]:
         **_job_paths(),
     }
     for service, info in sorted(services.items()):
-        try:
-            endpoints = endpoints_from_map(service, info["endpoints"])
-        except ProtocolError:
-            continue
-        for endpoint, desc in endpoints.items():
+        for endpoint, desc in info.endpoints.items():
             paths[f"/{service}/{endpoint}"] = {"post": {
                 "summary": f"Call {service}.{endpoint}",
                 "parameters": [{"name": "X-Zeroserve-Timeout", "in": "header",

@@ -249,7 +249,9 @@ class ServicesHandler(BaseHandler):
     async def get(self) -> None:
         services = await self.access.visible_services(self.link, self.identity)
         self.set_header("Content-Type", "application/json")
-        self.finish(dump_json({"services": services, "broker_alive": self.link.alive}))
+        self.finish(dump_json({"services": {name: desc.to_map()
+                                            for name, desc in services.items()},
+                               "broker_alive": self.link.alive}))
 
 
 class OpenApiHandler(BaseHandler):

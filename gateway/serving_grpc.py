@@ -52,4 +52,6 @@ class ServingService(pb_grpc.ServingServicer):
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
         services = await visible_services(self.access, self.link, context)
-        return pb.ServicesReply(services=pack_map(services), broker_alive=self.link.alive)
+        return pb.ServicesReply(services=pack_map({name: desc.to_map()
+                                                   for name, desc in services.items()}),
+                                broker_alive=self.link.alive)

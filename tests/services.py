@@ -76,6 +76,13 @@ class Ledger:
         time.sleep(seconds)
         return tag
 
+    @zeroserve.api(retry_on_worker_loss=False)
+    def mark_once(self, tag: str, seconds: float = 0.0) -> str:
+        """``mark`` for a call with a side effect: never run twice."""
+        self.tags.append(tag)
+        time.sleep(seconds)
+        return tag
+
     @zeroserve.api
     def executed(self) -> list:
         return self.tags

@@ -53,6 +53,7 @@ log = logging.getLogger("zeroserve.broker")
 
 _PURGE_EVERY_S = 1.0
 _STORE_CHECK_EVERY_S = 1.0  # a healthy store is checked, a failing one reopened, this often
+_GRACE_RETRY_AFTER_S = 1  # Retry-After of a submission to a service not registered again yet
 _MAX_KEY = 256
 _MAX_PAGE = 1000
 _MAX_CURSOR = 2**63  # cursors are the store's row numbers: SQLite integers
@@ -79,13 +80,19 @@ class StoreUnusable(Exception):
     """The job store cannot be opened and written at start (the message names the path)."""
 
 
-class StoreUnavailable(JobError):
-    """A job call while the store is failing: 503, to be retried after ``retry_after_s``."""
+class RetryLater(JobError):
+    """A job call refused for now: 503, to be retried after ``retry_after_s`` seconds."""
 
-    retry_after_s = int(_STORE_CHECK_EVERY_S)
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(Status.NO_WORKER, message)
+        self.retry_after_s = retry_after_s
+
+
+class StoreUnavailable(RetryLater):
+    """A job call while the store is failing."""
 
     def __init__(self, fault: str) -> None:
-        super().__init__(Status.NO_WORKER, f"{fault}; retry shortly")
+        super().__init__(f"{fault}; retry shortly", int(_STORE_CHECK_EVERY_S))
 
 
 def default_store_path(frontend: str) -> str:
@@ -203,7 +210,7 @@ class JobDesk:
         with self._store_guard():
             self._recover()
 
-    def _unavailable(self, request_id: bytes, exc: StoreUnavailable) -> Reply:
+    def _unavailable(self, request_id: bytes, exc: RetryLater) -> Reply:
         return error_reply(request_id, exc.status, str(exc), code=int(exc.status),
                            retry_after_s=exc.retry_after_s)
 
@@ -378,7 +385,7 @@ class JobDesk:
             ControlOp.JOB_RETRY: self._retry, ControlOp.JOB_LIST: self._list}
         try:
             reply = Reply(ctl.request_id, Status.OK, pack_map(handlers[ctl.op](ctl.args)))
-        except StoreUnavailable as exc:
+        except RetryLater as exc:
             reply = self._unavailable(ctl.request_id, exc)
         except JobError as exc:
             reply = error_reply(ctl.request_id, exc.status, str(exc), code=int(exc.status))
@@ -393,8 +400,8 @@ class JobDesk:
 
     def _check_task(self, service: str, task: str) -> TaskDescription:
         if service not in self._services and self.clock() - self.started < self.config.grace_s:
-            raise JobError(Status.NO_WORKER, f"no worker of '{service}' has registered yet "
-                                             "since the broker started; retry shortly")
+            raise RetryLater(f"no worker of '{service}' has registered yet since the broker "
+                             "started; retry shortly", _GRACE_RETRY_AFTER_S)
         try:
             return find_task(self._services, service, task)
         except TaskNotFound as exc:

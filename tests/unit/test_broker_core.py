@@ -79,6 +79,19 @@ def test_request_goes_to_a_worker_and_the_reply_back_to_its_gateway():
     assert reply.status is Status.OK and bytes(reply.meta) == b"out"
 
 
+def test_a_result_for_a_batch_of_the_broker_before_a_restart_answers_nothing():
+    before, after = Harness(), Harness()  # the same worker, with a broker before and after
+    for h in (before, after):
+        h.worker()
+        h.request(0.1)
+    ((_, old),) = before.batches()
+    ((_, new),) = after.batches()
+    after.result(b"W1", old, 0.2)  # the worker finishes the old broker's batch
+    assert after.replies() == {}
+    after.result(b"W1", new, 0.3)
+    assert len(after.replies()) == 1
+
+
 def test_request_expired_in_queue_is_504_and_never_dispatched():
     h = Harness()
     h.worker(slots=1)
@@ -121,6 +134,21 @@ def test_silent_worker_is_evicted_and_its_request_requeued_to_another():
     h.core.on_tick(3.6)  # W1 silent for 3.6 s > 3 s liveness
     ((second, batch),) = h.batches()
     assert (first, second) == (b"W1", b"W2") and h.origin(batch.items[0]) == rid
+
+
+def test_a_result_from_another_worker_is_dropped_and_the_batch_still_recovered():
+    h = Harness()  # as when a worker reconnects under a new identity while it runs a batch
+    h.worker(b"W1", now=0.0)
+    rid = h.request(0.5, timeout_ms=10_000)
+    ((_, batch),) = h.batches()
+    h.worker(b"W2", now=3.0)
+    h.result(b"W2", batch, 3.1)  # not W2's batch: dropped
+    assert h.replies() == {}
+    h.core.on_tick(3.6)  # W1 evicted: its batch is requeued to W2, not lost
+    ((second, again),) = h.batches()
+    assert second == b"W2" and h.origin(again.items[0]) == rid
+    h.result(b"W2", again, 3.7)
+    assert h.replies()[rid].status is Status.OK
 
 
 def test_deadline_during_execution_answers_504_and_drops_the_late_result():
@@ -183,6 +211,15 @@ def test_models_answer_carries_the_batching_limits_the_broker_applies():
     assert endpoints["tag"]["max_batch_size"] == 32
     assert endpoints["tag"]["max_latency_ms"] == 4.0
     assert endpoints["predict"] == ENDPOINTS["predict"].to_map()
+
+
+def test_models_answer_says_how_young_the_broker_is_against_its_grace():
+    h = Harness()  # liveness 3 s: a grace of 6 s
+    for now in (0.5, 6.5):
+        h.core.on_frontend([b"G", *Control(b"\x00" * 8, ControlOp.MODELS, {}).to_frames()], now)
+        (reply,) = h.replies().values()
+        answer = unpack_map(reply.meta, "models")
+        assert answer["grace_s"] == 6.0 and answer["uptime_s"] == now
 
 
 def test_models_answer_describes_each_service_and_a_ready_with_a_bad_endpoint_is_dropped():

@@ -43,12 +43,13 @@ class Channels:
 
 
 class Harness:
-    def __init__(self, path, retention_s=100.0, max_input_bytes=1000, max_result_bytes=1000):
+    def __init__(self, path, retention_s=100.0, max_input_bytes=1000, max_result_bytes=1000,
+                 grace_s=0.0):
         self.clock, self.channels, self.front = Clock(), Channels(), []
         self.path = path
         self.desk = JobDesk(JobsConfig(str(path), JobPolicy(lease_s=10.0, backoff_s=1.0,
                                                             retention_s=retention_s),
-                                       max_input_bytes, grace_s=0.0,
+                                       max_input_bytes, grace_s=grace_s,
                                        max_result_bytes=max_result_bytes),
                             self.channels, self.front.append, self.clock)
         self.n = 0
@@ -80,6 +81,15 @@ class Harness:
     def event(self, job_id, attempt, kind, **extra):
         self.desk.on_event(jp.JobEvent(job_id, attempt, "w1", kind, **extra).to_frames())
         self.desk.flush()
+
+
+def test_unknown_service_is_503_with_retry_after_in_the_grace_and_404_after_it(tmp_path):
+    h = Harness(tmp_path / "jobs.db", grace_s=1.2)
+    status, answer = h.submit()
+    assert status is Status.NO_WORKER and answer["retry_after_s"] == 1
+    assert "registered" in answer["error"]
+    h.clock.now += 1.2
+    assert h.submit()[0] is Status.NOT_FOUND
 
 
 def test_submission_is_stored_durably_before_the_answer_and_dispatched_to_a_free_slot(tmp_path):

@@ -7,19 +7,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.broker_link import EndpointInfo
 from gateway.errors import RequestFailed
 from gateway.oip_infer import infer
 from gateway.oip_models import ModelRef
 from gateway.oip_rest_body import InferRequest
 from zeroserve.schema import Field, InvalidInput
 from zeroserve.wire import codec
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import Reply
 from zeroserve.wire.oip_tensors import TensorError
 
-INFO = EndpointInfo("mlp", "predict", [Field("x", "tensor", "float32", (-1, 4))],
-                    Field("output", "tensor", "float32", (-1, 4)), False, 1, 0)
+INFO = EndpointDescription("mlp", "predict", (Field("x", "tensor", "float32", (-1, 4)),),
+                           Field("output", "tensor", "float32", (-1, 4)), False, 1, 0)
 REF = ModelRef("mlp", "mlp", "predict")
 
 
@@ -31,7 +31,7 @@ class _Link:
         self.answer = answer
         self.timeouts: list[float] = []
 
-    async def request(self, service: str, endpoint: str, timeout_s: float, meta: bytes,
+    async def request(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
                       body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
         self.timeouts.append(timeout_s)
         meta, frames = codec.encode(self.answer)

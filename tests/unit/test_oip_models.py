@@ -15,11 +15,13 @@ from gateway.oip_models import (
     resolve,
 )
 from zeroserve.schema import Field
-from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.oip_tensors import TensorError
 
-SERVICES = {"mlp": {"endpoints": {"predict": {}, "embed": {}}, "workers": 1},
-            "a.b": {"endpoints": {"run": {}}, "workers": 0}}
+SERVICES = {"mlp": ServiceDescription("mlp", {"predict": EndpointDescription("mlp", "predict"),
+                                             "embed": EndpointDescription("mlp", "embed")},
+                                      workers=1),
+            "a.b": ServiceDescription("a.b", {"run": EndpointDescription("a.b", "run")})}
 
 
 def _info(batchable: bool = False, inputs: list[Field] | None = None,
