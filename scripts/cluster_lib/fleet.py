@@ -25,12 +25,13 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster_lib.rundir import FleetError, FleetSpec, RunDir, is_daemon
+from cluster_lib.rundir import FleetError, FleetSpec, RunDir, is_daemon, is_supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
 STOP_TIMEOUT_S = 60.0  # a worker's drain (worker.drain_timeout_s is 30 s) and then some
 READY_TIMEOUT_S = 60.0
+SUPERVISOR_PIDFILE = "supervisor.pid"
 
 
 def check_service(target: str) -> None:
@@ -92,8 +93,12 @@ class Fleet:
                     *cluster]
         return ["worker", spec.service, "--backend", spec.backend, *cluster]
 
-    def _start(self, kind: str, spec: FleetSpec) -> tuple[str, int]:
-        name = kind if kind == "broker" else self.dir.next_name(kind)
+    def start_again(self, name: str, spec: FleetSpec) -> tuple[str, int]:
+        """Start the daemon ``name`` (one that exited) again, under its name."""
+        return self._start(name.split("-")[0], spec, name)
+
+    def _start(self, kind: str, spec: FleetSpec, name: str = "") -> tuple[str, int]:
+        name = name or (kind if kind == "broker" else self.dir.next_name(kind))
         log_path = self.dir.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         config = ["--config", spec.config] if spec.config else []
@@ -184,7 +189,10 @@ class Fleet:
         self.stop(list(reversed(members[count:])), stop_timeout, say)
 
     def stop(self, members: list[tuple[str, int]], timeout: float, say: Say) -> None:
-        """SIGTERM ``members`` together; whoever has not exited after ``timeout`` is killed."""
+        """SIGTERM ``members`` together; whoever has not exited after ``timeout`` is killed.
+        Each is marked stopped first, so that a supervisor leaves it alone."""
+        for name, _ in members:
+            self.dir.mark_stopped(name)
         for _, pid in members:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -201,10 +209,40 @@ class Fleet:
             self.dir.drop(name)
             say(f"{name:<10} pid {pid}  {how}")
 
+    def start_supervisor(self, say: Say = print) -> int:
+        """Start ``cluster supervise`` for this fleet, detached; its pid."""
+        log_path = self.dir.log_path("supervisor")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "cluster"), "--run-dir",
+                 str(self.run_dir.resolve()), "supervise"],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT),
+                start_new_session=True)
+        (self.run_dir / SUPERVISOR_PIDFILE).write_text(f"{proc.pid}\n")
+        say(f"{'supervisor':<10} pid {proc.pid}  restarts daemons that exit on their own")
+        return proc.pid
+
+    def stop_supervisor(self, say: Say = print) -> bool:
+        """Stop the fleet's supervisor, if one runs; whether one did."""
+        pidfile = self.run_dir / SUPERVISOR_PIDFILE
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        pidfile.unlink(missing_ok=True)
+        if not is_supervisor(pid):
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while is_supervisor(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        say(f"{'supervisor':<10} pid {pid}  stopped")
+        return True
+
     def down(self, say: Say = print) -> bool:
         """Stop everything: workers (drained), then gateways, then the broker; forget the
         spec. False when nothing was running."""
-        stopped = False
+        stopped = self.stop_supervisor(say)
         for kind in ("worker", "gateway", "broker"):
             members = list(reversed(self.members(kind)))
             if members:

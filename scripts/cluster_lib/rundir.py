@@ -113,6 +113,17 @@ def is_daemon(pid: int, kind: str) -> bool:
     return kind.encode() in argv and b"-m" in argv
 
 
+def is_supervisor(pid: int) -> bool:
+    """Whether ``pid`` runs ``cluster supervise`` (where /proc tells; elsewhere, whether it
+    runs)."""
+    if not _alive(pid):
+        return False
+    try:
+        return b"supervise" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc/self").exists()
+
+
 class RunDir:
     """The records of one fleet in ``path`` (see the module docstring)."""
 
@@ -161,11 +172,29 @@ class RunDir:
         """Every live daemon: the broker, then gateways, then workers."""
         return [m for kind in KINDS for m in self.members(kind)]
 
+    def recorded(self, kind: str) -> dict[str, int]:
+        """name -> pid of every pidfile of ``kind``, alive or not (nothing is removed)."""
+        found = {}
+        for pidfile in self.path.glob(f"{kind}*.pid"):
+            try:
+                found[pidfile.stem] = int(pidfile.read_text().strip() or 0)
+            except (ValueError, OSError):
+                continue
+        return found
+
     def record(self, name: str, pid: int) -> None:
+        (self.path / f"{name}.stopped").unlink(missing_ok=True)
         (self.path / f"{name}.pid").write_text(f"{pid}\n")
 
     def drop(self, name: str) -> None:
         (self.path / f"{name}.pid").unlink(missing_ok=True)
+
+    def mark_stopped(self, name: str) -> None:
+        """Say that ``name`` is stopped on purpose: a supervisor does not start it again."""
+        (self.path / f"{name}.stopped").touch()
+
+    def stopped(self, name: str) -> bool:
+        return (self.path / f"{name}.stopped").exists()
 
     def next_name(self, kind: str) -> str:
         """``kind-N`` with the smallest N that no pidfile uses."""

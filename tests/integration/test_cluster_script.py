@@ -4,7 +4,9 @@ something is already running, missing or cannot start."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 import urllib.request
@@ -131,3 +133,33 @@ def test_a_worker_that_cannot_start_fails_up_with_its_log_and_leaves_nothing_run
     # whichever worker exits first is the one reported
     assert re.search(r"worker-\d", done.stderr) and "weights.bin" in done.stderr, done.stderr
     assert not list(fleet.run_dir.glob("*.pid"))
+
+
+def test_a_supervised_fleet_starts_a_killed_worker_again_and_answers_every_call(
+        fleet: ScriptFleet) -> None:
+    out = fleet.up(MLP, "--workers", "2", "--supervise")
+    assert "supervisor" in out
+    load = SteadyLoad([fleet.url], "mlp", "predict", threads=4, inputs={"x": ROW}).start()
+    try:
+        time.sleep(1.0)
+        victim = fleet.pids("worker")[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while victim in fleet.pids("worker") or fleet.workers() < 2:
+            assert time.monotonic() < deadline, (fleet.run_dir / "logs" /
+                                                 "supervisor.log").read_text()
+            time.sleep(0.1)
+        assert _wait_workers(fleet.url, 2) == 2
+        out = fleet.run("scale", "workers", "1")  # a drained worker is not started again
+        assert out.count("stopped") == 1
+        time.sleep(1.5)
+        assert fleet.workers() == 1
+    finally:
+        tally = load.stop()
+    print("\n" + tally.line("scripts/cluster up --supervise, a worker killed"))
+    log = (fleet.run_dir / "logs" / "supervisor.log").read_text()
+    assert "worker-1 (pid" in log and "started again" in log and log.count("started again") == 1
+    assert tally.succeeded > 100
+    assert sum(tally.failed.values()) == 0 and tally.hung == 0, tally.line("supervise")
+    supervisor = int((fleet.run_dir / "supervisor.pid").read_text())
+    assert "supervisor" in fleet.run("down") and not Path(f"/proc/{supervisor}").exists()
