@@ -18,6 +18,7 @@ Events that a client can cause many times a second are logged through
 """
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import socket
@@ -28,7 +29,7 @@ from typing import Any
 
 from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import ssl_wrap_socket
 
 log = logging.getLogger("zeroserve.gateway")
@@ -131,49 +132,49 @@ class AcceptLoop:
             self.start()
 
 
-class _HeaderDeadlineStream(iostream.IOStream):
-    """An IOStream that closes itself when a request's headers, once begun, take longer than
-    ``header_timeout_s``; the server says when headers are awaited and when they came."""
+class _Phase(enum.Enum):
+    IDLE = 0      # between requests (tornado's idle timeout applies)
+    HEADERS = 1   # a request's first byte came, its headers have not all
+    BODY = 2      # the headers came, the body has not all
 
-    def __init__(self, sock: socket.socket, header_timeout_s: float, on_expired: Callable[[], None],
-                 **kwargs: Any) -> None:
+
+class _DeadlineStream(iostream.IOStream):
+    """An IOStream that notes where its current request is (:class:`_Phase`) and since when;
+    the server's sweep closes it when a phase outlasts its timeout. Noting costs a clock read
+    per phase, not a timer per request."""
+
+    def __init__(self, sock: socket.socket, **kwargs: Any) -> None:
         super().__init__(sock, **kwargs)
-        self._header_timeout_s = header_timeout_s
-        self._on_expired = on_expired
+        self.phase = _Phase.IDLE
+        self.since = 0.0
         self._awaiting_headers = False
-        self._deadline: object | None = None
 
     def await_headers(self) -> None:
         self._awaiting_headers = True
 
     def headers_arrived(self) -> None:
         self._awaiting_headers = False
-        if self._deadline is not None:
-            self.io_loop.remove_timeout(self._deadline)
-            self._deadline = None
+        self.phase, self.since = _Phase.BODY, time.monotonic()
+
+    def request_read(self) -> None:
+        self.phase = _Phase.IDLE
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         count = super().read_from_fd(buf)
-        if count and self._awaiting_headers and self._deadline is None:
-            self._deadline = self.io_loop.call_later(self._header_timeout_s, self._expired)
+        if count and self._awaiting_headers and self.phase is _Phase.IDLE:
+            self.phase, self.since = _Phase.HEADERS, time.monotonic()
         return count
 
-    def _expired(self) -> None:
-        self._deadline = None
-        if self._awaiting_headers and not self.closed():
-            self._on_expired()
-            self.close()
+
+class _TlsDeadlineStream(_DeadlineStream, iostream.SSLIOStream):
+    """:class:`_DeadlineStream` over TLS; the handshake runs on the first reads."""
 
 
-class _TlsHeaderDeadlineStream(_HeaderDeadlineStream, iostream.SSLIOStream):
-    """:class:`_HeaderDeadlineStream` over TLS; the handshake runs on the first reads."""
-
-
-class _HeadersArrived(httputil.HTTPMessageDelegate):
-    """Passes a request through, telling its stream when the headers are complete."""
+class _PhaseNotes(httputil.HTTPMessageDelegate):
+    """Passes a request through, telling its stream when the headers and the body are in."""
 
     def __init__(self, delegate: httputil.HTTPMessageDelegate,
-                 stream: _HeaderDeadlineStream) -> None:
+                 stream: _DeadlineStream) -> None:
         self.delegate = delegate
         self.stream = stream
 
@@ -186,6 +187,7 @@ class _HeadersArrived(httputil.HTTPMessageDelegate):
         return self.delegate.data_received(chunk)
 
     def finish(self) -> None:
+        self.stream.request_read()
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
@@ -199,13 +201,17 @@ class GatewayHTTPServer(HTTPServer):
     def initialize(self, app: Any, limits: ConnectionLimits,  # type: ignore[override]
                    **kwargs: Any) -> None:
         # tornado's Configurable calls initialize, not __init__
-        super().initialize(app, idle_connection_timeout=limits.idle_timeout_s,
-                           body_timeout=limits.body_timeout_s, **kwargs)
+        super().initialize(app, idle_connection_timeout=limits.idle_timeout_s, **kwargs)
         self.limits = limits
         self.open_connections = 0
         self.refused = EventReport(5.0)
         self.header_timeouts = EventReport(5.0)
+        self.body_timeouts = EventReport(5.0)
         self._accepting: list[tuple[AcceptLoop, socket.socket]] = []
+        self._streams: set[_DeadlineStream] = set()
+        sweep_s = min(max(min(limits.header_timeout_s, limits.body_timeout_s) / 4, 0.05), 1.0)
+        self._sweep = PeriodicCallback(self._close_overdue, sweep_s * 1000)
+        self._sweep.start()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -215,6 +221,7 @@ class GatewayHTTPServer(HTTPServer):
 
     def stop(self) -> None:
         """Stop accepting and close the listening sockets; open connections stay."""
+        self._sweep.stop()
         for accept, sock in self._accepting:
             accept.stop()
             sock.close()
@@ -228,7 +235,7 @@ class GatewayHTTPServer(HTTPServer):
                 log.warning("gateway: %d HTTP connections closed at once: %d are open, the "
                             "limit (gateway.max_connections)", count, self.open_connections)
             return
-        stream_class = _HeaderDeadlineStream
+        stream_class: type[_DeadlineStream] = _DeadlineStream
         if self.ssl_options is not None:  # tornado's own accept path does the same
             try:
                 connection = ssl_wrap_socket(connection, self.ssl_options, server_side=True,
@@ -236,17 +243,31 @@ class GatewayHTTPServer(HTTPServer):
             except OSError:  # the client went away at once (SSLError is an OSError)
                 connection.close()
                 return
-            stream_class = _TlsHeaderDeadlineStream
-        stream = stream_class(connection, self.limits.header_timeout_s,
-                              self._header_timeout, max_buffer_size=self.max_buffer_size,
+            stream_class = _TlsDeadlineStream
+        stream = stream_class(connection, max_buffer_size=self.max_buffer_size,
                               read_chunk_size=self.read_chunk_size)
+        self._streams.add(stream)
         self.handle_stream(stream, address)
 
-    def _header_timeout(self) -> None:
-        count = self.header_timeouts.note(time.monotonic())
-        if count is not None:
-            log.info("gateway: closed %d HTTP connections whose headers took over %.1f s",
-                     count, self.limits.header_timeout_s)
+    def _close_overdue(self) -> None:
+        """Close every connection whose headers or body took longer than their timeout
+        (from the request's first byte; from the end of its headers)."""
+        now = time.monotonic()
+        late_headers = now - self.limits.header_timeout_s
+        late_body = now - self.limits.body_timeout_s
+        overdue = [s for s in self._streams
+                   if not s.closed() and ((s.phase is _Phase.HEADERS and s.since < late_headers)
+                                          or (s.phase is _Phase.BODY and s.since < late_body))]
+        for stream in overdue:
+            report, what, limit = (self.header_timeouts, "headers", self.limits.header_timeout_s) \
+                if stream.phase is _Phase.HEADERS else \
+                (self.body_timeouts, "body", self.limits.body_timeout_s)
+            self._streams.discard(stream)
+            stream.close()
+            count = report.note(now)
+            if count is not None:
+                log.info("gateway: closed %d HTTP connections whose %s took over %.1f s",
+                         count, what, limit)
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
         self.open_connections += 1
@@ -254,13 +275,14 @@ class GatewayHTTPServer(HTTPServer):
 
     def on_close(self, server_conn: object) -> None:
         self.open_connections -= 1
+        self._streams.discard(getattr(server_conn, "stream", None))  # type: ignore[arg-type]
         super().on_close(server_conn)
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection
                       ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         stream = getattr(server_conn, "stream", None)
-        if not isinstance(stream, _HeaderDeadlineStream):
+        if not isinstance(stream, _DeadlineStream):
             return delegate
         stream.await_headers()
-        return _HeadersArrived(delegate, stream)
+        return _PhaseNotes(delegate, stream)

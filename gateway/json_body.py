@@ -48,9 +48,20 @@ class _NonFinite(float):
     token = ""
 
 
+def _non_finite(token: str) -> float:
+    value = _NonFinite(math.nan)
+    value.token = token
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_non_finite)  # one for every body: no per-call setup
+
+
 def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     """Whether ``body`` opens more than ``max_depth`` arrays/objects at once (strings are
     skipped; an unterminated string counts as outside a string)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # too few brackets to be nested that deep (the common case, no regex)
     brackets = _STRING.sub(b"", body).translate(_AS_BRACKETS, _NOT_BRACKETS)
     if brackets.count(b"[") <= max_depth:
         return False
@@ -72,21 +83,22 @@ def parse_json(body: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if json_depth_exceeds(raw, max_depth):
         raise JsonBodyError(f"body is nested too deeply: more than {max_depth} levels of "
                             "arrays and objects")
-    seen: list[_NonFinite] = []
-
-    def non_finite(token: str) -> float:
-        value = _NonFinite(math.nan)
-        value.token = token
-        seen.append(value)
-        return value
-
     try:
-        doc = json.loads(raw, parse_constant=non_finite)
+        doc = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except ValueError as exc:  # UnicodeDecodeError included
         raise JsonBodyError(str(exc)) from None
-    if seen:
-        path = _path_to(doc, lambda v: isinstance(v, _NonFinite)) or "the body"
-        raise JsonBodyError(f"{path} is {seen[0].token}: {_NON_FINITE_HINT}")
+    if b"NaN" in raw or b"Infinity" in raw:  # else no constant was parsed: skip the walk
+        found: list[_NonFinite] = []
+
+        def constant(value: Any) -> bool:
+            if isinstance(value, _NonFinite):
+                found.append(value)
+                return True
+            return False
+
+        path = _path_to(doc, constant)
+        if found:
+            raise JsonBodyError(f"{path or 'the body'} is {found[0].token}: {_NON_FINITE_HINT}")
     return doc
 
 
