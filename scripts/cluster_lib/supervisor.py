@@ -10,13 +10,13 @@ supervising, says so, and exits 1: restarting will not mend it.
 """
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 
 from cluster_lib.fleet import Fleet
 from cluster_lib.rundir import KINDS, is_daemon
 from zeroserve.cli.restarts import RestartPolicy
+from zeroserve.process import StopSignals
 
 POLL_S = 0.2
 
@@ -25,19 +25,12 @@ def supervise(fleet: Fleet, say: Callable[[str], None] = print,
               policy: RestartPolicy | None = None) -> int:
     """Watch ``fleet`` until SIGTERM/SIGINT (0) or a daemon keeps crashing (1)."""
     policy = policy or RestartPolicy()
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopSignals()
     spec = fleet.spec()
     watched: dict[str, int] = {}     # name -> pid, as last seen
     restart_at: dict[str, float] = {}
     say(f"supervisor: watching the fleet in {fleet.run_dir}")
-    while not stopping:
+    while not stop.received:
         now = time.monotonic()
         for kind in KINDS:
             watched.update(fleet.dir.recorded(kind))

@@ -27,7 +27,7 @@ from typing import Any
 
 from zeroserve.cli.restarts import RestartPolicy
 from zeroserve.config import GatewaySettings, Settings
-from zeroserve.process import signal_on_parent_death
+from zeroserve.process import StopSignals, signal_on_parent_death
 
 log = logging.getLogger("zeroserve.serve")
 
@@ -93,14 +93,7 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     for i in range(workers):
         specs.append((f"worker-{i + 1}", base + ["worker", service, "--backend",
                                                  connect_address(backend)] + extra))
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopSignals()
     argv_of = dict(specs)
     procs = {name: _start(argv, env) for name, argv in specs}
     log.info("serve: started broker, gateway and %d workers of cluster '%s' (pids %s)",
@@ -112,7 +105,7 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     code = 0
     policy = RestartPolicy()
     restart_at: dict[str, float] = {}  # daemons that exited, waiting out their backoff
-    while not stopping:
+    while not stop.received:
         now = time.monotonic()
         for name, proc in procs.items():
             if name in restart_at or proc.poll() is None:
@@ -122,7 +115,7 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
                           "its log above says why); stopping the rest", name,
                           proc.returncode, _start_up_hint(name, settings))
                 code = 1
-                stopping = True
+                stop.received = True
                 break
             when = policy.crashed(name, now)
             if when is None:
@@ -130,17 +123,17 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
                           "stopping the rest", name, proc.returncode, policy.crashes(name),
                           policy.window_s)
                 code = 1
-                stopping = True
+                stop.received = True
                 break
             log.warning("serve: %s exited unexpectedly (code %s); restarting it in %.1fs",
                         name, proc.returncode, when - now)
             restart_at[name] = when
         for name, when in list(restart_at.items()):
-            if not stopping and now >= when:
+            if not stop.received and now >= when:
                 del restart_at[name]
                 procs[name] = _start(argv_of[name], env)
                 log.info("serve: restarted %s (pid %d)", name, procs[name].pid)
-        if stopping:
+        if stop.received:
             break
         if not ready:
             ready = _is_ready(opener, url, cluster)
