@@ -92,15 +92,12 @@ class AsyncClient:
         raise step.error
 
     async def _may_resend(self, operation: Operation, time_left_s: float) -> bool:
-        model = operation.runs()
-        if model is None:
-            return operation.resendable
-        if self._resend.allows(model) is None:
+        if self._resend.allows(operation) is None:
             try:
                 self._resend.learn(await self._run(ops.Services(), time_left_s))
             except ZeroserveError:
                 return False
-        return bool(self._resend.allows(model))
+        return bool(self._resend.allows(operation))
 
     async def close(self) -> None:
         """Close the connections to the gateway."""

@@ -119,15 +119,12 @@ class Client:
         raise step.error
 
     def _may_resend(self, operation: Operation, time_left_s: float) -> bool:
-        model = operation.runs()
-        if model is None:
-            return operation.resendable
-        if self._resend.allows(model) is None:
+        if self._resend.allows(operation) is None:
             try:
                 self._resend.learn(self._run(ops.Services(), time_left_s))
             except ZeroserveError:
                 return False
-        return bool(self._resend.allows(model))
+        return bool(self._resend.allows(operation))
 
     def close(self) -> None:
         """Close the connection to the gateway."""

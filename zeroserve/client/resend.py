@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeroserve.client.transport import Operation
+
 
 class ResendRule:
     """The endpoints' declarations, by OIP model name (``service.endpoint``, and ``service``
@@ -17,9 +19,11 @@ class ResendRule:
     def __init__(self) -> None:
         self._allowed: dict[str, bool] = {}
 
-    def allows(self, model: str) -> bool | None:
-        """Whether a call of ``model`` may be sent again; None while not known."""
-        return self._allowed.get(model)
+    def allows(self, operation: Operation) -> bool | None:
+        """Whether ``operation`` may be sent again after its connection broke; None while
+        the declaration of the endpoint it runs is not known (ask the service listing)."""
+        model = operation.runs()
+        return operation.resendable if model is None else self._allowed.get(model)
 
     def learn(self, services: dict[str, Any]) -> None:
         """Take the declarations of a service listing (``Client.services()``)."""
