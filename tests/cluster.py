@@ -35,16 +35,36 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _port_slice(low: int) -> range:
+    """The ports this test process may hand out: its own share of 20000..low, so that two
+    pytest-xdist workers never hand out the same port."""
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % count if worker.isdigit() else 0
+    width = (low - 20_000) // count
+    return range(20_000 + index * width, 20_000 + (index + 1) * width)
+
+
+_next_port: list[int] = []
+
+
 def free_port() -> int:
     """A loopback port that nothing listens on, for a daemon to bind.
 
     It is drawn below the kernel's ephemeral range: a port that ``bind(0)`` gives comes from
     the range that outgoing connections draw from too, so another test's connection could
-    take it in the moment before the daemon binds it (seen under pytest-xdist)."""
+    take it in the moment before the daemon binds it (seen under pytest-xdist). Each test
+    process walks its own slice of that range in turn, so a port is not handed out twice
+    before the daemon that got it has bound it (random draws did that: a cluster's five
+    ports, or two xdist workers, now and then drew the same one)."""
     low = _ephemeral_low()
-    if low > 20_000:
-        for _ in range(100):
-            port = random.randrange(20_000, low)
+    if low > 20_000 + 1_000:
+        ports = _port_slice(low)
+        if not _next_port:
+            _next_port.append(random.randrange(ports.start, ports.stop))
+        for _ in range(len(ports)):
+            port = _next_port[0]
+            _next_port[0] = port + 1 if port + 1 < ports.stop else ports.start
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
