@@ -94,6 +94,19 @@ class EndpointQueue:
             expired.append(item)
         return expired
 
+    def remove(self, gateway: bytes, request_id: bytes) -> Pending | None:
+        """Remove and return the request ``request_id`` of ``gateway`` (a cancelled one), or
+        None if it does not wait here; O(n)."""
+        for index, entry in enumerate(self._heap):
+            item = entry[2]
+            if item.request_id == request_id and item.gateway == gateway:
+                self._heap[index] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
+                self._count(item, -1)
+                return item
+        return None
+
     def take(self, limit_rows: int) -> list[Pending]:
         """Remove the head and, in deadline order, the requests sharing its batch key,
         as long as their rows fit in ``limit_rows`` (the head is always taken)."""

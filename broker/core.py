@@ -17,7 +17,7 @@ from batching.queue import EndpointQueue, Pending
 from broker.admission import ClusterAdmission
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
-from broker.stats import EndpointStats
+from broker.stats import EndpointStats, StreamStats
 from zeroserve.wire.backend import (
     Batch,
     BatchItem,
@@ -39,6 +39,16 @@ from zeroserve.wire.frontend import (
     parse_control,
     parse_request,
 )
+from zeroserve.wire.stream import (
+    Cancel,
+    Chunk,
+    Credit,
+    batch_id_of,
+    batch_key,
+    parse_cancel,
+    parse_chunk,
+    parse_credit,
+)
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -56,12 +66,14 @@ class Endpoint:
     policy: BatchPolicy
     description: EndpointDescription
     stats: EndpointStats = field(default_factory=EndpointStats)
+    streams: StreamStats = field(default_factory=StreamStats)
     wake_at: float | None = None
 
 
 @dataclass(eq=False)
 class InFlight:
-    """A batch sent to a worker and not yet answered."""
+    """A batch sent to a worker and not yet answered; for a streaming endpoint, the one
+    stream it runs (``chunks``: how many the broker has forwarded)."""
 
     worker: WorkerState
     endpoint: Endpoint
@@ -69,6 +81,12 @@ class InFlight:
     # item key -> Pending, not yet answered. A key names a request within its batch (gateways
     # number their requests each from 1, so two gateways' ids may meet in one batch)
     waiting: dict = field(default_factory=dict)
+    dispatched: float = 0.0
+    chunks: int = 0
+
+    @property
+    def streams(self) -> bool:
+        return self.endpoint.description.streams
 
     def __post_init__(self) -> None:
         self.waiting = {item_key(i): item for i, item in enumerate(self.items)}
@@ -119,6 +137,7 @@ class BrokerCore:
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._by_service: dict[str, list[Endpoint]] = {}
         self._in_flight: dict[int, InFlight] = {}
+        self._streams: dict[tuple[bytes, bytes], int] = {}  # (gateway, request id) -> batch id
         self._limbo: list[tuple[str, str, Pending]] = []  # requests for not-yet-known services
         # batch ids start at a random point of their own for each broker, so that a worker's
         # RESULT for a batch of the broker before a restart never answers a batch of this one
@@ -141,6 +160,10 @@ class BrokerCore:
                 self._on_request(gateway, parse_request(rest), now)
             elif command is Command.CONTROL:
                 self._on_control(gateway, parse_control(rest), now)
+            elif command is Command.CREDIT:
+                self._on_credit(gateway, parse_credit(rest))
+            elif command is Command.CANCEL:
+                self._on_cancel(gateway, parse_cancel(rest), now)
             else:
                 raise ProtocolError(f"command {command.name} is not valid on the frontend")
         except ProtocolError as exc:
@@ -221,7 +244,9 @@ class BrokerCore:
                     log.info("broker: dropped a result from unregistered worker %s",
                              identity.hex())
                 return None
-            if command is Command.RESULT:
+            if command is Command.STREAM_CHUNK:
+                self._on_chunk(worker, parse_chunk(rest), now)
+            elif command is Command.RESULT:
                 self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
@@ -305,7 +330,10 @@ class BrokerCore:
         del self._in_flight[result.batch_id]
         self.registry.release(flight.worker, result.batch_id)
         rows = sum(it.rows for it in flight.items)
-        flight.endpoint.policy.observe(rows, result.exec_s)
+        if flight.streams:  # a stream's time is its length, not what a batch costs
+            self._end_stream(flight, now)
+        else:
+            flight.endpoint.policy.observe(rows, result.exec_s)
         flight.endpoint.stats.record_batch(rows, len(flight.items), result.exec_s)
         for ri in result.items:
             item = flight.waiting.pop(ri.request_id, None)
@@ -320,6 +348,62 @@ class BrokerCore:
             if self.jobs is not None:
                 self.jobs.lane_gone(worker.identity, lost=False)
         self._pump(worker.service, now)
+
+    # ------------------------------------------------------------ streams
+
+    def _on_chunk(self, worker: WorkerState, chunk: Chunk, now: float) -> None:
+        """Forward a stream's chunk to its gateway, unless its caller is gone."""
+        flight = self._in_flight.get(batch_id_of(chunk.key))
+        if flight is None or not flight.streams or flight.worker.worker_id != worker.worker_id:
+            return None  # a stream that ended or was never this worker's
+        item = flight.waiting.get(item_key(0))
+        if item is None:
+            return None  # answered already (cancelled, or its deadline passed)
+        if flight.chunks == 0:
+            flight.endpoint.streams.record_first_chunk(now - item.arrived)
+        flight.chunks += 1
+        flight.endpoint.streams.chunks += 1
+        self._send_front([item.gateway,
+                          *Chunk(item.request_id, chunk.seq, chunk.frames).to_frames()])
+
+    def _on_credit(self, gateway: bytes, credit: Credit) -> None:
+        """Pass a reader's credit on to the worker that runs its stream."""
+        batch_id = self._streams.get((gateway, credit.key), -1)
+        flight = self._in_flight.get(batch_id)
+        if flight is None:
+            return None
+        self._send_back([flight.worker.identity, *Credit(
+            batch_key(batch_id), credit.chunks, credit.nbytes).to_frames(Command.STREAM_CREDIT)])
+
+    def _on_cancel(self, gateway: bytes, cancel: Cancel, now: float) -> None:
+        """The caller went away: a waiting request leaves its queue; a running stream's
+        worker is told to close the generator (the slot frees when it answers the batch)."""
+        batch_id = self._streams.get((gateway, cancel.key))
+        if batch_id is not None:
+            flight = self._in_flight.get(batch_id)
+            if flight is not None and flight.waiting.pop(item_key(0), None) is not None:
+                flight.endpoint.streams.cancelled += 1
+                flight.endpoint.stats.record_status(Status.CANCELLED)
+                self._send_back([flight.worker.identity, *Cancel(
+                    batch_key(batch_id), item_key(0)).to_frames(Command.STREAM_CANCEL)])
+            return None
+        for endpoint in self.endpoints.values():
+            item = endpoint.queue.remove(gateway, cancel.key)
+            if item is not None:
+                endpoint.stats.record_status(Status.CANCELLED)
+                return None
+        self._limbo = [entry for entry in self._limbo
+                       if (entry[2].gateway, entry[2].request_id) != (gateway, cancel.key)]
+
+    def _end_stream(self, flight: InFlight, now: float) -> None:
+        for item in flight.items:
+            self._streams.pop((item.gateway, item.request_id), None)
+        flight.endpoint.streams.record_end(now - flight.dispatched)
+
+    def _stop_stream(self, batch_id: int, flight: InFlight) -> None:
+        """Tell the worker to close a stream whose caller has been answered already."""
+        self._send_back([flight.worker.identity, *Cancel(
+            batch_key(batch_id), item_key(0)).to_frames(Command.STREAM_CANCEL)])
 
     def _on_disconnect(self, worker: WorkerState, now: float) -> None:
         self.registry.drain(worker.identity)
@@ -354,7 +438,8 @@ class BrokerCore:
                     best, best_rows, best_deadline = endpoint, decision.take_rows, head.deadline
             if best is None:
                 return
-            self._dispatch(best, best.queue.take(best_rows), now)
+            self._dispatch(best, best.queue.take(
+                1 if best.description.streams else best_rows), now)
             free, busy = free - 1, busy + 1
 
     def _dispatch(self, endpoint: Endpoint, items: list, now: float) -> None:
@@ -362,10 +447,13 @@ class BrokerCore:
         self._next_batch += 1
         worker = self.registry.acquire(endpoint.service, batch_id)
         assert worker is not None, "dispatch without a free worker"
-        flight = self._in_flight[batch_id] = InFlight(worker, endpoint, items)
+        flight = self._in_flight[batch_id] = InFlight(worker, endpoint, items, dispatched=now)
         for it in items:
             it.attempts += 1
             endpoint.stats.record_wait(now - it.arrived)
+        if flight.streams:
+            endpoint.streams.started += 1
+            self._streams[(items[0].gateway, items[0].request_id)] = batch_id
         batch = Batch(batch_id, endpoint.name, [
             BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames)
             for key, it in flight.waiting.items()])
@@ -379,7 +467,9 @@ class BrokerCore:
             expired = endpoint.queue.pop_expired(now)
             if expired:
                 self._expire_waiting(endpoint, expired)
-        for flight in self._in_flight.values():
+        for batch_id, flight in self._in_flight.items():
+            if flight.chunks:
+                continue  # a stream's deadline is its first chunk's; its limits are the gateway's
             late = [(key, item) for key, item in flight.waiting.items()
                     if item.deadline <= now]
             for key, item in late:
@@ -387,7 +477,10 @@ class BrokerCore:
                 flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
                 self._reply(item.gateway, error_reply(
                     item.request_id, Status.DEADLINE_EXCEEDED,
-                    "deadline exceeded while the request was executing"))
+                    "deadline exceeded before the stream's first chunk" if flight.streams
+                    else "deadline exceeded while the request was executing"))
+                if flight.streams:
+                    self._stop_stream(batch_id, flight)
         for worker in self.registry.expired(now):
             self.registry.remove(worker.identity)
             if self.jobs is not None:
@@ -428,6 +521,16 @@ class BrokerCore:
             flight = self._in_flight.pop(batch_id, None)
             if flight is None:
                 continue
+            if flight.streams:
+                self._end_stream(flight, now)
+                if flight.chunks and flight.waiting:  # never sent again: a client has chunks
+                    failed += 1
+                    flight.endpoint.streams.lost += 1
+                    item = flight.waiting.pop(item_key(0))
+                    self._reply(item.gateway, error_reply(
+                        item.request_id, Status.INTERNAL,
+                        f"worker {worker.worker_id} was lost mid-stream after {flight.chunks} "
+                        "chunks: the stream is incomplete"))
             for item in flight.waiting.values():
                 retry = (flight.endpoint.description.retry_on_worker_loss and item.deadline > now
                          and item.attempts < self.config.max_dispatches)
@@ -468,6 +571,8 @@ class BrokerCore:
                          "last_heartbeat_s": w.liveness.silent_for(now)} for w in self.registry],
             "endpoints": {f"{e.service}.{e.name}": {
                 "queued": len(e.queue), **e.stats.summary(),
+                **({"streams": e.streams.summary(self._active_streams(e))}
+                   if e.description.streams else {}),
                 "max_batch_size": e.policy.limits.max_batch_size,
                 "max_latency_ms": e.policy.limits.max_latency_s * 1000,
                 "latency_model": {"a_s_per_row": e.policy.model.a, "b_s": e.policy.model.b,
@@ -476,6 +581,9 @@ class BrokerCore:
             "malformed_dropped": self.dropped,
             "jobs": self.jobs.stats() if self.jobs is not None else {},
         }
+
+    def _active_streams(self, endpoint: Endpoint) -> int:
+        return sum(1 for f in self._in_flight.values() if f.endpoint is endpoint and f.waiting)
 
     def _drop(self, socket: str, reason: str) -> None:
         self.dropped += 1

@@ -61,3 +61,38 @@ class EndpointStats:
             "queue_wait_s": {"buckets": list(self.wait_buckets), "sum": self.wait_s_total},
             "exec_s": {"buckets": list(self.exec_buckets), "sum": self.exec_s_total},
         }
+
+
+@dataclass
+class StreamStats:
+    """Counters for the streams of one streaming endpoint; times in seconds."""
+
+    started: int = 0
+    chunks: int = 0
+    cancelled: int = 0
+    lost: int = 0  # ended by a worker lost mid-stream
+    first_chunk_s_total: float = 0.0
+    first_chunks: int = 0
+    duration_s_total: float = 0.0
+    ended: int = 0
+    first_chunk_buckets: list = field(default_factory=lambda: [0] * (len(TIME_BUCKETS_S) + 1))
+
+    def record_first_chunk(self, seconds: float) -> None:
+        self.first_chunks += 1
+        self.first_chunk_s_total += seconds
+        self.first_chunk_buckets[bisect_left(TIME_BUCKETS_S, seconds)] += 1
+
+    def record_end(self, seconds: float) -> None:
+        self.ended += 1
+        self.duration_s_total += seconds
+
+    def summary(self, active: int) -> dict:
+        return {
+            "active": active, "started": self.started, "chunks": self.chunks,
+            "cancelled": self.cancelled, "lost_mid_stream": self.lost,
+            "mean_first_chunk_ms": 1000 * self.first_chunk_s_total / self.first_chunks
+            if self.first_chunks else 0.0,
+            "mean_duration_ms": 1000 * self.duration_s_total / self.ended if self.ended else 0.0,
+            "first_chunk_s": {"buckets": list(self.first_chunk_buckets),
+                              "sum": self.first_chunk_s_total},
+        }

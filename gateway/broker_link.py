@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from gateway.stream_call import StreamCall
 from zeroserve.curve import Curve
 from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
@@ -42,6 +43,7 @@ from zeroserve.wire.frontend import (
     error_reply,
     parse_reply,
 )
+from zeroserve.wire.stream import parse_chunk
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -137,6 +139,7 @@ class BrokerLink:
         self._ids = itertools.count(1)
         # request id -> its future, its frames, and the endpoint of a REQUEST (None: control)
         self._pending: dict[bytes, tuple[asyncio.Future, list, EndpointDescription | None]] = {}
+        self._streams: dict[bytes, tuple[StreamCall, EndpointDescription]] = {}
         self.broker_id: str | None = None
         self.descriptions: dict[str, ServiceDescription] = {}
         """The services the broker serves, as its MODELS answers describe them
@@ -160,6 +163,8 @@ class BrokerLink:
         for fut, _, _ in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        for stream, _ in list(self._streams.values()):
+            stream.cancel()
         if self._socket is not None:
             self._socket.close()
         self.context.term()
@@ -218,6 +223,29 @@ class BrokerLink:
         except TimeoutError:
             return error_reply(request_id, Status.DEADLINE_EXCEEDED,
                                  "no answer from the broker before the deadline")
+
+    def stream(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
+               body: list) -> StreamCall:
+        """Start a stream of ``endpoint`` (one that ``streams``); its chunks and its end come
+        through the :class:`~gateway.stream_call.StreamCall`. ``timeout_s`` bounds the wait for
+        the first chunk at the broker. While the broker refuses this cluster the stream ends
+        at once with 503."""
+        assert self._socket is not None, "start() first"
+        request_id = self._next_id()
+        frames = Request(request_id, endpoint.service, endpoint.name,
+                         max(int(timeout_s * 1000), 1), meta, body).to_frames()
+        call = StreamCall(request_id, frames, self._socket.send, self._forget_stream)
+        if self.refusal is not None:
+            call.finish(error_reply(request_id, Status.NO_WORKER,
+                                    f"the broker at {self.address} refuses this gateway: "
+                                    f"{self.refusal}"))
+            return call
+        self._streams[request_id] = (call, endpoint)
+        self._socket.send(frames)
+        return call
+
+    def _forget_stream(self, call: StreamCall) -> None:
+        self._streams.pop(call.request_id, None)
 
     async def control(self, op: ControlOp, args: dict | None = None,
                       timeout_s: float = 2.0) -> dict:
@@ -289,6 +317,12 @@ class BrokerLink:
         self.liveness.heard(time.monotonic())
         try:
             command, rest = split_command(frames)
+            if command is Command.CHUNK:
+                chunk = parse_chunk(rest)
+                stream = self._streams.get(chunk.key)
+                if stream is not None:
+                    stream[0].arrive(chunk)
+                return
             if command is not Command.REPLY:
                 raise ProtocolError(f"unexpected {command.name} from the broker")
             reply = parse_reply(rest)
@@ -298,6 +332,8 @@ class BrokerLink:
         entry = self._pending.get(reply.request_id)
         if entry is not None and not entry[0].done():
             entry[0].set_result(reply)
+        elif entry is None and reply.request_id in self._streams:
+            self._streams[reply.request_id][0].finish(reply)
 
     async def _ping(self) -> None:
         while True:
@@ -335,12 +371,23 @@ class BrokerLink:
                 again.append(frames)
             else:
                 refused.append((request_id, fut, endpoint))
+        lost: list[StreamCall] = []
+        for stream, endpoint in self._streams.values():
+            if stream.received == 0 and endpoint.retry_on_worker_loss:
+                again.append(stream.frames)
+            else:
+                lost.append(stream)
         log.warning("gateway: broker restarted (%s -> %s), re-sending %d waiting requests, "
                     "failing %d that may not run twice", self.broker_id, broker_id, len(again),
-                    len(refused))
+                    len(refused) + len(lost))
         assert self._socket is not None
         for frames in again:
             self._socket.send(frames)
+        for stream in lost:
+            stream.finish(error_reply(stream.request_id, Status.INTERNAL, (
+                "the broker restarted while the stream ran: it is incomplete" if stream.received
+                else "the broker restarted before the stream began: it may or may not have "
+                "started, and is not sent again as its endpoint does not allow running twice")))
         for request_id, fut, endpoint in refused:
             fut.set_result(error_reply(request_id, Status.INTERNAL, (
                 f"the broker restarted while {endpoint.service}.{endpoint.name} waited for its "
@@ -348,7 +395,7 @@ class BrokerLink:
                 "endpoint does not allow running twice (retry_on_worker_loss=False)")))
 
     def pending_count(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._streams)
 
     def describe(self) -> dict[str, Any]:
         return {"broker": self.address, "broker_id": self.broker_id, "alive": self.alive,

@@ -40,6 +40,7 @@ HTTP_STATUS: dict[Status, int] = {
     Status.FORBIDDEN: 403,
     Status.NOT_FOUND: 404,
     Status.CONFLICT: 409,
+    Status.CANCELLED: 499,  # nginx's "client closed request": logged, never really answered
     Status.PAYLOAD_TOO_LARGE: 413,
     Status.USER_ERROR: 500,
     Status.INTERNAL: 500,
@@ -55,6 +56,7 @@ GRPC_CODE: dict[Status, grpc.StatusCode] = {
     Status.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Status.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+    Status.CANCELLED: grpc.StatusCode.CANCELLED,
     Status.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.USER_ERROR: grpc.StatusCode.INTERNAL,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,

@@ -133,6 +133,17 @@ class RequestSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Streams (generator endpoints, ``docs/streaming.md``): the window of chunks in flight
+    between a worker and the client's reader, and the limits on a stream's time."""
+
+    window_chunks: int = 16          # chunks a worker sends before the reader's credit
+    window_bytes: int = 16 * MiB     # bytes of them (one larger chunk goes alone)
+    idle_timeout_s: float = 30.0     # longest gap between chunks, or waiting for the reader
+    total_timeout_s: float = 0.0     # longest stream; 0: no limit
+
+
+@dataclass(frozen=True)
 class BatchingSettings:
     """``batching.*``: per-endpoint overrides of the declared batching limits."""
 
@@ -167,6 +178,7 @@ class Settings:
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     request: RequestSettings = field(default_factory=RequestSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)
 

@@ -33,6 +33,7 @@ from zeroserve.config import (
     LogSettings,
     RequestSettings,
     Settings,
+    StreamSettings,
     WorkerSettings,
 )
 
@@ -63,11 +64,12 @@ class Container:
     heartbeat: providers.Factory[HeartbeatSettings] = field(init=False)
     request: providers.Factory[RequestSettings] = field(init=False)
     batching: providers.Factory[BatchingSettings] = field(init=False)
+    stream: providers.Factory[StreamSettings] = field(init=False)
     log: providers.Factory[LogSettings] = field(init=False)
 
     def __post_init__(self) -> None:
         for name in ("broker", "gateway", "worker", "jobs", "curve", "heartbeat", "request",
-                     "batching", "log"):
+                     "batching", "stream", "log"):
             setattr(self, name, providers.Factory(attrgetter(name), self.settings))
 
     @classmethod

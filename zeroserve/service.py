@@ -3,7 +3,8 @@
 Inputs and outputs come from the method's type hints (``np.ndarray``, int,
 float, str, bool, list, dict, or ``Annotated[np.ndarray, Tensor(dtype, shape)]``)
 or from ``inputs=`` / ``outputs=`` given to ``@api``. Endpoints may be plain or
-``async def``. A worker creates the service instance once and calls endpoints
+``async def``; a generator or async generator method is a streaming endpoint (each value it
+yields is one chunk of the answer). A worker creates the service instance once and calls endpoints
 on it.
 """
 from __future__ import annotations
@@ -52,13 +53,15 @@ class EndpointSpec:
     max_latency_ms: float = 0.0
     batch_dim: int = 0
     retry_on_worker_loss: bool = True
+    streams: bool = False  # a generator (``is_async``: an async generator)
 
     def describe(self, service: str) -> EndpointDescription:
         """What READY tells the broker of this endpoint of ``service``."""
         return EndpointDescription(
             service, self.name, tuple(self.inputs), self.output, self.batchable,
             self.max_batch_size if self.batchable else 1, self.batch_dim,
-            self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss)
+            self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss,
+            self.streams)
 
 
 @dataclass
@@ -118,12 +121,19 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
         hint = declared.get(p.name, hints.get(p.name, Any))
         inputs.append(field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
     out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
+    streams = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+    if streams:
+        if options.batchable:
+            raise TypeError(f"endpoint {func.__name__} is a generator (it streams) and cannot "
+                            "also be batchable")
+        out_hint = options.outputs if options.outputs is not None else Any
     return EndpointSpec(
         name=options.name or func.__name__, method=func.__name__, inputs=inputs,
         output=field_from_hint("output", out_hint, True),
-        is_async=inspect.iscoroutinefunction(func), batchable=options.batchable,
-        max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
-        batch_dim=options.batch_dim, retry_on_worker_loss=options.retry_on_worker_loss)
+        is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
+        batchable=options.batchable, max_batch_size=options.max_batch_size,
+        max_latency_ms=options.max_latency_ms, batch_dim=options.batch_dim,
+        retry_on_worker_loss=options.retry_on_worker_loss, streams=streams)
 
 
 def service(cls: type | None = None, *, name: str | None = None) -> Any:

@@ -99,7 +99,8 @@ class EndpointDescription:
 
     ``max_batch_size`` (rows) and ``max_latency_ms`` are 1 and 0 unless ``batchable``;
     requests merge along ``batch_dim``. ``retry_on_worker_loss`` re-sends a request
-    whose worker died (False for endpoints with side effects).
+    whose worker died (False for endpoints with side effects). ``streams``: the endpoint is a
+    generator, answered as a stream of chunks (never batchable).
     """
 
     service: str
@@ -111,13 +112,14 @@ class EndpointDescription:
     batch_dim: int = 0
     max_latency_ms: float = 0.0
     retry_on_worker_loss: bool = True
+    streams: bool = False
 
     def to_map(self) -> dict[str, Any]:
         """The map that READY and MODELS carry under the endpoint's name."""
         return {"inputs": [f.to_map() for f in self.inputs], "output": self.output.to_map(),
                 "batchable": self.batchable, "max_batch_size": self.max_batch_size,
                 "max_latency_ms": self.max_latency_ms, "batch_dim": self.batch_dim,
-                "retry_on_worker_loss": self.retry_on_worker_loss}
+                "retry_on_worker_loss": self.retry_on_worker_loss, "streams": self.streams}
 
     @classmethod
     def from_map(cls, service: str, name: str, value: Any) -> EndpointDescription:
@@ -130,7 +132,8 @@ class EndpointDescription:
                    _int(m, "max_batch_size", cls.max_batch_size, 1, what),
                    _int(m, "batch_dim", cls.batch_dim, 0, what),
                    _number(m, "max_latency_ms", cls.max_latency_ms, what),
-                   _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what))
+                   _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what),
+                   _bool(m, "streams", cls.streams, what))
 
 
 @dataclass(frozen=True)

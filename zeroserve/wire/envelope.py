@@ -33,12 +33,18 @@ class Command(bytes, enum.Enum):
     REQUEST = b"\x01"
     REPLY = b"\x02"
     CONTROL = b"\x03"
+    CHUNK = b"\x04"       # broker -> gateway: one chunk of a stream
+    CREDIT = b"\x05"      # gateway -> broker: the reader took chunks
+    CANCEL = b"\x06"      # gateway -> broker: the caller went away
     # backend: worker <-> broker
     READY = b"\x10"
     HEARTBEAT = b"\x11"
     BATCH = b"\x12"
     RESULT = b"\x13"
     DISCONNECT = b"\x14"
+    STREAM_CHUNK = b"\x15"   # worker -> broker
+    STREAM_CREDIT = b"\x16"  # broker -> worker
+    STREAM_CANCEL = b"\x17"  # broker -> worker
 
 
 _COMMANDS = {c.value: c for c in Command}
@@ -56,6 +62,7 @@ class Status(enum.IntEnum):
     FORBIDDEN = 403
     NOT_FOUND = 404
     CONFLICT = 409  # a job operation that its state does not allow
+    CANCELLED = 499  # the caller went away (a cancelled stream's end; never sent to a caller)
     PAYLOAD_TOO_LARGE = 413
     USER_ERROR = 500
     INTERNAL = 501

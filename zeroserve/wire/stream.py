@@ -1,0 +1,121 @@
+"""Stream messages (generator endpoints): CHUNK, CREDIT and CANCEL, on both channels.
+
+A stream starts as an ordinary REQUEST to an endpoint that ``streams``, and the broker
+dispatches it as a BATCH of that one request. The worker answers with chunks, each a
+CHUNK naming the batch and the chunk's number (0, 1, ...), and ends it with the batch's
+RESULT (status OK and meta ``{"chunks": n}``, or an error). The broker forwards each chunk
+to the gateway as a CHUNK naming the request, and the RESULT as the request's REPLY, without
+decoding their payloads.
+
+Flow control: a worker sends at most ``stream.window_chunks`` chunks and
+``stream.window_bytes`` bytes that the reader has not yet taken; the gateway sends CREDIT
+for what its client has read, and the broker forwards it to the worker. CANCEL (the caller
+went away) makes the worker close the generator. ``docs/protocol.md`` lists the frames.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from zeroserve.wire.envelope import PROTOCOL, Command, Frame, ProtocolError, raw
+
+_SEQ = struct.Struct(">I")
+_CREDIT = struct.Struct(">IQ")  # chunks, bytes
+_BATCH_ID = struct.Struct(">Q")
+
+
+def frames_size(frames: Sequence[Frame]) -> int:
+    """The bytes of a chunk's frames, as flow control counts them."""
+    return sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+
+
+def batch_key(batch_id: int) -> bytes:
+    """The key that the backend's stream messages carry for ``batch_id``."""
+    return _BATCH_ID.pack(batch_id)
+
+
+def batch_id_of(key: bytes) -> int:
+    """The batch id a backend stream message names; ProtocolError if the key is not one."""
+    if len(key) != _BATCH_ID.size:
+        raise ProtocolError("a stream message's batch id must be 8 bytes")
+    return int(_BATCH_ID.unpack(key)[0])
+
+
+def _key(frame: Frame, command: str) -> bytes:
+    key = raw(frame)
+    if not key:
+        raise ProtocolError(f"{command} has an empty stream key")
+    return key
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One chunk of a stream. ``key`` is the request id on the frontend and the batch id
+    (:func:`batch_key`) on the backend; ``frames`` are the value's meta and body frames."""
+
+    key: bytes
+    seq: int
+    frames: list  # [meta, *body]
+
+    def to_frames(self, command: Command = Command.CHUNK) -> list:
+        return [PROTOCOL, command.value, self.key, _SEQ.pack(self.seq), *self.frames]
+
+    @property
+    def nbytes(self) -> int:
+        return frames_size(self.frames)
+
+
+def parse_chunk(rest: Sequence[Frame]) -> Chunk:
+    """Parse the frames after the command of a CHUNK (either channel)."""
+    if len(rest) < 3:
+        raise ProtocolError(f"CHUNK has {len(rest)} frames after the command, at least 3 expected")
+    seq = raw(rest[1])
+    if len(seq) != _SEQ.size:
+        raise ProtocolError("CHUNK number must be 4 bytes")
+    return Chunk(_key(rest[0], "CHUNK"), _SEQ.unpack(seq)[0], list(rest[2:]))
+
+
+@dataclass(slots=True)
+class Credit:
+    """The reader of stream ``key`` took ``chunks`` more chunks, ``nbytes`` bytes of them."""
+
+    key: bytes
+    chunks: int
+    nbytes: int
+
+    def to_frames(self, command: Command = Command.CREDIT) -> list:
+        return [PROTOCOL, command.value, self.key, _CREDIT.pack(self.chunks, self.nbytes)]
+
+
+def parse_credit(rest: Sequence[Frame]) -> Credit:
+    """Parse the frames after the command of a CREDIT (either channel)."""
+    if len(rest) != 2:
+        raise ProtocolError(f"CREDIT has {len(rest)} frames after the command, 2 expected")
+    credit = raw(rest[1])
+    if len(credit) != _CREDIT.size:
+        raise ProtocolError(f"CREDIT counts must be {_CREDIT.size} bytes")
+    chunks, nbytes = _CREDIT.unpack(credit)
+    return Credit(_key(rest[0], "CREDIT"), chunks, nbytes)
+
+
+@dataclass(slots=True)
+class Cancel:
+    """The caller of ``key`` went away. On the backend ``item`` names the request within
+    the batch (the BATCH header's item id); on the frontend it is empty."""
+
+    key: bytes
+    item: bytes = b""
+
+    def to_frames(self, command: Command = Command.CANCEL) -> list:
+        frames = [PROTOCOL, command.value, self.key]
+        return frames + [self.item] if command is Command.STREAM_CANCEL else frames
+
+
+def parse_cancel(rest: Sequence[Frame], backend: bool = False) -> Cancel:
+    """Parse the frames after the command of a CANCEL (``backend``: a STREAM_CANCEL)."""
+    expected = 2 if backend else 1
+    if len(rest) != expected:
+        raise ProtocolError(
+            f"CANCEL has {len(rest)} frames after the command, {expected} expected")
+    return Cancel(_key(rest[0], "CANCEL"), raw(rest[1]) if backend else b"")
