@@ -20,7 +20,7 @@ from gateway.port_owner import check_sharing
 from gateway.rest import handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
-from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings
+from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
 from zeroserve.container import Container
 
 log = logging.getLogger("zeroserve.gateway")
@@ -52,10 +52,11 @@ def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcK
 
 
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
-             jobs: JobsSettings, access: Access) -> tornado.web.Application:
+             jobs: JobsSettings, access: Access,
+             stream: StreamSettings | None = None) -> tornado.web.Application:
     """The tornado application of every HTTP route: OIP first, then the REST route."""
     args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
-                        gateway.max_body_bytes, access)
+                        gateway.max_body_bytes, access, stream)
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
                                    + oip_routes(args) + routes(args),
                                    log_function=_finished,
@@ -97,7 +98,8 @@ async def serve(parts: Container) -> int:
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
     server = GatewayHTTPServer(
-        make_app(link, gateway, request, jobs, access), http_limits, decompress_request=True,
+        make_app(link, gateway, request, jobs, access, parts.stream.get()), http_limits,
+        decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
         max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
@@ -112,7 +114,7 @@ async def serve(parts: Container) -> int:
                                              request.max_timeout_s, access,
                                              jobs.max_input_bytes, gateway.reuse_port,
                                              gateway.max_body_bytes, grpc_keepalive,
-                                             tls.grpc if tls else None)
+                                             tls.grpc if tls else None, parts.stream.get())
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s (HTTP port %d, gRPC port %d): %s", host, port,
                   grpc_port, exc)

@@ -13,6 +13,7 @@ from gateway.grpc_messages import REPORT_INTERVAL_S, add_service
 from gateway.jobs_grpc import JobsService
 from gateway.oip_grpc import InferenceService
 from gateway.serving_grpc import ServingService
+from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2, zeroserve_serving_pb2
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # answers: what tritonclient and perf_analyzer allow themselves
@@ -44,7 +45,8 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
                        reuse_port: bool = False,
                        max_request_bytes: int = MAX_MESSAGE_BYTES,
                        keepalive: GrpcKeepalive = GrpcKeepalive(),
-                       tls: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+                       tls: grpc.ServerCredentials | None = None,
+                       stream: StreamSettings | None = None) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop (TLS with ``tls``, else plain);
     raise OSError if it cannot bind. A request message larger than ``max_request_bytes``
     ends with RESOURCE_EXHAUSTED, one that does not parse with INVALID_ARGUMENT
@@ -57,9 +59,9 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
     ])
     access = access or Access()
     malformed = EventReport(REPORT_INTERVAL_S)
-    add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access),
+    add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access, stream),
                 grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed)
-    add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access),
+    add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access, stream),
                 zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Serving"], malformed)
     add_service(server, JobsService(link, access, max_job_input_bytes),
                 zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Jobs"], malformed)

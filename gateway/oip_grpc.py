@@ -27,6 +27,7 @@ from gateway.oip_models import VERSION, ModelRef, repository_index, resolve
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest
+from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
@@ -37,11 +38,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The gRPC servicer: one per gateway, sharing its broker link."""
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 access: Access) -> None:
+                 access: Access, stream: StreamSettings | None = None) -> None:
         self.link = link
         self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
+        self.stream = stream or StreamSettings()
 
     @grpc_boundary
     async def ServerLive(self, request: pb.ServerLiveRequest,

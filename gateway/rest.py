@@ -24,6 +24,8 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
+from gateway.streams import StreamLimits, stream_limits
+from zeroserve.config import StreamSettings
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
@@ -77,8 +79,10 @@ class BaseHandler(tornado.web.RequestHandler):
     metric_route = "other"  # the route label of this handler's requests in the metrics
 
     def initialize(self, link: BrokerLink, default_timeout_s: float,
-                   max_timeout_s: float, max_body_bytes: int, access: Access) -> None:
+                   max_timeout_s: float, max_body_bytes: int, access: Access,
+                   stream: StreamSettings) -> None:
         self.link = link
+        self.stream = stream
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
         self.max_body_bytes = max_body_bytes
@@ -128,6 +132,11 @@ class BaseHandler(tornado.web.RequestHandler):
             raise RequestFailed(Status.BAD_REQUEST, f"{TIMEOUT_HEADER} must be a positive "
                                                     f"number of seconds, got {raw!r}")
         return min(value, self.max_timeout_s)
+
+    def stream_limits(self) -> StreamLimits:
+        """The limits of a stream this request starts: its deadline for the first chunk, and
+        the stream settings unless the call's headers set its own (:func:`stream_limits`)."""
+        return stream_limits(self.timeout_s(), self.stream, self.request.headers.get)
 
 
 @tornado.web.stream_request_body
@@ -281,11 +290,12 @@ class DocsHandler(BaseHandler):
 
 
 def handler_args(link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 max_body_bytes: int, access: Access | None = None) -> dict[str, Any]:
+                 max_body_bytes: int, access: Access | None = None,
+                 stream: StreamSettings | None = None) -> dict[str, Any]:
     """The ``initialize`` arguments of every gateway handler."""
     return {"link": link, "default_timeout_s": default_timeout_s,
             "max_timeout_s": max_timeout_s, "max_body_bytes": max_body_bytes,
-            "access": access or Access()}
+            "access": access or Access(), "stream": stream or StreamSettings()}
 
 
 def routes(args: dict[str, Any]) -> list:

@@ -13,6 +13,7 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, decode_inputs, grpc_boundary, visible_services
 from gateway.invoke import call, find_endpoint
+from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 from zeroserve.wire import codec
@@ -25,11 +26,12 @@ class ServingService(pb_grpc.ServingServicer):
     """``Call`` and ``Services`` on the gateway's broker link."""
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 access: Access) -> None:
+                 access: Access, stream: StreamSettings | None = None) -> None:
         self.link = link
         self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
+        self.stream = stream or StreamSettings()
 
     @grpc_boundary
     async def Call(self, request: pb.CallRequest,

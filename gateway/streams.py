@@ -13,8 +13,9 @@ stream: the worker closes the generator. Every failure is a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +49,32 @@ class StreamLimits:
         """The limits of one call: its timeout, and the settings unless the call sets its own."""
         return cls(first_s, settings.idle_timeout_s if idle_s is None else idle_s,
                    settings.total_timeout_s if total_s is None else total_s)
+
+
+IDLE_HEADER = "X-Zeroserve-Stream-Idle-Timeout"    # seconds; gRPC: the same, lower case
+TOTAL_HEADER = "X-Zeroserve-Stream-Total-Timeout"  # seconds; 0: no limit
+
+
+def stream_limits(first_s: float, settings: StreamSettings,
+                  header: Callable[[str], str | None]) -> StreamLimits:
+    """The limits of one call from its headers (HTTP headers or gRPC metadata, looked up by
+    ``header``), defaulting to the settings; a bad value is a 400."""
+    def seconds(name: str, zero_ok: bool) -> float | None:
+        raw = header(name)
+        if raw is None:
+            raw = header(name.lower())
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise RequestFailed(Status.BAD_REQUEST, f"{name} must be a positive number of "
+                                                    f"seconds, got {raw!r}")
+        return value
+    return StreamLimits.of(first_s, settings, seconds(IDLE_HEADER, False),
+                           seconds(TOTAL_HEADER, True))
 
 
 def decode_chunk(chunk: Chunk) -> Any:

@@ -200,3 +200,79 @@ class Ratios:
     @zeroserve.api
     def runs_so_far(self) -> int:
         return self.runs
+
+
+def _mark(path: str, text: str) -> None:
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+
+
+@zeroserve.service(name="streamer")
+class Streamer:
+    """Generator endpoints for the streaming tests. ``marker`` paths record what the
+    generator did (``started``, ``closed``) so that a test sees the worker's side."""
+
+    @zeroserve.api
+    def count(self, n: int, delay_s: float = 0.0, marker: str = ""):
+        _mark(marker, "started")
+        try:
+            for i in range(n):
+                if delay_s:
+                    time.sleep(delay_s)
+                yield i
+        finally:
+            _mark(marker, "closed")
+
+    @zeroserve.api
+    async def acount(self, n: int, delay_s: float = 0.0, marker: str = ""):
+        _mark(marker, "started")
+        try:
+            for i in range(n):
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+                yield {"i": i, "text": f"token{i}"}
+        finally:
+            _mark(marker, "closed")
+
+    @zeroserve.api
+    async def first_then_wait(self, gate: str, wait_s: float = 10.0):
+        """Yields "first", then waits (up to ``wait_s``) for the file ``gate`` to exist
+        before yielding "second": a client that sees "first" before creating the gate
+        proves chunks are not collected and replayed."""
+        yield "first"
+        deadline = time.monotonic() + wait_s
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        yield "second"
+
+    @zeroserve.api
+    def fails_after(self, n: int):
+        yield from range(n)
+        raise ValueError(f"failed after {n} chunks")
+
+    @zeroserve.api
+    def fails_first(self, why: str = "bad start"):
+        raise ValueError(why)
+        yield  # a generator that raises before its first chunk
+
+    @zeroserve.api
+    def bad_chunk(self):
+        yield 1
+        yield object()
+
+    @zeroserve.api
+    def arrays(self, n: int, size: int = 4, dtype: str = "float32"):
+        for i in range(n):
+            yield np.full(size, i, dtype=dtype)
+
+    @zeroserve.api
+    def exits_after(self, n: int):
+        """Yields ``n`` chunks, then the worker process dies (a worker lost mid-stream)."""
+        yield from range(n)
+        time.sleep(0.05)
+        os._exit(3)
+
+    @zeroserve.api
+    def ping(self) -> str:
+        return "pong"
