@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import math
 import sys
-from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import tornado.iostream
 import tornado.web
@@ -36,7 +35,6 @@ from zeroserve.wire import codec
 from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
-from zeroserve.wire.stream import Chunk
 
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
@@ -235,9 +233,7 @@ class InvokeHandler(BodyHandler):
         what = f"a chunk of {info.service}.{info.name}"
         task = self._stream_task = asyncio.current_task()
         try:
-            # open_stream's iterator is an async generator (it has aclose)
-            chunks = cast(AsyncGenerator[Chunk, None],
-                          await open_stream(self.link, info, inputs, limits))
+            chunks = await open_stream(self.link, info, inputs, limits)
             async with contextlib.aclosing(chunks):  # closing it cancels the stream
                 chunk = await anext(chunks, None)
                 frame = done_frame(framing, 0) if chunk is None else \
