@@ -42,12 +42,12 @@ from zeroserve.wire.frontend import (
 )
 from zeroserve.wire.stream import (
     Cancel,
-    Chunk,
+    Chunks,
     Credit,
     batch_id_of,
     batch_key,
     parse_cancel,
-    parse_chunk,
+    parse_chunks,
     parse_credit,
 )
 
@@ -246,7 +246,7 @@ class BrokerCore:
                              identity.hex())
                 return None
             if command is Command.STREAM_CHUNK:
-                self._on_chunk(worker, parse_chunk(rest), now)
+                self._on_chunks(worker, parse_chunks(rest), now)
             elif command is Command.WAITING:
                 batch_id, is_waiting = parse_waiting(rest)
                 self.registry.mark_waiting(worker, batch_id, is_waiting)
@@ -356,9 +356,9 @@ class BrokerCore:
 
     # ------------------------------------------------------------ streams
 
-    def _on_chunk(self, worker: WorkerState, chunk: Chunk, now: float) -> None:
-        """Forward a stream's chunk to its gateway, unless its caller is gone."""
-        flight = self._in_flight.get(batch_id_of(chunk.key))
+    def _on_chunks(self, worker: WorkerState, chunks: Chunks, now: float) -> None:
+        """Forward a stream's chunks to its gateway, unless its caller is gone."""
+        flight = self._in_flight.get(batch_id_of(chunks.key))
         if flight is None or not flight.streams or flight.worker.worker_id != worker.worker_id:
             return None  # a stream that ended or was never this worker's
         item = flight.waiting.get(item_key(0))
@@ -366,10 +366,10 @@ class BrokerCore:
             return None  # answered already (cancelled, or its deadline passed)
         if flight.chunks == 0:
             flight.endpoint.streams.record_first_chunk(now - item.arrived)
-        flight.chunks += 1
-        flight.endpoint.streams.chunks += 1
-        self._send_front([item.gateway,
-                          *Chunk(item.request_id, chunk.seq, chunk.frames).to_frames()])
+        flight.chunks += len(chunks.bodies)
+        flight.endpoint.streams.chunks += len(chunks.bodies)
+        self._send_front([item.gateway, *Chunks(item.request_id, chunks.first, chunks.bodies)
+                          .to_frames()])
 
     def _on_credit(self, gateway: bytes, credit: Credit) -> None:
         """Pass a reader's credit on to the worker that runs its stream."""

@@ -245,7 +245,8 @@ class InvokeHandler(BodyHandler):
                 try:
                     while chunk is not None:
                         self.write(frame)
-                        await written(self.flush(), limits)
+                        if not chunk.more_queued:  # chunks that came together go together
+                            await written(self.flush(), limits)
                         sent += 1
                         chunk = await anext(chunks, None)
                         frame = done_frame(framing, sent) if chunk is None else \
