@@ -17,7 +17,7 @@ from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.port_owner import check_sharing
-from gateway.rest import handler_args, routes
+from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
@@ -60,6 +60,8 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
                                    + oip_routes(args) + routes(args),
                                    log_function=_finished,
+                                   default_handler_class=NotFoundHandler,
+                                   default_handler_args=args,
                                    max_json_depth=gateway.max_json_depth)
 
 

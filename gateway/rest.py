@@ -214,6 +214,15 @@ class InvokeHandler(BodyHandler):
             self.finish(answer_json(value, f"the answer of {info.service}.{info.name}"))
 
 
+class NotFoundHandler(BaseHandler):
+    """Every path that no route serves (the application's ``default_handler_class``): 404 as
+    ``{"error": message}``, like every other error, instead of tornado's HTML page."""
+
+    def prepare(self) -> None:
+        raise RequestFailed(Status.NOT_FOUND, f"no route serves {self.request.method} "
+                                              f"{self.request.path}")
+
+
 class HealthHandler(BaseHandler):
     """``GET /healthz``: the gateway process is up."""
 

@@ -1,0 +1,70 @@
+"""tritonclient against zeroserve as against Triton: Triton's error wording, JSON errors on
+unknown paths."""
+from __future__ import annotations
+
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from cluster import ROOT, Cluster
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.integration
+
+SERVICE = f"{ROOT / 'tests' / 'triton_services.py'}:TritonModels"
+
+
+@pytest.fixture(scope="module")
+def tri(tmp_path_factory: pytest.TempPathFactory):
+    cluster = Cluster(tmp_path_factory.mktemp("triton-outputs"))
+    try:
+        yield cluster.start(SERVICE)
+    finally:
+        cluster.stop()
+
+
+def _inputs(module, rows: int = 1) -> list:
+    a = np.arange(16 * rows, dtype=np.int32).reshape(rows, 16)
+    tensors = [module.InferInput("INPUT0", [rows, 16], "INT32"),
+               module.InferInput("INPUT1", [rows, 16], "INT32")]
+    for tensor in tensors:
+        tensor.set_data_from_numpy(a)
+    return tensors
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_unknown_model_and_version_read_as_tritons(tri: Cluster, module) -> None:
+    port = tri.http_port if module is httpclient else tri.grpc_port
+    with module.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        calls = [lambda: client.infer("ghost", _inputs(module)),
+                 lambda: client.get_model_metadata("ghost"),
+                 lambda: client.get_model_config("ghost")]
+        for call in calls:
+            with pytest.raises(InferenceServerException) as info:
+                call()
+            assert info.value.message() == "Request for unknown model: 'ghost' is not found"
+        for call in (lambda: client.get_model_metadata("tri", "7"),
+                     lambda: client.infer("tri", _inputs(module), model_version="7")):
+            with pytest.raises(InferenceServerException) as info:
+                call()
+            assert info.value.message() == "Request for unknown model: 'tri' version 7 is not found"
+        assert not client.is_model_ready("ghost")
+
+
+def test_unknown_model_ready_is_404_with_tritons_wording(tri: Cluster) -> None:
+    assert tri.get("/v2/models/ghost/ready") == (
+        404, {"error": "Request for unknown model: 'ghost' is not found"})
+
+
+def test_unknown_paths_answer_json_404(tri: Cluster) -> None:
+    assert tri.get("/v2/nothing/here/at/all") == (
+        404, {"error": "no route serves GET /v2/nothing/here/at/all"})
+    status, body, headers = tri.post("/no/such/route/here", {})
+    assert (status, body) == (404, {"error": "no route serves POST /no/such/route/here"})
+    assert headers["Content-Type"].startswith("application/json")
+    request = urllib.request.Request(tri.url + "/v3", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 404 and b'"error"' in info.value.read()
