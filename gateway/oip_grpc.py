@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-import zeroserve
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.errors import failure_of
@@ -23,7 +22,14 @@ from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import EXTENSIONS
 from gateway.oip_infer import infer
-from gateway.oip_models import VERSION, ModelRef, repository_index, resolve
+from gateway.oip_models import (
+    VERSION,
+    ModelRef,
+    ServerIdentity,
+    repository_index,
+    resolve,
+    server_metadata,
+)
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest
@@ -38,8 +44,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The gRPC servicer: one per gateway, sharing its broker link."""
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 access: Access, stream: StreamSettings | None = None) -> None:
+                 access: Access, stream: StreamSettings | None = None,
+                 server: ServerIdentity | None = None) -> None:
         self.link = link
+        self.server = server or ServerIdentity()
         self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
@@ -71,8 +79,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
         caller(self.access, context)
-        return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
-                                         extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**server_metadata(self.server, EXTENSIONS))
 
     @grpc_boundary
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-import zeroserve
 from gateway.errors import RequestFailed
 from gateway.invoke import find_model
 from gateway.json_body import dump_json
 from gateway.oip_infer import infer
-from gateway.oip_models import VERSION, repository_index
+from gateway.oip_models import VERSION, ServerIdentity, repository_index, server_metadata
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest, encode_response, parse_request
@@ -60,9 +59,12 @@ class ServerReadyHandler(OipHandler):
 
 
 class ServerMetadataHandler(OipHandler):
+    """``GET /v2``: the application setting ``oip_server`` (a :class:`ServerIdentity`) names
+    the server."""
+
     def get(self) -> None:
-        self.reply({"name": "zeroserve", "version": zeroserve.__version__,
-                    "extensions": EXTENSIONS})
+        self.reply(server_metadata(self.settings.get("oip_server", ServerIdentity()),
+                                   EXTENSIONS))
 
 
 class RepositoryIndexHandler(OipHandler):

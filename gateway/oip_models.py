@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import zeroserve
 from gateway.json_body import parse_json
 from zeroserve.schema import Field
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
@@ -27,6 +28,20 @@ PLATFORM = "zeroserve"
 # the datatype and shape advertised for inputs and outputs that are not declared tensors
 _SCALARS = {"int": ("INT64", [1]), "float": ("FP64", [1]), "bool": ("BOOL", [1]),
             "str": ("BYTES", [1])}
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What OIP server metadata says the server is (``gateway.server_name`` and
+    ``gateway.server_version``: setups written for Triton may check them)."""
+
+    name: str = "zeroserve"
+    version: str = zeroserve.__version__
+
+
+def server_metadata(server: ServerIdentity, extensions: list[str]) -> dict[str, Any]:
+    """The server metadata object (``GET /v2``, gRPC ServerMetadata)."""
+    return {"name": server.name, "version": server.version, "extensions": list(extensions)}
 
 
 @dataclass(frozen=True)

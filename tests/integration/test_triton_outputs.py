@@ -68,3 +68,26 @@ def test_unknown_paths_answer_json_404(tri: Cluster) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=5)
     assert info.value.code == 404 and b'"error"' in info.value.read()
+
+
+def test_server_name_and_version_are_settings(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.gateway(env={"ZEROSERVE_GATEWAY_SERVER_NAME": "triton",
+                         "ZEROSERVE_GATEWAY_SERVER_VERSION": "2.58.0"})
+    cluster.worker(SERVICE)
+    cluster.wait_ready()
+    with httpclient.InferenceServerClient(f"127.0.0.1:{cluster.http_port}") as client:
+        meta = client.get_server_metadata()
+        assert (meta["name"], meta["version"]) == ("triton", "2.58.0")
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{cluster.grpc_port}") as client:
+        grpc_meta = client.get_server_metadata()
+        assert (grpc_meta.name, grpc_meta.version) == ("triton", "2.58.0")
+        assert list(grpc_meta.extensions) == meta["extensions"]
+
+
+def test_server_identity_defaults_to_zeroserve(tri: Cluster) -> None:
+    import zeroserve
+
+    with httpclient.InferenceServerClient(f"127.0.0.1:{tri.http_port}") as client:
+        meta = client.get_server_metadata()
+    assert (meta["name"], meta["version"]) == ("zeroserve", zeroserve.__version__)
