@@ -14,6 +14,7 @@ from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
 from worker.placement import Placement
+from zeroserve.schema import InvalidOutput, check_outputs
 from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.wire import codec
 from zeroserve.wire.backend import Batch, Result, ResultItem
@@ -121,6 +122,18 @@ class BatchRunner:
         return Result(batch.batch_id, self._clock() - started, items)
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
+        """The endpoint's answer, checked against its declared outputs; :class:`UserError` if
+        it raised or its answer does not match."""
+        value = await self._call(endpoint, inputs, inline_only)
+        try:
+            check_outputs(endpoint.outputs, value)
+        except InvalidOutput as exc:
+            log.warning("worker: %s.%s answered outside its declared outputs: %s",
+                        self.spec.name, endpoint.name, exc)
+            raise UserError(str(exc)) from None
+        return value
+
+    async def _call(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
         method = getattr(self.instance, endpoint.method)
         placement = self._placement[endpoint.name]
         try:

@@ -91,3 +91,58 @@ def test_server_identity_defaults_to_zeroserve(tri: Cluster) -> None:
     with httpclient.InferenceServerClient(f"127.0.0.1:{tri.http_port}") as client:
         meta = client.get_server_metadata()
     assert (meta["name"], meta["version"]) == ("zeroserve", zeroserve.__version__)
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_named_outputs_in_metadata_and_config(tri: Cluster, module) -> None:
+    port = tri.http_port if module is httpclient else tri.grpc_port
+    with module.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        if module is httpclient:
+            meta = client.get_model_metadata("tri")
+            config = client.get_model_config("tri")
+            outputs = [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]]
+            dims = [(t["name"], t["data_type"], t["dims"]) for t in config["output"]]
+            assert config["max_batch_size"] == 8
+        else:
+            meta = client.get_model_metadata("tri")
+            config = client.get_model_config("tri").config
+            outputs = [(t.name, t.datatype, list(t.shape)) for t in meta.outputs]
+            dims = [(t.name, "TYPE_INT32" if t.data_type == 8 else t.data_type, list(t.dims))
+                    for t in config.output]
+            assert config.max_batch_size == 8
+    assert outputs == [("OUTPUT0", "INT32", [-1, 16]), ("OUTPUT1", "INT32", [-1, 16])]
+    assert dims == [("OUTPUT0", "TYPE_INT32", [16]), ("OUTPUT1", "TYPE_INT32", [16])]
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_requested_outputs_return_only_those(tri: Cluster, module) -> None:
+    port = tri.http_port if module is httpclient else tri.grpc_port
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    with module.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        every = client.infer("tri", _inputs(module, 2))
+        np.testing.assert_array_equal(every.as_numpy("OUTPUT0"), a + a)
+        np.testing.assert_array_equal(every.as_numpy("OUTPUT1"), a - a)
+        only = client.infer("tri", _inputs(module, 2),
+                            outputs=[module.InferRequestedOutput("OUTPUT1")])
+        names = [o["name"] for o in only.get_response()["outputs"]] if module is httpclient \
+            else [o.name for o in only.get_response().outputs]
+        assert names == ["OUTPUT1"]
+        assert only.as_numpy("OUTPUT0") is None
+        np.testing.assert_array_equal(only.as_numpy("OUTPUT1"), a - a)
+        single = client.infer("tri.single", _inputs(module, 2)[:1])
+        np.testing.assert_array_equal(single.as_numpy("output"), a * 3)
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_an_answer_outside_the_declared_outputs_is_a_500_naming_the_output(
+        tri: Cluster, module) -> None:
+    port = tri.http_port if module is httpclient else tri.grpc_port
+    status = "500" if module is httpclient else "StatusCode.INTERNAL"
+    with module.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        for model, message in [
+                ("tri.wrong_dtype", "output 'OUTPUT1': dtype int64 does not match the declared "
+                                    "int32"),
+                ("tri.one_missing", "output 'OUTPUT1' is missing from the endpoint's answer")]:
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(model, _inputs(module))
+            assert message in info.value.message() and info.value.status() == status
