@@ -126,6 +126,7 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
         inputs.append(field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
     named = options.outputs if isinstance(options.outputs, dict) else None
     outputs = [field_from_hint(str(n), hint, True) for n, hint in (named or {}).items()]
+    out_hint: Any
     if named is not None:
         out_hint = dict
     else:
