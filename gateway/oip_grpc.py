@@ -20,12 +20,13 @@ from gateway.errors import failure_of
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
-from gateway.oip_http import EXTENSIONS
+from gateway.oip_http import EXTENSIONS, read_statistics
 from gateway.oip_infer import infer
 from gateway.oip_models import (
     VERSION,
     ModelRef,
     ServerIdentity,
+    model_names,
     repository_index,
     resolve,
     server_metadata,
@@ -33,6 +34,7 @@ from gateway.oip_models import (
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest
+from gateway.oip_stats import statistics_message
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
@@ -117,6 +119,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         index = repository_index(services, request.ready)
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
+
+    @grpc_boundary
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+        """Triton's statistics extension: every model the caller may see when ``name`` is
+        empty, else that model's (:mod:`gateway.oip_stats`)."""
+        if request.name:
+            refs = [(await self._model(request.name, request.version, context))[0]]
+        else:
+            refs = model_names(await visible_services(self.access, self.link, context))
+        return statistics_message(await read_statistics(self.link, refs))
 
     @grpc_boundary
     async def ModelInfer(self, request: pb.ModelInferRequest,

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
@@ -109,31 +110,22 @@ class BatchRunner:
             live.append((it.request_id, inputs))
             deadlines[it.request_id] = received + it.timeout_ms / 1000.0
         started = self._clock()
+        timings = _Timings(input_s=started - received)
         if live:
             if endpoint.batchable and len(live) > 1:
-                items.extend(await self._run_merged(endpoint, live, inline_only))
+                items.extend(await self._run_merged(endpoint, live, inline_only, timings))
             else:
                 for request_id, inputs in live:
                     if self._clock() >= deadlines[request_id]:
                         items.append(_error_item(request_id, Status.DEADLINE_EXCEEDED,
                                                  "deadline exceeded before execution"))
                         continue
-                    items.append(await self._run_one(endpoint, request_id, inputs, inline_only))
-        return Result(batch.batch_id, self._clock() - started, items)
+                    items.append(await self._run_one(endpoint, request_id, inputs, inline_only,
+                                                     timings))
+        return Result(batch.batch_id, self._clock() - started, items, timings.input_s,
+                      timings.infer_s, timings.output_s)
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
-        """The endpoint's answer, checked against its declared outputs; :class:`UserError` if
-        it raised or its answer does not match."""
-        value = await self._call(endpoint, inputs, inline_only)
-        try:
-            check_outputs(endpoint.outputs, value)
-        except InvalidOutput as exc:
-            log.warning("worker: %s.%s answered outside its declared outputs: %s",
-                        self.spec.name, endpoint.name, exc)
-            raise UserError(str(exc)) from None
-        return value
-
-    async def _call(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
         method = getattr(self.instance, endpoint.method)
         placement = self._placement[endpoint.name]
         try:
@@ -151,25 +143,56 @@ class BatchRunner:
                         type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             raise UserError(f"{type(exc).__name__}: {exc}") from None
 
-    async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
-                       inline_only: bool) -> ResultItem:
+    def _check(self, endpoint: EndpointSpec, value: Any) -> None:
+        """Raise :class:`UserError` if ``value`` does not match the declared outputs."""
         try:
-            return _ok_item(request_id, await self._invoke(endpoint, inputs, inline_only))
+            check_outputs(endpoint.outputs, value)
+        except InvalidOutput as exc:
+            log.warning("worker: %s.%s answered outside its declared outputs: %s",
+                        self.spec.name, endpoint.name, exc)
+            raise UserError(str(exc)) from None
+
+    async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
+                       inline_only: bool, timings: _Timings) -> ResultItem:
+        begun = self._clock()
+        try:
+            value = await self._invoke(endpoint, inputs, inline_only)
+            answered = self._clock()
+            timings.infer_s += answered - begun
+            self._check(endpoint, value)
         except UserError as exc:
             return _error_item(request_id, Status.USER_ERROR, str(exc))
+        item = _ok_item(request_id, value)
+        timings.output_s += self._clock() - answered
+        return item
 
     async def _run_merged(self, endpoint: EndpointSpec, live: list[tuple[bytes, dict]],
-                          inline_only: bool) -> list[ResultItem]:
+                          inline_only: bool, timings: _Timings) -> list[ResultItem]:
         ids = [rid for rid, _ in live]
+        begun = self._clock()
         try:
             merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)
+            called = self._clock()
+            timings.input_s += called - begun
             output = await self._invoke(endpoint, merged, inline_only)
+            answered = self._clock()
+            timings.infer_s += answered - called
+            self._check(endpoint, output)
             pieces = split(output, counts, endpoint.batch_dim)
-        except (BatchMergeError, BatchSplitError) as exc:
+        except (BatchMergeError, BatchSplitError, UserError) as exc:
             return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
-        except UserError as exc:
-            return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
-        return [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
+        items = [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
+        timings.output_s += self._clock() - answered
+        return items
+
+
+@dataclass
+class _Timings:
+    """Seconds one batch spent on its inputs, in the user function and on its answers."""
+
+    input_s: float = 0.0
+    infer_s: float = 0.0
+    output_s: float = 0.0
 
 
 def run_blocking_in(loop: asyncio.AbstractEventLoop, pool: Any) -> Callable:

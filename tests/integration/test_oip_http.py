@@ -71,7 +71,7 @@ def test_health_and_server_metadata(client: triton.InferenceServerClient) -> Non
     meta = client.get_server_metadata()
     assert meta["name"] == "zeroserve"
     assert "binary_tensor_data" in meta["extensions"]
-    assert "statistics" not in meta["extensions"]
+    assert "statistics" in meta["extensions"]  # served: GET /v2/models/stats
 
 
 def test_model_metadata_and_config(client: triton.InferenceServerClient, oip: Cluster) -> None:
