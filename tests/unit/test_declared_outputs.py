@@ -98,3 +98,37 @@ def test_a_streaming_endpoint_cannot_declare_named_outputs() -> None:
             @zeroserve.api(outputs=PAIR)
             def gen(self, x: np.ndarray):
                 yield x
+
+
+def test_the_worker_answers_outside_the_declaration_with_a_user_error() -> None:
+    import asyncio
+
+    from worker.runner import BatchRunner
+    from zeroserve.wire import codec
+    from zeroserve.wire.backend import Batch, BatchItem
+    from zeroserve.wire.envelope import Status, unpack_map
+
+    @zeroserve.service(name="liar")
+    class Liar:
+        @zeroserve.api(batchable=True, outputs={"OUTPUT0": Tensor("int32", (-1, 2))})
+        def run(self, x: np.ndarray) -> dict:
+            return {"OUTPUT0": x.astype(np.int32) if x.sum() else x}
+
+    async def threads(fn):
+        return fn()
+
+    runner = BatchRunner(service_spec(Liar), Liar(), threads)
+
+    def run(*arrays: np.ndarray) -> list:
+        items = []
+        for n, arr in enumerate(arrays):
+            meta, body = codec.encode({"x": arr})
+            items.append(BatchItem(bytes([n]), 1000, [meta, *body]))
+        return asyncio.run(runner.run(Batch(1, "run", items))).items
+
+    good = run(np.ones((1, 2)), np.ones((2, 2)))  # merged into one call
+    assert [it.status for it in good] == [Status.OK, Status.OK]
+    (bad,) = run(np.zeros((1, 2)))
+    assert bad.status is Status.USER_ERROR
+    assert unpack_map(bad.frames[0], "error")["error"] == (
+        "output 'OUTPUT0': dtype float64 does not match the declared int32")
