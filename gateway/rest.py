@@ -272,6 +272,15 @@ class InvokeHandler(BodyHandler):
             self._stream_task.cancel()  # wakes the stream's wait, which cancels the stream
 
 
+class NotFoundHandler(BaseHandler):
+    """Every path that no route serves (the application's ``default_handler_class``): 404 as
+    ``{"error": message}``, like every other error, instead of tornado's HTML page."""
+
+    def prepare(self) -> None:
+        raise RequestFailed(Status.NOT_FOUND, f"no route serves {self.request.method} "
+                                              f"{self.request.path}")
+
+
 class HealthHandler(BaseHandler):
     """``GET /healthz``: the gateway process is up."""
 
