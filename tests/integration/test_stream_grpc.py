@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-
 from cluster import Cluster
+
 from gateway.api_keys import digest, new_key
 from zeroserve.client import errors
 from zeroserve.client.grpc_transport import AsyncGrpcTransport, GrpcTransport
@@ -170,9 +170,11 @@ def test_bad_inputs_and_the_wrong_method_are_invalid_argument(
     assert "streamer.ping is not a streaming endpoint: use Call" in error.details()
     assert codec.decode(stub.Call(_request("ping"), timeout=10).value) == "pong"
 
-    _, error = _read_until_error(stub.Stream(_request("count", n=2), timeout=10,
-                                             metadata=((IDLE, "soon"),)))
-    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and IDLE in error.details().lower()
+    for metadata in ((IDLE, "soon"), ("x-zeroserve-timeout", "0")):
+        _, error = _read_until_error(stub.Stream(_request("count", n=2), timeout=10,
+                                                 metadata=(metadata,)))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert metadata[0] in error.details().lower()
     with pytest.raises(errors.NotFound):
         list(transport.stream("streamer", "nothing", {}, 10.0))
 
@@ -235,6 +237,13 @@ def test_the_idle_limit_from_metadata_ends_the_rpc_with_deadline_exceeded(
                                       {"gate": str(gate), "wait_s": 20.0}, 10.0, 0.5):
             got.append(value)
     assert got == ["first"] and raised.value.from_server  # the gateway's, within the grace
+
+    values, error = _read_until_error(stub.Stream(
+        _request("acount", n=10_000, delay_s=0.02), timeout=30,
+        metadata=(("x-zeroserve-stream-total-timeout", "0.5"),)))
+    assert 3 < len(values) < 10_000
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "total limit of 0.5 s" in error.details()
 
 
 def test_the_timeout_bounds_the_first_chunk(transport: GrpcTransport) -> None:
