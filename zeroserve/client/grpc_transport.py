@@ -91,9 +91,9 @@ class _Stubs:
                idle_timeout_s: float | None) -> Any:
         """Start ``Serving/Stream``. It has no gRPC deadline, which would bound the whole
         stream: the limits go as metadata, for the gateway to keep."""
-        metadata = [*self.metadata, (TIMEOUT_METADATA, f"{timeout_s:.3f}")]
+        metadata = [*self.metadata, (TIMEOUT_METADATA, f"{max(timeout_s, 0.001):.3f}")]
         if idle_timeout_s is not None:
-            metadata.append((IDLE_METADATA, f"{idle_timeout_s:.3f}"))
+            metadata.append((IDLE_METADATA, f"{max(idle_timeout_s, 0.001):.3f}"))
         request = pb.CallRequest(service=service, endpoint=endpoint,
                                  inputs=payloads.encode_inputs(inputs))
         return self.serving.Stream(request, metadata=tuple(metadata))
