@@ -140,6 +140,10 @@ def test_an_error_after_chunks_ends_the_rpc_with_internal_and_its_message(
             got.append(value)
     assert got == [0, 1] and raised.value.status == 500 and raised.value.from_server
 
+    values, error = _read_until_error(stub.Stream(_request("bad_chunk"), timeout=10))
+    assert values == [1] and error.code() is grpc.StatusCode.INTERNAL
+    assert "cannot be sent (chunk 1)" in error.details()
+
 
 def test_an_error_before_the_first_chunk_ends_the_rpc_with_internal(
         stub: pb_grpc.ServingStub, transport: GrpcTransport) -> None:
@@ -186,6 +190,13 @@ def test_cancelling_the_rpc_closes_the_generator(stub: pb_grpc.ServingStub,
                           timeout=60)
     assert [codec.decode(next(replies).value) for _ in range(3)] == [0, 1, 2]
     replies.cancel()
+    assert _wait_for_line(marker, "closed") == ["started", "closed"]
+
+    # a gRPC deadline bounds the whole RPC: when it passes, the stream is cancelled too
+    marker = tmp_path / "deadline"
+    values, error = _read_until_error(stub.Stream(
+        _request("count", n=10_000, delay_s=0.02, marker=str(marker)), timeout=1.0))
+    assert 0 < len(values) < 10_000 and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert _wait_for_line(marker, "closed") == ["started", "closed"]
 
 
