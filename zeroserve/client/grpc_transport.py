@@ -235,7 +235,7 @@ class AsyncGrpcTransport:
             while True:
                 try:
                     reply = await asyncio.wait_for(call.read(), waits.next_s())
-                except TimeoutError:
+                except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (two before 3.11)
                     raise waits.passed() from None
                 except grpc.RpcError as exc:
                     raise from_grpc(exc.code(), exc.details()) from None

@@ -65,8 +65,9 @@ class ServingServicer:
         """The chunks of a streaming endpoint (docs/streaming.md), in order: each reply is one
         chunk, its value encoded as Call's. An error ends the RPC with a gRPC status and details
         (after some chunks too); cancelling the RPC cancels the stream at the worker. Metadata
-        x-zeroserve-stream-idle-timeout / x-zeroserve-stream-total-timeout (seconds) set the
-        limits between chunks and in all; the deadline bounds the first chunk.
+        (seconds): x-zeroserve-timeout bounds the wait for the first chunk (as the deadline
+        does, which also ends the whole RPC when it passes); x-zeroserve-stream-idle-timeout
+        and x-zeroserve-stream-total-timeout the gaps between chunks and the whole stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
