@@ -1,11 +1,13 @@
 """Streams over gRPC (``zeroserve.v1.Serving/Stream``) through a real gateway, broker and
-worker serving the test "streamer" service: with the generated stub, and through the SDK's
-gRPC transports (sync and async). Chunks in order and as they come, errors before and after
-chunks, bad inputs, the idle limit from metadata, cancellation that closes the generator at
-the worker, numpy values, API keys, and the client's own bound when no gateway answers."""
+worker serving the test "streamer" service: with the generated stub, through the SDK's gRPC
+transports and through ``zeroserve.Client("grpc://...")`` / ``AsyncClient``. Chunks in order
+and as they come, errors before and after chunks, bad inputs, the idle and total limits from
+metadata, cancellation that closes the generator at the worker, numpy values, API keys, a
+reader that stops reading, and the client's own bounds when no chunk comes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 
+import zeroserve
 from gateway.api_keys import digest, new_key
 from zeroserve.client import errors
 from zeroserve.client.grpc_transport import AsyncGrpcTransport, GrpcTransport
@@ -51,12 +54,9 @@ def stub(streaming: Cluster) -> Iterator[pb_grpc.ServingStub]:
 
 
 @pytest.fixture
-def transport(streaming: Cluster) -> Iterator[GrpcTransport]:
-    sdk = GrpcTransport(f"grpc://127.0.0.1:{streaming.grpc_port}")
-    try:
+def client(streaming: Cluster) -> Iterator[zeroserve.Client]:
+    with zeroserve.Client(f"grpc://127.0.0.1:{streaming.grpc_port}", timeout=10) as sdk:
         yield sdk
-    finally:
-        sdk.close()
 
 
 def _request(endpoint: str, **inputs: Any) -> pb.CallRequest:
@@ -95,12 +95,17 @@ def test_the_stub_gets_every_chunk_in_order(stub: pb_grpc.ServingStub) -> None:
     assert _values(stub.Stream(_request("count", n=0), timeout=10)) == []
 
 
-def test_the_sdk_transports_stream_sync_and_async(streaming: Cluster,
-                                                  transport: GrpcTransport) -> None:
-    assert list(transport.stream("streamer", "count", {"n": 12}, 10.0)) == list(range(12))
+def test_the_sdk_transports_stream_sync_and_async(streaming: Cluster) -> None:
+    url = f"grpc://127.0.0.1:{streaming.grpc_port}"
+    transport = GrpcTransport(url)
+    try:
+        assert list(transport.stream("streamer", "count", {"n": 12}, 10.0, None)) == \
+            list(range(12))
+    finally:
+        transport.close()
 
     async def read() -> list[Any]:
-        sdk = AsyncGrpcTransport(f"grpc://127.0.0.1:{streaming.grpc_port}")
+        sdk = AsyncGrpcTransport(url)
         try:
             return [value async for value in sdk.stream("streamer", "acount", {"n": 4}, 10.0,
                                                          5.0)]
@@ -109,8 +114,19 @@ def test_the_sdk_transports_stream_sync_and_async(streaming: Cluster,
     assert asyncio.run(read()) == [{"i": i, "text": f"token{i}"} for i in range(4)]
 
 
+def test_the_clients_stream_over_grpc(streaming: Cluster, client: zeroserve.Client) -> None:
+    assert list(client.stream("streamer", "count", n=12)) == list(range(12))
+    assert list(client.stream("streamer", "count", n=0)) == []
+
+    async def read() -> list[Any]:
+        async with zeroserve.AsyncClient(f"grpc://127.0.0.1:{streaming.grpc_port}") as sdk:
+            return [value async for value in sdk.stream("streamer", "acount", n=4,
+                                                        idle_timeout=5.0)]
+    assert asyncio.run(read()) == [{"i": i, "text": f"token{i}"} for i in range(4)]
+
+
 def test_the_first_chunk_comes_before_the_generator_goes_on(
-        stub: pb_grpc.ServingStub, transport: GrpcTransport, tmp_path: Path) -> None:
+        stub: pb_grpc.ServingStub, client: zeroserve.Client, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     replies = stub.Stream(_request("first_then_wait", gate=str(gate), wait_s=20.0), timeout=30)
     started = time.monotonic()
@@ -120,15 +136,14 @@ def test_the_first_chunk_comes_before_the_generator_goes_on(
     assert _values(replies) == ["second"]
 
     gate = tmp_path / "gate-sdk"
-    chunks = transport.stream("streamer", "first_then_wait", {"gate": str(gate),
-                                                              "wait_s": 20.0}, 10.0)
+    chunks = client.stream("streamer", "first_then_wait", gate=str(gate), wait_s=20.0)
     assert next(chunks) == "first"
     gate.touch()
     assert list(chunks) == ["second"]
 
 
 def test_an_error_after_chunks_ends_the_rpc_with_internal_and_its_message(
-        stub: pb_grpc.ServingStub, transport: GrpcTransport) -> None:
+        stub: pb_grpc.ServingStub, client: zeroserve.Client) -> None:
     values, error = _read_until_error(stub.Stream(_request("fails_after", n=3), timeout=10))
     assert values == [0, 1, 2]
     assert error.code() is grpc.StatusCode.INTERNAL
@@ -136,7 +151,7 @@ def test_an_error_after_chunks_ends_the_rpc_with_internal_and_its_message(
 
     got = []
     with pytest.raises(errors.ServerError, match="failed after 2 chunks") as raised:
-        for value in transport.stream("streamer", "fails_after", {"n": 2}, 10.0):
+        for value in client.stream("streamer", "fails_after", n=2):
             got.append(value)
     assert got == [0, 1] and raised.value.status == 500 and raised.value.from_server
 
@@ -146,24 +161,24 @@ def test_an_error_after_chunks_ends_the_rpc_with_internal_and_its_message(
 
 
 def test_an_error_before_the_first_chunk_ends_the_rpc_with_internal(
-        stub: pb_grpc.ServingStub, transport: GrpcTransport) -> None:
+        stub: pb_grpc.ServingStub, client: zeroserve.Client) -> None:
     values, error = _read_until_error(stub.Stream(_request("fails_first", why="no start"),
                                                   timeout=10))
     assert values == []
     assert error.code() is grpc.StatusCode.INTERNAL and "no start" in error.details()
     with pytest.raises(errors.ServerError, match="bad start"):
-        list(transport.stream("streamer", "fails_first", {}, 10.0))
+        list(client.stream("streamer", "fails_first"))
 
 
 def test_bad_inputs_and_the_wrong_method_are_invalid_argument(
-        stub: pb_grpc.ServingStub, transport: GrpcTransport) -> None:
+        stub: pb_grpc.ServingStub, client: zeroserve.Client) -> None:
     for request in (_request("count", n="many"), _request("count"),
                     pb.CallRequest(service="streamer", endpoint="count", inputs=b"\xc1")):
         values, error = _read_until_error(stub.Stream(request, timeout=10))
         assert values == [] and error.code() is grpc.StatusCode.INVALID_ARGUMENT, \
             error.details()
     with pytest.raises(errors.BadRequest):
-        list(transport.stream("streamer", "count", {"n": "many"}, 10.0))
+        list(client.stream("streamer", "count", n="many"))
 
     with pytest.raises(grpc.RpcError) as called:
         stub.Call(_request("count", n=2), timeout=10)
@@ -180,7 +195,7 @@ def test_bad_inputs_and_the_wrong_method_are_invalid_argument(
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert metadata[0] in error.details().lower()
     with pytest.raises(errors.NotFound):
-        list(transport.stream("streamer", "nothing", {}, 10.0))
+        list(client.stream("streamer", "nothing"))
 
 
 def test_cancelling_the_rpc_closes_the_generator(stub: pb_grpc.ServingStub,
@@ -201,37 +216,44 @@ def test_cancelling_the_rpc_closes_the_generator(stub: pb_grpc.ServingStub,
 
 
 def test_leaving_the_sdk_iteration_closes_the_generator(streaming: Cluster,
-                                                        transport: GrpcTransport,
+                                                        client: zeroserve.Client,
                                                         tmp_path: Path) -> None:
     marker = tmp_path / "sync"
-    chunks = transport.stream("streamer", "count", {"n": 10_000, "delay_s": 0.02,
-                                                    "marker": str(marker)}, 10.0)
+    chunks = client.stream("streamer", "count", n=10_000, delay_s=0.02, marker=str(marker))
     assert [next(chunks) for _ in range(3)] == [0, 1, 2]
     chunks.close()
     assert _wait_for_line(marker, "closed") == ["started", "closed"]
 
+    marker = tmp_path / "transport"
+    transport = GrpcTransport(f"grpc://127.0.0.1:{streaming.grpc_port}")
+    try:
+        raw = transport.stream("streamer", "count", {"n": 10_000, "delay_s": 0.02,
+                                                     "marker": str(marker)}, 10.0, None)
+        assert [next(raw) for _ in range(3)] == [0, 1, 2]
+        raw.close()
+        assert _wait_for_line(marker, "closed") == ["started", "closed"]
+    finally:
+        transport.close()
+
     marker = tmp_path / "async"
 
     async def leave_early() -> list[Any]:
-        sdk = AsyncGrpcTransport(f"grpc://127.0.0.1:{streaming.grpc_port}")
         got = []
-        try:
-            chunks = sdk.stream("streamer", "acount", {"n": 10_000, "delay_s": 0.02,
-                                                       "marker": str(marker)}, 10.0)
-            async for value in chunks:
-                got.append(value["i"])
-                if len(got) == 3:
-                    break
-            await chunks.aclose()
+        async with zeroserve.AsyncClient(f"grpc://127.0.0.1:{streaming.grpc_port}") as sdk:
+            chunks = sdk.stream("streamer", "acount", n=10_000, delay_s=0.02,
+                                marker=str(marker))
+            async with contextlib.aclosing(chunks):
+                async for value in chunks:
+                    got.append(value["i"])
+                    if len(got) == 3:
+                        break
             return got
-        finally:
-            await sdk.close()
     assert asyncio.run(leave_early()) == [0, 1, 2]
     assert _wait_for_line(marker, "closed") == ["started", "closed"]
 
 
 def test_the_idle_limit_from_metadata_ends_the_rpc_with_deadline_exceeded(
-        stub: pb_grpc.ServingStub, transport: GrpcTransport, tmp_path: Path) -> None:
+        stub: pb_grpc.ServingStub, client: zeroserve.Client, tmp_path: Path) -> None:
     gate = tmp_path / "never"
     started = time.monotonic()
     values, error = _read_until_error(stub.Stream(
@@ -244,8 +266,8 @@ def test_the_idle_limit_from_metadata_ends_the_rpc_with_deadline_exceeded(
 
     got = []
     with pytest.raises(errors.DeadlineExceeded, match="idle for 0.5 s") as raised:
-        for value in transport.stream("streamer", "first_then_wait",
-                                      {"gate": str(gate), "wait_s": 20.0}, 10.0, 0.5):
+        for value in client.stream("streamer", "first_then_wait", gate=str(gate),
+                                   wait_s=20.0, idle_timeout=0.5):
             got.append(value)
     assert got == ["first"] and raised.value.from_server  # the gateway's, within the grace
 
@@ -257,19 +279,18 @@ def test_the_idle_limit_from_metadata_ends_the_rpc_with_deadline_exceeded(
     assert "total limit of 0.5 s" in error.details()
 
 
-def test_the_timeout_bounds_the_first_chunk(transport: GrpcTransport) -> None:
+def test_the_timeout_bounds_the_first_chunk(client: zeroserve.Client) -> None:
     started = time.monotonic()
     with pytest.raises(errors.DeadlineExceeded) as raised:
-        list(transport.stream("streamer", "count", {"n": 1, "delay_s": 2.5}, 0.3))
+        list(client.stream("streamer", "count", n=1, delay_s=2.5, timeout=0.3))
     assert raised.value.from_server and "first chunk" in raised.value.message
     assert time.monotonic() - started < 2.5  # not the 2.5 s the first chunk takes
 
 
-def test_numpy_chunks_keep_their_dtype_and_shape(transport: GrpcTransport) -> None:
+def test_numpy_chunks_keep_their_dtype_and_shape(client: zeroserve.Client) -> None:
     # small arrays travel inline from the worker; 4096 float64s in frames of their own
     for size, dtype in ((3, "float16"), (4096, "float64"), (5, "int8")):
-        chunks = list(transport.stream("streamer", "arrays",
-                                       {"n": 3, "size": size, "dtype": dtype}, 10.0))
+        chunks = list(client.stream("streamer", "arrays", n=3, size=size, dtype=dtype))
         assert len(chunks) == 3
         for i, chunk in enumerate(chunks):
             assert isinstance(chunk, np.ndarray)
@@ -292,30 +313,25 @@ def test_api_keys_guard_streams(tmp_path: Path) -> None:
         cluster.wait_ready(1, "streamer")
         url = f"grpc://127.0.0.1:{cluster.grpc_port}"
         for key, refused in ((None, errors.Unauthorized), (other_key, errors.Forbidden)):
-            sdk = GrpcTransport(url, api_key=key)
-            try:
-                with pytest.raises(refused):
-                    list(sdk.stream("streamer", "count", {"n": 2}, 10.0))
-            finally:
-                sdk.close()
-        sdk = GrpcTransport(url, api_key=streamer_key)
-        try:
-            assert list(sdk.stream("streamer", "count", {"n": 2}, 10.0)) == [0, 1]
-        finally:
-            sdk.close()
+            with zeroserve.Client(url, api_key=key) as sdk, pytest.raises(refused):
+                list(sdk.stream("streamer", "count", n=2))
+        with zeroserve.Client(url, api_key=streamer_key) as sdk:
+            assert list(sdk.stream("streamer", "count", n=2)) == [0, 1]
     finally:
         cluster.stop()
 
 
 class _Silent(pb_grpc.ServingServicer):
-    """A server whose streams send nothing until released."""
+    """A server whose streams stall until released: endpoint "one" after its first chunk,
+    any other before it."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
 
     def Stream(self, request: pb.CallRequest, context: grpc.ServicerContext
                ) -> Iterator[pb.CallReply]:
-        yield pb.CallReply(value=codec.encode("first")[0])
+        if request.endpoint == "one":
+            yield pb.CallReply(value=codec.encode("first")[0])
         self.release.wait(30)
 
 
@@ -327,28 +343,36 @@ def test_the_sdk_stops_waiting_when_no_chunk_comes() -> None:
     server.start()
     url = f"grpc://127.0.0.1:{port}"
     try:
-        sdk = GrpcTransport(url)
+        transport = GrpcTransport(url)
         try:
-            chunks = sdk.stream("s", "e", {}, 5.0, 0.2)
+            chunks = transport.stream("s", "one", {}, 5.0, 0.2)
             assert next(chunks) == "first"
             started = time.monotonic()
-            with pytest.raises(errors.DeadlineExceeded, match="idle timeout") as raised:
+            with pytest.raises(TimeoutError, match="in 0.2 s after chunk 1"):
+                next(chunks)
+            assert 1.1 < time.monotonic() - started < 5  # the idle timeout and the grace
+            with pytest.raises(TimeoutError, match="in 0.1 s .the timeout"):
+                next(transport.stream("s", "none", {}, 0.1, None))
+        finally:
+            transport.close()
+
+        with zeroserve.Client(url, timeout=0.2) as client:
+            chunks = client.stream("s", "one", idle_timeout=0.2)
+            assert next(chunks) == "first"
+            with pytest.raises(errors.DeadlineExceeded, match="no stream chunk") as raised:
                 next(chunks)
             assert not raised.value.from_server
-            assert 1.1 < time.monotonic() - started < 5  # the idle timeout and the grace
-        finally:
-            sdk.close()
+            with pytest.raises(errors.DeadlineExceeded, match="no answer") as raised:
+                next(client.stream("s", "none"))
+            assert not raised.value.from_server
 
         async def wait() -> errors.DeadlineExceeded:
-            sdk = AsyncGrpcTransport(url)
-            try:
-                chunks = sdk.stream("s", "e", {}, 5.0, 0.2)
+            async with zeroserve.AsyncClient(url) as client:
+                chunks = client.stream("s", "one", idle_timeout=0.2)
                 assert await anext(chunks) == "first"
-                with pytest.raises(errors.DeadlineExceeded, match="idle timeout") as raised:
+                with pytest.raises(errors.DeadlineExceeded, match="no stream chunk") as raised:
                     await anext(chunks)
                 return raised.value
-            finally:
-                await sdk.close()
         assert not asyncio.run(wait()).from_server
     finally:
         silent.release.set()

@@ -16,7 +16,8 @@ from typing import Any
 import grpc
 
 from zeroserve.client import payloads
-from zeroserve.client.errors import DeadlineExceeded, from_grpc
+from zeroserve.client.errors import from_grpc
+from zeroserve.client.operations import GATEWAY_504_GRACE_S
 from zeroserve.client.transport import SYSTEM_TLS, GrpcRequest, Operation, Tls
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -25,9 +26,6 @@ from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1),
                    ("grpc.max_send_message_length", 2**31 - 1)]
 DEFAULT_PORT = 8001
-# How long past a stream's own limits the client waits for the gateway's DEADLINE_EXCEEDED
-# before it gives up itself (the gateway's message says which limit passed).
-STREAM_GRACE_S = 1.0
 TIMEOUT_METADATA = "x-zeroserve-timeout"  # the wait for a stream's first chunk
 IDLE_METADATA = "x-zeroserve-stream-idle-timeout"  # the wait for each next one
 
@@ -101,8 +99,9 @@ class _Stubs:
 
 class _Waits:
     """The client's own bounds on a stream: ``timeout_s`` for the first chunk, then
-    ``idle_timeout_s`` (None: no bound) for each next one, each with :data:`STREAM_GRACE_S`
-    more for the gateway's own answer."""
+    ``idle_timeout_s`` (None: no bound) for each next one, each with
+    :data:`~zeroserve.client.operations.GATEWAY_504_GRACE_S` more, so that the gateway's own
+    DEADLINE_EXCEEDED, which says which limit passed, comes first."""
 
     def __init__(self, timeout_s: float, idle_timeout_s: float | None) -> None:
         self.timeout_s, self.idle_timeout_s = timeout_s, idle_timeout_s
@@ -111,16 +110,17 @@ class _Waits:
     def next_s(self) -> float | None:
         """How long to wait for the next chunk."""
         limit = self.timeout_s if self.chunks == 0 else self.idle_timeout_s
-        return None if limit is None else limit + STREAM_GRACE_S
+        return None if limit is None else limit + GATEWAY_504_GRACE_S
 
-    def passed(self) -> DeadlineExceeded:
-        """The client's error when :meth:`next_s` passed with no chunk."""
+    def passed(self) -> TimeoutError:
+        """What the transport raises when :meth:`next_s` passed with no chunk (the client
+        turns it into its own DeadlineExceeded)."""
         if self.chunks == 0:
             what = f"no chunk came from the server in {self.timeout_s:g} s (the timeout)"
         else:
             what = (f"no chunk came from the server in {self.idle_timeout_s:g} s after chunk "
                     f"{self.chunks} (the idle timeout)")
-        return DeadlineExceeded(504, f"{what}; the client stopped waiting", from_server=False)
+        return TimeoutError(f"{what}; the client stopped waiting")
 
 
 class _Watchdog:
@@ -184,9 +184,9 @@ class GrpcTransport:
     def stream(self, service: str, endpoint: str, inputs: Mapping[str, Any], timeout_s: float,
                idle_timeout_s: float | None = None) -> Generator[Any, None, None]:
         """The decoded chunks of a streaming endpoint, in order: the first within
-        ``timeout_s``, each next one within ``idle_timeout_s`` (None: the gateway's limit).
-        Raises the typed errors :meth:`send` raises; closing the generator cancels the RPC,
-        which cancels the stream at the worker."""
+        ``timeout_s``, each next one within ``idle_timeout_s`` (None: the gateway's limit),
+        else ``TimeoutError``. Raises the typed errors :meth:`send` raises; closing the
+        generator cancels the RPC, which cancels the stream at the worker."""
         call = self._stubs.stream(service, endpoint, inputs, timeout_s, idle_timeout_s)
         waits, watchdog = _Waits(timeout_s, idle_timeout_s), _Watchdog(call.cancel)
         try:
