@@ -450,8 +450,8 @@ def test_keda_scaled_object_scales_each_worker_deployment_on_its_queue_depth():
         assert trigger["type"] == "prometheus"
         meta = trigger["metadata"]
         assert urllib.parse.urlsplit(meta["serverAddress"]).scheme in ("http", "https")
-        assert re.search(r'zeroserve_broker_queue_depth\{service="%s"\}' % re.escape(service),
-                         meta["query"]), meta["query"]
+        assert f'zeroserve_broker_queue_depth{{service="{service}"}}' in meta["query"], \
+            meta["query"]
         assert isinstance(meta["threshold"], str) and float(meta["threshold"]) > 0
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 30
