@@ -1,8 +1,8 @@
 """The image's HEALTHCHECK: is the zeroserve daemon of this container healthy?
 
 It finds the daemon's command line (the first process running ``zeroserve ROLE``), reads its
-settings as the daemon did (the same flags, ``--config`` file and ``ZEROSERVE_*`` variables) and
-checks what the role serves:
+settings as the daemon did (its ``--config`` file, the ``ZEROSERVE_*`` variables and the flags
+that name an address or port) and checks what the role serves:
 
 - ``gateway`` and ``serve``: ``GET /healthz`` on the HTTP port answers 200;
 - ``broker``: its frontend accepts a TCP connection;
@@ -14,12 +14,15 @@ manifests in deploy/kubernetes use probes instead.
 """
 from __future__ import annotations
 
+import importlib.util
 import socket
 import ssl
 import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 ROLES = ("broker", "gateway", "worker", "serve")
 
@@ -38,16 +41,47 @@ def daemon_command() -> list[str]:
     raise LookupError("no zeroserve broker|gateway|worker|serve process in this container")
 
 
-def settings_of(command: list[str]):  # -> zeroserve.config.Settings
-    """The daemon's settings, layered as its command layered them."""
-    from zeroserve.cli.main import main
-    from zeroserve.config import load_settings
+# the flags that name what the check asks, and their old spellings (zeroserve/cli/options.py)
+FLAGS = {"--config": "config", "--frontend": "broker.frontend", "--http-port": "gateway.http_port",
+         "--http": "gateway.http_port", "--host": "gateway.http_host",
+         "--tls-cert": "gateway.tls_cert_file"}
 
-    role = main.commands[command[0]]
-    ctx = role.make_context(command[0], command[1:])
-    dotted = {name.replace("__", "."): value for name, value in ctx.params.items()
-              if "__" in name}
-    return load_settings(ctx.params.get("config_file"), dotted)
+
+def flags_of(command: list[str]) -> dict[str, str]:
+    """The values of :data:`FLAGS` in ``command`` (``--flag value`` or ``--flag=value``)."""
+    found: dict[str, str] = {}
+    for i, arg in enumerate(command):
+        name, equals, value = arg.partition("=")
+        if name in FLAGS:
+            if not equals:
+                value = command[i + 1] if i + 1 < len(command) else ""
+            found[FLAGS[name]] = value
+    return found
+
+
+def load_config_module() -> ModuleType:
+    """zeroserve/config.py on its own: importing the package would import numpy and more, a
+    second of CPU on every check."""
+    package = importlib.util.find_spec("zeroserve")
+    if package is None or not package.submodule_search_locations:
+        raise LookupError("zeroserve is not installed in this image")
+    path = Path(list(package.submodule_search_locations)[0]) / "config.py"
+    spec = importlib.util.spec_from_file_location("zeroserve_config_for_healthcheck", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def settings_of(command: list[str]) -> Any:
+    """The daemon's settings (zeroserve.config.Settings), layered as the daemon layers them:
+    its --config file, the environment, then the flags the check needs."""
+    flags = flags_of(command)
+    config_file = flags.pop("config", None)
+    if command[0] != "broker":
+        flags.pop("broker.frontend", None)  # a gateway's --frontend is the broker's address
+    return load_config_module().load_settings(config_file, flags)
 
 
 def _local(host: str) -> str:

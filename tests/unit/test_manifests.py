@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import ipaddress
 import posixpath
 import re
@@ -455,3 +456,31 @@ def test_keda_scaled_object_scales_each_worker_deployment_on_its_queue_depth():
         assert isinstance(meta["threshold"], str) and float(meta["threshold"]) > 0
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 30
+
+
+# ---------------------------------------------------------------- the image's HEALTHCHECK
+
+
+def test_the_image_healthcheck_reads_the_flags_the_daemons_define():
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    asked = {"gateway": ("--config", "--http-port", "--host", "--tls-cert"),
+             "serve": ("--config", "--http-port", "--host", "--tls-cert"),
+             "broker": ("--config", "--frontend")}
+    every_flag: set[str] = set()
+    for name, flags in asked.items():
+        options = {flag: p.name for p in zeroserve_command.commands[name].params
+                   for flag in p.opts}
+        every_flag |= set(options)
+        for flag in flags:
+            setting = healthcheck.FLAGS[flag]
+            assert options[flag] == ("config_file" if setting == "config"
+                                     else setting.replace(".", "__")), (name, flag)
+    assert set(healthcheck.FLAGS) <= every_flag
+    settings = healthcheck.settings_of(["gateway", "--frontend", "tcp://broker:1",
+                                        "--http-port=9000", "--host", "127.0.0.2"])
+    assert (settings.gateway.http_port, settings.gateway.http_host) == (9000, "127.0.0.2")
+    assert healthcheck.settings_of(["broker", "--frontend", "tcp://0.0.0.0:7000"]) \
+        .broker.frontend == "tcp://0.0.0.0:7000"
