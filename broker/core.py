@@ -18,6 +18,7 @@ from broker.admission import ClusterAdmission
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats, StreamStats
+from zeroserve.curve import WORKER_CONTROL_OPS
 from zeroserve.wire.backend import (
     Batch,
     BatchItem,
@@ -146,13 +147,16 @@ class BrokerCore:
         self._next_batch = int.from_bytes(os.urandom(4), "big") >> 1 << 32
         self._next_heartbeat = now
         self.dropped = 0
+        self.worker_control_refused = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
 
     # ------------------------------------------------------------ frontend
 
-    def on_frontend(self, frames: Sequence, now: float) -> None:
+    def on_frontend(self, frames: Sequence, now: float, role: str = "") -> None:
         """Handle one message from a gateway: ``[identity, ZS1, command, ...]``, the identity
-        and routing frames as bytes, payload frames as bytes or zmq.Frame."""
+        and routing frames as bytes, payload frames as bytes or zmq.Frame. ``role``: the
+        sender's CURVE key role ("" without CURVE); a worker's key may send requests (calls
+        of other services) but only the control calls of ``WORKER_CONTROL_OPS``."""
         if len(frames) < 3:
             return self._drop("frontend", "too few frames")
         gateway = frames[0]
@@ -161,7 +165,10 @@ class BrokerCore:
             if command is Command.REQUEST:
                 self._on_request(gateway, parse_request(rest), now)
             elif command is Command.CONTROL:
-                self._on_control(gateway, parse_control(rest), now)
+                ctl = parse_control(rest)
+                if role == "worker" and ctl.op.value not in WORKER_CONTROL_OPS:
+                    return self._refuse_worker_control(ctl)
+                self._on_control(gateway, ctl, now)
             elif command is Command.CREDIT:
                 self._on_credit(gateway, parse_credit(rest))
             elif command is Command.CANCEL:
@@ -170,6 +177,15 @@ class BrokerCore:
                 raise ProtocolError(f"command {command.name} is not valid on the frontend")
         except ProtocolError as exc:
             self._drop("frontend", str(exc))
+
+    def _refuse_worker_control(self, ctl: Control) -> None:
+        """Drop a control call made with a worker's key, unanswered (as a key refused on a
+        channel gets no answer); logged for the first ten, then every thousandth."""
+        self.worker_control_refused += 1
+        if self.worker_control_refused <= 10 or self.worker_control_refused % 1000 == 0:
+            log.warning("broker: dropped a %s control call made with a worker key (a worker "
+                        "key may not make control calls on the frontend); %d so far",
+                        ctl.op.value, self.worker_control_refused)
 
     def _reply(self, gateway: bytes, reply: Reply) -> None:
         self._send_front([gateway, *reply.to_frames()])
