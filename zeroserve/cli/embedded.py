@@ -5,10 +5,11 @@ The supervisor names a fresh cluster for the run (``serve-<random>``, unless
 ``cluster.name`` is set), starts the daemons of that cluster, waits until the
 gateway *it started* is ready (``/readyz`` names its cluster: another cluster's
 gateway may answer on a shared port) and a worker of every service has
-registered, and on SIGINT/SIGTERM stops them in order: workers first (they drain), then the gateway, then the broker. Children
-get SIGTERM if the supervisor dies. A broker or gateway that exits before the
-cluster is ready (a port taken, most likely) is a start-up error: ``serve``
-stops the rest and exits 1. Later, a daemon that exits on its own is started
+registered, and on SIGINT/SIGTERM stops them in order: workers first (they
+drain), then the gateway, then the broker. Children get SIGTERM if the
+supervisor dies. A broker or gateway that exits before the cluster is ready
+(a port taken, most likely) is a start-up error: ``serve`` stops the rest and
+exits 1. Later, a daemon that exits on its own is started
 again after a backoff (:class:`~zeroserve.cli.restarts.RestartPolicy`); one
 that crashes five times within a minute makes ``serve`` stop the rest and exit 1.
 """
