@@ -157,7 +157,7 @@ def parse_deployment(text: str, source: str = "<deployment>",
     else:
         key_node, node = top["services"]
         entries = check.mapping(node, "services", None)
-        if isinstance(node, MappingNode) and not entries:
+        if isinstance(node, MappingNode) and not node.value:
             check.problem(node, "services", "empty: a deployment needs at least one service")
         for name, (name_node, spec) in entries.items():
             service = _service(check, name, name_node, spec, base)
@@ -296,7 +296,7 @@ def _batching(check: _Checker, node: Node, key: str) -> dict[str, dict[str, floa
     for endpoint, (_, spec) in check.mapping(node, key, None).items():
         where = f"{key}.{endpoint}"
         entries = check.mapping(spec, where, _BATCHING_KEYS)
-        if isinstance(spec, MappingNode) and not entries:
+        if isinstance(spec, MappingNode) and not spec.value:
             check.problem(spec, where, f"empty: give {' and/or '.join(_BATCHING_KEYS)}")
         chosen: dict[str, float] = {}
         if "max_batch_size" in entries:

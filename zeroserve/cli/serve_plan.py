@@ -89,7 +89,6 @@ def daemons(deployment: Deployment, frontend: str, backend: str, config_file: st
     """The broker (binding ``frontend`` and ``backend``), the gateway and the workers
     (connecting to ``backend``, the address to connect to), each with ``env`` and, where
     ``gpus`` is given, its own ``CUDA_VISIBLE_DEVICES``."""
-    backend = connect_address(backend)
     base = (sys.executable, "-m")
     extra = ("--config", config_file) if config_file else ()
     plan = [Daemon("broker", (*base, "broker", "--frontend", frontend, "--backend", backend,
@@ -100,7 +99,8 @@ def daemons(deployment: Deployment, frontend: str, backend: str, config_file: st
         worker_env = dict(env)
         if gpus is not None:
             worker_env[CUDA_VISIBLE_DEVICES] = visible_devices(gpus, name)
-        plan.append(Daemon(name, (*base, "worker", service.target, "--backend", backend,
+        plan.append(Daemon(name, (*base, "worker", service.target, "--backend",
+                                  connect_address(backend),
                                   *service.worker_flags(), *extra), worker_env))
     return plan
 
