@@ -12,5 +12,6 @@ class Devices:
         return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
     @zeroserve.api
-    def pid(self) -> int:
-        return os.getpid()
+    def worker(self) -> dict:
+        """Which worker answered (its pid) and what it sees."""
+        return {"pid": os.getpid(), "devices": self.visible()}
