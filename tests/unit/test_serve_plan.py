@@ -15,7 +15,7 @@ from zeroserve.cli.serve_plan import (
     plan_gpus,
     worker_names,
 )
-from zeroserve.cli.targets import TargetError, service_names
+from zeroserve.cli.targets import LoadedTarget, TargetError, load_targets
 from zeroserve.deployment import parse_deployment
 from zeroserve.service import load_service
 
@@ -53,7 +53,9 @@ def test_gpu_workers_see_their_devices_and_the_others_none() -> None:
 
 def test_command_line_services_are_named_by_what_their_targets_declare() -> None:
     deployment = named(command_line_deployment(["a.py", "b.py:B"], 3),
-                       {"a.py": "alpha", "b.py:B": "beta"})
+                       {"a.py": LoadedTarget("alpha", "a.py:A"),
+                        "b.py:B": LoadedTarget("beta", "b.py:B")})
+    assert [s.target for s in deployment.services] == ["a.py:A", "b.py:B"]
     assert [(s.name, n) for s, n in worker_names(deployment)] == [
         ("alpha", "worker-alpha-1"), ("alpha", "worker-alpha-2"), ("alpha", "worker-alpha-3"),
         ("beta", "worker-beta-1"), ("beta", "worker-beta-2"), ("beta", "worker-beta-3")]
@@ -62,9 +64,11 @@ def test_command_line_services_are_named_by_what_their_targets_declare() -> None
 def test_an_entry_named_otherwise_than_its_service_or_a_service_twice_is_refused() -> None:
     with pytest.raises(ValueError, match=r"d.yaml:3: services.text: pkg.text:Text serves "
                                          r"'words'; name the entry 'words'"):
-        named(TWO, {"/m/mlp.py": "mlp", "pkg.text:Text": "words"})
-    with pytest.raises(ValueError, match="a.py and b.py both serve 'same'"):
-        named(command_line_deployment(["a.py", "b.py"], 1), {"a.py": "same", "b.py": "same"})
+        named(TWO, {"/m/mlp.py": LoadedTarget("mlp", "/m/mlp.py:MLP"),
+                     "pkg.text:Text": LoadedTarget("words", "pkg.text:Text")})
+    with pytest.raises(ValueError, match="a.py:A and b.py:B both serve 'same'"):
+        named(command_line_deployment(["a.py", "b.py"], 1),
+              {"a.py": LoadedTarget("same", "a.py:A"), "b.py": LoadedTarget("same", "b.py:B")})
 
 
 def test_settings_reach_the_daemons_as_variables_the_settings_read_back() -> None:
@@ -108,8 +112,8 @@ def test_imported_services_do_not_count_and_a_file_without_one_is_refused(
 
 
 def test_targets_are_loaded_in_a_child_that_names_their_services() -> None:
-    mlp = str(ROOT / "examples" / "mlp.py")
-    assert service_names([mlp, f"{ROOT / 'examples' / 'text.py'}:Text"]) == {
-        mlp: "mlp", f"{ROOT / 'examples' / 'text.py'}:Text": "text"}
+    mlp, text = str(ROOT / "examples" / "mlp.py"), f"{ROOT / 'examples' / 'text.py'}:Text"
+    assert load_targets([mlp, text]) == {mlp: LoadedTarget("mlp", f"{mlp}:MLP"),
+                                         text: LoadedTarget("text", text)}
     with pytest.raises(TargetError, match="cannot load service .*services.py: .* defines"):
-        service_names([str(ROOT / "tests" / "services.py")])
+        load_targets([str(ROOT / "tests" / "services.py")])

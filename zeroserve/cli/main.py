@@ -162,11 +162,11 @@ def serve_command(targets: tuple[str, ...], workers: int | None, gpu_list: str |
     from zeroserve.cli.embedded import serve
     from zeroserve.cli.gpus import GpuShortage, detect_devices, parse_devices
     from zeroserve.cli.serve_plan import named, plan_gpus, wants_gpus
-    from zeroserve.cli.targets import TargetError, service_names
+    from zeroserve.cli.targets import TargetError, load_targets
 
     deployment = _deployment(targets, workers)
     try:
-        deployment = named(deployment, service_names([s.target for s in deployment.services]))
+        deployment = named(deployment, load_targets([s.target for s in deployment.services]))
     except (TargetError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     flags = {name: value for name, value in options.items() if value is not None}

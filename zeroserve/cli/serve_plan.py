@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from zeroserve.cli.gpus import GpuRequest, assign, visible_devices
+from zeroserve.cli.targets import LoadedTarget
 from zeroserve.deployment import Deployment, ServiceDeployment
 
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -38,18 +39,19 @@ def command_line_deployment(targets: Sequence[str], workers: int) -> Deployment:
                       source="the command line")
 
 
-def named(deployment: Deployment, names: Mapping[str, str]) -> Deployment:
-    """``deployment`` with each service named as its target declares (``names``: target ->
-    service name). ValueError when a deployment file's service key is not the name its target
-    declares, or when two entries serve the same service."""
+def named(deployment: Deployment, loaded: Mapping[str, LoadedTarget]) -> Deployment:
+    """``deployment`` with each service named as its target declares and its target naming
+    the class (``loaded``: what each target serves). ValueError when a deployment file's
+    service key is not the name its target declares, or when two entries serve the same
+    service."""
     services = []
     for service in deployment.services:
-        declared = names[service.target]
+        declared, target = loaded[service.target]
         if service.name and service.name != declared:
             raise ValueError(f"{deployment.source}:{service.line}: services.{service.name}: "
                              f"{service.target} serves {declared!r}; name the entry "
                              f"{declared!r} (the name clients call it by)")
-        services.append(dataclasses.replace(service, name=declared))
+        services.append(dataclasses.replace(service, name=declared, target=target))
     seen: dict[str, str] = {}
     for service in services:
         if service.name in seen:

@@ -4,13 +4,16 @@ service name, or the reason it cannot be loaded.
 The supervisor never imports user code itself (a service module may import a framework
 and claim devices on import); ``python -m zeroserve.cli.targets TARGET...`` loads each
 target as a worker would (:func:`zeroserve.service.load_service`) and prints
-``{target: service name}`` as JSON, or the first problem on stderr with exit status 2.
+``{target: [service name, target with its class]}`` as JSON, or the first problem on stderr
+with exit status 2. A bare file target (``mlp.py``) comes back with the class it holds
+(``mlp.py:MLP``), so that what is started names its class.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from typing import NamedTuple
 
 _TIMEOUT_S = 120.0
 
@@ -19,10 +22,17 @@ class TargetError(ValueError):
     """A target that cannot be served; the message says why."""
 
 
-def service_names(targets: list[str], env: dict[str, str] | None = None,
-                  timeout_s: float = _TIMEOUT_S) -> dict[str, str]:
-    """The service name of each target (loaded in a child process); TargetError with the
-    child's message when one cannot be loaded."""
+class LoadedTarget(NamedTuple):
+    """What a target serves: the service's ``name`` and the ``target`` naming its class."""
+
+    name: str
+    target: str
+
+
+def load_targets(targets: list[str], env: dict[str, str] | None = None,
+                 timeout_s: float = _TIMEOUT_S) -> dict[str, LoadedTarget]:
+    """What each target serves (loaded in a child process); TargetError with the child's
+    message when one cannot be loaded."""
     try:
         done = subprocess.run([sys.executable, "-m", "zeroserve.cli.targets", *targets],
                               capture_output=True, text=True, env=env, timeout=timeout_s)
@@ -32,8 +42,8 @@ def service_names(targets: list[str], env: dict[str, str] | None = None,
     if done.returncode != 0:
         raise TargetError(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
                           else f"loading the services failed (exit {done.returncode})")
-    names: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
-    return names
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return {target: LoadedTarget(*loaded) for target, loaded in answer.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +52,10 @@ def main(argv: list[str]) -> int:
     names = {}
     for target in argv:
         try:
-            names[target] = load_service(target).name
+            spec = load_service(target)
+            _, sep, attr = target.rpartition(":")
+            qualified = target if sep and attr else f"{target.rstrip(':')}:{spec.cls.__name__}"
+            names[target] = [spec.name, qualified]
         except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
             print(f"cannot load service {target}: {exc}", file=sys.stderr)
             return 2
