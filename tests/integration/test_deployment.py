@@ -187,3 +187,61 @@ def test_workers_flag_with_a_deployment_file_is_refused(serve) -> None:
     run = serve(str(EXAMPLES / "deployment.yaml"), "--workers", "3")
     assert run.proc.wait(60) == 2
     assert "--workers does not apply to a deployment file" in run.log
+
+
+def _fleet_workers(fleet, service: str) -> int:
+    return len(list(fleet.run_dir.glob(f"worker-{service}-*.pid")))
+
+
+def test_cluster_script_runs_a_deployment_and_scales_one_service_under_load(
+        tmp_path: Path) -> None:
+    from script_fleet import ScriptFleet
+    from steady_load import SteadyLoad
+
+    file = tmp_path / "fleet.yaml"
+    file.write_text(f"""\
+services:
+  mlp: {{target: {EXAMPLES / 'mlp.py'}, workers: 1, slots: 3}}
+  devices:
+    target: {DEVICES}
+    workers: 2
+    resources: {{gpus: 1}}
+""")
+    fleet = ScriptFleet(tmp_path / "run")
+    try:
+        out = fleet.up(str(file), "--gpus", "0,1")
+        assert "serving mlp (1), devices (2)" in out, out
+        assert "worker-devices-1 pid" in out and "CUDA_VISIBLE_DEVICES='0'" in out
+        assert "CUDA_VISIBLE_DEVICES='1'" in out and "worker-mlp-1" in out
+        client = zeroserve.Client(fleet.url)
+        seen = {}
+        deadline = time.monotonic() + 20
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, seen
+            answer = client.call("devices", "worker")
+            seen[answer["pid"]] = answer["devices"]
+        assert sorted(seen.values()) == ["0", "1"]
+        refused = fleet.command("cluster", "scale", "workers", "3", "--service", "devices")
+        assert refused.returncode == 1 and "not enough GPUs" in refused.stderr
+        assert fleet.command("cluster", "scale", "workers", "2").returncode == 1  # which?
+        load = SteadyLoad([fleet.url], "mlp", "predict", threads=4,
+                          inputs={"x": np.zeros((1, 64), np.float32)}).start()
+        try:
+            time.sleep(1.0)
+            fleet.run("scale", "workers", "3", "--service", "mlp")
+            assert _fleet_workers(fleet, "mlp") == 3 and _fleet_workers(fleet, "devices") == 2
+            status = fleet.run("status")
+            assert "service mlp (version 1" in status and "): 3 worker(s)" in status
+            assert "service devices (version 1" in status and "): 2 worker(s)" in status
+            assert status.count("GPUs 0") == 1 and status.count("GPUs none") == 3, status
+            time.sleep(1.0)
+            out = fleet.run("scale", "workers", "1", "--service", "mlp")
+            assert out.count("stopped") == 2 and "killed" not in out
+        finally:
+            tally = load.stop()
+        assert tally.succeeded > 50
+        assert sum(tally.failed.values()) == 0 and tally.hung == 0, tally.line("scale mlp")
+        assert _fleet_workers(fleet, "mlp") == 1 and _fleet_workers(fleet, "devices") == 2
+    finally:
+        fleet.run("down", check=False)
+    assert not list((tmp_path / "run").glob("*.pid"))
