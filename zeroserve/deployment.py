@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from zeroserve.config import SECTIONS, ConfigError, load_settings
@@ -155,7 +156,7 @@ def parse_deployment(text: str, source: str = "<deployment>",
     if "services" not in top:
         check.problem(root, "services", "missing: a deployment needs at least one service")
     else:
-        key_node, node = top["services"]
+        _, node = top["services"]
         entries = check.mapping(node, "services", None)
         if isinstance(node, MappingNode) and not node.value:
             check.problem(node, "services", "empty: a deployment needs at least one service")
@@ -166,14 +167,7 @@ def parse_deployment(text: str, source: str = "<deployment>",
     settings = _settings(check, top["settings"][1]) if "settings" in top else {}
     if check.problems:
         raise DeploymentError(source, check.problems)
-    deployment = Deployment(tuple(services), settings, source)
-    try:  # the merged batching must still be a valid batching.overrides
-        load_settings(None, deployment.overrides(), environ={})
-    except ConfigError as exc:
-        where = top["settings"][1] if "settings" in top else root
-        raise DeploymentError(source, [f"{source}:{where.start_mark.line + 1}: "
-                                       f"settings.batching.overrides: {exc}"]) from None
-    return deployment
+    return Deployment(tuple(services), settings, source)
 
 
 class _Checker:
@@ -216,7 +210,16 @@ class _Checker:
         if not isinstance(node, ScalarNode):
             self.problem(node, key, f"must be a single value, not {_kind(node)}")
             return None
-        return yaml.safe_load(yaml.serialize(node))
+        return self.value(node, key)
+
+    def value(self, node: Node, key: str) -> Any:
+        """A node's value as YAML's safe loader reads it; None with a problem for one it
+        refuses (a ``!!python/...`` tag, say)."""
+        try:
+            return SafeConstructor().construct_document(node)
+        except yaml.YAMLError as exc:
+            self.problem(node, key, f"not a plain value ({getattr(exc, 'problem', exc)})")
+            return None
 
     def number(self, node: Node, key: str, kind: type, ok: Callable[[float], bool],
                rule: str) -> Any:
@@ -225,7 +228,10 @@ class _Checker:
         if not isinstance(node, ScalarNode):
             self.problem(node, key, f"must be a single value, not {_kind(node)}")
             return None
+        before = len(self.problems)
         value = self.scalar(node, key)
+        if len(self.problems) > before:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (kind is int and not isinstance(value, int)):
             self.problem(node, key, f"must be {'an integer' if kind is int else 'a number'}"
@@ -339,7 +345,13 @@ def _settings(check: _Checker, node: Node) -> dict[str, dict[str, Any]]:
         for name, (_, value_node) in check.mapping(values, f"settings.{section}",
                                                    tuple(known[section])).items():
             path = f"settings.{section}.{name}"
-            value = yaml.safe_load(yaml.serialize(value_node))
+            before = len(check.problems)
+            value = check.value(value_node, path)
+            if len(check.problems) > before:
+                continue
+            if value is None:
+                check.problem(value_node, path, "empty: give a value")
+                continue
             try:
                 load_settings(None, {f"{section}.{name}": value}, environ={})
             except ConfigError as exc:

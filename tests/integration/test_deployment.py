@@ -170,7 +170,7 @@ def test_each_gpu_worker_sees_only_its_own_device(serve, tmp_path: Path) -> None
     assert sorted(seen.values()) == ["0", "1"]  # not the "7" that serve itself was given
     reported = sorted(w["info"]["devices"] for w in run.status()["workers"])
     assert reported == ["0", "1"]  # each worker told the broker its devices at READY
-    assert "worker-devices-1 has CUDA_VISIBLE_DEVICES='0'" in run.log
+    assert "worker-1 has CUDA_VISIBLE_DEVICES='0'" in run.log
 
 
 def test_too_few_gpus_are_refused_before_anything_starts(serve, tmp_path: Path) -> None:

@@ -148,6 +148,11 @@ settings:
     ("services:\n  a: {target: a.py}\nsettings:\n  broker: {colour: red}\n",
      "d.yaml:4: settings.broker.colour: unknown key (known: frontend, backend, max_queue, "
      "retry_after_s, max_dispatches, metrics_host, metrics_port)"),
+    ("services:\n  a: {target: a.py, workers: !!python/name:os.system }\n",
+     "d.yaml:2: services.a.workers: not a plain value (could not determine a constructor for "
+     "the tag 'tag:yaml.org,2002:python/name:os.system')"),
+    ("services:\n  a: {target: a.py}\nsettings:\n  request: {default_timeout_s: }\n",
+     "d.yaml:4: settings.request.default_timeout_s: empty: give a value"),
     ("services:\n  a: {target: a.py}\n  {x: 1}: {target: b.py}\n",
      "d.yaml:3: services: keys must be names, not a mapping"),
     ("services:\n  a: {target: a.py\n", "d.yaml:3: not YAML: expected ',' or '}', but got "

@@ -51,6 +51,11 @@ def test_gpu_workers_see_their_devices_and_the_others_none() -> None:
     assert plan_gpus(command_line_deployment(["a.py"], 3), []) is None
 
 
+def test_the_workers_of_a_run_of_one_service_are_numbered_alone() -> None:
+    one = named(command_line_deployment(["a.py"], 2), {"a.py": LoadedTarget("a", "a.py:A")})
+    assert [n for _, n in worker_names(one)] == ["worker-1", "worker-2"]
+
+
 def test_command_line_services_are_named_by_what_their_targets_declare() -> None:
     deployment = named(command_line_deployment(["a.py", "b.py:B"], 3),
                        {"a.py": LoadedTarget("alpha", "a.py:A"),

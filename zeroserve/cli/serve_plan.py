@@ -1,7 +1,8 @@
 """What one ``zeroserve serve`` run starts (pure): a broker, a gateway, and each service's
 workers, each with its command line and environment.
 
-Workers are named ``worker-SERVICE-N``. A worker's own settings from the deployment
+Workers are named ``worker-SERVICE-N``, or ``worker-N`` when the run serves one service. A
+worker's own settings from the deployment
 (``slots``, ``threads``, ``job_slots``) are flags on its command line, so they win over the
 ``ZEROSERVE_*`` variables that carry the run's shared settings to every daemon.
 """
@@ -63,6 +64,8 @@ def named(deployment: Deployment, loaded: Mapping[str, LoadedTarget]) -> Deploym
 
 def worker_names(deployment: Deployment) -> list[tuple[ServiceDeployment, str]]:
     """Each worker to start, with its service."""
+    if len(deployment.services) == 1:
+        return [(s, f"worker-{i + 1}") for s in deployment.services for i in range(s.workers)]
     return [(s, f"worker-{s.name}-{i + 1}") for s in deployment.services
             for i in range(s.workers)]
 
