@@ -245,3 +245,12 @@ services:
     finally:
         fleet.run("down", check=False)
     assert not list((tmp_path / "run").glob("*.pid"))
+
+
+def test_a_worker_of_a_file_with_several_services_is_refused_with_their_names() -> None:
+    done = subprocess.run([sys.executable, "-m", "zeroserve", "worker",
+                           str(ROOT / "tests" / "services.py"), "--backend",
+                           f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=60)
+    assert done.returncode == 2
+    assert "defines 8 services; name one:" in done.stderr and "services.py:Probe" in done.stderr
