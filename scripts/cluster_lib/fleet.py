@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cluster_lib.rundir import FleetError, FleetSpec, RunDir, is_daemon, is_supervisor
-from zeroserve.cli.gpus import WHOLE, GpuRequest, GpuShortage, assign, share
+from cluster_lib.worker_plan import devices_for, plan_devices, service_of_worker, worker_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
@@ -50,22 +50,6 @@ def check_service(target: str) -> None:
                          f"not {target!r}")
     if module.endswith(".py") and not Path(module).is_file():
         raise FleetError(f"no such file: {module}")
-
-
-def service_of_worker(name: str) -> str:
-    """The service in a worker's name (``worker-SERVICE-N``); "" for ``worker-N`` (a fleet of
-    one service)."""
-    service, sep, number = name[len("worker-"):].rpartition("-")
-    return service if sep and number.isdigit() else ""
-
-
-def worker_plan(spec: FleetSpec, workers: int) -> list[str]:
-    """The service of each worker that ``up`` starts: the deployment's counts, or ``workers``
-    of the one service ("")."""
-    if spec.services:
-        return [name for name, entry in spec.services.items()
-                for _ in range(entry.get("workers", 1))]
-    return [""] * workers
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -143,7 +127,9 @@ class Fleet:
             if devices is None:
                 devices = self.dir.devices(name)
             if devices is None:
-                devices = self._assign_devices(spec, name)
+                held = {other: self.dir.devices(other) or () for other, _ in
+                        self.members("worker")}
+                devices = devices_for(spec, name, held)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
             self.dir.record_devices(name, devices)
         with open(log_path, "ab") as log:
@@ -153,38 +139,6 @@ class Fleet:
                 stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), start_new_session=True)
         self.dir.record(name, proc.pid)
         return name, proc.pid
-
-    def _gpus_of(self, spec: FleetSpec, worker: str) -> float:
-        return float(spec.services.get(service_of_worker(worker), {}).get("gpus", 0))
-
-    def _assign_devices(self, spec: FleetSpec, name: str) -> tuple[str, ...]:
-        """Devices for a new worker ``name`` beside those the live workers hold; FleetError
-        when they do not fit."""
-        gpus = self._gpus_of(spec, name)
-        in_use: dict[str, int] = {}
-        for other, _ in self.members("worker"):
-            held = self.dir.devices(other) or ()
-            for device in held:
-                part = share(self._gpus_of(spec, other))
-                in_use[device] = in_use.get(device, 0) + (part if part < WHOLE else WHOLE)
-        try:
-            return assign([GpuRequest(name, gpus)], spec.gpus, in_use).get(name, ())
-        except GpuShortage as exc:
-            raise FleetError(str(exc)) from None
-
-    def _plan_devices(self, spec: FleetSpec, services: list[str]
-                      ) -> list[tuple[str, ...] | None]:
-        """The devices of each worker that ``up`` starts (None each when no service asks
-        for GPUs); FleetError, before anything starts, when they do not fit."""
-        if not spec.wants_gpus():
-            return [None] * len(services)
-        requests = [GpuRequest(f"{service}#{i}", float(spec.services[service].get("gpus", 0)))
-                    for i, service in enumerate(services)]
-        try:
-            chosen = assign(requests, spec.gpus)
-        except GpuShortage as exc:
-            raise FleetError(str(exc)) from None
-        return [chosen.get(r.worker, ()) for r in requests]
 
     def up(self, spec: FleetSpec, gateways: int, workers: int,
            ready_timeout: float = READY_TIMEOUT_S, say: Say = print) -> None:
@@ -202,7 +156,7 @@ class Fleet:
             raise FleetError("need at least 1 gateway and 0 or more workers")
         for target in [e["target"] for e in spec.services.values()] or [spec.service]:
             check_service(target)
-        planned = self._plan_devices(spec, services)
+        planned = plan_devices(spec, services)
         taken = [f"{what} port {port}" for what, port in spec.ports().items()
                  if port and port_taken(spec.host, port)]
         if taken:

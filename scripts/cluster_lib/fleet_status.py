@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster_lib.fleet import service_of_worker
 from cluster_lib.rundir import FleetSpec
+from cluster_lib.worker_plan import service_of_worker
 
 
 def worker_pid(worker_id: str) -> int | None:
