@@ -254,3 +254,32 @@ def test_a_worker_of_a_file_with_several_services_is_refused_with_their_names() 
                           cwd=str(ROOT), timeout=60)
     assert done.returncode == 2
     assert "defines 8 services; name one:" in done.stderr and "services.py:Probe" in done.stderr
+
+
+def test_autoscale_keeps_one_service_of_a_deployment_within_its_own_bounds(
+        tmp_path: Path) -> None:
+    from script_fleet import ScriptFleet
+
+    file = tmp_path / "fleet.yaml"
+    file.write_text(f"services:\n  mlp: {{target: {EXAMPLES / 'mlp.py'}, workers: 1}}\n"
+                    f"  text: {{target: {EXAMPLES / 'text.py'}, workers: 1}}\n")
+    fleet = ScriptFleet(tmp_path / "run")
+    scaler = None
+    try:
+        fleet.up(str(file))
+        which = fleet.command("autoscale", "--interval", "0.2", timeout=30)
+        assert which.returncode == 1 and "serves mlp, text: say which with --service" in \
+            which.stderr
+        scaler = fleet.autoscale("--service", "text", "--min", "2", "--max", "3",
+                                 "--interval", "0.2")
+        deadline = time.monotonic() + 30
+        while _fleet_workers(fleet, "text") < 2:
+            assert time.monotonic() < deadline and scaler.poll() is None
+            time.sleep(0.2)
+        assert _fleet_workers(fleet, "mlp") == 1  # the other service is left alone
+    finally:
+        if scaler is not None:
+            scaler.terminate()
+            log, _ = scaler.communicate(timeout=30)
+        fleet.run("down", check=False)
+    assert "1 -> 2 workers (below the minimum of 2)" in log
