@@ -136,6 +136,7 @@ class BrokerCore:
         self.broker_id = os.urandom(4).hex()
         self.started = now
         self.registry = WorkerRegistry(config.liveness_s)
+        self._worker_info: dict[bytes, dict] = {}  # identity -> its READY's info (STATS shows)
         self.admission = ClusterAdmission(config.cluster)
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._by_service: dict[str, list[Endpoint]] = {}
@@ -292,6 +293,8 @@ class BrokerCore:
             self._endpoint(desc)
         self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
                                ready.slots, now)
+        self._worker_info = {w.identity: self._worker_info.get(w.identity, {})
+                             for w in self.registry} | {identity: ready.info}
         if self.jobs is not None:
             self.jobs.lane_ready(identity, ready)
         log.info("broker: worker %s joined, serving %s (%s) with %d slots", ready.worker_id,
@@ -598,7 +601,8 @@ class BrokerCore:
             "uptime_s": now - self.started,
             "workers": [{"worker_id": w.worker_id, "service": w.service, "slots": w.slots,
                          "in_flight": len(w.in_flight), "draining": w.draining,
-                         "last_heartbeat_s": w.liveness.silent_for(now)} for w in self.registry],
+                         "last_heartbeat_s": w.liveness.silent_for(now),
+                         "info": self._worker_info.get(w.identity, {})} for w in self.registry],
             "endpoints": {f"{e.service}.{e.name}": {
                 "queued": len(e.queue), **e.stats.summary(self.wall_offset),
                 **({"streams": e.streams.summary(self._active_streams(e))}
