@@ -242,6 +242,8 @@ class WorkerDaemon:
         assert self.dependencies is not None
         await asyncio.sleep(self.heartbeat_s)  # give the broker a moment to know its workers
         served = await self.dependencies.served()
+        if self._draining:
+            return
         if served is None:
             log.warning("worker %s: the broker's frontend %s does not answer: calls of %s "
                         "will fail", self.worker_id, self.dependencies.address,

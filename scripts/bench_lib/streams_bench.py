@@ -21,34 +21,22 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE = "scripts/bench_lib/stream_service.py:Tokens"
+from bench_lib.serving import free_port, group_cpu_s, post_request, serve_argv, start, stop
+
 CHUNKS = 200
 SLOTS = 512
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SERVICE = "scripts/bench_lib/stream_service.py:Tokens"
 
 
 def _request(port: int) -> bytes:
-    body = json.dumps({"n": CHUNKS}).encode()
-    return (f"POST /tokens/generate HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return post_request(port, "/tokens/generate", {"n": CHUNKS}, "text/event-stream")
 
 
 async def _one_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -111,83 +99,28 @@ async def _first_chunks(port: int, streams: int) -> dict:
             "p99_ms": 1000 * firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))]}
 
 
-def _group_cpu_s(pgid: int) -> float:
-    """User + system seconds of every live process in process group ``pgid``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready; see {log}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-def _start(name: str, work: Path) -> tuple[subprocess.Popen, int, Path]:
-    port = _free_port()
-    log = work / f"{name}.log"
+def _start(name: str, work: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
     if name == "baseline":
         argv = [sys.executable, "scripts/bench_lib/sse_server.py", "--port", str(port),
                 "--chunks", str(CHUNKS)]
-    else:
-        # a stream holds a slot while it runs: enough slots for every concurrent stream
-        argv = [sys.executable, "-m", "zeroserve", "serve", SERVICE, "--workers", "1",
-                "--slots", str(SLOTS),
-                "--http-port", str(port), "--grpc-port", "0", "--metrics-port", "0",
-                "--host", "127.0.0.1", "--frontend", f"tcp://127.0.0.1:{_free_port()}",
-                "--backend", f"tcp://127.0.0.1:{_free_port()}"]
-    env = {**os.environ, "ZEROSERVE_LOG_LEVEL": "WARNING",
-           "ZEROSERVE_JOBS_STORE_PATH": str(work / "jobs.sqlite3")}
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_ready(port, proc, log)
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc, port, log
+    else:  # a stream holds a slot while it runs: enough slots for every concurrent stream
+        argv = serve_argv([SERVICE], port, "--workers", "1", "--slots", str(SLOTS))
+    env = {"ZEROSERVE_LOG_LEVEL": "WARNING", "ZEROSERVE_JOBS_STORE_PATH": str(work / "jobs.db")}
+    return start(argv, port, work / f"{name}.log", env), port
 
 
 def measure(name: str, work: Path, concurrencies: list[int], duration_s: float,
             ttfc_streams: int) -> dict:
     """Every figure of one server."""
-    proc, port, _ = _start(name, work)
+    proc, port = _start(name, work)
     try:
         asyncio.run(_streams(port, 8, 2.0))  # warm-up
         figures: dict = {"load": {}}
         for concurrency in concurrencies:
-            cpu_before = _group_cpu_s(proc.pid)
+            cpu_before = group_cpu_s(proc.pid)
             load = asyncio.run(_streams(port, concurrency, duration_s))
-            load["cpu_us_per_chunk"] = 1e6 * (_group_cpu_s(proc.pid) - cpu_before) / max(
+            load["cpu_us_per_chunk"] = 1e6 * (group_cpu_s(proc.pid) - cpu_before) / max(
                 load["chunks"], 1)
             figures["load"][concurrency] = load
             print(f"  {name} c{concurrency}: {load['chunks_per_s']:.0f} chunks/s, "
@@ -196,7 +129,7 @@ def measure(name: str, work: Path, concurrencies: list[int], duration_s: float,
         figures["first_chunk"] = asyncio.run(_first_chunks(port, ttfc_streams))
         return figures
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def main(argv: list[str]) -> int:
