@@ -14,12 +14,13 @@ import zmq
 
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
+from worker.streams import StreamRun
 from zeroserve import curve
-from zeroserve.config import HeartbeatSettings, WorkerSettings
+from zeroserve.config import HeartbeatSettings, StreamSettings, WorkerSettings
 from zeroserve.container import Container
 from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
-from zeroserve.service import ServiceSpec
+from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.sockets import open_socket
 from zeroserve.wire.backend import (
     Batch,
@@ -30,6 +31,7 @@ from zeroserve.wire.backend import (
     parse_disconnect,
 )
 from zeroserve.wire.envelope import Command, ProtocolError, split_command
+from zeroserve.wire.stream import batch_id_of, parse_cancel, parse_credit
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -46,8 +48,11 @@ class WorkerDaemon:
     def __init__(self, spec: ServiceSpec, worker: WorkerSettings, heartbeat: HeartbeatSettings,
                  keys: curve.Curve | None, context: zmq.Context,
                  clock: Callable[[], float] = time.monotonic,
-                 max_result_bytes: int | None = None, cluster: str = "default") -> None:
+                 max_result_bytes: int | None = None, cluster: str = "default",
+                 stream: StreamSettings | None = None) -> None:
         self._clock = clock
+        self.stream_settings = stream or StreamSettings()
+        self._streams: dict[int, StreamRun] = {}  # batch id -> the stream it runs
         self.cluster = cluster
         self.spec = spec
         self.broker = worker.backend
@@ -104,6 +109,7 @@ class WorkerDaemon:
             log.error("worker %s: creating %s failed: %s: %s", self.worker_id,
                       self.spec.cls.__name__, type(exc).__name__, exc, exc_info=True)
             return 1
+        self.instance = instance
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool),
                                   self._clock)
         if self.job_slots > 0:
@@ -166,12 +172,24 @@ class WorkerDaemon:
             if command is Command.BATCH:
                 batch = parse_batch(rest)
                 assert self.runner is not None
+                endpoint = self.spec.endpoints.get(batch.endpoint)
+                if endpoint is not None and endpoint.streams:
+                    return self._start_stream(batch, endpoint)
                 if self.runner.can_run_inline(batch.endpoint):
                     self._send(self.runner.run_inline(batch).to_frames())
                     return
                 task = asyncio.ensure_future(self._run(batch))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
+            elif command is Command.STREAM_CREDIT:
+                credit = parse_credit(rest)
+                stream = self._streams.get(batch_id_of(credit.key))
+                if stream is not None:
+                    stream.credit(credit.chunks, credit.nbytes)
+            elif command is Command.STREAM_CANCEL:
+                stream = self._streams.get(batch_id_of(parse_cancel(rest, backend=True).key))
+                if stream is not None:
+                    stream.cancel()
             elif command is Command.DISCONNECT:
                 refusal = parse_disconnect(rest)
                 if refusal:
@@ -198,6 +216,24 @@ class WorkerDaemon:
         if self._draining:
             self._drained.set()
         self._reconnect.set()
+
+    def _start_stream(self, batch: Batch, endpoint: EndpointSpec) -> None:
+        """Run the stream of a BATCH to a generator endpoint (the broker sends a stream's
+        request as a batch of its own)."""
+        stream = StreamRun(batch.batch_id, batch.items[0], endpoint, self.instance, self._send,
+                           run_blocking_in(asyncio.get_running_loop(), self.pool),
+                           self.stream_settings, self._clock, self.spec.name)
+        self._streams[batch.batch_id] = stream
+        task = asyncio.ensure_future(self._run_stream(stream))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    async def _run_stream(self, stream: StreamRun) -> None:
+        try:
+            result = await stream.run()
+        finally:
+            self._streams.pop(stream.batch_id, None)
+        self._send(result.to_frames())
 
     async def _run(self, batch: Batch) -> None:
         assert self.runner is not None
@@ -248,7 +284,7 @@ def run(spec: ServiceSpec, parts: Container) -> int:
                               curve.from_settings(parts.curve.get(), "client"),
                               parts.zmq_context.get(), parts.clock.get(),
                               parts.jobs.get().max_result_bytes,
-                              parts.settings.get().cluster.name)
+                              parts.settings.get().cluster.name, parts.stream.get())
     except curve.CurveError as exc:
         log.error("worker: %s", exc)
         return 1
