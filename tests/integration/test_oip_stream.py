@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import queue
+import time
 from pathlib import Path
 
 import grpc
@@ -263,3 +264,17 @@ def test_generate_stream_errors(streams: Cluster) -> None:
     assert answer.status == 400 and "n" in json.loads(answer.read())["error"]
     answer = _post(streams, "/v2/models/nope/generate_stream", {})
     assert answer.status == 404
+
+
+def test_a_client_that_leaves_generate_stream_closes_the_generator(streams: Cluster,
+                                                                    tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    answer = _post(streams, "/v2/models/streamer.acount/generate_stream",
+                   {"n": 1000, "delay_s": 0.05, "marker": str(marker)})
+    assert json.loads(answer.readline()[6:])["i"] == 0
+    answer.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 5
+    while "closed" not in (marker.read_text() if marker.exists() else ""):
+        assert time.monotonic() < deadline, "the generator was not closed"
+        time.sleep(0.02)
+    assert marker.read_text().split() == ["started", "closed"]

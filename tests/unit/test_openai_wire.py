@@ -200,3 +200,19 @@ def test_the_declaration_travels_in_the_endpoint_description() -> None:
     info = SERVICES["chat"].endpoints["reply"]
     assert EndpointDescription.from_map("chat", "reply", info.to_map()).openai == "chat"
     assert EndpointDescription.from_map("chat", "reply", {}).openai == ""
+
+
+def test_a_bad_declaration_is_refused_where_it_is_made() -> None:
+    import zeroserve
+    from zeroserve.wire.envelope import ProtocolError
+
+    with pytest.raises(ProtocolError, match="openai"):
+        EndpointDescription.from_map("s", "e", {"openai": "robot"})
+    with pytest.raises(ValueError, match="openai"):
+        zeroserve.api(openai="robot")
+    with pytest.raises(TypeError, match="must take an input named 'messages'"):
+        @zeroserve.service(name="wrong")
+        class Wrong:
+            @zeroserve.api(openai="chat")
+            def reply(self, prompt: str):
+                yield prompt
