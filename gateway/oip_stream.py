@@ -13,7 +13,7 @@ Every request of the stream runs at once (several may be in flight) and is answe
   empty response (no outputs) with it true, so that its client always sees the end;
 - a failure (a message that does not parse, an unknown model, bad inputs, an error before or
   after some chunks): one response with ``error_message`` set (tritonclient raises it as that
-  request's error) and the stream carries on.
+  request's error), ``triton_final_response`` true, and the stream carries on.
 
 Flow control: at most :data:`WINDOW` chunk responses of a stream wait for its client; past that
 the requests stop reading their chunks (so their workers' windows fill and their generators
@@ -151,8 +151,8 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
 
 def _error(request: pb.ModelInferRequest | MalformedRequest, message: str
            ) -> pb.ModelStreamInferResponse:
-    if isinstance(request, MalformedRequest):
-        return pb.ModelStreamInferResponse(error_message=message,
-                                           infer_response=pb.ModelInferResponse())
-    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
-        model_name=request.model_name, id=request.id))
+    """The response that ends a failed request (final: nothing follows it)."""
+    response = pb.ModelInferResponse() if isinstance(request, MalformedRequest) else \
+        pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+    response.parameters[FINAL].bool_param = True
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=response)

@@ -17,6 +17,7 @@ import pytest
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
 from cluster import ROOT, Cluster
+from tritonclient.utils import InferenceServerException
 
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 
@@ -278,3 +279,12 @@ def test_a_client_that_leaves_generate_stream_closes_the_generator(streams: Clus
         assert time.monotonic() < deadline, "the generator was not closed"
         time.sleep(0.02)
     assert marker.read_text().split() == ["started", "closed"]
+
+
+def test_infer_refuses_a_decoupled_model_as_triton_does(
+        streams: Cluster, client: triton.InferenceServerClient) -> None:
+    status, doc, _ = streams.post("/v2/models/streamer.count/infer", {"inputs": [
+        {"name": "n", "datatype": "INT64", "shape": [1], "data": [3]}]})
+    assert status == 400 and "decoupled" in doc["error"]
+    with pytest.raises(InferenceServerException, match="decoupled"):
+        client.infer("streamer.count", [_int("n", 3)])
