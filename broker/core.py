@@ -27,6 +27,7 @@ from zeroserve.wire.backend import (
     heartbeat,
     parse_ready,
     parse_result,
+    parse_waiting,
 )
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, pack_map, split_command
@@ -246,6 +247,10 @@ class BrokerCore:
                 return None
             if command is Command.STREAM_CHUNK:
                 self._on_chunk(worker, parse_chunk(rest), now)
+            elif command is Command.WAITING:
+                batch_id, is_waiting = parse_waiting(rest)
+                self.registry.mark_waiting(worker, batch_id, is_waiting)
+                self._pump(worker.service, now)
             elif command is Command.RESULT:
                 self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:

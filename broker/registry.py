@@ -23,11 +23,18 @@ class WorkerState:
     slots: int
     liveness: Liveness
     in_flight: set = field(default_factory=set)  # batch ids
+    # batch ids of in-flight batches whose requests wait on dependency calls: their slots
+    # count as free (up to MAX_WAITING_PER_SLOT per slot), so that the calls they wait on,
+    # and others, can run: a waiting batch holds no CPU
+    waiting: set = field(default_factory=set)
     draining: bool = False
 
     @property
     def free(self) -> int:
-        return 0 if self.draining else self.slots - len(self.in_flight)
+        return 0 if self.draining else self.slots - len(self.in_flight) + len(self.waiting)
+
+
+MAX_WAITING_PER_SLOT = 64  # a bound on the batches a worker holds while they wait on calls
 
 
 class WorkerRegistry:
@@ -95,8 +102,24 @@ class WorkerRegistry:
     def release(self, worker: WorkerState, batch_id: int) -> None:
         """Give back the slot that ``batch_id`` held."""
         worker.in_flight.discard(batch_id)
-        if worker.free > 0 and worker.identity in self._workers:
-            idle = self._idle.setdefault(worker.service, OrderedDict())
+        worker.waiting.discard(batch_id)
+        self._refresh(worker)
+
+    def mark_waiting(self, worker: WorkerState, batch_id: int, waiting: bool) -> None:
+        """A batch of ``worker`` waits on dependency calls (its slot counts as free while it
+        does), or runs again."""
+        if not waiting:
+            worker.waiting.discard(batch_id)
+        elif batch_id in worker.in_flight and \
+                len(worker.waiting) < worker.slots * MAX_WAITING_PER_SLOT:
+            worker.waiting.add(batch_id)
+        self._refresh(worker)
+
+    def _refresh(self, worker: WorkerState) -> None:
+        idle = self._idle.setdefault(worker.service, OrderedDict())
+        if worker.free <= 0:
+            idle.pop(worker.identity, None)
+        elif worker.identity in self._workers:
             if worker.identity not in idle:
                 idle[worker.identity] = None
 
@@ -107,7 +130,8 @@ class WorkerRegistry:
         return bool(self._idle.get(service))
 
     def busy_slots(self, service: str) -> int:
-        return sum(len(w.in_flight) for w in self._workers.values() if w.service == service)
+        return sum(len(w.in_flight) - len(w.waiting) for w in self._workers.values()
+                   if w.service == service)
 
     def count(self, service: str) -> int:
         return sum(1 for w in self._workers.values() if w.service == service and not w.draining)

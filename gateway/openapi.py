@@ -14,8 +14,9 @@ import ml_dtypes
 import numpy as np
 
 from gateway.oip_models import model_names
+from gateway.streams import IDLE_HEADER, TOTAL_HEADER
 from zeroserve.schema import Field
-from zeroserve.wire.descriptions import ServiceDescription
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.dtypes import dtype_named, is_float
 from zeroserve.wire.jobs import JobState
 from zeroserve.wire.oip_tensors import DATATYPES, MAX_DIMS
@@ -123,6 +124,44 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
+def _header(name: str, description: str, exclusive_minimum: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": exclusive_minimum}}
+
+
+def _stream_responses() -> dict[str, Any]:
+    """The answers of an endpoint that streams: its chunks as server-sent events or NDJSON
+    (``docs/streaming.md``), or an error answered before the first chunk."""
+    out = _responses("", *_CALL_ERRORS)
+    out["200"] = {
+        "description": "the endpoint's chunks as they come: server-sent events (`data:` per "
+                       "chunk, then `event: done`, or `event: error` with `{error, status}`), "
+                       "or with `Accept: application/x-ndjson` one JSON object a line "
+                       "(`{data}`, then `{done, chunks}` or `{error, status}`)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}}}}
+    return out
+
+
+def _call(service: str, endpoint: str, desc: EndpointDescription) -> dict[str, Any]:
+    """``POST /{service}/{endpoint}``: one answer, or a stream when the endpoint streams."""
+    parameters = [_header("X-Zeroserve-Timeout", "deadline, seconds (of the first chunk of a "
+                          "stream)" if desc.streams else "deadline, seconds")]
+    if desc.streams:
+        parameters += [_header(IDLE_HEADER, "longest gap between chunks, seconds"),
+                       _header(TOTAL_HEADER, "longest stream, seconds; 0: no limit", False)]
+    verb = "Stream" if desc.streams else "Call"
+    operation: dict[str, Any] = {
+        "summary": f"{verb} {service}.{endpoint}", "parameters": parameters,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": input_schema(desc.inputs)}}},
+        "responses": _stream_responses() if desc.streams else
+        _responses("the endpoint's answer", *_CALL_ERRORS)}
+    if desc.streams:
+        operation["x-zeroserve-streams"] = True
+    return operation
+
+
 def describe(services: Mapping[str, ServiceDescription], version: str) -> dict[str, Any]:
     """The OpenAPI document for ``services`` (by service name)."""
     paths: dict[str, Any] = {
@@ -141,15 +180,7 @@ def describe(services: Mapping[str, ServiceDescription], version: str) -> dict[s
     }
     for service, info in sorted(services.items()):
         for endpoint, desc in info.endpoints.items():
-            paths[f"/{service}/{endpoint}"] = {"post": {
-                "summary": f"Call {service}.{endpoint}",
-                "parameters": [{"name": "X-Zeroserve-Timeout", "in": "header",
-                                "required": False, "description": "deadline, seconds",
-                                "schema": {"type": "number", "minimum": 0,
-                                           "exclusiveMinimum": True}}],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": input_schema(desc.inputs)}}},
-                "responses": _responses("the endpoint's answer", *_CALL_ERRORS)}}
+            paths[f"/{service}/{endpoint}"] = {"post": _call(service, endpoint, desc)}
     models = sorted(ref.name for ref in model_names(services))
     if models:
         model = {"name": "model", "in": "path", "required": True,

@@ -9,10 +9,14 @@ the error boundary of every HTTP handler of the gateway.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import sys
 from types import TracebackType
 from typing import Any
 
+import tornado.iostream
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,9 +28,11 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
-from gateway.streams import StreamLimits, stream_limits
+from gateway.rest_stream import STREAM_HEADERS, chunk_frame, done_frame, error_frame, framing_of
+from gateway.streams import StreamLimits, decode_chunk, open_stream, stream_limits, written
 from zeroserve.config import StreamSettings
 from zeroserve.wire import codec
+from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
 
@@ -182,9 +188,12 @@ class BodyHandler(BaseHandler):
 
 
 class InvokeHandler(BodyHandler):
-    """``POST /{service}/{endpoint}``."""
+    """``POST /{service}/{endpoint}``: one answer, or for an endpoint that streams, its chunks
+    in the framing ``Accept`` asks (:mod:`gateway.rest_stream`), each flushed as it comes."""
 
     metric_route = "rest"
+    _stream_task: asyncio.Task | None = None  # while a stream is written: the task writing it
+    _client_gone = False
 
     async def handle(self, service: str, endpoint: str) -> None:  # type: ignore[override]
         await self._invoke(service, endpoint)
@@ -204,6 +213,8 @@ class InvokeHandler(BodyHandler):
         if not self.body:
             raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
         inputs = decode_body(self.body, is_msgpack, self.settings["max_json_depth"])
+        if info.streams:
+            return await self._stream(info, inputs)
         value = await call(self.link, info, inputs, timeout_s)
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
@@ -212,6 +223,52 @@ class InvokeHandler(BodyHandler):
         else:
             self.set_header("Content-Type", "application/json")
             self.finish(answer_json(value, f"the answer of {info.service}.{info.name}"))
+
+    async def _stream(self, info: EndpointDescription, inputs: Any) -> None:
+        """Answer with the endpoint's stream. A failure before its first chunk raises (the
+        boundary answers it with its status); after it, it is the framing's error event. A
+        client that goes away cancels the stream (:meth:`on_connection_close`)."""
+        framing = framing_of(self.request.headers.get("Accept", ""))
+        limits = self.stream_limits()
+        what = f"a chunk of {info.service}.{info.name}"
+        task = self._stream_task = asyncio.current_task()
+        try:
+            chunks = await open_stream(self.link, info, inputs, limits)
+            async with contextlib.aclosing(chunks):  # closing it cancels the stream
+                chunk = await anext(chunks, None)
+                frame = done_frame(framing, 0) if chunk is None else \
+                    chunk_frame(framing, decode_chunk(chunk), what)
+                self.set_header("Content-Type", framing.value)
+                for name, value in STREAM_HEADERS.items():
+                    self.set_header(name, value)
+                sent = 0
+                try:
+                    while chunk is not None:
+                        self.write(frame)
+                        await written(self.flush(), limits)
+                        sent += 1
+                        chunk = await anext(chunks, None)
+                        frame = done_frame(framing, sent) if chunk is None else \
+                            chunk_frame(framing, decode_chunk(chunk), what)
+                except tornado.iostream.StreamClosedError:
+                    return  # the client went away; leaving the iteration cancels the stream
+                except Exception as exc:  # the stream has begun: the error is its last event
+                    failure = failure_of(exc, f"stream of {info.service}.{info.name}")
+                    frame = error_frame(framing, str(failure), http_status(failure.status))
+                self.finish(frame)
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            if sys.version_info >= (3, 11) and task is not None:
+                task.uncancel()  # the cancel was ours: the handler ends as a normal one
+        finally:
+            self._stream_task = None
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self._stream_task is not None:
+            self._client_gone = True
+            self._stream_task.cancel()  # wakes the stream's wait, which cancels the stream
 
 
 class HealthHandler(BaseHandler):

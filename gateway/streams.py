@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -92,7 +92,7 @@ def _failure(reply: Reply) -> RequestFailed:
 
 
 async def open_stream(link: BrokerLink, info: EndpointDescription, inputs: Any,
-                      limits: StreamLimits) -> AsyncIterator[Chunk]:
+                      limits: StreamLimits) -> AsyncGenerator[Chunk, None]:
     """Validate ``inputs`` (raises :class:`~zeroserve.schema.InvalidInput`) and start the
     stream; iterate the result for its chunks. A failure before the first chunk is raised by
     the first ``__anext__``, so a front end can still answer it with a status."""
@@ -105,7 +105,7 @@ async def open_stream(link: BrokerLink, info: EndpointDescription, inputs: Any,
 
 
 async def _chunks(link: BrokerLink, info: EndpointDescription, meta: bytes, frames: list,
-                  limits: StreamLimits) -> AsyncIterator[Chunk]:
+                  limits: StreamLimits) -> AsyncGenerator[Chunk, None]:
     call = link.stream(info, limits.first_s, meta, frames)
     started = time.monotonic()
     try:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
+from worker.dependencies import DependencyLink, ServiceHandle
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from worker.streams import StreamRun
@@ -29,6 +30,7 @@ from zeroserve.wire.backend import (
     heartbeat,
     parse_batch,
     parse_disconnect,
+    waiting,
 )
 from zeroserve.wire.envelope import Command, ProtocolError, split_command
 from zeroserve.wire.stream import batch_id_of, parse_cancel, parse_credit
@@ -67,7 +69,13 @@ class WorkerDaemon:
         self.curve = keys
         self.sock: LoopSocket | None = None
         self.threads = worker.threads
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="endpoint")
+        # a sync endpoint waiting in call_sync holds its thread: room for every batch it may
+        # hold (twice its slots while batches wait on dependencies) besides the model's threads
+        pool_size = self.threads + (2 * self.slots if spec.dependencies else 0)
+        self.pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="endpoint")
+        self.dependencies = DependencyLink(
+            worker.frontend, context, keys, self._batch_waiting, cluster, clock
+        ) if spec.dependencies else None
         self.runner: BatchRunner | None = None
         self.job_slots = worker.job_slots if spec.tasks else 0
         self.jobs_host = worker.job_host or lane_host(self.broker)
@@ -110,6 +118,11 @@ class WorkerDaemon:
                       self.spec.cls.__name__, type(exc).__name__, exc, exc_info=True)
             return 1
         self.instance = instance
+        if self.dependencies is not None:
+            self.dependencies.start()
+            for attribute, name in self.spec.dependencies.items():
+                setattr(instance, attribute, ServiceHandle(self.dependencies, name))
+            asyncio.ensure_future(self._check_dependencies())
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool),
                                   self._clock)
         if self.job_slots > 0:
@@ -144,6 +157,8 @@ class WorkerDaemon:
             await asyncio.sleep(backoff)
         if self.jobs is not None:
             await self.jobs.close(self.drain_timeout)
+        if self.dependencies is not None:
+            self.dependencies.close()
         self.pool.shutdown(wait=True)
         if self.sock is not None:
             self.sock.close(1000)
@@ -216,6 +231,25 @@ class WorkerDaemon:
         if self._draining:
             self._drained.set()
         self._reconnect.set()
+
+    def _batch_waiting(self, batch_id: int, is_waiting: bool) -> None:
+        if self.sock is not None:
+            self._send(waiting(batch_id, is_waiting))
+
+    async def _check_dependencies(self) -> None:
+        """Warn, once at start, of each dependency that the broker does not serve (yet)."""
+        assert self.dependencies is not None
+        await asyncio.sleep(self.heartbeat_s)  # give the broker a moment to know its workers
+        served = await self.dependencies.served()
+        if served is None:
+            log.warning("worker %s: the broker's frontend %s does not answer: calls of %s "
+                        "will fail", self.worker_id, self.dependencies.address,
+                        ", ".join(sorted(set(self.spec.dependencies.values()))))
+            return
+        for name in sorted(set(self.spec.dependencies.values()) - served):
+            log.warning("worker %s: dependency %r of service %s is not served by the cluster "
+                        "(yet): its calls answer 503 until a worker of it registers",
+                        self.worker_id, name, self.spec.name)
 
     def _start_stream(self, batch: Batch, endpoint: EndpointSpec) -> None:
         """Run the stream of a BATCH to a generator endpoint (the broker sends a stream's

@@ -7,23 +7,31 @@ each request's row count. Otherwise each request is one call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
+from worker.dependencies import CURRENT, CallContext
 from worker.placement import Placement
+from zeroserve.dependency import DependencyError
 from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.wire import codec
 from zeroserve.wire.backend import Batch, Result, ResultItem
-from zeroserve.wire.envelope import Status, pack_map
+from zeroserve.wire.envelope import Status, pack_map, status_from_code
 
 log = logging.getLogger("zeroserve.worker")
 
 
 class UserError(Exception):
-    """The user's endpoint raised; the message is ``Type: message`` without a traceback."""
+    """The user's endpoint raised; the message is ``Type: message`` without a traceback.
+    ``status``: USER_ERROR, or the status of a dependency call's failure it let escape."""
+
+    def __init__(self, message: str, status: Status = Status.USER_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error_item(request_id: bytes, status: Status, message: str, **extra: Any) -> ResultItem:
@@ -46,13 +54,15 @@ class BatchRunner:
     passes its thread pool). Sync endpoints that prove fast run inline
     instead (see ``worker.placement``), so the loop is only ever held briefly.
     ``clock`` (seconds, monotonic) times each request's deadline, from the batch's
-    arrival, and the batch's execution time.
+    arrival, and the batch's execution time. A service with dependencies never runs inline:
+    its sync endpoints may block in ``call_sync``.
     """
 
     def __init__(self, spec: ServiceSpec, instance: Any,
                  call_sync: Callable[[Callable[[], Any]], Any],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._may_inline = not spec.dependencies
         self.spec = spec
         self.instance = instance
         self._call_sync = call_sync
@@ -61,7 +71,7 @@ class BatchRunner:
     def can_run_inline(self, endpoint_name: str) -> bool:
         """Whether a batch for this endpoint may run synchronously (see ``run_inline``)."""
         endpoint = self.spec.endpoints.get(endpoint_name)
-        return endpoint is not None and not endpoint.is_async and \
+        return endpoint is not None and not endpoint.is_async and self._may_inline and \
             self._placement[endpoint.name].inline
 
     def run_inline(self, batch: Batch) -> Result:
@@ -110,52 +120,64 @@ class BatchRunner:
         started = self._clock()
         if live:
             if endpoint.batchable and len(live) > 1:
-                items.extend(await self._run_merged(endpoint, live, inline_only))
+                call = CallContext(batch.batch_id, max(deadlines.values()))
+                items.extend(await self._run_merged(endpoint, live, inline_only, call))
             else:
                 for request_id, inputs in live:
                     if self._clock() >= deadlines[request_id]:
                         items.append(_error_item(request_id, Status.DEADLINE_EXCEEDED,
                                                  "deadline exceeded before execution"))
                         continue
-                    items.append(await self._run_one(endpoint, request_id, inputs, inline_only))
+                    call = CallContext(batch.batch_id, deadlines[request_id])
+                    items.append(await self._run_one(endpoint, request_id, inputs, inline_only,
+                                                     call))
         return Result(batch.batch_id, self._clock() - started, items)
 
-    async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool) -> Any:
+    async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool,
+                      call: CallContext) -> Any:
         method = getattr(self.instance, endpoint.method)
         placement = self._placement[endpoint.name]
+        token = CURRENT.set(call)  # what dependency calls read for their deadline
         try:
             if endpoint.is_async:
                 return await method(**inputs)
             started = time.perf_counter()
             try:
-                if placement.inline or inline_only:
+                if (placement.inline and self._may_inline) or inline_only:
                     return method(**inputs)
-                return await self._call_sync(lambda: method(**inputs))
+                context = contextvars.copy_context()
+                return await self._call_sync(lambda: context.run(method, **inputs))
             finally:
                 placement.observe(time.perf_counter() - started)
+        except DependencyError as exc:  # a stage it called failed: answer with that stage's
+            log.info("worker: %s.%s: %s", self.spec.name, endpoint.name, exc)  # status
+            raise UserError(f"dependency call failed: {exc}",
+                            status_from_code(exc.status) or Status.USER_ERROR) from None
         except Exception as exc:  # user code: report, keep serving
             log.warning("worker: %s.%s raised %s: %s", self.spec.name, endpoint.name,
                         type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             raise UserError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            CURRENT.reset(token)
 
     async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
-                       inline_only: bool) -> ResultItem:
+                       inline_only: bool, call: CallContext) -> ResultItem:
         try:
-            return _ok_item(request_id, await self._invoke(endpoint, inputs, inline_only))
+            return _ok_item(request_id, await self._invoke(endpoint, inputs, inline_only, call))
         except UserError as exc:
-            return _error_item(request_id, Status.USER_ERROR, str(exc))
+            return _error_item(request_id, exc.status, str(exc))
 
     async def _run_merged(self, endpoint: EndpointSpec, live: list[tuple[bytes, dict]],
-                          inline_only: bool) -> list[ResultItem]:
+                          inline_only: bool, call: CallContext) -> list[ResultItem]:
         ids = [rid for rid, _ in live]
         try:
             merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)
-            output = await self._invoke(endpoint, merged, inline_only)
+            output = await self._invoke(endpoint, merged, inline_only, call)
             pieces = split(output, counts, endpoint.batch_dim)
         except (BatchMergeError, BatchSplitError) as exc:
             return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
         except UserError as exc:
-            return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
+            return [_error_item(rid, exc.status, str(exc)) for rid in ids]
         return [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from zeroserve.dependency import DependencyError, depends
 from zeroserve.schema import Tensor
 from zeroserve.service import api, service
 from zeroserve.task import JobContext, task
@@ -68,7 +69,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["service", "api", "Tensor", "Client", "AsyncClient", "ZeroserveError", "BadRequest",
+__all__ = ["service", "api", "Tensor", "depends", "DependencyError", "Client", "AsyncClient",
+           "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
            "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__",
            "task", "JobContext", "Job", "JobFailed", "JobCancelled", "Conflict", "CallInterrupted"]

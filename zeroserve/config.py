@@ -74,6 +74,7 @@ class WorkerSettings:
     """``worker.*``: a worker's broker, slots, threads and job lane."""
 
     backend: str = "tcp://127.0.0.1:5556"   # the broker's backend, as seen from here
+    frontend: str = "tcp://127.0.0.1:5555"  # the broker's frontend: dependency calls
     slots: int = 2                          # batches held at once: running + queued
     threads: int = 1                        # sync calls run at once (1: model need not be
                                             # thread-safe)

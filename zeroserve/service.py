@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zeroserve.dependency import dependencies_of
 from zeroserve.schema import Field, field_from_hint
 from zeroserve.task import task_specs
 from zeroserve.wire.descriptions import OPENAI_KINDS, EndpointDescription
@@ -74,6 +75,7 @@ class ServiceSpec:
     cls: type
     endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
     tasks: dict = field(default_factory=dict)  # name -> zeroserve.task.TaskSpec
+    dependencies: dict[str, str] = field(default_factory=dict)  # attribute -> service name
     target: str | None = None  # how the operator named it (path/file.py:Class), if loaded
 
     def describe(self) -> dict[str, EndpointDescription]:
@@ -175,6 +177,7 @@ def service(cls: type | None = None, *, name: str | None = None) -> Any:
                 spec.endpoints[ep.name] = ep
 
         spec.tasks = task_specs(klass)
+        spec.dependencies = dependencies_of(klass)
         for clash in set(spec.tasks) & set(spec.endpoints):
             raise TypeError(f"service {spec.name}: {clash!r} is both an endpoint and a task")
         if not spec.endpoints and not spec.tasks:

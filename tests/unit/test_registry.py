@@ -47,3 +47,21 @@ def test_removed_worker_is_never_chosen_and_service_schema_is_kept():
     reg = make(1)
     reg.remove(b"w0")
     assert reg.acquire("svc", 1) is None and "svc" in reg.services
+
+
+def test_a_batch_waiting_on_dependency_calls_frees_its_slot_until_it_runs_again():
+    from broker.registry import WorkerRegistry
+
+    registry = WorkerRegistry(3.0)
+    worker = registry.register(b"W", "w", "svc", {}, 1, now=0.0)
+    assert registry.acquire("svc", 1) is worker and not registry.has_free("svc")
+    registry.mark_waiting(worker, 1, True)
+    assert registry.has_free("svc") and registry.busy_slots("svc") == 0
+    assert registry.acquire("svc", 2) is worker and not registry.has_free("svc")
+    registry.mark_waiting(worker, 1, False)  # running again: two batches on one slot
+    assert worker.free == -1 and not registry.has_free("svc")
+    registry.release(worker, 2)
+    registry.release(worker, 1)
+    assert registry.has_free("svc") and worker.free == 1
+    registry.mark_waiting(worker, 99, True)  # not in flight: ignored
+    assert worker.free == 1

@@ -92,7 +92,8 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
                   + extra))
     for i in range(workers):
         specs.append((f"worker-{i + 1}", base + ["worker", service, "--backend",
-                                                 connect_address(backend)] + extra))
+                                                 connect_address(backend), "--frontend",
+                                                 connect_address(frontend)] + extra))
     stop = StopSignals()
     argv_of = dict(specs)
     procs = {name: _start(argv, env) for name, argv in specs}

@@ -99,6 +99,9 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 @click.command("worker")
 @click.argument("service")
 @backend_option("worker__backend", "The broker's backend address [default: tcp://127.0.0.1:5556].")
+@option("--frontend", "worker__frontend",
+        help="The broker's frontend address, for calls of other services (zeroserve.depends) "
+             "[default: tcp://127.0.0.1:5555].")
 @option("--slots", "worker__slots", type=int,
         help="Batches this worker holds at once, running or queued [default: 2].")
 @option("--threads", "worker__threads", type=int,

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from zeroserve.client import operations as ops
-from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError
+from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError, no_chunk
 from zeroserve.client.jobs import AsyncJob, JobsApi
 from zeroserve.client.resend import ResendRule
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
 from zeroserve.client.transport import AsyncTransport, Operation, Tls, open_async_transport
+
+_ENDED = object()  # a stream's first "chunk" when it ended without any
 
 
 class AsyncClient:
@@ -45,6 +47,56 @@ class AsyncClient:
                    **inputs: Any) -> Any:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value."""
         return await self._run(ops.Call(service, endpoint, inputs), timeout)
+
+    def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
+               idle_timeout: float | None = None, **inputs: Any) -> AsyncIterator[Any]:
+        """Call an endpoint that streams; ``async for`` the result for its chunks, as
+        :meth:`zeroserve.Client.stream`. Leaving the iteration early closes the connection
+        when the iterator is closed: at once with ``contextlib.aclosing``, else when it is
+        garbage collected."""
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        return self._stream(service, endpoint, dict(inputs), timeout or self.timeout,
+                            idle_timeout)
+
+    async def _stream(self, service: str, endpoint: str, inputs: dict[str, Any],
+                      budget_s: float, idle_s: float | None) -> AsyncIterator[Any]:
+        chunks, first = await self._first_chunk(service, endpoint, inputs, budget_s, idle_s)
+        try:
+            if first is _ENDED:
+                return
+            yield first
+            while True:
+                try:
+                    value = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (two before 3.11)
+                    raise no_chunk(idle_s) from None
+                yield value
+        finally:
+            await chunks.aclose()
+
+    async def _first_chunk(self, service: str, endpoint: str, inputs: dict[str, Any],
+                           budget_s: float, idle_s: float | None
+                           ) -> tuple[AsyncGenerator[Any, None], Any]:
+        """The stream and its first chunk (:data:`_ENDED` for none), retrying overloads."""
+        rule = CallRetries(budget_s, self._clock, retry=self.retry)
+        step: Send | Wait | GiveUp = rule.next()
+        while not isinstance(step, GiveUp):
+            if isinstance(step, Send):
+                chunks = self._transport.stream(service, endpoint, inputs, step.timeout_s,
+                                                idle_s)
+                try:
+                    return chunks, await anext(chunks, _ENDED)
+                except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (two before 3.11)
+                    step = rule.timed_out()
+                except Overloaded as exc:
+                    step = rule.refused(exc)
+            else:
+                await self._sleep(step.seconds)
+                step = rule.next()
+        raise step.error
 
     async def infer(self, model: str, inputs: Mapping[str, Any],
                     outputs: list[str] | None = None, *,

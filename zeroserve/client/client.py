@@ -9,18 +9,21 @@ carry out the one retry rule of :mod:`zeroserve.client.retry`.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from zeroserve.client import operations as ops
-from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError
+from zeroserve.client.errors import CallInterrupted, Overloaded, ZeroserveError, no_chunk
 from zeroserve.client.jobs import Job, JobsApi
 from zeroserve.client.resend import ResendRule
 from zeroserve.client.retry import CallRetries, GiveUp, Send, Wait
 from zeroserve.client.transport import Operation, Tls, Transport, open_transport
+
+_ENDED = object()  # a stream's first "chunk" when it ended without any
 
 
 class Client:
@@ -69,6 +72,61 @@ class Client:
         other endpoints' calls are sent again).
         """
         return self._run(ops.Call(service, endpoint, inputs), timeout)
+
+    def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
+               idle_timeout: float | None = None, **inputs: Any) -> Iterator[Any]:
+        """Call an endpoint that streams (a generator); iterate the result for its chunks as
+        they come, with numpy dtypes and shapes kept as :meth:`call` keeps them.
+
+        >>> for token in client.stream("chat", "generate", prompt="hi"):  # doctest: +SKIP
+        ...     print(token, end="")
+
+        Nothing is sent before the first ``next``. ``timeout`` (seconds; the client's by
+        default) bounds the wait for the first chunk, ``idle_timeout`` the wait for each next
+        one (sent to the gateway, which otherwise applies its ``stream.idle_timeout_s``).
+        Raises what :meth:`call` raises, before the first chunk or after any chunk (the
+        error that ended the stream: :class:`ServerError` when the generator raised,
+        :class:`DeadlineExceeded` past a limit); a stream refused for overload before it
+        started is retried like a call. Leaving the iteration early (``break``, ``close()``)
+        closes the connection, and the cluster closes the generator.
+        """
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        return self._stream(service, endpoint, dict(inputs), timeout or self.timeout,
+                            idle_timeout)
+
+    def _stream(self, service: str, endpoint: str, inputs: dict[str, Any], budget_s: float,
+                idle_s: float | None) -> Iterator[Any]:
+        chunks, first = self._first_chunk(service, endpoint, inputs, budget_s, idle_s)
+        with contextlib.closing(chunks):
+            if first is _ENDED:
+                return
+            yield first
+            try:
+                yield from chunks
+            except TimeoutError:
+                raise no_chunk(idle_s) from None
+
+    def _first_chunk(self, service: str, endpoint: str, inputs: dict[str, Any],
+                     budget_s: float, idle_s: float | None
+                     ) -> tuple[Generator[Any, None, None], Any]:
+        """The stream and its first chunk (:data:`_ENDED` for none), retrying overloads."""
+        rule = CallRetries(budget_s, self._clock, retry=self.retry)
+        step: Send | Wait | GiveUp = rule.next()
+        while not isinstance(step, GiveUp):
+            if isinstance(step, Send):
+                chunks = self._transport.stream(service, endpoint, inputs, step.timeout_s,
+                                                idle_s)
+                try:
+                    return chunks, next(chunks, _ENDED)
+                except TimeoutError:
+                    step = rule.timed_out()
+                except Overloaded as exc:
+                    step = rule.refused(exc)
+            else:
+                self._sleep(step.seconds)
+                step = rule.next()
+        raise step.error
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: list[str] | None = None,
               *, timeout: float | None = None) -> dict[str, np.ndarray]:

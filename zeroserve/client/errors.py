@@ -109,6 +109,14 @@ def no_answer(waited_s: float, deadline_s: float) -> DeadlineExceeded:
              " the client stopped waiting", from_server=False)
 
 
+def no_chunk(idle_s: float | None) -> DeadlineExceeded:
+    """The client's own :class:`DeadlineExceeded` (``from_server`` False) when a stream's next
+    chunk did not come within its idle limit of ``idle_s`` seconds (None: the transport's)."""
+    limit = "its idle limit" if idle_s is None else f"{idle_s:g} s"
+    return DeadlineExceeded(504, f"no stream chunk came from the server in {limit}; the "
+                                 "client stopped waiting", from_server=False)
+
+
 def passed_while_retrying(last: ZeroserveError | None) -> DeadlineExceeded:
     """The client's :class:`DeadlineExceeded` when the deadline passed while it waited to retry
     ``last`` (an overload); ``from_server`` is that of ``last``."""

@@ -1,5 +1,6 @@
 """The serving operations of the SDK, in both protocols' forms (pure): call an endpoint, run
-an OIP model, list the services, ask for health. The job operations are in ``job_operations``.
+an OIP model, list the services, ask for health; and the HTTP request of a stream
+(:func:`stream_request`). The job operations are in ``job_operations``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import msgpack
 import numpy as np
 
 from zeroserve.client import payloads
+from zeroserve.client.errors import BadRequest
 from zeroserve.client.transport import GrpcRequest, HttpAnswer, HttpRequest, Operation
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -48,8 +50,12 @@ class Call(Operation):
              **_deadline_header(timeout_s)}, GATEWAY_504_GRACE_S)
 
     def from_http(self, answer: HttpAnswer) -> Any:
-        if checked(answer).headers.get("content-type", "").startswith(payloads.MSGPACK):
+        ctype = checked(answer).headers.get("content-type", "")
+        if ctype.startswith(payloads.MSGPACK):
             return payloads.decode_value(answer.body)
+        if ctype.startswith("text/event-stream"):
+            raise BadRequest(400, f"{self.service}.{self.endpoint} streams: iterate "
+                                  "client.stream(...) instead of call(...)")
         return json.loads(answer.body)
 
     def grpc(self) -> Sequence[GrpcRequest]:
@@ -62,6 +68,19 @@ class Call(Operation):
 
     def runs(self) -> str:
         return f"{self.service}.{self.endpoint}"
+
+
+def stream_request(service: str, endpoint: str, inputs: Mapping[str, Any], timeout_s: float,
+                   idle_timeout_s: float | None) -> HttpRequest:
+    """The REST request of a stream of ``service/endpoint``: chunks in the msgpack stream
+    framing (:class:`~zeroserve.client.payloads.StreamFrames`), the first within
+    ``timeout_s``, each next within ``idle_timeout_s`` (None: the gateway's setting)."""
+    headers = {"Content-Type": payloads.MSGPACK, "Accept": payloads.STREAM_MSGPACK,
+               **_deadline_header(timeout_s)}
+    if idle_timeout_s is not None:
+        headers[payloads.STREAM_IDLE_HEADER] = f"{idle_timeout_s:.3f}"
+    return HttpRequest("POST", f"/{service}/{endpoint}", payloads.encode_inputs(inputs),
+                       headers, GATEWAY_504_GRACE_S)
 
 
 @dataclass(frozen=True)

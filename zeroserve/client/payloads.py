@@ -1,7 +1,8 @@
 """What the client SDK sends and reads, independent of the connection (pure).
 
 Calls (``service/endpoint``) carry the codec's msgpack with every tensor inline,
-on the REST route or in ``zeroserve.v1.Serving/Call``. Inference (``infer``)
+on the REST route or in ``zeroserve.v1.Serving/Call``; a stream's chunks come over REST in
+the msgpack stream framing (:class:`StreamFrames`). Inference (``infer``)
 speaks the Open Inference Protocol: binary tensors over HTTP, raw contents over
 gRPC.
 """
@@ -26,7 +27,9 @@ from zeroserve.wire.oip_tensors import (
 )
 
 MSGPACK = "application/msgpack"
+STREAM_MSGPACK = "application/vnd.zeroserve.stream+msgpack"
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"
+STREAM_IDLE_HEADER = "X-Zeroserve-Stream-Idle-Timeout"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _INLINE = 1 << 62
 
@@ -58,6 +61,54 @@ def http_error(status: int, body: bytes, retry_after: str | None = None) -> Zero
     except ValueError:
         retry_after_s = None
     return from_http(status, message, retry_after_s)
+
+
+class StreamFrames:
+    """Reads a stream in the msgpack stream framing as its bytes arrive: frames of a 4-byte
+    big-endian length, then one map in the codec, ``{"data": value}`` per chunk, then
+    ``{"done": true, "chunks": n}`` or ``{"error": message, "status": s}``.
+
+    After :meth:`feed`, ``done`` says the end came and ``error`` holds the typed exception
+    of an error frame (raise it once the chunks before it are taken)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.chunks = 0
+        self.done = False
+        self.error: ZeroserveError | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.done or self.error is not None
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The values of the chunks that ``data`` completes, in order (none past the end).
+        Raises :class:`ServerError` for a malformed frame."""
+        self._buffer += data
+        values: list[Any] = []
+        start = 0
+        while not self.ended and len(self._buffer) - start >= 4:
+            end = start + 4 + int.from_bytes(self._buffer[start:start + 4], "big")
+            if len(self._buffer) < end:
+                break
+            event = decode_value(bytes(self._buffer[start + 4:end]))
+            start = end
+            if isinstance(event, dict) and "data" in event:
+                values.append(event["data"])
+                self.chunks += 1
+            elif isinstance(event, dict) and event.get("done") is True:
+                self.done = True
+            else:
+                self.error = _stream_error(event)
+        del self._buffer[:start]
+        return values
+
+
+def _stream_error(event: Any) -> ZeroserveError:
+    status = event.get("status") if isinstance(event, dict) else None
+    if not isinstance(status, int) or "error" not in event:
+        return ServerError(500, "the gateway sent a malformed stream frame")
+    return from_http(status, str(event["error"]))
 
 
 def _arrays(inputs: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:

@@ -12,13 +12,21 @@ answer (:mod:`zeroserve.client.errors`). Besides those, a transport raises only
 - :class:`~zeroserve.client.errors.CallInterrupted` when the connection broke after the call
   was sent (it may have run: never sent again).
 
+A stream (an endpoint that ``streams``) is not an operation: a transport's ``stream`` is a
+generator (an async generator for the asyncio transports) of the stream's decoded chunk
+values. It raises the typed exception of an error answer or error event, and the same
+``TimeoutError``, :class:`~zeroserve.client.errors.Unreachable` and
+:class:`~zeroserve.client.errors.CallInterrupted` (also for a stream that ends without its
+end); leaving the iteration early closes the connection (HTTP) or cancels the RPC (gRPC),
+which cancels the stream.
+
 ``http_transport`` and ``grpc_transport`` hold the four transports (sync and async of each);
 tests pass their own to ``Client(transport=...)``.
 """
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,6 +112,12 @@ class Transport(Protocol):
     def send(self, operation: Operation, timeout_s: float) -> Any:
         """The outcome of ``operation``, within ``timeout_s`` (see the module docstring)."""
 
+    def stream(self, service: str, endpoint: str, inputs: dict[str, Any], timeout_s: float,
+               idle_timeout_s: float | None) -> Generator[Any, None, None]:
+        """The chunks of a stream of ``service/endpoint`` (see the module docstring): the
+        first within ``timeout_s``, each next within ``idle_timeout_s`` (None: the gateway's
+        own idle limit), raising ``TimeoutError`` when one does not come in time."""
+
     def close(self) -> None:
         """Close the connections."""
 
@@ -113,6 +127,10 @@ class AsyncTransport(Protocol):
 
     async def send(self, operation: Operation, timeout_s: float) -> Any:
         """The outcome of ``operation``, within ``timeout_s`` (see the module docstring)."""
+
+    def stream(self, service: str, endpoint: str, inputs: dict[str, Any], timeout_s: float,
+               idle_timeout_s: float | None) -> AsyncGenerator[Any, None]:
+        """The chunks of a stream, as :meth:`Transport.stream`."""
 
     async def close(self) -> None:
         """Close the connections."""

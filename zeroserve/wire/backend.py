@@ -1,4 +1,5 @@
-"""The backend channel (worker <-> broker): READY, HEARTBEAT, BATCH, RESULT, DISCONNECT."""
+"""The backend channel (worker <-> broker): READY, HEARTBEAT, BATCH, RESULT, DISCONNECT,
+WAITING (streams' messages are in ``zeroserve.wire.stream``)."""
 from __future__ import annotations
 
 import struct
@@ -83,6 +84,21 @@ def disconnect(refused: str = "") -> list:
     of another cluster) says why, in a map frame ``{"refused": message}``."""
     frames = [PROTOCOL, Command.DISCONNECT.value]
     return frames + [pack_map({"refused": refused})] if refused else frames
+
+
+def waiting(batch_id: int, is_waiting: bool) -> list:
+    """A WAITING: batch ``batch_id``'s requests wait on dependency calls (its slot may take
+    other work meanwhile), or, with ``is_waiting`` false, run again."""
+    return [PROTOCOL, Command.WAITING.value, _BATCH_ID.pack(batch_id),
+            b"\x01" if is_waiting else b"\x00"]
+
+
+def parse_waiting(rest: Sequence[Frame]) -> tuple[int, bool]:
+    """The batch id and the flag of the frames after the command of a WAITING."""
+    if len(rest) != 2 or len(raw(rest[0])) != _BATCH_ID.size or raw(rest[1]) not in (
+            b"\x00", b"\x01"):
+        raise ProtocolError("WAITING must be a batch id and a 1-byte flag")
+    return _BATCH_ID.unpack(raw(rest[0]))[0], raw(rest[1]) == b"\x01"
 
 
 def parse_disconnect(rest: Sequence[Frame]) -> str:

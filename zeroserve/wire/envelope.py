@@ -45,6 +45,7 @@ class Command(bytes, enum.Enum):
     STREAM_CHUNK = b"\x15"   # worker -> broker
     STREAM_CREDIT = b"\x16"  # broker -> worker
     STREAM_CANCEL = b"\x17"  # broker -> worker
+    WAITING = b"\x18"        # worker -> broker: a batch waits on dependency calls, or not
 
 
 _COMMANDS = {c.value: c for c in Command}

@@ -1,0 +1,120 @@
+"""Services that call services through the broker (zeroserve.depends), with real daemons:
+the pipeline's answer, batching of the callers' calls, deadlines, errors, and no deadlock
+when a service calls itself or two services call each other under load."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from pathlib import Path
+
+import pytest
+from cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+SERVICES = str(Path(__file__).resolve().parent.parent / "pipeline_services.py")
+
+
+def _worker(cluster: Cluster, cls: str, *extra: str) -> None:
+    cluster.worker(f"{SERVICES}:{cls}", *extra,
+                   "--frontend", f"tcp://127.0.0.1:{cluster.frontend_port}")
+
+
+@pytest.fixture
+def pipeline(cluster):
+    cluster.broker()
+    cluster.gateway()
+    for cls in ("Tokenize", "Embed", "Slow", "Rank"):
+        _worker(cluster, cls)
+    cluster.wait_ready(4)
+    return cluster
+
+
+def _expected(text: str) -> float:
+    return float(sum(2.0 * len(w) for w in text.split()))
+
+
+def test_the_pipeline_answers_what_its_stages_composed_by_hand_give(pipeline) -> None:
+    text = "the quick brown fox"
+    _, words, _ = pipeline.post("/tok/split", {"text": text})
+    _, vectors, _ = pipeline.post("/embed/encode", {"x": [[len(w)] for w in words]})
+    by_hand = float(sum(v[0] for v in vectors))
+    for endpoint in ("score", "score_sync"):
+        status, body, _ = pipeline.post(f"/rank/{endpoint}", {"text": text})
+        assert (status, body) == (200, by_hand) and by_hand == _expected(text)
+
+
+def test_the_callee_batches_the_calls_of_concurrent_callers(pipeline) -> None:
+    texts = [f"word{i} and more words {i}" for i in range(200)]
+    with cf.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda t: pipeline.post("/rank/score", {"text": t}), texts))
+    assert [a[:2] for a in answers] == [(200, _expected(t)) for t in texts]
+    encode = pipeline.stats()["endpoints"]["embed.encode"]
+    assert encode["mean_batch_size"] > 1.0
+
+
+def test_a_slow_callee_makes_the_call_504_at_the_callers_deadline(pipeline,
+                                                                  tmp_path: Path) -> None:
+    started = time.monotonic()
+    status, body, _ = pipeline.post("/rank/via_slow", {"seconds": 5.0},
+                                    headers={"X-Zeroserve-Timeout": "1"})
+    assert status == 504 and time.monotonic() - started < 3.0, body
+
+
+def test_a_call_whose_callers_deadline_passed_in_the_queue_never_runs(pipeline,
+                                                                      tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    # the one slow worker (2 slots) is busy with two long calls; a third waits in its queue
+    with cf.ThreadPoolExecutor(3) as pool:
+        busy = [pool.submit(pipeline.post, "/slow/wait", {"seconds": 2.5}) for _ in range(2)]
+        time.sleep(0.3)
+        status, _, _ = pipeline.post("/rank/via_slow", {"seconds": 0.0, "marker": str(marker)},
+                                     headers={"X-Zeroserve-Timeout": "1"})
+        assert [f.result()[0] for f in busy] == [200, 200]
+    assert status == 504
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+def test_a_failing_stage_is_named_and_its_status_propagates(pipeline) -> None:
+    status, body, _ = pipeline.post("/rank/via_failing", {"why": "boom"})
+    assert status == 500 and "slow.fail answered 500" in body["error"] and "boom" in body["error"]
+    status, body, _ = pipeline.post("/rank/caught", {"why": "boom"})
+    assert (status, body) == (200, {"service": "slow", "endpoint": "fail", "status": 500})
+    status, body, _ = pipeline.post("/rank/bad_input", {})
+    assert status == 400 and "tok.split answered 400" in body["error"]
+
+
+def test_a_dependency_no_one_serves_is_503_naming_it(pipeline) -> None:
+    status, body, _ = pipeline.post("/rank/via_nowhere", {}, headers={"X-Zeroserve-Timeout": "15"})
+    assert status == 503 and "nowhere" in body["error"]
+    rank = next(d for d in pipeline.daemons if "Rank" in " ".join(d.proc.args))
+    assert "dependency 'nowhere' of service rank is not served" in rank.log()
+
+
+def _load(cluster: Cluster, path: str, body: dict, calls: int, threads: int) -> list[int]:
+    with cf.ThreadPoolExecutor(threads) as pool:
+        return [a[0] for a in pool.map(
+            lambda _: cluster.post(path, body, headers={"X-Zeroserve-Timeout": "20"}),
+            range(calls))]
+
+
+def test_a_service_that_calls_itself_makes_progress_under_load(cluster) -> None:
+    cluster.broker()
+    cluster.gateway()
+    _worker(cluster, "Factorial", "--slots", "2")
+    cluster.wait_ready(1)
+    assert cluster.post("/fact/fact", {"n": 3})[:2] == (200, 6)
+    statuses = _load(cluster, "/fact/fact", {"n": 2}, 60, 8)
+    assert statuses.count(200) >= 55, statuses
+
+
+def test_two_services_calling_each_other_make_progress_under_load(cluster) -> None:
+    cluster.broker()
+    cluster.gateway()
+    _worker(cluster, "PingA", "--slots", "2")
+    _worker(cluster, "PingB", "--slots", "2")
+    cluster.wait_ready(2)
+    assert cluster.post("/ping_a/bounce", {"n": 3})[:2] == (200, 3)
+    statuses = _load(cluster, "/ping_a/bounce", {"n": 2}, 60, 8)
+    assert statuses.count(200) >= 55, statuses

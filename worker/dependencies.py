@@ -1,0 +1,260 @@
+"""Dependency calls: a worker's service calling another service through the broker.
+
+The worker holds a DEALER on the broker's frontend, like a gateway (:class:`DependencyLink`),
+and sets one :class:`ServiceHandle` per ``zeroserve.depends`` attribute on the service
+instance. A call is an ordinary REQUEST whose time left is what is left of the calling
+request's deadline (:data:`CURRENT`, set by the runner around each endpoint call); a caller
+whose deadline has passed makes no call. A call that outlives the caller's deadline, or
+whose caller is cancelled, is cancelled at the broker (the CANCEL that streams use: a request
+still queued is never executed).
+
+Slots: while a batch has dependency calls in flight the worker tells the broker (WAITING), and
+the broker counts that batch's slot as free, so that a service calling itself, or A -> B -> A,
+still has slots for the calls it waits on (``docs/composition.md``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from batching.tensors import batch_key, row_count
+from zeroserve.curve import Curve
+from zeroserve.dependency import DependencyError
+from zeroserve.loopsocket import LoopSocket
+from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.sockets import open_socket
+from zeroserve.wire import codec
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
+from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
+from zeroserve.wire.frontend import Control, ControlOp, Request, error_details, parse_reply
+from zeroserve.wire.stream import Cancel
+
+log = logging.getLogger("zeroserve.worker")
+
+_GRACE_S = 0.5  # past the caller's deadline, for the broker's own 504 of the call
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """The request an endpoint call serves: its batch and its deadline (monotonic seconds)."""
+
+    batch_id: int
+    deadline: float
+
+
+CURRENT: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "zeroserve_call", default=None)
+
+
+class DependencyLink:
+    """Sends dependency calls to the broker's frontend and matches their replies.
+
+    ``waiting(batch_id, flag)`` tells the broker that a batch waits on calls (or no longer);
+    ``clock`` is the monotonic clock the deadlines are on."""
+
+    def __init__(self, address: str, context: zmq.Context, curve: Curve | None,
+                 waiting: Callable[[int, bool], None], cluster: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.address = address
+        self._context = context
+        self._curve = curve
+        self._waiting = waiting
+        self._cluster = cluster
+        self._clock = clock
+        self._socket: LoopSocket | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[bytes, asyncio.Future] = {}
+        self._calls_of: Counter[int] = Counter()  # batch id -> its calls in flight
+        self._described: dict[str, ServiceDescription] = {}  # from the broker's MODELS
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread = 0
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        sock = open_socket(self._context, zmq.DEALER, curve=self._curve)
+        sock.connect(self.address)
+        self._socket = LoopSocket(sock, self._on_message, copied=5)
+
+    def close(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        if self._socket is not None:
+            self._socket.close()
+
+    def _on_message(self, frames: list) -> None:
+        try:
+            command, rest = split_command(frames)
+            if command is not Command.REPLY:
+                raise ProtocolError(f"unexpected {command.name} on the dependency link")
+            reply = parse_reply(rest)
+        except ProtocolError as exc:
+            log.warning("worker: dropped a malformed message of the dependency link (%s)", exc)
+            return
+        fut = self._pending.get(reply.request_id)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+
+    async def _exchange(self, request_id: bytes, frames: list, wait_s: float,
+                        sent: Callable[[], None] | None = None) -> Any:
+        assert self._socket is not None, "start() first"
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        try:
+            self._socket.send(frames)
+            if sent is not None:  # after the REQUEST: the freed slot should go to it first
+                sent()
+            return await asyncio.wait_for(fut, wait_s)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def served(self) -> set[str] | None:
+        """The services the broker knows (its MODELS answer, kept for the calls' schemas),
+        or None if it does not answer."""
+        request_id = struct.pack(">Q", next(self._ids))
+        try:
+            reply = await self._exchange(request_id, Control(
+                request_id, ControlOp.MODELS, {}, self._cluster).to_frames(), 2.0)
+            answer = unpack_map(reply.meta, "models answer")
+        except (TimeoutError, ProtocolError):
+            return None
+        services = answer.get("services") if isinstance(answer, dict) else None
+        if not isinstance(services, dict):
+            return None
+        for name, desc in services.items():
+            try:
+                self._described[name] = ServiceDescription.from_map(name, desc)
+            except ProtocolError:
+                continue
+        return set(services)
+
+    async def _endpoint(self, service: str, endpoint: str) -> EndpointDescription | None:
+        """The callee's description (asking the broker on a miss); None if the broker does
+        not know it (yet): the call goes anyway, and the broker answers it."""
+        known = self._described.get(service)
+        if known is None or endpoint not in known.endpoints:
+            await self.served()
+            known = self._described.get(service)
+        if known is None:
+            return None
+        found = known.endpoints.get(endpoint)
+        if found is None:
+            raise DependencyError(service, endpoint, int(Status.NOT_FOUND),
+                                  f"service '{service}' has no endpoint '{endpoint}'")
+        return found
+
+    async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
+                   default_timeout_s: float) -> Any:
+        """Call ``service.endpoint`` for the request ``caller`` serves (None: outside a
+        request, e.g. in a background task: ``default_timeout_s``); DependencyError if it
+        fails."""
+        left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
+        if left_s <= 0:
+            raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED),
+                                  "the calling request's deadline has passed; not called")
+        described = await self._endpoint(service, endpoint)
+        rows, key = 1, b""
+        try:
+            if described is not None:
+                inputs = validate_inputs(described.inputs, inputs)
+                if described.batchable:
+                    rows = row_count(inputs, described.batch_dim)
+                    key = batch_key(inputs, described.batch_dim)
+            meta, frames = codec.encode(inputs)
+        except (InvalidInput, codec.CodecError) as exc:
+            raise DependencyError(service, endpoint, int(Status.BAD_REQUEST),
+                                  f"inputs cannot be sent: {exc}") from None
+        request_id = struct.pack(">Q", next(self._ids))
+        request = Request(request_id, service, endpoint, max(int(left_s * 1000), 1), meta,
+                          frames, rows, key).to_frames()
+        batch = caller.batch_id if caller is not None else None
+        try:
+            reply = await self._exchange(request_id, request, left_s + _GRACE_S,
+                                         lambda: self._begin(batch))
+        except TimeoutError:
+            self._cancel(request_id)
+            raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED),
+                                  "no answer before the calling request's deadline") from None
+        except asyncio.CancelledError:
+            self._cancel(request_id)
+            raise
+        finally:
+            self._end(batch)
+        if reply.status is not Status.OK:
+            raise _failure(service, endpoint, reply.status, str(error_details(reply)["error"]))
+        try:
+            return codec.decode(reply.meta, reply.body)
+        except codec.CodecError as exc:
+            raise DependencyError(service, endpoint, int(Status.INTERNAL),
+                                  f"undecodable answer: {exc}") from None
+
+    def _cancel(self, request_id: bytes) -> None:
+        if self._socket is not None:
+            self._socket.send(Cancel(request_id).to_frames())
+
+    def _begin(self, batch: int | None) -> None:
+        if batch is None:
+            return
+        self._calls_of[batch] += 1
+        if self._calls_of[batch] == 1:
+            self._waiting(batch, True)
+
+    def _end(self, batch: int | None) -> None:
+        if batch is None:
+            return
+        self._calls_of[batch] -= 1
+        if self._calls_of[batch] <= 0:
+            del self._calls_of[batch]
+            self._waiting(batch, False)
+
+
+def _failure(service: str, endpoint: str, status: Status, message: str) -> DependencyError:
+    if status is Status.NOT_FOUND and message.startswith("unknown service"):
+        # a service that no deployment serves is unavailable, not a bad request of the caller
+        return DependencyError(service, endpoint, int(Status.NO_WORKER),
+                               f"no worker of this cluster serves '{service}'")
+    if status is Status.QUEUE_FULL:
+        status = Status.NO_WORKER
+    return DependencyError(service, endpoint, int(status), message)
+
+
+class ServiceHandle:
+    """What a ``zeroserve.depends`` attribute is in a worker: calls of service ``name``."""
+
+    def __init__(self, link: DependencyLink, name: str, default_timeout_s: float = 30.0) -> None:
+        self._link = link
+        self.name = name
+        self._default_timeout_s = default_timeout_s
+
+    async def call(self, endpoint: str, /, **inputs: Any) -> Any:
+        """Call ``endpoint`` of the service with ``inputs``, from async code; its answer, or
+        :class:`~zeroserve.DependencyError`."""
+        return await self._link.call(self.name, endpoint, inputs, CURRENT.get(),
+                                     self._default_timeout_s)
+
+    def call_sync(self, endpoint: str, /, **inputs: Any) -> Any:
+        """``call`` from a sync endpoint (which runs in one of the worker's threads)."""
+        loop = self._link.loop
+        assert loop is not None, "the dependency link is not started"
+        if threading.get_ident() == self._link.loop_thread:
+            raise RuntimeError("call_sync() on the worker's event loop would block it: use "
+                               "'await ....call()' in an async endpoint")
+        caller = CURRENT.get()
+        future = asyncio.run_coroutine_threadsafe(self._link.call(
+            self.name, endpoint, inputs, caller, self._default_timeout_s), loop)
+        return future.result()
+
+    def __repr__(self) -> str:
+        return f"<dependency on service {self.name!r}>"
