@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any
 
 from gateway.broker_link import BrokerLink
 from gateway.invoke import call
@@ -21,6 +21,6 @@ async def endpoint_values(link: BrokerLink, info: EndpointDescription, inputs: A
         yield await call(link, info, inputs, limits.first_s)
         return
     chunks = await open_stream(link, info, inputs, limits)
-    async with contextlib.aclosing(cast(AsyncGenerator, chunks)):
+    async with contextlib.aclosing(chunks):
         async for chunk in chunks:
             yield decode_chunk(chunk)

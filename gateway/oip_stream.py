@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -125,7 +125,7 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
         out.parameters[FINAL].bool_param = final
         return pb.ModelStreamInferResponse(infer_response=out)
 
-    chunks = cast(AsyncGenerator, await open_stream(service.link, info, inputs, limits))
+    chunks = await open_stream(service.link, info, inputs, limits)
     async with contextlib.aclosing(chunks):
         chunk = await anext(chunks, None)
         while chunk is not None:
