@@ -57,9 +57,9 @@ class EventStreamHandler(BodyHandler):
         """Run the part of a handler that waits for a stream and writes it: a client that
         leaves ends it at once, quietly."""
         self._task = asyncio.current_task()
+        if self._gone and self._task is not None:
+            self._task.cancel()  # it left before: the first wait ends at once
         try:
-            if self._gone:
-                raise ClientGone()
             yield
         except ClientGone:
             return
