@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 
@@ -126,27 +126,45 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
         return pb.ModelStreamInferResponse(infer_response=out)
 
     chunks = await open_stream(service.link, info, inputs, limits)
-    async with contextlib.aclosing(chunks):
-        chunk = await anext(chunks, None)
-        while chunk is not None:
-            following = asyncio.ensure_future(anext(chunks, None))
-            try:
-                if not empty_final:
-                    await asyncio.sleep(0)  # the end, if it came with this chunk, is read now
-                ends = not empty_final and following.done() and \
-                    following.exception() is None and following.result() is None
-                await send_chunk(chunk_response(chunk, ends), limits)
-                chunk = await following
-            finally:
-                if not following.done():
-                    following.cancel()
-                    with contextlib.suppress(BaseException):
-                        await following
+    async with contextlib.aclosing(chunks), contextlib.aclosing(
+            with_last(chunks, look_ahead=not empty_final)) as marked:
+        async for chunk, last in marked:
+            await send_chunk(chunk_response(chunk, last), limits)
         if empty_final:
             final = pb.ModelInferResponse(model_name=ref.name, model_version=VERSION,
                                           id=request.id)
             final.parameters[FINAL].bool_param = True
             send((pb.ModelStreamInferResponse(infer_response=final), False))
+
+
+T = TypeVar("T")
+
+
+async def with_last(items: AsyncIterator[T], look_ahead: bool = True
+                    ) -> AsyncGenerator[tuple[T, bool], None]:
+    """Each item of ``items`` with whether it is known to be the last: with ``look_ahead``,
+    the end counts as known when it is ready as the item goes out (one step of the loop,
+    never a wait: an item is never held back for the next); else never. Closing this closes
+    nothing of ``items`` (its owner closes it)."""
+    item = await anext(items, _END)
+    while item is not _END:
+        following = asyncio.ensure_future(anext(items, _END))
+        try:
+            if look_ahead:
+                await asyncio.sleep(0)  # one step: the end, if it came with this item, is read
+            last = look_ahead and following.done() and not following.cancelled() and \
+                following.exception() is None and following.result() is _END
+            yield cast(T, item), last
+            item = await following
+        finally:
+            if not following.done():
+                following.cancel()
+                await asyncio.wait([following])  # before its owner closes ``items``
+            elif not following.cancelled():
+                following.exception()  # seen: the owner's close is what answers it
+
+
+_END: Any = object()
 
 
 def _error(request: pb.ModelInferRequest | MalformedRequest, message: str
