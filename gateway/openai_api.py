@@ -136,8 +136,13 @@ class CompletionsHandler(OpenAIErrors, EventStreamHandler):
     async def _whole(self, values: AsyncGenerator[Any, None], answer: Answer,
                      request: OpenAIRequest) -> None:
         texts: list[str] = []
+        size = 0
         async for value in values:
             texts.append(token_text(value))
+            size += len(texts[-1])
+            if size > self.max_body_bytes:  # the gateway's bound on what it holds for one call
+                raise OpenAIError(413, f"the answer is longer than {self.max_body_bytes} "
+                                       "characters; ask for it with stream true", "stream")
             if request.max_tokens is not None and len(texts) >= request.max_tokens:
                 break
         self.set_header("Content-Type", "application/json")
