@@ -42,12 +42,12 @@ from zeroserve.wire.frontend import (
 )
 from zeroserve.wire.stream import (
     Cancel,
-    Chunk,
+    Chunks,
     Credit,
     batch_id_of,
     batch_key,
     parse_cancel,
-    parse_chunk,
+    parse_chunks,
     parse_credit,
 )
 
@@ -127,8 +127,9 @@ class BrokerCore:
     """Routes requests from gateways to workers and replies back; see the module docstring."""
 
     def __init__(self, config: BrokerConfig, send_front: Send, send_back: Send,
-                 now: float) -> None:
+                 now: float, wall: float = 0.0) -> None:
         self.config = config
+        self.wall_offset = wall - now if wall else 0.0  # wall time = core time + offset
         self._send_front = send_front
         self._send_back = send_back
         self.broker_id = os.urandom(4).hex()
@@ -246,7 +247,7 @@ class BrokerCore:
                              identity.hex())
                 return None
             if command is Command.STREAM_CHUNK:
-                self._on_chunk(worker, parse_chunk(rest), now)
+                self._on_chunks(worker, parse_chunks(rest), now)
             elif command is Command.WAITING:
                 batch_id, is_waiting = parse_waiting(rest)
                 self.registry.mark_waiting(worker, batch_id, is_waiting)
@@ -339,13 +340,21 @@ class BrokerCore:
             self._end_stream(flight, now)
         else:
             flight.endpoint.policy.observe(rows, result.exec_s)
-        flight.endpoint.stats.record_batch(rows, len(flight.items), result.exec_s)
+        stats = flight.endpoint.stats
+        stats.record_batch(rows, len(flight.items), result.exec_s)
+        times = (result.input_s, result.infer_s, result.output_s)
+        answered_ok = False
         for ri in result.items:
             item = flight.waiting.pop(ri.request_id, None)
             if item is not None:  # None: answered already (its deadline passed)
-                flight.endpoint.stats.record_status(ri.status)
+                stats.record_status(ri.status, now - item.arrived)
+                if ri.status is Status.OK:
+                    answered_ok = True
+                    stats.inference.record_ok(item.rows, flight.dispatched - item.arrived, times)
                 self._reply(item.gateway, Reply(item.request_id, ri.status, ri.frames[0],
                                                   ri.frames[1:]))
+        if answered_ok:
+            stats.inference.record_execution(rows, times, now)
         if worker.draining and not worker.in_flight:
             self.registry.remove(worker.identity)
             self._send_back([worker.identity, *disconnect()])
@@ -356,9 +365,9 @@ class BrokerCore:
 
     # ------------------------------------------------------------ streams
 
-    def _on_chunk(self, worker: WorkerState, chunk: Chunk, now: float) -> None:
-        """Forward a stream's chunk to its gateway, unless its caller is gone."""
-        flight = self._in_flight.get(batch_id_of(chunk.key))
+    def _on_chunks(self, worker: WorkerState, chunks: Chunks, now: float) -> None:
+        """Forward a stream's chunks to its gateway, unless its caller is gone."""
+        flight = self._in_flight.get(batch_id_of(chunks.key))
         if flight is None or not flight.streams or flight.worker.worker_id != worker.worker_id:
             return None  # a stream that ended or was never this worker's
         item = flight.waiting.get(item_key(0))
@@ -366,10 +375,10 @@ class BrokerCore:
             return None  # answered already (cancelled, or its deadline passed)
         if flight.chunks == 0:
             flight.endpoint.streams.record_first_chunk(now - item.arrived)
-        flight.chunks += 1
-        flight.endpoint.streams.chunks += 1
-        self._send_front([item.gateway,
-                          *Chunk(item.request_id, chunk.seq, chunk.frames).to_frames()])
+        flight.chunks += len(chunks.bodies)
+        flight.endpoint.streams.chunks += len(chunks.bodies)
+        self._send_front([item.gateway, *Chunks(item.request_id, chunks.first, chunks.bodies)
+                          .to_frames()])
 
     def _on_credit(self, gateway: bytes, credit: Credit) -> None:
         """Pass a reader's credit on to the worker that runs its stream."""
@@ -479,7 +488,7 @@ class BrokerCore:
                     if item.deadline <= now]
             for key, item in late:
                 del flight.waiting[key]
-                flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED)
+                flight.endpoint.stats.record_status(Status.DEADLINE_EXCEEDED, now - item.arrived)
                 self._reply(item.gateway, error_reply(
                     item.request_id, Status.DEADLINE_EXCEEDED,
                     "deadline exceeded before the stream's first chunk" if flight.streams
@@ -516,7 +525,7 @@ class BrokerCore:
             else:
                 status, message = Status.NO_WORKER, (
                     f"no worker serves '{endpoint.service}' (waited until the deadline)")
-            endpoint.stats.record_status(status)
+            endpoint.stats.record_status(status, item.deadline - item.arrived)
             self._reply(item.gateway, error_reply(item.request_id, status, message))
 
     def _recover(self, worker: WorkerState, now: float, why: str) -> None:
@@ -575,7 +584,7 @@ class BrokerCore:
                          "in_flight": len(w.in_flight), "draining": w.draining,
                          "last_heartbeat_s": w.liveness.silent_for(now)} for w in self.registry],
             "endpoints": {f"{e.service}.{e.name}": {
-                "queued": len(e.queue), **e.stats.summary(),
+                "queued": len(e.queue), **e.stats.summary(self.wall_offset),
                 **({"streams": e.streams.summary(self._active_streams(e))}
                    if e.description.streams else {}),
                 "max_batch_size": e.policy.limits.max_batch_size,

@@ -71,7 +71,7 @@ class BrokerDaemon:
                                     serves=curve.Channel.FRONTEND)
         self.backend = open_socket(self.context, zmq.ROUTER, curve=self.curve,
                                    serves=curve.Channel.BACKEND)
-        self.core = BrokerCore(config, self._send_front, self._send_back, clock())
+        self.core = BrokerCore(config, self._send_front, self._send_back, clock(), wall_clock())
         self.job_sockets = JobSockets(self.context, self.curve)
         self.jobs = JobDesk(jobs, self.job_sockets, self._send_front, wall_clock)
         self.core.jobs = self.jobs

@@ -1,4 +1,5 @@
-"""Per-endpoint figures the broker keeps: batch sizes, queue wait, execution time, outcomes."""
+"""Per-endpoint figures the broker keeps: batch sizes, queue wait, execution time, outcomes,
+and the figures of Triton's statistics extension (:class:`InferenceStats`)."""
 from __future__ import annotations
 
 from bisect import bisect_left
@@ -10,6 +11,73 @@ from zeroserve.wire.envelope import Status
 # upper bounds (seconds) of the queue-wait and execution-time histograms
 TIME_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                   5.0, 10.0)
+
+
+@dataclass
+class Duration:
+    """How many requests (or batches) and their cumulative seconds."""
+
+    count: int = 0
+    s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.s += max(seconds, 0.0)
+
+    def pair(self) -> list:
+        return [self.count, self.s]
+
+
+def _compute() -> list[Duration]:
+    return [Duration(), Duration(), Duration()]
+
+
+@dataclass
+class InferenceStats:
+    """What Triton's statistics extension reports of one endpoint, in seconds and the core's
+    clock: requests answered OK (``success``, with their time from arrival to answer) and
+    not OK (``fail``); for each OK request its queue wait and its batch's input, user
+    function and output times (``compute``: a request is charged its whole batch's, as in
+    Triton); ``rows`` of the OK requests (Triton's ``inference_count``), the batches that
+    answered one OK at least (``executions``) and, per batch size in rows, how many such
+    batches and their input, function and output times (``by_size``)."""
+
+    rows: int = 0
+    executions: int = 0
+    last_at: float | None = None  # when the last OK answer left
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute: list[Duration] = field(default_factory=_compute)  # input, infer, output
+    by_size: dict[int, list[Duration]] = field(default_factory=dict)
+
+    def record_ok(self, rows: int, wait_s: float, times: tuple[float, float, float]) -> None:
+        """One request of ``rows`` answered OK after waiting ``wait_s`` in its queue, in a
+        batch that took ``times`` (input, infer, output seconds)."""
+        self.rows += rows
+        self.queue.add(wait_s)
+        for duration, seconds in zip(self.compute, times):
+            duration.add(seconds)
+
+    def record_execution(self, rows: int, times: tuple[float, float, float],
+                         now: float) -> None:
+        """A batch of ``rows`` that answered one request OK at least, at ``now``."""
+        self.executions += 1
+        self.last_at = now
+        for duration, seconds in zip(self.by_size.setdefault(rows, _compute()), times):
+            duration.add(seconds)
+
+    def summary(self, wall_offset: float) -> dict:
+        """The figures as a map; ``last_wall_s`` is the wall-clock time of the last OK answer
+        (the core's clock plus ``wall_offset``; 0 for none)."""
+        return {
+            "rows": self.rows, "executions": self.executions,
+            "last_wall_s": 0.0 if self.last_at is None else self.last_at + wall_offset,
+            "success": self.success.pair(), "fail": self.fail.pair(),
+            "queue": self.queue.pair(), "compute": [d.pair() for d in self.compute],
+            "by_size": {rows: [d.pair() for d in times]
+                        for rows, times in sorted(self.by_size.items())},
+        }
 
 
 @dataclass
@@ -29,6 +97,7 @@ class EndpointStats:
     # counts per TIME_BUCKETS_S bound (not cumulative), the last one past every bound
     wait_buckets: list = field(default_factory=lambda: [0] * (len(TIME_BUCKETS_S) + 1))
     exec_buckets: list = field(default_factory=lambda: [0] * (len(TIME_BUCKETS_S) + 1))
+    inference: InferenceStats = field(default_factory=InferenceStats)
 
     def record_batch(self, rows: int, requests: int, exec_s: float) -> None:
         self.batches += 1
@@ -44,10 +113,13 @@ class EndpointStats:
         self.wait_s_max = max(self.wait_s_max, seconds)
         self.wait_buckets[bisect_left(TIME_BUCKETS_S, seconds)] += 1
 
-    def record_status(self, status: Status) -> None:
+    def record_status(self, status: Status, seconds: float = 0.0) -> None:
+        """A request answered with ``status``, ``seconds`` after it arrived (0: not known)."""
         self.statuses[int(status)] += 1
+        (self.inference.success if status is Status.OK else self.inference.fail).add(seconds)
 
-    def summary(self) -> dict:
+    def summary(self, wall_offset: float = 0.0) -> dict:
+        """Every figure as a map (``inference``: :meth:`InferenceStats.summary`)."""
         return {
             "requests": self.requests,
             "batches": self.batches,
@@ -60,6 +132,7 @@ class EndpointStats:
             "statuses": dict(self.statuses),
             "queue_wait_s": {"buckets": list(self.wait_buckets), "sum": self.wait_s_total},
             "exec_s": {"buckets": list(self.exec_buckets), "sum": self.exec_s_total},
+            "inference": self.inference.summary(wall_offset),
         }
 
 

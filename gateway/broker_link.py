@@ -43,7 +43,7 @@ from zeroserve.wire.frontend import (
     error_reply,
     parse_reply,
 )
-from zeroserve.wire.stream import parse_chunk
+from zeroserve.wire.stream import parse_chunks
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -318,10 +318,10 @@ class BrokerLink:
         try:
             command, rest = split_command(frames)
             if command is Command.CHUNK:
-                chunk = parse_chunk(rest)
-                stream = self._streams.get(chunk.key)
+                chunks = parse_chunks(rest)
+                stream = self._streams.get(chunks.key)
                 if stream is not None:
-                    stream[0].arrive(chunk)
+                    stream[0].arrive(chunks)
                 return
             if command is not Command.REPLY:
                 raise ProtocolError(f"unexpected {command.name} from the broker")

@@ -16,9 +16,10 @@ from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
+from gateway.oip_models import ServerIdentity
 from gateway.openai_api import openai_routes
 from gateway.port_owner import check_sharing
-from gateway.rest import handler_args, routes
+from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
@@ -62,7 +63,16 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
                                    + oip_routes(args) + openai_routes(args) + routes(args),
                                    log_function=_finished,
+                                   default_handler_class=NotFoundHandler,
+                                   default_handler_args=args,
+                                   oip_server=server_identity(gateway),
                                    max_json_depth=gateway.max_json_depth)
+
+
+def server_identity(gateway: GatewaySettings) -> ServerIdentity:
+    """What OIP server metadata answers, from ``gateway.server_name`` and
+    ``gateway.server_version``."""
+    return ServerIdentity(gateway.server_name, gateway.server_version)
 
 
 async def may_share_ports(gateway: GatewaySettings, cluster: str) -> bool:
@@ -116,7 +126,8 @@ async def serve(parts: Container) -> int:
                                              request.max_timeout_s, access,
                                              jobs.max_input_bytes, gateway.reuse_port,
                                              gateway.max_body_bytes, grpc_keepalive,
-                                             tls.grpc if tls else None, parts.stream.get())
+                                             tls.grpc if tls else None, parts.stream.get(),
+                                             server_identity(gateway))
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s (HTTP port %d, gRPC port %d): %s", host, port,
                   grpc_port, exc)

@@ -12,6 +12,7 @@ from gateway.broker_link import BrokerLink
 from gateway.grpc_messages import REPORT_INTERVAL_S, add_service
 from gateway.jobs_grpc import JobsService
 from gateway.oip_grpc import InferenceService
+from gateway.oip_models import ServerIdentity
 from gateway.serving_grpc import ServingService
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2, zeroserve_serving_pb2
@@ -46,11 +47,12 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
                        max_request_bytes: int = MAX_MESSAGE_BYTES,
                        keepalive: GrpcKeepalive = GrpcKeepalive(),
                        tls: grpc.ServerCredentials | None = None,
-                       stream: StreamSettings | None = None) -> grpc.aio.Server:
+                       stream: StreamSettings | None = None,
+                       server_identity: ServerIdentity | None = None) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop (TLS with ``tls``, else plain);
     raise OSError if it cannot bind. A request message larger than ``max_request_bytes``
     ends with RESOURCE_EXHAUSTED, one that does not parse with INVALID_ARGUMENT
-    (:mod:`gateway.grpc_messages`)."""
+    (:mod:`gateway.grpc_messages`). ``server_identity`` is what ServerMetadata answers."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -59,7 +61,8 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
     ])
     access = access or Access()
     malformed = EventReport(REPORT_INTERVAL_S)
-    add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access, stream),
+    add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access, stream,
+                                            server_identity or ServerIdentity()),
                 grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed)
     add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access, stream),
                 zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Serving"], malformed)

@@ -71,17 +71,27 @@ async def find_endpoint(link: BrokerLink, service: str, endpoint: str) -> Endpoi
     raise not_served(link, Status.NOT_FOUND, f"unknown service '{service}'")
 
 
+def unknown_model(model: str) -> str:
+    """Triton's message for a model no endpoint serves (clients match it)."""
+    return f"Request for unknown model: '{model}' is not found"
+
+
+def unknown_version(model: str, version: str) -> str:
+    """Triton's message for a version that ``model`` does not have."""
+    return f"Request for unknown model: '{model}' version {version} is not found"
+
+
 async def find_model(link: BrokerLink, model: str, version: str | None
                      ) -> tuple[ModelRef, EndpointDescription]:
     """The endpoint serving an Open Inference Protocol model (:func:`look_up`; else
     :func:`not_served`: 404 if no endpoint serves it); ``version`` empty or None means the
-    current one."""
-    if version not in (None, "", VERSION):
-        raise RequestFailed(Status.NOT_FOUND, f"model '{model}' has no version '{version}'; "
-                                              f"its version is '{VERSION}'")
+    current one, any other than :data:`~gateway.oip_models.VERSION` is 404. Messages are
+    Triton's (:func:`unknown_model`, :func:`unknown_version`)."""
     ref = await look_up(link, lambda: resolve(model, link.descriptions))
     if ref is None:
-        raise not_served(link, Status.NOT_FOUND, f"unknown model '{model}'")
+        raise not_served(link, Status.NOT_FOUND, unknown_model(model))
+    if version not in (None, "", VERSION):
+        raise RequestFailed(Status.NOT_FOUND, unknown_version(model, version))
     return ref, await find_endpoint(link, ref.service, ref.endpoint)
 
 

@@ -13,18 +13,26 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-import zeroserve
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
-from gateway.oip_http import EXTENSIONS
+from gateway.oip_http import EXTENSIONS, read_statistics
 from gateway.oip_infer import infer
-from gateway.oip_models import VERSION, ModelRef, repository_index, resolve
+from gateway.oip_models import (
+    VERSION,
+    ModelRef,
+    ServerIdentity,
+    model_names,
+    repository_index,
+    resolve,
+    server_metadata,
+)
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest
+from gateway.oip_stats import statistics_message
 from gateway.oip_stream import stream_infer
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
@@ -37,8 +45,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The gRPC servicer: one per gateway, sharing its broker link."""
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
-                 access: Access, stream: StreamSettings | None = None) -> None:
+                 access: Access, stream: StreamSettings | None = None,
+                 server: ServerIdentity | None = None) -> None:
         self.link = link
+        self.server = server or ServerIdentity()
         self.access = access
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
@@ -70,8 +80,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
         caller(self.access, context)
-        return pb.ServerMetadataResponse(name="zeroserve", version=zeroserve.__version__,
-                                         extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**server_metadata(self.server, EXTENSIONS))
 
     @grpc_boundary
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
@@ -111,6 +120,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         index = repository_index(services, request.ready)
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
+
+    @grpc_boundary
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+        """Triton's statistics extension: every model the caller may see when ``name`` is
+        empty, else that model's (:mod:`gateway.oip_stats`)."""
+        if request.name:
+            refs = [(await self._model(request.name, request.version, context))[0]]
+        else:
+            refs = model_names(await visible_services(self.access, self.link, context))
+        return statistics_message(await read_statistics(self.link, refs))
 
     @grpc_boundary
     async def ModelInfer(self, request: pb.ModelInferRequest,

@@ -7,6 +7,7 @@ Paths (each model path also with ``/versions/{v}``)::
     GET  /v2/models/{m}             GET  /v2/models/{m}/ready
     GET  /v2/models/{m}/config      POST /v2/models/{m}/infer
     POST /v2/models/{m}/generate    POST /v2/models/{m}/generate_stream (gateway.oip_generate)
+    GET  /v2/models/stats           GET  /v2/models/{m}/stats
 
 Success is always exactly 200; every error is ``{"error": message}``. Requests go
 through the same broker path as the REST route, batching included.
@@ -21,21 +22,30 @@ from typing import Any
 
 import numpy as np
 
-import zeroserve
+from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.invoke import find_model
 from gateway.json_body import dump_json
 from gateway.oip_generate import GenerateHandler
 from gateway.oip_infer import infer
-from gateway.oip_models import VERSION, repository_index
+from gateway.oip_models import (
+    VERSION,
+    ModelRef,
+    ServerIdentity,
+    model_names,
+    repository_index,
+    server_metadata,
+)
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest, encode_response, parse_request
+from gateway.oip_stats import statistics
 from gateway.rest import BaseHandler, BodyHandler, decode_body
 from zeroserve.wire.envelope import Status
+from zeroserve.wire.frontend import ControlOp
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 _COMPRESS_AT_BYTES = 1024  # smaller answers go uncompressed even when the client accepts it
 
 
@@ -62,9 +72,12 @@ class ServerReadyHandler(OipHandler):
 
 
 class ServerMetadataHandler(OipHandler):
+    """``GET /v2``: the application setting ``oip_server`` (a :class:`ServerIdentity`) names
+    the server."""
+
     def get(self) -> None:
-        self.reply({"name": "zeroserve", "version": zeroserve.__version__,
-                    "extensions": EXTENSIONS})
+        self.reply(server_metadata(self.settings.get("oip_server", ServerIdentity()),
+                                   EXTENSIONS))
 
 
 class RepositoryIndexHandler(OipHandler):
@@ -93,6 +106,32 @@ class ModelHandler(OipHandler):
                 raise RequestFailed(Status.NO_WORKER, f"model '{model}' has no worker")
             return self.reply({"name": ref.name, "ready": True})
         self.reply(model_metadata(ref, info))
+
+
+class StatsHandler(OipHandler):
+    """``GET /v2/models/stats`` (every model the caller may see) and
+    ``GET /v2/models/{m}[/versions/{v}]/stats``: Triton's statistics extension."""
+
+    async def get(self, model: str | None = None, version: str | None = None) -> None:
+        if model is None:
+            refs = model_names(await self.access.visible_services(self.link, self.identity))
+        else:
+            ref, _ = await find_model(self.link, model, version)
+            self.authorize(ref.service)
+            refs = [ref]
+        self.reply(await read_statistics(self.link, refs))
+
+
+async def read_statistics(link: BrokerLink, models: list[ModelRef]) -> dict[str, Any]:
+    """The statistics of ``models`` (:func:`gateway.oip_stats.statistics`), from the broker's
+    figures: the same through every gateway of the cluster. 503 if the broker does not
+    answer."""
+    try:
+        figures = await link.control(ControlOp.STATS)
+    except TimeoutError:
+        raise RequestFailed(Status.NO_WORKER,
+                            f"the broker at {link.address} does not answer") from None
+    return statistics(models, figures)
 
 
 class InferHandler(BodyHandler):
@@ -192,6 +231,8 @@ def oip_routes(args: dict) -> list:
         (r"/v2/health/ready", ServerReadyHandler, args),
         (r"/v2/?", ServerMetadataHandler, args),
         (r"/v2/repository/index", RepositoryIndexHandler, args),
+        (r"/v2/models/stats/?", StatsHandler, args),
+        (_MODEL + r"/stats/?", StatsHandler, args),
         (_MODEL + r"/infer", InferHandler, args),
         (_MODEL + r"/(generate|generate_stream)", GenerateHandler, args),
         (_MODEL + r"(?:/(ready|config))?/?", ModelHandler, args),

@@ -2,7 +2,7 @@
 
 Each endpoint is a model: ``service`` names the service's default (first declared)
 endpoint and ``service.endpoint`` names each one. Metadata and the Triton model
-configuration come from the endpoint's declared inputs and output; a batching
+configuration come from the endpoint's declared inputs and output (or named outputs); a batching
 endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every metadata
 shape (the configuration's ``dims`` leave the batch dimension out, as Triton's
 do). Every model has the one version ``"1"``. A streaming endpoint is a decoupled model
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+import zeroserve
 from gateway.json_body import parse_json
 from zeroserve.schema import Field
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
@@ -28,6 +29,20 @@ PLATFORM = "zeroserve"
 # the datatype and shape advertised for inputs and outputs that are not declared tensors
 _SCALARS = {"int": ("INT64", [1]), "float": ("FP64", [1]), "bool": ("BOOL", [1]),
             "str": ("BYTES", [1])}
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What OIP server metadata says the server is (``gateway.server_name`` and
+    ``gateway.server_version``: setups written for Triton may check them)."""
+
+    name: str = "zeroserve"
+    version: str = zeroserve.__version__
+
+
+def server_metadata(server: ServerIdentity, extensions: list[str]) -> dict[str, Any]:
+    """The server metadata object (``GET /v2``, gRPC ServerMetadata)."""
+    return {"name": server.name, "version": server.version, "extensions": list(extensions)}
 
 
 @dataclass(frozen=True)
@@ -94,8 +109,10 @@ def _tensor(field: Field, batched: bool) -> tuple[str, list[int]]:
 
 
 def _outputs(info: EndpointDescription) -> list[Field]:
-    """The outputs known before the model answers: none for a dict (one output per key), nor
-    for an untyped answer, except a stream's chunks (one output, ``output``)."""
+    """The declared named outputs, else the one output unless it is a dict or undeclared
+    (except a stream's chunks: one output, ``output``)."""
+    if info.outputs:
+        return list(info.outputs)
     if info.output.kind == "dict" or (info.output.kind == "any" and not info.streams):
         return []
     return [info.output]
@@ -194,8 +211,11 @@ def _input_value(field: Field, datatype: str, arr: np.ndarray) -> Any:
 
 
 def endpoint_outputs(info: EndpointDescription, value: Any) -> list[tuple[str, np.ndarray]]:
-    """The OIP output tensors of an endpoint's answer: a dict gives one output per key,
-    anything else one output named after the declared output."""
+    """The OIP output tensors of an endpoint's answer: a dict gives one output per key (in
+    the order of the declared outputs, when it declares them), anything else one output named
+    after the declared output."""
+    if isinstance(value, dict) and info.outputs and all(f.name in value for f in info.outputs):
+        return [(f.name, _output(f.name, value[f.name])) for f in info.outputs]
     if isinstance(value, dict):
         return [(str(k), _output(str(k), v)) for k, v in value.items()]
     return [(info.output.name, _output(info.output.name, value))]

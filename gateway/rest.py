@@ -245,7 +245,8 @@ class InvokeHandler(BodyHandler):
                 try:
                     while chunk is not None:
                         self.write(frame)
-                        await written(self.flush(), limits)
+                        if not chunk.more_queued:  # chunks that came together go together
+                            await written(self.flush(), limits)
                         sent += 1
                         chunk = await anext(chunks, None)
                         frame = done_frame(framing, sent) if chunk is None else \
@@ -269,6 +270,15 @@ class InvokeHandler(BodyHandler):
         if self._stream_task is not None:
             self._client_gone = True
             self._stream_task.cancel()  # wakes the stream's wait, which cancels the stream
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path that no route serves (the application's ``default_handler_class``): 404 as
+    ``{"error": message}``, like every other error, instead of tornado's HTML page."""
+
+    def prepare(self) -> None:
+        raise RequestFailed(Status.NOT_FOUND, f"no route serves {self.request.method} "
+                                              f"{self.request.path}")
 
 
 class HealthHandler(BaseHandler):

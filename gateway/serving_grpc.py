@@ -2,9 +2,14 @@
 
 Values travel in the codec's msgpack form, as on the REST route with
 ``application/msgpack``, so that ``zeroserve.Client`` answers the same over
-``grpc://`` as over ``http://``.
+``grpc://`` as over ``http://``. ``Stream`` sends a streaming endpoint's chunks, one reply
+message each (:mod:`gateway.streams`); ``Call`` answers the other endpoints.
 """
 from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
 
 import grpc
 
@@ -13,17 +18,21 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, decode_inputs, grpc_boundary, visible_services
 from gateway.invoke import call, find_endpoint
+from gateway.streams import decode_chunk, open_stream, stream_limits, written
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 from zeroserve.wire import codec
-from zeroserve.wire.envelope import Status, pack_map
+from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.envelope import Status, pack_map, raw
+from zeroserve.wire.stream import Chunk
 
 INLINE = 1 << 62  # codec threshold: every tensor inside the one payload
+TIMEOUT_METADATA = "x-zeroserve-timeout"  # seconds: Stream's wait for its first chunk
 
 
 class ServingService(pb_grpc.ServingServicer):
-    """``Call`` and ``Services`` on the gateway's broker link."""
+    """``Call``, ``Stream`` and ``Services`` on the gateway's broker link."""
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
                  access: Access, stream: StreamSettings | None = None) -> None:
@@ -43,6 +52,9 @@ class ServingService(pb_grpc.ServingServicer):
             self.access.check(caller(self.access, context), request.service)
             info = await find_endpoint(self.link, request.service, request.endpoint)
             meter.name(info.service, info.name)
+            if info.streams:
+                raise RequestFailed(Status.BAD_REQUEST, (
+                    f"{info.service}.{info.name} is a streaming endpoint: use Stream"))
             value = await call(self.link, info, decode_inputs(request.inputs), timeout_s)
             try:
                 return pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
@@ -51,9 +63,66 @@ class ServingService(pb_grpc.ServingServicer):
                                     f"answer cannot be encoded: {exc}") from None
 
     @grpc_boundary
+    async def Stream(self, request: pb.CallRequest, context: grpc.aio.ServicerContext) -> None:
+        """A streaming endpoint's chunks, one ``CallReply`` each. The first comes within the
+        call's deadline (its ``x-zeroserve-timeout`` metadata, else the gRPC deadline, else
+        the default), each next one within the idle limit; an error, before or after some
+        chunks, ends the RPC with its code and message; a client that cancels the RPC, or
+        does not read for the idle limit, cancels the stream."""
+        with Meter("grpc") as meter:
+            metadata = _metadata(context)
+            self.access.check(caller(self.access, context), request.service)
+            info = await find_endpoint(self.link, request.service, request.endpoint)
+            meter.name(info.service, info.name)
+            if not info.streams:
+                raise RequestFailed(Status.BAD_REQUEST, (
+                    f"{info.service}.{info.name} is not a streaming endpoint: use Call"))
+            limits = stream_limits(self._first_chunk_s(context, metadata), self.stream,
+                                   metadata.get)
+            chunks = await open_stream(self.link, info, decode_inputs(request.inputs), limits)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:  # a client's cancel raises CancelledError here
+                    await written(context.write(pb.CallReply(value=_inline(info, chunk))),
+                                  limits)
+
+    def _first_chunk_s(self, context: grpc.aio.ServicerContext,
+                       metadata: Mapping[str, str]) -> float:
+        remaining = context.time_remaining()
+        timeout_s = self.default_timeout_s if remaining is None else remaining
+        given = metadata.get(TIMEOUT_METADATA)
+        if given is not None:
+            try:
+                asked = float(given)
+            except ValueError:
+                asked = -1.0
+            if not (math.isfinite(asked) and asked > 0):
+                raise RequestFailed(Status.BAD_REQUEST, (
+                    f"{TIMEOUT_METADATA} must be a positive number of seconds, got {given!r}"))
+            timeout_s = min(timeout_s, asked)
+        return min(timeout_s, self.max_timeout_s)
+
+    @grpc_boundary
     async def Services(self, request: pb.ServicesRequest,
                        context: grpc.aio.ServicerContext) -> pb.ServicesReply:
         services = await visible_services(self.access, self.link, context)
         return pb.ServicesReply(services=pack_map({name: desc.to_map()
                                                    for name, desc in services.items()}),
                                 broker_alive=self.link.alive)
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {str(key).lower(): value for key, value in (context.invocation_metadata() or ())
+            if isinstance(value, str)}
+
+
+def _inline(info: EndpointDescription, chunk: Chunk) -> bytes:
+    """A chunk's value as one payload with every tensor inline: its frames as they came when
+    it has no tensor frames of its own, else decoded and encoded again."""
+    if len(chunk.frames) == 1:
+        return raw(chunk.frames[0])
+    value = decode_chunk(chunk)
+    try:
+        return codec.encode(value, threshold=INLINE)[0]
+    except codec.CodecError as exc:
+        raise RequestFailed(Status.INTERNAL, f"a chunk of {info.service}.{info.name} cannot "
+                                             f"be encoded: {exc}") from None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import Reply, error_reply
-from zeroserve.wire.stream import Cancel, Chunk, Credit
+from zeroserve.wire.stream import Cancel, Chunk, Chunks, Credit
 
 
 class StreamCall:
@@ -48,19 +48,20 @@ class StreamCall:
 
     # ------------------------------------------------------------ from the broker
 
-    def arrive(self, chunk: Chunk) -> None:
-        """A CHUNK for this stream. One out of order (a lost message) ends the stream with
-        an error rather than passing on a stream with a hole in it."""
+    def arrive(self, chunks: Chunks) -> None:
+        """A CHUNK message for this stream. Chunks out of order (a lost message) end the
+        stream with an error rather than passing on a stream with a hole in it."""
         if self.ended:
             return
-        if chunk.seq != self._next_seq:
+        if chunks.first != self._next_seq:
             self._send(Cancel(self.request_id).to_frames())
             self.finish(error_reply(self.request_id, Status.INTERNAL, (
-                f"stream chunk {chunk.seq} arrived where {self._next_seq} was due: the "
+                f"stream chunk {chunks.first} arrived where {self._next_seq} was due: the "
                 "stream is incomplete")))
             return
-        self._next_seq += 1
-        self._chunks.append(chunk)
+        arrived = chunks.chunks()
+        self._next_seq += len(arrived)
+        self._chunks.extend(arrived)
         self._wake.set()
 
     def finish(self, reply: Reply) -> None:
@@ -80,7 +81,9 @@ class StreamCall:
             self._wake.clear()
             await asyncio.wait_for(self._wake.wait(), max(timeout_s, 0.0))
         if self._chunks:
-            return self._chunks.popleft()
+            chunk = self._chunks.popleft()
+            chunk.more_queued = bool(self._chunks)
+            return chunk
         assert self._end is not None
         return self._end
 

@@ -11,12 +11,14 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
 from worker.dependencies import CURRENT, CallContext
 from worker.placement import Placement
 from zeroserve.dependency import DependencyError
+from zeroserve.schema import InvalidOutput, check_outputs
 from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.wire import codec
 from zeroserve.wire.backend import Batch, Result, ResultItem
@@ -118,10 +120,11 @@ class BatchRunner:
             live.append((it.request_id, inputs))
             deadlines[it.request_id] = received + it.timeout_ms / 1000.0
         started = self._clock()
+        timings = _Timings(input_s=started - received)
         if live:
             if endpoint.batchable and len(live) > 1:
                 call = CallContext(batch.batch_id, max(deadlines.values()))
-                items.extend(await self._run_merged(endpoint, live, inline_only, call))
+                items.extend(await self._run_merged(endpoint, live, inline_only, timings, call))
             else:
                 for request_id, inputs in live:
                     if self._clock() >= deadlines[request_id]:
@@ -130,8 +133,9 @@ class BatchRunner:
                         continue
                     call = CallContext(batch.batch_id, deadlines[request_id])
                     items.append(await self._run_one(endpoint, request_id, inputs, inline_only,
-                                                     call))
-        return Result(batch.batch_id, self._clock() - started, items)
+                                                     timings, call))
+        return Result(batch.batch_id, self._clock() - started, items, timings.input_s,
+                      timings.infer_s, timings.output_s)
 
     async def _invoke(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool,
                       call: CallContext) -> Any:
@@ -160,25 +164,59 @@ class BatchRunner:
         finally:
             CURRENT.reset(token)
 
-    async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
-                       inline_only: bool, call: CallContext) -> ResultItem:
+    def _check(self, endpoint: EndpointSpec, value: Any) -> None:
+        """Raise :class:`UserError` if ``value`` does not match the declared outputs."""
         try:
-            return _ok_item(request_id, await self._invoke(endpoint, inputs, inline_only, call))
+            check_outputs(endpoint.outputs, value)
+        except InvalidOutput as exc:
+            log.warning("worker: %s.%s answered outside its declared outputs: %s",
+                        self.spec.name, endpoint.name, exc)
+            raise UserError(str(exc)) from None
+
+    async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
+                       inline_only: bool, timings: _Timings, call: CallContext) -> ResultItem:
+        begun = self._clock()
+        try:
+            value = await self._invoke(endpoint, inputs, inline_only, call)
+            answered = self._clock()
+            timings.infer_s += answered - begun
+            self._check(endpoint, value)
         except UserError as exc:
             return _error_item(request_id, exc.status, str(exc))
+        item = _ok_item(request_id, value)
+        timings.output_s += self._clock() - answered
+        return item
 
     async def _run_merged(self, endpoint: EndpointSpec, live: list[tuple[bytes, dict]],
-                          inline_only: bool, call: CallContext) -> list[ResultItem]:
+                          inline_only: bool, timings: _Timings, call: CallContext
+                          ) -> list[ResultItem]:
         ids = [rid for rid, _ in live]
+        begun = self._clock()
         try:
             merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)
+            called = self._clock()
+            timings.input_s += called - begun
             output = await self._invoke(endpoint, merged, inline_only, call)
+            answered = self._clock()
+            timings.infer_s += answered - called
+            self._check(endpoint, output)
             pieces = split(output, counts, endpoint.batch_dim)
         except (BatchMergeError, BatchSplitError) as exc:
             return [_error_item(rid, Status.USER_ERROR, str(exc)) for rid in ids]
         except UserError as exc:
             return [_error_item(rid, exc.status, str(exc)) for rid in ids]
-        return [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
+        items = [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
+        timings.output_s += self._clock() - answered
+        return items
+
+
+@dataclass
+class _Timings:
+    """Seconds one batch spent on its inputs, in the user function and on its answers."""
+
+    input_s: float = 0.0
+    infer_s: float = 0.0
+    output_s: float = 0.0
 
 
 def run_blocking_in(loop: asyncio.AbstractEventLoop, pool: Any) -> Callable:

@@ -22,7 +22,7 @@ from zeroserve.service import EndpointSpec
 from zeroserve.wire import codec
 from zeroserve.wire.backend import BatchItem, Result, ResultItem
 from zeroserve.wire.envelope import Command, Status, pack_map
-from zeroserve.wire.stream import Chunk, batch_key, frames_size
+from zeroserve.wire.stream import Chunks, batch_key, frames_size
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -62,10 +62,20 @@ class _Stop(Exception):
         self.status = status
 
 
+_CANCELLED = (Status.CANCELLED, "the caller cancelled the stream")
+_LATE = (Status.DEADLINE_EXCEEDED, "deadline exceeded before the first chunk")
+BURST_S = 0.001  # chunks produced within this long of each other go in one CHUNK message
+
+
 class StreamRun:
     """One stream: the generator of ``endpoint`` on ``instance`` for the request ``item`` of
     batch ``batch_id``. ``send`` sends frames to the broker; ``call_sync`` runs a blocking
-    function off the loop (the worker's thread pool); ``clock`` is monotonic seconds."""
+    function off the loop (the worker's thread pool); ``clock`` is monotonic seconds.
+
+    The stream runs in one task, which awaits the generator directly; a cancel (or the first
+    chunk's deadline) cancels that task, so an async generator is interrupted where it
+    awaits. Chunks produced without the task suspending in between are sent together, in one
+    message, when it next suspends (or after :data:`BURST_S`)."""
 
     def __init__(self, batch_id: int, item: BatchItem, endpoint: EndpointSpec, instance: Any,
                  send: Callable[[list], None], call_sync: Callable[[Callable[[], Any]], Any],
@@ -82,7 +92,10 @@ class StreamRun:
         self._name = f"{service}.{endpoint.name}"
         self.window = StreamWindow(settings.window_chunks, settings.window_bytes)
         self._credited = asyncio.Event()
-        self._cancelled = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopped_for: tuple[Status, str] | None = None  # why the task was cancelled
+        self._burst: list[list] = []  # bodies produced and not yet sent
+        self._burst_at = 0.0
         self.chunks = 0
 
     # ------------------------------------------------------------ from the broker
@@ -93,19 +106,26 @@ class StreamRun:
             self._credited.set()
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._stop(_CANCELLED)
+
+    def _stop(self, why: tuple[Status, str]) -> None:
+        if self._stopped_for is None and self._task is not None:
+            self._stopped_for = why
+            self._task.cancel()
 
     # ------------------------------------------------------------ the stream
 
     async def run(self) -> Result:
-        """Run the stream to its end and return the RESULT that ends it."""
+        """Run the stream to its end and return the RESULT that ends it (after its chunks)."""
+        self._task = asyncio.current_task()
         started = self._clock()
-        status, message = await self._stream(started + self.item.timeout_ms / 1000.0)
+        status, message = await self._stream()
+        self._flush()
         meta = pack_map({"chunks": self.chunks} if status is Status.OK else {"error": message})
         return Result(self.batch_id, self._clock() - started,
                       [ResultItem(self.item.request_id, status, [meta])])
 
-    async def _stream(self, first_deadline: float) -> tuple[Status, str]:
+    async def _stream(self) -> tuple[Status, str]:
         if self.item.timeout_ms <= 0:
             return Status.DEADLINE_EXCEEDED, "deadline exceeded before execution"
         try:
@@ -118,88 +138,79 @@ class StreamRun:
             gen = getattr(self.instance, self.endpoint.method)(**inputs)
         except Exception as exc:  # user code (a bad signature): report, keep serving
             return Status.USER_ERROR, f"{type(exc).__name__}: {exc}"
+        late = asyncio.get_running_loop().call_later(self.item.timeout_ms / 1000.0,
+                                                     self._stop, _LATE)
+        step: asyncio.Future | None = None  # a sync generator's next() in a thread
         try:
             while True:
+                if self._stopped_for is not None:  # a generator that swallowed the cancel
+                    raise _Stop(*self._stopped_for)
                 await self._window_open()
-                limit = first_deadline if self.chunks == 0 else None
-                value = await (self._next_async(gen, limit) if self.endpoint.is_async
-                               else self._next_sync(gen, limit))
+                if self.endpoint.is_async:
+                    value = await anext(gen, _END)
+                else:
+                    step = asyncio.ensure_future(self._call_sync(lambda: next(gen, _END)))
+                    value = await asyncio.shield(step)
+                    step = None
                 if value is _END:
                     return Status.OK, ""
-                self._send_chunk(value)
+                late.cancel()
+                self._add_chunk(value)
+        except asyncio.CancelledError:
+            if self._stopped_for is None:
+                raise  # the worker itself is stopping
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # 3.11
+                task.uncancel()
+            if step is not None:  # next() cannot be interrupted: let it finish, then close
+                await asyncio.gather(step, return_exceptions=True)
+            await self._close(gen)
+            return self._stopped_for
         except _Stop as stop:
             await self._close(gen)
             return stop.status, str(stop)
-
-    async def _window_open(self) -> None:
-        while not self.window.open:
-            if self._cancelled.is_set():
-                raise _Stop(Status.CANCELLED, "the caller cancelled the stream")
-            self._credited.clear()
-            waits = [asyncio.ensure_future(self._credited.wait()),
-                     asyncio.ensure_future(self._cancelled.wait())]
-            done, pending = await asyncio.wait(waits, timeout=self._idle_s,
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
-            if not done:
-                raise _Stop(Status.DEADLINE_EXCEEDED,
-                            f"the reader took no chunk for {self._idle_s:g} s")
-        if self._cancelled.is_set():
-            raise _Stop(Status.CANCELLED, "the caller cancelled the stream")
-
-    async def _race(self, step: asyncio.Future, limit: float | None) -> bool:
-        """Wait for ``step`` or a cancel, until the monotonic ``limit`` (None: no limit);
-        True if ``step`` finished."""
-        cancelled = asyncio.ensure_future(self._cancelled.wait())
-        timeout = None if limit is None else max(limit - self._clock(), 0.0)
-        await asyncio.wait([step, cancelled], timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        cancelled.cancel()
-        return step.done()
-
-    def _stopped(self) -> _Stop:
-        if self._cancelled.is_set():
-            return _Stop(Status.CANCELLED, "the caller cancelled the stream")
-        return _Stop(Status.DEADLINE_EXCEEDED, "deadline exceeded before the first chunk")
-
-    async def _next_async(self, gen: Any, limit: float | None) -> Any:
-        step = asyncio.ensure_future(gen.__anext__())
-        if not await self._race(step, limit):
-            step.cancel()  # interrupts the generator where it awaits
-            await asyncio.gather(step, return_exceptions=True)
-            raise self._stopped()
-        return self._outcome(step)
-
-    async def _next_sync(self, gen: Any, limit: float | None) -> Any:
-        step = asyncio.ensure_future(self._call_sync(lambda: next(gen, _END)))
-        if not await self._race(step, limit):
-            await asyncio.gather(step, return_exceptions=True)  # next() cannot be interrupted
-            raise self._stopped()
-        return self._outcome(step)
-
-    def _outcome(self, step: asyncio.Future) -> Any:
-        exc = step.exception()
-        if isinstance(exc, StopAsyncIteration):
-            return _END
-        if exc is not None:
+        except Exception as exc:  # the user's generator raised
             log.warning("worker: %s raised %s after %d chunks: %s", self._name,
                         type(exc).__name__, self.chunks, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
-            raise _Stop(Status.USER_ERROR, f"{type(exc).__name__}: {exc}")
-        return step.result()
+            return Status.USER_ERROR, f"{type(exc).__name__}: {exc}"
+        finally:
+            late.cancel()
 
-    def _send_chunk(self, value: Any) -> None:
+    async def _window_open(self) -> None:
+        while not self.window.open:
+            self._flush()
+            self._credited.clear()
+            try:
+                await asyncio.wait_for(self._credited.wait(), self._idle_s)
+            except TimeoutError:
+                raise _Stop(Status.DEADLINE_EXCEEDED,
+                            f"the reader took no chunk for {self._idle_s:g} s") from None
+
+    def _add_chunk(self, value: Any) -> None:
         try:
             meta, frames = codec.encode(value)
         except codec.CodecError as exc:
             raise _Stop(Status.USER_ERROR, f"the endpoint yielded a value that cannot be sent "
                                            f"(chunk {self.chunks}): {exc}") from None
         body = [meta, *frames]
-        self._send(Chunk(batch_key(self.batch_id), self.chunks, body)
-                   .to_frames(Command.STREAM_CHUNK))
         self.window.sent(frames_size(body))
         self.chunks += 1
+        now = self._clock()
+        if not self._burst:
+            self._burst_at = now
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._burst.append(body)
+        if now - self._burst_at >= BURST_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the chunks produced and not yet sent, in one message."""
+        if self._burst:
+            first = self.chunks - len(self._burst)
+            self._send(Chunks(batch_key(self.batch_id), first, self._burst)
+                       .to_frames(Command.STREAM_CHUNK))
+            self._burst = []
 
     async def _close(self, gen: Any) -> None:
         """Close the generator so that its ``finally:`` blocks run; what they raise is logged."""

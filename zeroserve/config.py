@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from zeroserve import __version__
+
 log = logging.getLogger("zeroserve.config")
 
 MiB = 1024 * 1024
@@ -67,6 +69,8 @@ class GatewaySettings:
                                             # empty: plain
     tls_key_file: str = ""                  # PEM private key of tls_cert_file
     tls_client_ca_file: str = ""            # PEM CA: clients need a certificate it issued (mTLS)
+    server_name: str = "zeroserve"          # what OIP server metadata (GET /v2) names
+    server_version: str = __version__       # ... and the version it gives
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ class InvalidInput(ValueError):
         self.reason = reason
 
 
+class InvalidOutput(ValueError):
+    """An endpoint's answer that does not match its declared outputs; the message names the
+    output."""
+
+
 @dataclass(frozen=True)
 class Tensor:
     """Declares a numpy input or output: ``Annotated[np.ndarray, Tensor("float32", (-1, 64))]``.
@@ -104,13 +109,21 @@ def _names_a_dtype(name: Any) -> bool:
     return True
 
 
-def _check_shape(field: Field, shape: tuple) -> None:
+def _shape_mismatch(field: Field, shape: tuple) -> str | None:
+    """Why ``shape`` does not fit the field's declared shape, or None if it does."""
     if field.shape is None:
-        return
+        return None
     if len(shape) != len(field.shape) or any(
             want not in (-1, got) for want, got in zip(field.shape, shape)):
         want = "[" + ", ".join("-1" if d == -1 else str(d) for d in field.shape) + "]"
-        raise InvalidInput(field.name, f"shape {list(shape)} does not match {want}")
+        return f"shape {list(shape)} does not match {want}"
+    return None
+
+
+def _check_shape(field: Field, shape: tuple) -> None:
+    mismatch = _shape_mismatch(field, shape)
+    if mismatch is not None:
+        raise InvalidInput(field.name, mismatch)
 
 
 def _string_array(field: Field, arr: np.ndarray) -> np.ndarray:
@@ -214,6 +227,46 @@ def validate_inputs(fields: Sequence[Field], values: Any) -> dict[str, Any]:
             continue
         out[field.name] = coerce_value(field, values[field.name])
     return out
+
+
+def check_outputs(fields: Sequence[Field], value: Any) -> None:
+    """Check an endpoint's answer against its declared named outputs (none declared: nothing
+    to check): a dict with exactly those names, each tensor a numpy array of the declared dtype
+    and shape (-1: any size), each other kind of the declared Python type. Raises
+    :class:`InvalidOutput` naming the first output that does not match."""
+    if not fields:
+        return
+    names = [f.name for f in fields]
+    if not isinstance(value, dict):
+        raise InvalidOutput(f"the endpoint must return a dict of its declared outputs {names}, "
+                            f"not {type(value).__name__}")
+    for extra in value:
+        if extra not in names:
+            raise InvalidOutput(f"output '{extra}' is not declared; the declared outputs are "
+                                f"{names}")
+    for field in fields:
+        if field.name not in value:
+            raise InvalidOutput(f"output '{field.name}' is missing from the endpoint's answer")
+        reason = _output_mismatch(field, value[field.name])
+        if reason is not None:
+            raise InvalidOutput(f"output '{field.name}': {reason}")
+
+
+def _output_mismatch(field: Field, value: Any) -> str | None:
+    if field.kind == "tensor":
+        if not isinstance(value, np.ndarray):
+            return f"expected a numpy array, got {type(value).__name__}"
+        if field.dtype is not None and value.dtype != dtype_named(field.dtype):
+            return f"dtype {value.dtype} does not match the declared {dtype_named(field.dtype)}"
+        return _shape_mismatch(field, value.shape)
+    if field.kind == "any":
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, _PY_TYPES[field.kind]) or (
+            field.kind in ("int", "float") and isinstance(value, bool)):
+        return f"expected {field.kind}, got {type(value).__name__}"
+    return None
 
 
 _HINT_KINDS = {int: "int", float: "float", str: "str", bool: "bool", list: "list",

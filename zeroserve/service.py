@@ -57,6 +57,7 @@ class EndpointSpec:
     retry_on_worker_loss: bool = True
     streams: bool = False  # a generator (``is_async``: an async generator)
     openai: str = ""  # "chat" or "completion": served by the OpenAI-compatible API
+    outputs: list[Field] = field(default_factory=list)  # declared named outputs (a dict answer)
 
     def describe(self, service: str) -> EndpointDescription:
         """What READY tells the broker of this endpoint of ``service``."""
@@ -64,7 +65,7 @@ class EndpointSpec:
             service, self.name, tuple(self.inputs), self.output, self.batchable,
             self.max_batch_size if self.batchable else 1, self.batch_dim,
             self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss,
-            self.streams, openai=self.openai)
+            self.streams, outputs=tuple(self.outputs), openai=self.openai)
 
 
 @dataclass
@@ -93,7 +94,10 @@ def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool 
     concurrent requests along ``batch_dim`` into one call of at most
     ``max_batch_size`` rows, waiting at most ``max_latency_ms`` for a batch to
     fill. ``inputs`` maps argument names to a type or :class:`Tensor`
-    (overriding the hints); ``outputs`` does the same for the return value.
+    (overriding the hints); ``outputs`` does the same for the return value, or, as a dict of
+    names to types or :class:`Tensor`, declares named outputs: the endpoint then returns a dict
+    of exactly those names, which the worker checks (Open Inference Protocol metadata lists
+    them).
     ``retry_on_worker_loss`` re-sends a request to another worker when its
     worker dies mid-request (set False for endpoints with side effects).
 
@@ -134,12 +138,21 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
             raise TypeError(f"endpoint {func.__name__}: *args/**kwargs are not supported")
         hint = declared.get(p.name, hints.get(p.name, Any))
         inputs.append(field_from_hint(p.name, hint, p.default is inspect.Parameter.empty))
-    out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
+    named = options.outputs if isinstance(options.outputs, dict) else None
+    outputs = [field_from_hint(str(n), hint, True) for n, hint in (named or {}).items()]
+    out_hint: Any
+    if named is not None:
+        out_hint = dict
+    else:
+        out_hint = options.outputs if options.outputs is not None else hints.get("return", Any)
     streams = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
     if streams:
         if options.batchable:
             raise TypeError(f"endpoint {func.__name__} is a generator (it streams) and cannot "
                             "also be batchable")
+        if named is not None:
+            raise TypeError(f"endpoint {func.__name__} is a generator (it streams) and cannot "
+                            "declare named outputs")
         out_hint = options.outputs if options.outputs is not None else Any
     wanted = {"chat": "messages", "completion": "prompt"}.get(options.openai)
     if wanted is not None and wanted not in {f.name for f in inputs}:
@@ -151,7 +164,7 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
         is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
         batchable=options.batchable, max_batch_size=options.max_batch_size,
         max_latency_ms=options.max_latency_ms, batch_dim=options.batch_dim,
-        retry_on_worker_loss=options.retry_on_worker_loss, streams=streams,
+        retry_on_worker_loss=options.retry_on_worker_loss, streams=streams, outputs=outputs,
         openai=options.openai)
 
 

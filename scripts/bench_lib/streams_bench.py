@@ -6,7 +6,8 @@ each flushed as it is produced, then a done event (zeroserve: the async generato
 ``scripts/bench_lib/sse_server.py``). Measured in one run, servers one after the other:
 
 1. chunks/s with 64 and with 256 concurrent streams (each stream a keep-alive connection that
-   starts its next stream when one ends), for ``--duration`` seconds each;
+   starts its next stream when one ends), for ``--duration`` seconds each (the worker has
+   512 slots: a stream holds one while it runs);
 2. time to first chunk of one stream at a time (median and p99 of ``--ttfc-streams``);
 3. server CPU per chunk (user + system seconds of every process of the server, over the
    window, divided by the chunks it sent).
@@ -33,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "scripts/bench_lib/stream_service.py:Tokens"
 CHUNKS = 200
+SLOTS = 512
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -157,7 +159,9 @@ def _start(name: str, work: Path) -> tuple[subprocess.Popen, int, Path]:
         argv = [sys.executable, "scripts/bench_lib/sse_server.py", "--port", str(port),
                 "--chunks", str(CHUNKS)]
     else:
+        # a stream holds a slot while it runs: enough slots for every concurrent stream
         argv = [sys.executable, "-m", "zeroserve", "serve", SERVICE, "--workers", "1",
+                "--slots", str(SLOTS),
                 "--http-port", str(port), "--grpc-port", "0", "--metrics-port", "0",
                 "--host", "127.0.0.1", "--frontend", f"tcp://127.0.0.1:{_free_port()}",
                 "--backend", f"tcp://127.0.0.1:{_free_port()}"]

@@ -86,14 +86,15 @@ def test_errors_are_grpc_statuses(client: triton.InferenceServerClient) -> None:
     x = np.zeros((1, 4), dtype=np.float32)
     cases = [
         (lambda: client.infer("nope", [_input("x", x)]), "StatusCode.NOT_FOUND",
-         "unknown model 'nope'"),
+         "Request for unknown model: 'nope' is not found"),
         (lambda: client.infer("oip.double", [_input("x", np.zeros((1, 5), np.float32))]),
          "StatusCode.INVALID_ARGUMENT", "does not match [-1, 4]"),
         (lambda: client.infer("oip.double", [_input("x", x.astype(np.float64))]),
          "StatusCode.INVALID_ARGUMENT", "datatype FP64 does not match the model's FP32"),
         (lambda: client.infer("oip.broken", [_input("x", x)]), "StatusCode.INTERNAL",
          "failed on purpose"),
-        (lambda: client.get_model_config("oip", "3"), "StatusCode.NOT_FOUND", "version '3'"),
+        (lambda: client.get_model_config("oip", "3"), "StatusCode.NOT_FOUND",
+         "Request for unknown model: 'oip' version 3 is not found"),
     ]
     for call, status, message in cases:
         with pytest.raises(InferenceServerException) as info:

@@ -71,7 +71,7 @@ def test_health_and_server_metadata(client: triton.InferenceServerClient) -> Non
     meta = client.get_server_metadata()
     assert meta["name"] == "zeroserve"
     assert "binary_tensor_data" in meta["extensions"]
-    assert "statistics" not in meta["extensions"]
+    assert "statistics" in meta["extensions"]  # served: GET /v2/models/stats
 
 
 def test_model_metadata_and_config(client: triton.InferenceServerClient, oip: Cluster) -> None:
@@ -157,9 +157,12 @@ def test_compressed_request_and_response(client: triton.InferenceServerClient,
 def test_errors_surface_with_their_message(client: triton.InferenceServerClient) -> None:
     x = np.zeros((1, 4), dtype=np.float32)
     cases = [
-        (lambda: client.infer("nope", [_input("x", x)]), "unknown model 'nope'", "404"),
-        (lambda: client.get_model_metadata("oip.nope"), "unknown model 'oip.nope'", "404"),
-        (lambda: client.get_model_metadata("oip", "2"), "no version '2'", "404"),
+        (lambda: client.infer("nope", [_input("x", x)]),
+         "Request for unknown model: 'nope' is not found", "404"),
+        (lambda: client.get_model_metadata("oip.nope"),
+         "Request for unknown model: 'oip.nope' is not found", "404"),
+        (lambda: client.get_model_metadata("oip", "2"),
+         "Request for unknown model: 'oip' version 2 is not found", "404"),
         (lambda: client.infer("oip.double", [_input("x", np.zeros((1, 5), np.float32))]),
          "shape [1, 5] does not match [-1, 4]", "400"),
         (lambda: client.infer("oip.double", [_input("x", x.astype(np.float64))]),

@@ -16,7 +16,7 @@ import zmq
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Command, Status, split_command
 from zeroserve.wire.frontend import Request, parse_reply
-from zeroserve.wire.stream import Cancel, Credit, parse_chunk
+from zeroserve.wire.stream import Cancel, Credit, parse_chunks
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,7 @@ class Reader:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(f"tcp://127.0.0.1:{port}")
         self.ids = 0
+        self.arrived: list = []  # chunks of a CHUNK message not yet handed out
 
     def start(self, endpoint: str, timeout_s: float = 10.0, **inputs: object) -> bytes:
         self.ids += 1
@@ -43,17 +44,20 @@ class Reader:
 
     def next(self, timeout_s: float = 10.0) -> tuple[str, object]:
         """("chunk", (seq, value)) or ("end", (status, meta)); raises TimeoutError."""
+        if self.arrived:
+            return self.arrived.pop(0)
         if not self.sock.poll(int(timeout_s * 1000)):
             raise TimeoutError("nothing from the broker")
         command, rest = split_command(self.sock.recv_multipart())
         if command is Command.CHUNK:
-            chunk = parse_chunk(rest)
-            return "chunk", (chunk.seq, codec.decode(chunk.frames[0], chunk.frames[1:]))
+            self.arrived = [("chunk", (c.seq, codec.decode(c.frames[0], c.frames[1:])))
+                            for c in parse_chunks(rest).chunks()]
+            return self.arrived.pop(0)
         reply = parse_reply(rest)
         return "end", (reply.status, msgpack.unpackb(reply.meta))
 
     def quiet(self, seconds: float) -> bool:
-        return not self.sock.poll(int(seconds * 1000))
+        return not self.arrived and not self.sock.poll(int(seconds * 1000))
 
     def send(self, frames: list) -> None:
         self.sock.send_multipart(frames)

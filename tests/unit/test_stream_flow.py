@@ -11,13 +11,13 @@ from zeroserve.wire.envelope import Command, ProtocolError, Status, split_comman
 from zeroserve.wire.frontend import Reply
 from zeroserve.wire.stream import (
     Cancel,
-    Chunk,
+    Chunks,
     Credit,
     batch_id_of,
     batch_key,
     frames_size,
     parse_cancel,
-    parse_chunk,
+    parse_chunks,
     parse_credit,
 )
 
@@ -27,10 +27,13 @@ def _rest(frames: list):
 
 
 def test_stream_messages_round_trip_on_both_channels():
-    command, rest = _rest(Chunk(b"rid", 7, [b"meta", b"body"]).to_frames())
-    assert command is Command.CHUNK and parse_chunk(rest) == Chunk(b"rid", 7, [b"meta", b"body"])
-    command, rest = _rest(Chunk(batch_key(9), 0, [b"m"]).to_frames(Command.STREAM_CHUNK))
-    assert command is Command.STREAM_CHUNK and batch_id_of(parse_chunk(rest).key) == 9
+    message = Chunks(b"rid", 7, [[b"meta", b"body"], [b"m2"]])
+    command, rest = _rest(message.to_frames())
+    assert command is Command.CHUNK and parse_chunks(rest) == message
+    assert [(c.seq, c.frames) for c in message.chunks()] == [(7, [b"meta", b"body"]),
+                                                             (8, [b"m2"])]
+    command, rest = _rest(Chunks(batch_key(9), 0, [[b"m"]]).to_frames(Command.STREAM_CHUNK))
+    assert command is Command.STREAM_CHUNK and batch_id_of(parse_chunks(rest).key) == 9
     command, rest = _rest(Credit(b"rid", 3, 1 << 40).to_frames())
     assert command is Command.CREDIT and parse_credit(rest) == Credit(b"rid", 3, 1 << 40)
     command, rest = _rest(Cancel(b"rid").to_frames())
@@ -40,9 +43,12 @@ def test_stream_messages_round_trip_on_both_channels():
 
 
 @pytest.mark.parametrize("rest, parse", [
-    ([b"rid", b"\0\0"], parse_chunk),                 # no meta
-    ([b"rid", b"\0\0", b"m"], parse_chunk),           # a short number
-    ([b"", b"\0\0\0\0", b"m"], parse_chunk),          # no key
+    ([b"rid", b"\0\0\0\0", b"\0\1"], parse_chunks),                 # no meta
+    ([b"rid", b"\0\0", b"\0\1", b"m"], parse_chunks),               # a short number
+    ([b"", b"\0\0\0\0", b"\0\1", b"m"], parse_chunks),              # no key
+    ([b"rid", b"\0\0\0\0", b"\0\2", b"m"], parse_chunks),          # counts past the end
+    ([b"rid", b"\0\0\0\0", b"\0\1", b"m", b"x"], parse_chunks),    # frames left over
+    ([b"rid", b"\0\0\0\0", b"\0", b"m"], parse_chunks),             # a short count
     ([b"rid", b"\0" * 5], parse_credit),              # short counts
     ([b"rid"], parse_credit),
     ([b"rid", b"x"], parse_cancel),                   # a frontend cancel has one frame
@@ -88,7 +94,7 @@ def test_stream_call_credits_once_every_arrived_chunk_was_taken():
         sent: list = []
         call = _call(sent, [])
         for seq in range(3):
-            call.arrive(Chunk(b"rid", seq, [b"x" * 10]))
+            call.arrive(Chunks(b"rid", seq, [[b"x" * 10]]))
         for _ in range(2):
             call.took(await call.next(1.0))
         assert sent == []  # a chunk still waits to be taken
@@ -102,10 +108,11 @@ def test_stream_call_ends_with_its_reply_after_the_chunks_and_forgets_itself():
     async def scenario():
         done: list = []
         call = _call([], done)
-        call.arrive(Chunk(b"rid", 0, [b"a"]))
+        call.arrive(Chunks(b"rid", 0, [[b"a"]]))
         call.finish(Reply(b"rid", Status.OK, b""))
         assert done == [call]
-        assert isinstance(await call.next(1.0), Chunk)
+        chunk = await call.next(1.0)
+        assert (chunk.seq, chunk.frames, chunk.more_queued) == (0, [b"a"], False)
         end = await call.next(1.0)
         assert isinstance(end, Reply) and end.status is Status.OK
     _run(scenario())
@@ -115,10 +122,11 @@ def test_a_chunk_out_of_order_ends_the_stream_with_an_error_and_cancels_it():
     async def scenario():
         sent: list = []
         call = _call(sent, [])
-        call.arrive(Chunk(b"rid", 0, [b"a"]))
-        call.arrive(Chunk(b"rid", 2, [b"c"]))
+        call.arrive(Chunks(b"rid", 0, [[b"a"], [b"b"]]))
+        call.arrive(Chunks(b"rid", 3, [[b"d"]]))
         assert [split_command(f)[0] for f in sent] == [Command.CANCEL]
-        await call.next(1.0)
+        first = await call.next(1.0)
+        assert first.more_queued and (await call.next(1.0)).seq == 1
         end = await call.next(1.0)
         assert end.status is Status.INTERNAL
     _run(scenario())

@@ -39,6 +39,11 @@ class ServingStub:
                 request_serializer=zeroserve__serving__pb2.CallRequest.SerializeToString,
                 response_deserializer=zeroserve__serving__pb2.CallReply.FromString,
                 _registered_method=True)
+        self.Stream = channel.unary_stream(
+                '/zeroserve.v1.Serving/Stream',
+                request_serializer=zeroserve__serving__pb2.CallRequest.SerializeToString,
+                response_deserializer=zeroserve__serving__pb2.CallReply.FromString,
+                _registered_method=True)
         self.Services = channel.unary_unary(
                 '/zeroserve.v1.Serving/Services',
                 request_serializer=zeroserve__serving__pb2.ServicesRequest.SerializeToString,
@@ -56,6 +61,18 @@ class ServingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request, context):
+        """The chunks of a streaming endpoint (docs/streaming.md), in order: each reply is one
+        chunk, its value encoded as Call's. An error ends the RPC with a gRPC status and details
+        (after some chunks too); cancelling the RPC cancels the stream at the worker. Metadata
+        (seconds): x-zeroserve-timeout bounds the wait for the first chunk (as the deadline
+        does, which also ends the whole RPC when it passes); x-zeroserve-stream-idle-timeout
+        and x-zeroserve-stream-total-timeout the gaps between chunks and the whole stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Services(self, request, context):
         """The services the broker knows, their endpoints' schemas and their live workers.
         """
@@ -68,6 +85,11 @@ def add_ServingServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Call': grpc.unary_unary_rpc_method_handler(
                     servicer.Call,
+                    request_deserializer=zeroserve__serving__pb2.CallRequest.FromString,
+                    response_serializer=zeroserve__serving__pb2.CallReply.SerializeToString,
+            ),
+            'Stream': grpc.unary_stream_rpc_method_handler(
+                    servicer.Stream,
                     request_deserializer=zeroserve__serving__pb2.CallRequest.FromString,
                     response_serializer=zeroserve__serving__pb2.CallReply.SerializeToString,
             ),
@@ -102,6 +124,33 @@ class Serving:
             request,
             target,
             '/zeroserve.v1.Serving/Call',
+            zeroserve__serving__pb2.CallRequest.SerializeToString,
+            zeroserve__serving__pb2.CallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zeroserve.v1.Serving/Stream',
             zeroserve__serving__pb2.CallRequest.SerializeToString,
             zeroserve__serving__pb2.CallReply.FromString,
             options,

@@ -181,15 +181,23 @@ class ResultItem:
 
 @dataclass(slots=True)
 class Result:
-    """A worker's answer to a BATCH; ``exec_s`` is how long the user function ran."""
+    """A worker's answer to a BATCH; ``exec_s`` is how long the batch ran (the batching
+    policy learns from it), split into ``input_s`` (decoding and merging the inputs),
+    ``infer_s`` (the user function) and ``output_s`` (checking, splitting and encoding the
+    answers); seconds, 0 when not measured."""
 
     batch_id: int
     exec_s: float
     items: list  # list[ResultItem]
+    input_s: float = 0.0
+    infer_s: float = 0.0
+    output_s: float = 0.0
 
     def to_frames(self) -> list:
-        header = pack_map({"exec_s": self.exec_s, "items": [
-            [it.request_id, int(it.status), len(it.frames)] for it in self.items]})
+        header = pack_map({"exec_s": self.exec_s, "input_s": self.input_s,
+                           "infer_s": self.infer_s, "output_s": self.output_s, "items": [
+                               [it.request_id, int(it.status), len(it.frames)]
+                               for it in self.items]})
         frames = [PROTOCOL, Command.RESULT.value, _BATCH_ID.pack(self.batch_id), header]
         for it in self.items:
             frames.extend(it.frames)
@@ -214,4 +222,12 @@ def parse_result(rest: Sequence[Frame]) -> Result:
         if not isinstance(entry[0], bytes):
             raise ProtocolError("RESULT item has a bad request id")
         items.append(ResultItem(entry[0], status, frames))
-    return Result(_BATCH_ID.unpack(raw_id)[0], float(header["exec_s"]), items)
+    timings = [header.get(key, 0.0) for key in _TIMINGS]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0
+               for t in timings):
+        raise ProtocolError(f"RESULT {', '.join(_TIMINGS)} must be numbers of at least 0")
+    return Result(_BATCH_ID.unpack(raw_id)[0], float(header["exec_s"]), items,
+                  *(float(t) for t in timings))
+
+
+_TIMINGS = ("input_s", "infer_s", "output_s")  # optional RESULT header keys (absent: 0)

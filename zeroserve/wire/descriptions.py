@@ -80,11 +80,16 @@ def _text(m: Mapping[str, Any], key: str, what: str) -> str | None:
     return value
 
 
+def _fields(m: Mapping[str, Any], key: str, what: str) -> tuple[Field, ...]:
+    """The list of field maps under ``key`` (absent: none)."""
+    value = m.get(key, [])
+    if not isinstance(value, list):
+        raise ProtocolError(f"{what}: {key} must be a list")
+    return tuple(Field.from_map(f, f"{what} {key[:-1]}") for f in value)
+
+
 def _schema(m: Mapping[str, Any], what: str) -> tuple[tuple[Field, ...], Field]:
-    inputs = m.get("inputs", [])
-    if not isinstance(inputs, list):
-        raise ProtocolError(f"{what}: inputs must be a list")
-    return (tuple(Field.from_map(f, f"{what} input") for f in inputs),
+    return (_fields(m, "inputs", what),
             Field.from_map(m.get("output", _OUTPUT.to_map()), f"{what} output"))
 
 
@@ -110,8 +115,10 @@ class EndpointDescription:
     ``max_batch_size`` (rows) and ``max_latency_ms`` are 1 and 0 unless ``batchable``;
     requests merge along ``batch_dim``. ``retry_on_worker_loss`` re-sends a request
     whose worker died (False for endpoints with side effects). ``streams``: the endpoint is a
-    generator, answered as a stream of chunks (never batchable). ``openai``: the OpenAI-compatible
-    API serves it as a ``"chat"`` or ``"completion"`` model (empty: it does not).
+    generator, answered as a stream of chunks (never batchable). ``outputs``: the named outputs
+    the endpoint declares (it answers a dict of exactly these; empty: ``output`` says it all).
+    ``openai``: the OpenAI-compatible API serves it as a ``"chat"`` or ``"completion"`` model
+    (empty: it does not).
     """
 
     service: str
@@ -124,6 +131,7 @@ class EndpointDescription:
     max_latency_ms: float = 0.0
     retry_on_worker_loss: bool = True
     streams: bool = False
+    outputs: tuple[Field, ...] = ()
     openai: str = ""
 
     def to_map(self) -> dict[str, Any]:
@@ -132,7 +140,8 @@ class EndpointDescription:
                 "inputs": [f.to_map() for f in self.inputs], "output": self.output.to_map(),
                 "batchable": self.batchable, "max_batch_size": self.max_batch_size,
                 "max_latency_ms": self.max_latency_ms, "batch_dim": self.batch_dim,
-                "retry_on_worker_loss": self.retry_on_worker_loss, "streams": self.streams}
+                "retry_on_worker_loss": self.retry_on_worker_loss, "streams": self.streams,
+                "outputs": [f.to_map() for f in self.outputs]}
 
     @classmethod
     def from_map(cls, service: str, name: str, value: Any) -> EndpointDescription:
@@ -147,7 +156,7 @@ class EndpointDescription:
                    _number(m, "max_latency_ms", cls.max_latency_ms, what),
                    _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what),
                    _bool(m, "streams", cls.streams, what),
-                   openai=_openai_kind(m, what))
+                   outputs=_fields(m, "outputs", what), openai=_openai_kind(m, what))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Stream messages (generator endpoints): CHUNK, CREDIT and CANCEL, on both channels.
 
 A stream starts as an ordinary REQUEST to an endpoint that ``streams``, and the broker
-dispatches it as a BATCH of that one request. The worker answers with chunks, each a
-CHUNK naming the batch and the chunk's number (0, 1, ...), and ends it with the batch's
+dispatches it as a BATCH of that one request. The worker answers with chunks, numbered 0,
+1, ..., sent in CHUNK messages naming the batch (one message carries the chunks the
+generator produced in one go), and ends it with the batch's
 RESULT (status OK and meta ``{"chunks": n}``, or an error). The broker forwards each chunk
 to the gateway as a CHUNK naming the request, and the RESULT as the request's REPLY, without
 decoding their payloads.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from zeroserve.wire.envelope import PROTOCOL, Command, Frame, ProtocolError, raw
 
 _SEQ = struct.Struct(">I")
+_FRAMES = struct.Struct(">H")  # frames of one chunk, in a CHUNK's counts frame
 _CREDIT = struct.Struct(">IQ")  # chunks, bytes
 _BATCH_ID = struct.Struct(">Q")
 
@@ -51,29 +53,59 @@ def _key(frame: Frame, command: str) -> bytes:
 
 @dataclass(slots=True)
 class Chunk:
-    """One chunk of a stream. ``key`` is the request id on the frontend and the batch id
-    (:func:`batch_key`) on the backend; ``frames`` are the value's meta and body frames."""
+    """One chunk of a stream: its number and its value's meta and body frames.
+    ``more_queued`` is the gateway's note that another chunk had already arrived when this
+    one was handed out (a front end may write both before it flushes); never on the wire."""
 
-    key: bytes
     seq: int
     frames: list  # [meta, *body]
-
-    def to_frames(self, command: Command = Command.CHUNK) -> list:
-        return [PROTOCOL, command.value, self.key, _SEQ.pack(self.seq), *self.frames]
+    more_queued: bool = False
 
     @property
     def nbytes(self) -> int:
         return frames_size(self.frames)
 
 
-def parse_chunk(rest: Sequence[Frame]) -> Chunk:
+@dataclass(slots=True)
+class Chunks:
+    """A CHUNK message: consecutive chunks of stream ``key`` (the request id on the
+    frontend, the batch id of :func:`batch_key` on the backend), the first numbered
+    ``first``. A worker sends together the chunks its generator produced in one go."""
+
+    key: bytes
+    first: int
+    bodies: list  # one [meta, *body] per chunk
+
+    def to_frames(self, command: Command = Command.CHUNK) -> list:
+        frames = [PROTOCOL, command.value, self.key, _SEQ.pack(self.first),
+                  b"".join(_FRAMES.pack(len(body)) for body in self.bodies)]
+        for body in self.bodies:
+            frames.extend(body)
+        return frames
+
+    def chunks(self) -> list[Chunk]:
+        return [Chunk(self.first + i, body) for i, body in enumerate(self.bodies)]
+
+
+def parse_chunks(rest: Sequence[Frame]) -> Chunks:
     """Parse the frames after the command of a CHUNK (either channel)."""
-    if len(rest) < 3:
-        raise ProtocolError(f"CHUNK has {len(rest)} frames after the command, at least 3 expected")
-    seq = raw(rest[1])
-    if len(seq) != _SEQ.size:
+    if len(rest) < 4:
+        raise ProtocolError(f"CHUNK has {len(rest)} frames after the command, at least 4 expected")
+    first, sizes = raw(rest[1]), raw(rest[2])
+    if len(first) != _SEQ.size:
         raise ProtocolError("CHUNK number must be 4 bytes")
-    return Chunk(_key(rest[0], "CHUNK"), _SEQ.unpack(seq)[0], list(rest[2:]))
+    if not sizes or len(sizes) % _FRAMES.size:
+        raise ProtocolError("CHUNK frame counts must be 2 bytes per chunk")
+    bodies, pos = [], 3
+    for (count,) in _FRAMES.iter_unpack(sizes):
+        if count < 1:
+            raise ProtocolError("a CHUNK's chunk has no frame")
+        bodies.append(list(rest[pos:pos + count]))
+        pos += count
+    if pos != len(rest):
+        raise ProtocolError(f"CHUNK frame counts add up to {pos - 3} frames, it has "
+                            f"{len(rest) - 3}")
+    return Chunks(_key(rest[0], "CHUNK"), _SEQ.unpack(first)[0], bodies)
 
 
 @dataclass(slots=True)
