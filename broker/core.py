@@ -18,6 +18,7 @@ from broker.admission import ClusterAdmission
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats, StreamStats
+from zeroserve.curve import WORKER_CONTROL_OPS
 from zeroserve.wire.backend import (
     Batch,
     BatchItem,
@@ -135,6 +136,7 @@ class BrokerCore:
         self.broker_id = os.urandom(4).hex()
         self.started = now
         self.registry = WorkerRegistry(config.liveness_s)
+        self._worker_info: dict[bytes, dict] = {}  # identity -> its READY's info (STATS shows)
         self.admission = ClusterAdmission(config.cluster)
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._by_service: dict[str, list[Endpoint]] = {}
@@ -146,13 +148,16 @@ class BrokerCore:
         self._next_batch = int.from_bytes(os.urandom(4), "big") >> 1 << 32
         self._next_heartbeat = now
         self.dropped = 0
+        self.worker_control_refused = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
 
     # ------------------------------------------------------------ frontend
 
-    def on_frontend(self, frames: Sequence, now: float) -> None:
+    def on_frontend(self, frames: Sequence, now: float, role: str = "") -> None:
         """Handle one message from a gateway: ``[identity, ZS1, command, ...]``, the identity
-        and routing frames as bytes, payload frames as bytes or zmq.Frame."""
+        and routing frames as bytes, payload frames as bytes or zmq.Frame. ``role``: the
+        sender's CURVE key role ("" without CURVE); a worker's key may send requests (calls
+        of other services) but only the control calls of ``WORKER_CONTROL_OPS``."""
         if len(frames) < 3:
             return self._drop("frontend", "too few frames")
         gateway = frames[0]
@@ -161,7 +166,10 @@ class BrokerCore:
             if command is Command.REQUEST:
                 self._on_request(gateway, parse_request(rest), now)
             elif command is Command.CONTROL:
-                self._on_control(gateway, parse_control(rest), now)
+                ctl = parse_control(rest)
+                if role == "worker" and ctl.op.value not in WORKER_CONTROL_OPS:
+                    return self._refuse_worker_control(ctl)
+                self._on_control(gateway, ctl, now)
             elif command is Command.CREDIT:
                 self._on_credit(gateway, parse_credit(rest))
             elif command is Command.CANCEL:
@@ -170,6 +178,15 @@ class BrokerCore:
                 raise ProtocolError(f"command {command.name} is not valid on the frontend")
         except ProtocolError as exc:
             self._drop("frontend", str(exc))
+
+    def _refuse_worker_control(self, ctl: Control) -> None:
+        """Drop a control call made with a worker's key, unanswered (as a key refused on a
+        channel gets no answer); logged for the first ten, then every thousandth."""
+        self.worker_control_refused += 1
+        if self.worker_control_refused <= 10 or self.worker_control_refused % 1000 == 0:
+            log.warning("broker: dropped a %s control call made with a worker key (a worker "
+                        "key may not make control calls on the frontend); %d so far",
+                        ctl.op.value, self.worker_control_refused)
 
     def _reply(self, gateway: bytes, reply: Reply) -> None:
         self._send_front([gateway, *reply.to_frames()])
@@ -276,6 +293,8 @@ class BrokerCore:
             self._endpoint(desc)
         self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
                                ready.slots, now)
+        self._worker_info = {w.identity: self._worker_info.get(w.identity, {})
+                             for w in self.registry} | {identity: ready.info}
         if self.jobs is not None:
             self.jobs.lane_ready(identity, ready)
         log.info("broker: worker %s joined, serving %s (%s) with %d slots", ready.worker_id,
@@ -582,7 +601,8 @@ class BrokerCore:
             "uptime_s": now - self.started,
             "workers": [{"worker_id": w.worker_id, "service": w.service, "slots": w.slots,
                          "in_flight": len(w.in_flight), "draining": w.draining,
-                         "last_heartbeat_s": w.liveness.silent_for(now)} for w in self.registry],
+                         "last_heartbeat_s": w.liveness.silent_for(now),
+                         "info": self._worker_info.get(w.identity, {})} for w in self.registry],
             "endpoints": {f"{e.service}.{e.name}": {
                 "queued": len(e.queue), **e.stats.summary(self.wall_offset),
                 **({"streams": e.streams.summary(self._active_streams(e))}

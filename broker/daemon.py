@@ -23,7 +23,7 @@ from zeroserve.config import (
     RequestSettings,
 )
 from zeroserve.container import Container
-from zeroserve.loopsocket import recv_message
+from zeroserve.loopsocket import recv_message, recv_message_of
 from zeroserve.sockets import open_socket
 
 log = logging.getLogger("zeroserve.broker")
@@ -115,7 +115,10 @@ class BrokerDaemon:
             if self.backend in ready:
                 self._drain(self.backend, core.on_backend, _BACKEND_COPIED)
             if self.frontend in ready:
-                self._drain(self.frontend, core.on_frontend, _FRONTEND_COPIED)
+                if self.curve is None:
+                    self._drain(self.frontend, core.on_frontend, _FRONTEND_COPIED)
+                else:
+                    self._drain_with_roles(self.frontend, core.on_frontend)
             if self.job_sockets.sink in ready:
                 self._drain(self.job_sockets.sink, lambda frames, _: self.jobs.on_event(frames),
                             3)
@@ -129,6 +132,16 @@ class BrokerDaemon:
             except zmq.Again:
                 return
             handle(frames, self.clock())
+
+    def _drain_with_roles(self, sock: zmq.Socket,
+                          handle: Callable[[list, float, str], None]) -> None:
+        """``_drain`` for the frontend with CURVE on: each message with its key's role."""
+        for _ in range(_DRAIN_PER_WAKE):
+            try:
+                frames, role = recv_message_of(sock, _FRONTEND_COPIED)
+            except zmq.Again:
+                return
+            handle(frames, self.clock(), role)
 
     def close(self) -> None:
         self.jobs.close()

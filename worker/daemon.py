@@ -93,7 +93,8 @@ class WorkerDaemon:
 
     def _ready(self) -> list:
         return Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
-                       {"pid": os.getpid(), "host": socket.gethostname()},
+                       {"pid": os.getpid(), "host": socket.gethostname(),
+                        "devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
                        self.jobs.describe() if self.jobs is not None else {},
                        self.cluster).to_frames()
 

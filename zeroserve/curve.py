@@ -6,7 +6,10 @@ directory, on the channels that the key's role may use; gateways, workers (their
 job lanes too) and ``zeroserve status`` are CURVE clients that know the broker's
 public key. A key's role is the subdirectory of the allowed-keys directory it is
 in (:data:`ROLES`); a key directly in it, as older versions wrote them, may use
-every channel. Keys are ZeroMQ certificate files, as ``zeroserve keys generate``
+every channel. A worker's key may use the frontend for calls of other services
+(``zeroserve.depends``) and the service listing, never for other control calls: the broker
+learns each message's role from the ZAP handler (its ``User-Id``) and drops the rest
+(:data:`WORKER_CONTROL_OPS`). Keys are ZeroMQ certificate files, as ``zeroserve keys generate``
 writes them::
 
     curve:
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 from zeroserve.config import CurveSettings
@@ -38,7 +42,8 @@ _REFUSALS_LOGGED_PER_MINUTE = 10
 class Channel(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     """A kind of broker socket; its name is the ZAP domain of the sockets that serve it."""
 
-    FRONTEND = "frontend"  # gateways and operator tools: requests and control calls
+    FRONTEND = "frontend"  # gateways and operator tools: requests and control calls;
+                           # workers: dependency calls
     BACKEND = "backend"    # workers: registration, batches, results
     JOBS = "jobs"          # workers' job lanes: jobs and their events
 
@@ -47,8 +52,9 @@ class Channel(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
 ROLES: dict[str, frozenset[Channel]] = {
     "gateway": frozenset({Channel.FRONTEND}),
     "operator": frozenset({Channel.FRONTEND}),
-    "worker": frozenset({Channel.BACKEND, Channel.JOBS}),
+    "worker": frozenset({Channel.BACKEND, Channel.JOBS, Channel.FRONTEND}),
 }
+WORKER_CONTROL_OPS = frozenset({"models"})  # the control calls a worker's key may make
 ANY_ROLE = "any"  # a key directly in the allowed-keys directory
 
 
@@ -164,6 +170,9 @@ def start_authenticator(context: zmq.Context, curve: Curve) -> ThreadAuthenticat
     assert curve.allowed_dir is not None
     roles = allowed_roles(curve.allowed_dir)
     auth = ThreadAuthenticator(context, log=logging.getLogger("zeroserve.zap"))
+    # the User-Id of every message of a connection: its key's role (what the broker checks)
+    auth.curve_user_id = lambda key: roles.get(  # type: ignore[method-assign,assignment]
+        zmq.utils.z85.encode(key), "")
     auth.start()
     window = [0.0, 0.0]
     for channel in Channel:

@@ -38,6 +38,19 @@ def recv_message(sock: zmq.Socket, copied: int, flags: int = NOBLOCK) -> list:
     return parts
 
 
+def recv_message_of(sock: zmq.Socket, copied: int, flags: int = NOBLOCK) -> tuple[list, str]:
+    """:func:`recv_message`, and the ``User-Id`` that the ZAP handler gave the message's
+    connection ("" without one)."""
+    first = sock.recv(flags, copy=False)
+    user = str(first.get("User-Id") or "")
+    parts: list = [first.bytes if copied > 0 else first]
+    index = 1
+    while sock.rcvmore:
+        parts.append(sock.recv(flags, copy=index < copied))
+        index += 1
+    return parts, user
+
+
 class LoopSocket:
     """One DEALER (or any) socket, its messages delivered to ``on_message(frames)``.
 

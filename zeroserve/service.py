@@ -211,13 +211,19 @@ def service_spec(cls: type) -> ServiceSpec:
 
 
 def load_service(target: str) -> ServiceSpec:
-    """Load ``path/file.py:Class`` or ``package.module:Class`` named by an operator.
+    """Load ``path/file.py:Class`` or ``package.module:Class`` named by an operator; a file
+    or module that defines exactly one service may be named alone (``path/file.py``,
+    ``package.module:``). ValueError for a malformed target, or a bare one whose module
+    defines no service or several (the message lists them).
 
     Only the command line calls this: nothing a request names is ever imported.
     """
     module_ref, sep, attr = target.rpartition(":")
-    if not sep or not module_ref or not attr:
-        raise ValueError(f"service {target!r} must look like path/file.py:Class or module:Class")
+    if not sep:
+        module_ref, attr = target, ""
+    if not module_ref:
+        raise ValueError(f"service {target!r} must look like path/file.py[:Class] or "
+                         "module:Class")
     if module_ref.endswith(".py") or "/" in module_ref:
         path = Path(module_ref).resolve()
         if not path.is_file():
@@ -230,11 +236,31 @@ def load_service(target: str) -> ServiceSpec:
         sys.modules[mod_name] = module
         sys.path.insert(0, str(path.parent))
         spec.loader.exec_module(module)
+    elif not sep:
+        raise ValueError(f"service {target!r} must look like path/file.py[:Class] or "
+                         "module:Class")
     else:
         module = importlib.import_module(module_ref)
+    if not attr:
+        attr = _only_service(module, module_ref)
     cls = getattr(module, attr, None)
     if cls is None:
         raise AttributeError(f"{module_ref} has no attribute {attr!r}")
     loaded = service_spec(cls)
     loaded.target = target
     return loaded
+
+
+def _only_service(module: Any, module_ref: str) -> str:
+    """The attribute of the one service class that ``module`` defines (imported ones do not
+    count); ValueError naming them when there are none or several."""
+    found = [name for name, value in vars(module).items()
+             if isinstance(value, type) and isinstance(getattr(value, _SERVICE_ATTR, None),
+                                                       ServiceSpec)
+             and value.__module__ == module.__name__]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValueError(f"{module_ref} defines no @zeroserve.service class")
+    choices = ", ".join(f"{module_ref}:{name}" for name in found)
+    raise ValueError(f"{module_ref} defines {len(found)} services; name one: {choices}")

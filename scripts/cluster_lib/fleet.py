@@ -10,6 +10,12 @@ cluster. Gateways share the HTTP and gRPC ports (``--reuse-port``: each asks the
 port's gateway for its cluster first and refuses another's). Stopping sends
 SIGTERM: a worker tells the broker it is draining, receives no new work,
 finishes what it holds and exits, so scaling down fails no request.
+
+A fleet of a deployment file (docs/deployment.md) runs each service's workers,
+named ``worker-SERVICE-N``, and scales each service on its own. A worker of a
+service that asks for GPUs is given its devices (:mod:`zeroserve.cli.gpus`) in
+its ``CUDA_VISIBLE_DEVICES``, recorded in the run directory: it keeps them when
+the supervisor starts it again, and no other worker is given them meanwhile.
 """
 from __future__ import annotations
 
@@ -22,10 +28,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cluster_lib.rundir import FleetError, FleetSpec, RunDir, is_daemon, is_supervisor
+from cluster_lib.worker_plan import devices_for, plan_devices, service_of_worker, worker_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
@@ -81,7 +88,12 @@ class Fleet:
 
     # ------------------------------------------------------------ start
 
-    def _args(self, kind: str, spec: FleetSpec) -> list[str]:
+    def service_members(self, service: str) -> list[tuple[str, int]]:
+        """(name, pid) of the live workers of ``service`` ("": every worker)."""
+        return [m for m in self.members("worker")
+                if not service or service_of_worker(m[0]) == service]
+
+    def _args(self, kind: str, spec: FleetSpec, name: str = "") -> list[str]:
         cluster = ["--cluster", spec.cluster] if spec.cluster else []
         if kind == "broker":
             return ["broker", "--frontend", spec.frontend_bind, "--backend", spec.backend_bind,
@@ -91,22 +103,40 @@ class Fleet:
             return ["gateway", "--frontend", spec.frontend, "--host", spec.host, "--http-port",
                     str(spec.http_port), "--grpc-port", str(spec.grpc_port), "--reuse-port",
                     *cluster]
-        return ["worker", spec.service, "--backend", spec.backend, *cluster]
+        entry = spec.services.get(service_of_worker(name))
+        brokers = ["--backend", spec.backend, "--frontend", spec.frontend]  # frontend: depends
+        if entry is None:
+            return ["worker", spec.service, *brokers, *cluster]
+        return ["worker", entry["target"], *brokers, *entry.get("flags", []), *cluster]
 
     def start_again(self, name: str, spec: FleetSpec) -> tuple[str, int]:
         """Start the daemon ``name`` (one that exited) again, under its name."""
         return self._start(name.split("-")[0], spec, name)
 
-    def _start(self, kind: str, spec: FleetSpec, name: str = "") -> tuple[str, int]:
-        name = name or (kind if kind == "broker" else self.dir.next_name(kind))
+    def _start(self, kind: str, spec: FleetSpec, name: str = "", service: str = "",
+               devices: tuple[str, ...] | None = None) -> tuple[str, int]:
+        """Start one daemon; a worker of ``service`` ("": the fleet's one service) with
+        ``devices`` (None: those recorded for ``name``, else newly assigned)."""
+        prefix = f"{kind}-{service}" if service else kind
+        name = name or (kind if kind == "broker" else self.dir.next_name(prefix))
         log_path = self.dir.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         config = ["--config", spec.config] if spec.config else []
+        env = {**self.env, **spec.env}
+        if kind == "worker" and spec.wants_gpus():
+            if devices is None:
+                devices = self.dir.devices(name)
+            if devices is None:
+                held = {other: self.dir.devices(other) or () for other, _ in
+                        self.members("worker")}
+                devices = devices_for(spec, name, held)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+            self.dir.record_devices(name, devices)
         with open(log_path, "ab") as log:
             self._log_offsets[name] = log.tell()
-            proc = subprocess.Popen([sys.executable, "-m", *self._args(kind, spec), *config],
-                                    stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=str(ROOT), start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *self._args(kind, spec, name), *config], stdout=log,
+                stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), start_new_session=True)
         self.dir.record(name, proc.pid)
         return name, proc.pid
 
@@ -116,6 +146,7 @@ class Fleet:
         and wait until they serve. Raise FleetError, having started nothing, when a fleet
         runs in this directory already, the service file is missing or a port is taken; and,
         having stopped what it started, when a daemon exits or the workers never register."""
+        services = worker_plan(spec, workers)
         running = self.dir.everyone()
         if running:
             names = ", ".join(f"{name} (pid {pid})" for name, pid in running)
@@ -123,7 +154,9 @@ class Fleet:
                              "use `cluster scale`, `cluster status` or `cluster down`")
         if gateways < 1 or workers < 0:
             raise FleetError("need at least 1 gateway and 0 or more workers")
-        check_service(spec.service)
+        for target in [e["target"] for e in spec.services.values()] or [spec.service]:
+            check_service(target)
+        planned = plan_devices(spec, services)
         taken = [f"{what} port {port}" for what, port in spec.ports().items()
                  if port and port_taken(spec.host, port)]
         if taken:
@@ -136,8 +169,9 @@ class Fleet:
                 f"backend {spec.backend_bind}")
             started = [(name, pid)]
             started += self._add("gateway", gateways, spec, say)
-            started += self._add("worker", workers, spec, say)
-            self.wait_ready(workers, ready_timeout, watch=started)
+            for service, devices in zip(services, planned):
+                started += self._add("worker", 1, spec, say, service, devices)
+            self.wait_ready(self._expected(spec, services), ready_timeout, watch=started)
         except FleetError as exc:
             self.down(say=lambda line: None)
             raise FleetError(f"{exc}\n(`up` stopped what it had started; logs in "
@@ -146,28 +180,40 @@ class Fleet:
             served = sorted(self.readiness().get("services", {}))
         except (OSError, ValueError):
             served = []
-        if len(served) == 1:
+        if len(served) == 1 and not spec.services:
             spec.service_name = served[0]
             self.dir.save(spec)
+        what = ", ".join(f"{name} ({services.count(name)})" for name in spec.services) or \
+            spec.service_name or "?"
         say(f"ready: {spec.url} (HTTP), {spec.connect_host}:{spec.grpc_port} (gRPC), "
-            f"{gateways} gateway(s), {workers} worker(s) serving "
-            f"{spec.service_name or '?'} ({spec.service})")
+            f"{gateways} gateway(s), {len(services)} worker(s) serving {what} ({spec.service})")
 
-    def _add(self, kind: str, count: int, spec: FleetSpec, say: Say) -> list[tuple[str, int]]:
+    @staticmethod
+    def _expected(spec: FleetSpec, services: list[str]) -> int | dict[str, int]:
+        """What ``wait_ready`` waits for: each service's workers, or the count of the one."""
+        if not spec.services:
+            return len(services)
+        return {name: services.count(name) for name in spec.services if services.count(name)}
+
+    def _add(self, kind: str, count: int, spec: FleetSpec, say: Say, service: str = "",
+             devices: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
         started = []
         for _ in range(count):
-            name, pid = self._start(kind, spec)
-            say(f"{name:<10} pid {pid}  started")
+            name, pid = self._start(kind, spec, service=service, devices=devices)
+            shown = f"  CUDA_VISIBLE_DEVICES={','.join(self.dir.devices(name) or ())!r}" \
+                if kind == "worker" and spec.wants_gpus() else ""
+            say(f"{name:<10} pid {pid}  started{shown}")
             started.append((name, pid))
         return started
 
     # ------------------------------------------------------------ scale
 
     def scale(self, kind: str, count: int, say: Say = print, wait: bool = True,
-              stop_timeout: float = STOP_TIMEOUT_S) -> None:
-        """Start or stop ``kind`` daemons (gateway or worker) until ``count`` run. New workers
-        are waited for (until they have registered) when ``wait``; stopping drains, the
-        newest first, all at once, each finishing what it holds."""
+              stop_timeout: float = STOP_TIMEOUT_S, service: str = "") -> None:
+        """Start or stop ``kind`` daemons (gateway or worker) until ``count`` run; workers of
+        ``service`` (needed when the fleet serves several). New workers are waited for (until
+        they have registered) when ``wait``; stopping drains, the newest first, all at once,
+        each finishing what it holds."""
         if kind not in ("gateway", "worker"):
             raise FleetError(f"cannot scale {kind!r}: scale gateways or workers")
         if count < (1 if kind == "gateway" else 0):
@@ -176,17 +222,42 @@ class Fleet:
         if not self.members("broker"):
             raise FleetError(f"the fleet's broker in {self.run_dir} is not running: "
                              "`cluster down`, then `cluster up`")
-        members = self.members(kind)
+        service = self._service_to_scale(spec, kind, service)
+        members = self.service_members(service) if kind == "worker" else self.members(kind)
+        of = f" of {service}" if service else ""
         if count == len(members):
-            say(f"{count} {kind}(s) running already")
+            say(f"{count} {kind}(s){of} running already")
             return
         if count > len(members):
-            started = self._add(kind, count - len(members), spec, say)
+            started = self._add(kind, count - len(members), spec, say, service)
             if wait:
-                self.wait_ready(count if kind == "worker" else 0, READY_TIMEOUT_S,
-                                watch=started)
+                expected: int | dict[str, int] = count if kind == "worker" else 0
+                if service:
+                    expected = {service: count}
+                self.wait_ready(expected, READY_TIMEOUT_S, watch=started)
             return
         self.stop(list(reversed(members[count:])), stop_timeout, say)
+
+    @staticmethod
+    def _service_to_scale(spec: FleetSpec, kind: str, service: str) -> str:
+        """The deployment service whose workers ``scale`` changes ("": the fleet's one
+        service); FleetError for a missing or unknown one."""
+        if kind != "worker":
+            if service:
+                raise FleetError("--service applies to workers, not gateways")
+            return ""
+        if not spec.services:
+            if service and spec.service_name and service != spec.service_name:
+                raise FleetError(f"this fleet serves {spec.service_name}, not {service}")
+            return ""
+        if not service:
+            if len(spec.services) == 1:
+                return next(iter(spec.services))
+            raise FleetError(f"this fleet serves {', '.join(spec.services)}: say which with "
+                             "--service NAME")
+        if service not in spec.services:
+            raise FleetError(f"this fleet serves {', '.join(spec.services)}, not {service}")
+        return service
 
     def stop(self, members: list[tuple[str, int]], timeout: float, say: Say) -> None:
         """SIGTERM ``members`` together; whoever has not exited after ``timeout`` is killed.
@@ -272,11 +343,13 @@ class Fleet:
         except FileNotFoundError:
             return False
 
-    def wait_ready(self, workers: int, timeout: float,
+    def wait_ready(self, workers: int | Mapping[str, int], timeout: float,
                    watch: list[tuple[str, int]] | None = None) -> None:
-        """Wait until ``workers`` workers have registered with the broker and every gateway
-        in ``watch`` listens; FleetError, with its log, as soon as a daemon in ``watch``
-        exits."""
+        """Wait until ``workers`` workers (or, by service, each service's) have registered
+        with the broker and every gateway in ``watch`` listens; FleetError, with its log, as
+        soon as a daemon in ``watch`` exits."""
+        wanted = dict(workers) if isinstance(workers, Mapping) else {}
+        total = sum(wanted.values()) if isinstance(workers, Mapping) else workers
         deadline = time.monotonic() + timeout
         watch = watch or []
         while True:
@@ -286,13 +359,16 @@ class Fleet:
                                      f"({self.dir.log_path(name)}):\n"
                                      f"{self.dir.log_tail(name, self._log_offsets.get(name, 0))}")
             try:
-                registered = sum(self.readiness().get("services", {}).values())
+                serving = self.readiness().get("services", {})
             except (OSError, ValueError):
-                registered = -1
+                serving = None
+            registered = -1 if serving is None else (
+                sum(min(serving.get(s, 0), n) for s, n in wanted.items()) if wanted
+                else sum(serving.values()))
             gateways = all(self._listening(n) for n, _ in watch if n.startswith("gateway"))
-            if registered >= workers and gateways:
+            if registered >= total and gateways:
                 return
             if time.monotonic() > deadline:
-                raise FleetError(f"{max(registered, 0)} of {workers} workers registered within "
+                raise FleetError(f"{max(registered, 0)} of {total} workers registered within "
                                  f"{timeout:.0f}s; see the logs in {self.dir.logs}")
             time.sleep(0.2)

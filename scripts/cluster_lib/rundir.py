@@ -2,8 +2,10 @@
 
 Layout::
 
-    RUN_DIR/fleet.json         the service, the bind host and the ports (a FleetSpec)
-    RUN_DIR/broker.pid         one pidfile per daemon: broker, gateway-N, worker-N
+    RUN_DIR/fleet.json         the service(s), the bind host and the ports (a FleetSpec)
+    RUN_DIR/broker.pid         one pidfile per daemon: broker, gateway-N, worker-N (one
+                               service) or worker-SERVICE-N (a deployment file's services)
+    RUN_DIR/NAME.devices       the GPUs a worker was given (its CUDA_VISIBLE_DEVICES)
     RUN_DIR/logs/NAME.log      each daemon's stdout and stderr
     RUN_DIR/jobs.sqlite3       the broker's job store
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 KINDS = ("broker", "gateway", "worker")
@@ -32,7 +34,13 @@ class FleetSpec:
     the name the broker knows it by (``@zeroserve.service(name=...)``), learnt once
     the workers have registered ("" until then). ``cluster`` is the fleet's cluster name,
     given to every daemon ("": the daemons' own ``cluster.name``, for a spec recorded
-    before fleets were named)."""
+    before fleets were named).
+
+    A fleet of a deployment file has its path in ``deployment`` (and in ``service``), and
+    ``services``: each service's ``target``, worker ``flags``, ``gpus`` per worker and the
+    ``workers`` it started with, by name. ``gpus`` lists the devices its workers may be
+    given; ``env`` holds the deployment's settings as ``ZEROSERVE_*`` variables for every
+    daemon."""
 
     service: str
     host: str = "127.0.0.1"
@@ -44,6 +52,15 @@ class FleetSpec:
     config: str = ""
     service_name: str = ""
     cluster: str = ""
+    deployment: str = ""
+    services: dict[str, dict] = field(default_factory=dict)
+    gpus: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def wants_gpus(self) -> bool:
+        """Whether a service of this fleet asks for GPUs (then every worker's
+        CUDA_VISIBLE_DEVICES is set: empty for those that ask for none)."""
+        return any(s.get("gpus", 0) > 0 for s in self.services.values())
 
     @property
     def connect_host(self) -> str:
@@ -188,6 +205,19 @@ class RunDir:
 
     def drop(self, name: str) -> None:
         (self.path / f"{name}.pid").unlink(missing_ok=True)
+        (self.path / f"{name}.devices").unlink(missing_ok=True)
+
+    def record_devices(self, name: str, devices: tuple[str, ...]) -> None:
+        """Remember the GPUs given to worker ``name`` (it keeps them when started again)."""
+        (self.path / f"{name}.devices").write_text(",".join(devices) + "\n")
+
+    def devices(self, name: str) -> tuple[str, ...] | None:
+        """The GPUs recorded for worker ``name``, or None when none were."""
+        try:
+            text = (self.path / f"{name}.devices").read_text().strip()
+        except OSError:
+            return None
+        return tuple(text.split(",")) if text else ()
 
     def mark_stopped(self, name: str) -> None:
         """Say that ``name`` is stopped on purpose: a supervisor does not start it again."""

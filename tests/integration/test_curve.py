@@ -95,7 +95,7 @@ def test_a_key_is_refused_on_the_channels_its_role_may_not_use(cluster: Cluster,
     assert len(stats["workers"]) == 1  # the worker holding a gateway's key never joined
     log = broker.log()
     assert "a gateway key may not use the backend" in log
-    assert "a worker key may not use the frontend" in log
+    assert "a worker key may not make control calls on the frontend" in log
     assert client.call("chores", "ping") == "pong"
     client.close()
 
@@ -142,3 +142,25 @@ def test_bad_curve_settings_stop_the_daemon_with_a_reason(cluster: Cluster) -> N
     assert broker.proc.wait(20) == 1
     assert "curve.secret_key_file" in broker.log()
     broker.stopped = True
+
+
+def test_a_worker_key_calls_other_services_but_makes_no_other_control_call(
+        cluster: Cluster, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "zeroserve", "keys", "generate", str(keys)],
+                   capture_output=True, check=True, timeout=30)
+    broker = cluster.broker(env=_env(keys, "broker", broker=True))
+    cluster.gateway(env=_env(keys, "gateway"))
+    pipeline = Path(__file__).resolve().parent.parent / "pipeline_services.py"
+    for cls in ("Tokenize", "Embed", "Rank"):
+        cluster.worker(f"{pipeline}:{cls}", "--frontend",
+                       f"tcp://127.0.0.1:{cluster.frontend_port}", env=_env(keys, "worker"))
+    cluster.wait_ready(3)
+    status, body, _ = cluster.post("/rank/score", {"text": "two words"})
+    assert (status, body) == (200, 16.0)  # rank called tok and embed with its worker key
+    worker_pair = Curve(*_pair(keys / "worker.key_secret"),
+                        broker_public=_pair(keys / "broker.key_secret")[0])
+    with pytest.raises(TimeoutError):  # the worker key's stats call is dropped unanswered
+        broker_stats(f"tcp://127.0.0.1:{cluster.frontend_port}", timeout_s=0.5,
+                     curve=worker_pair)
+    assert "dropped a stats control call made with a worker key" in broker.log()

@@ -1,13 +1,15 @@
-"""``zeroserve serve``: a broker, a gateway and N workers on this host, one process each.
+"""``zeroserve serve``: a broker, a gateway and each service's workers on this host, one
+process each (:mod:`zeroserve.cli.serve_plan` says which, with what).
 
 The supervisor names a fresh cluster for the run (``serve-<random>``, unless
 ``cluster.name`` is set), starts the daemons of that cluster, waits until the
 gateway *it started* is ready (``/readyz`` names its cluster: another cluster's
-gateway may answer on a shared port), and on SIGINT/SIGTERM stops them in
-order: workers first (they drain), then the gateway, then the broker. Children
-get SIGTERM if the supervisor dies. A broker or gateway that exits before the
-cluster is ready (a port taken, most likely) is a start-up error: ``serve``
-stops the rest and exits 1. Later, a daemon that exits on its own is started
+gateway may answer on a shared port) and a worker of every service has
+registered, and on SIGINT/SIGTERM stops them in order: workers first (they
+drain), then the gateway, then the broker. Children get SIGTERM if the
+supervisor dies. A broker or gateway that exits before the cluster is ready
+(a port taken, most likely) is a start-up error: ``serve`` stops the rest and
+exits 1. Later, a daemon that exits on its own is started
 again after a backoff (:class:`~zeroserve.cli.restarts.RestartPolicy`); one
 that crashes five times within a minute makes ``serve`` stop the rest and exit 1.
 """
@@ -19,14 +21,15 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 from zeroserve.cli.restarts import RestartPolicy
+from zeroserve.cli.serve_plan import Daemon, daemons
 from zeroserve.config import GatewaySettings, Settings
+from zeroserve.deployment import Deployment
 from zeroserve.process import StopSignals, signal_on_parent_death
 
 log = logging.getLogger("zeroserve.serve")
@@ -36,11 +39,6 @@ _READY_TIMEOUT_S = 120.0
 
 def _signal_term_on_parent_death() -> None:  # runs in the child before exec
     signal_on_parent_death(signal.SIGTERM)
-
-
-def connect_address(bind: str) -> str:
-    """The address to connect to for a bind address (``*`` and 0.0.0.0 become loopback)."""
-    return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
 
 
 def readiness_check(gateway: GatewaySettings) -> tuple[str, ssl.SSLContext | None]:
@@ -59,11 +57,14 @@ def readiness_check(gateway: GatewaySettings) -> tuple[str, ssl.SSLContext | Non
     return f"https://127.0.0.1:{port}/readyz", context
 
 
-def _child_env(options: dict[str, Any]) -> dict[str, str]:
+def child_env(options: dict[str, Any]) -> dict[str, str]:
+    """This process's environment with ``options`` (``section__key`` or ``section.key``) as
+    ZEROSERVE_* variables; a value that is not a string is written as JSON (YAML reads it)."""
     env = dict(os.environ)
     for name, value in options.items():
         if value is not None:
-            env["ZEROSERVE_" + name.replace("__", "_").upper()] = str(value)
+            text = value if isinstance(value, str) else json.dumps(value)
+            env["ZEROSERVE_" + name.replace("__", "_").replace(".", "_").upper()] = text
     return env
 
 
@@ -75,30 +76,30 @@ def cluster_name(settings: Settings) -> str:
     return f"serve-{os.urandom(4).hex()}"
 
 
-def serve(service: str, workers: int, settings: Settings, config_file: str | None,
-          options: dict[str, Any]) -> int:
-    """Run the embedded cluster until a signal; return the exit code. ``options`` are the
-    command's flags (``section__key``), passed on to every daemon as ZEROSERVE_* variables
-    with the run's cluster name; the broker binds ``broker.frontend`` and
-    ``broker.backend``, the others connect there."""
-    frontend, backend = settings.broker.frontend, settings.broker.backend
-    port = settings.gateway.http_port
+def serve(deployment: Deployment, settings: Settings, config_file: str | None,
+          options: dict[str, Any], gpus: dict[str, tuple[str, ...]] | None = None) -> int:
+    """Run the embedded cluster of ``deployment`` (its services named) until a signal; return
+    the exit code. ``options`` are the command's flags (``section__key``) and the
+    deployment's settings, passed on to every daemon as ZEROSERVE_* variables with the run's
+    cluster name; ``gpus`` are each worker's devices (None: no worker's environment is
+    touched). The broker binds ``broker.frontend`` and ``broker.backend``, the others
+    connect there."""
     cluster = cluster_name(settings)
-    base = [sys.executable, "-m"]
-    extra = ["--config", config_file] if config_file else []
-    env = _child_env({**options, "cluster__name": cluster})
-    specs = [("broker", base + ["broker", "--frontend", frontend, "--backend", backend] + extra)]
-    specs.append(("gateway", base + ["gateway", "--frontend", connect_address(frontend)]
-                  + extra))
-    for i in range(workers):
-        specs.append((f"worker-{i + 1}", base + ["worker", service, "--backend",
-                                                 connect_address(backend), "--frontend",
-                                                 connect_address(frontend)] + extra))
+    port = settings.gateway.http_port
+    env = child_env({**options, "cluster__name": cluster})
+    plan = daemons(deployment, settings.broker.frontend, settings.broker.backend, config_file,
+                   env, gpus)
+    served = ", ".join(f"{s.name} ({s.workers} worker(s))" for s in deployment.services)
+    expected = {s.name for s in deployment.services if s.workers > 0}
     stop = StopSignals()
-    argv_of = dict(specs)
-    procs = {name: _start(argv, env) for name, argv in specs}
+    daemon_of = {d.name: d for d in plan}
+    procs = {d.name: _start(d) for d in plan}
     log.info("serve: started broker, gateway and %d workers of cluster '%s' (pids %s)",
-             workers, cluster, " ".join(str(p.pid) for p in procs.values()))
+             len(plan) - 2, cluster, " ".join(str(p.pid) for p in procs.values()))
+    for d in plan:
+        if d.is_worker and gpus is not None:
+            log.info("serve: %s has CUDA_VISIBLE_DEVICES=%r", d.name,
+                     d.env["CUDA_VISIBLE_DEVICES"])
     url, tls = readiness_check(settings.gateway)
     opener = _opener(tls)
     ready_by = time.monotonic() + _READY_TIMEOUT_S
@@ -132,15 +133,15 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
         for name, when in list(restart_at.items()):
             if not stop.received and now >= when:
                 del restart_at[name]
-                procs[name] = _start(argv_of[name], env)
+                procs[name] = _start(daemon_of[name])
                 log.info("serve: restarted %s (pid %d)", name, procs[name].pid)
         if stop.received:
             break
         if not ready:
-            ready = _is_ready(opener, url, cluster)
+            ready = _is_ready(opener, url, cluster, expected)
             if ready:
                 log.info("serve: ready, serving %s at %s://localhost:%d, cluster '%s' "
-                         "(Ctrl-C stops)", service, "https" if tls else "http", port, cluster)
+                         "(Ctrl-C stops)", served, "https" if tls else "http", port, cluster)
             elif time.monotonic() > ready_by:
                 log.error("serve: not ready after %.0fs; see the logs above", _READY_TIMEOUT_S)
                 code = 1
@@ -150,8 +151,9 @@ def serve(service: str, workers: int, settings: Settings, config_file: str | Non
     return code
 
 
-def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, preexec_fn=_signal_term_on_parent_death)
+def _start(daemon: Daemon) -> subprocess.Popen:
+    return subprocess.Popen(daemon.argv, env=daemon.env,
+                            preexec_fn=_signal_term_on_parent_death)
 
 
 def _start_up_hint(name: str, settings: Settings) -> str:
@@ -170,19 +172,23 @@ def _opener(tls: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(*handlers)
 
 
-def _is_ready(opener: urllib.request.OpenerDirector, url: str, cluster: str) -> bool:
-    """Whether the gateway at ``url`` is ready and is of ``cluster`` (the one serve started,
-    not another cluster's on the same port)."""
+def _is_ready(opener: urllib.request.OpenerDirector, url: str, cluster: str,
+              services: set[str]) -> bool:
+    """Whether the gateway at ``url`` is ready, is of ``cluster`` (the one serve started, not
+    another cluster's on the same port) and has a worker of every one of ``services``."""
     try:
         with opener.open(url, timeout=1.0) as resp:
-            return resp.status == 200 and json.loads(resp.read()).get("cluster") == cluster
+            answer = json.loads(resp.read())
+            serving = {name for name, count in answer.get("services", {}).items() if count}
+            return resp.status == 200 and answer.get("cluster") == cluster and \
+                services <= serving
     except (urllib.error.URLError, OSError, ValueError, AttributeError):
         return False
 
 
 def _stop_all(procs: list[tuple[str, subprocess.Popen]], drain_s: float) -> None:
-    workers = [p for n, p in procs if n.startswith("worker")]
-    others = [p for n, p in procs if not n.startswith("worker")]
+    workers = [p for n, p in procs if n.startswith("worker-")]
+    others = [p for n, p in procs if not n.startswith("worker-")]
     for group, grace in ((workers, drain_s + 2), (others[1:], 10.0), (others[:1], 10.0)):
         for proc in group:
             if proc.poll() is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,9 @@ from zeroserve.cli.options import (
 )
 from zeroserve.config import ConfigError, Settings, load_settings
 from zeroserve.container import Container
+
+if TYPE_CHECKING:
+    from zeroserve.deployment import Deployment
 
 
 def _parts(config_file: str | None, options: dict[str, Any], daemon: bool = True) -> Container:
@@ -112,7 +115,8 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
              "[default: 1].")
 @common_options
 def worker_command(service: str, config_file: str | None, **options: Any) -> None:
-    """Run a worker for SERVICE (path/file.py:Class or package.module:Class)."""
+    """Run a worker for SERVICE (path/file.py[:Class] or package.module:Class; a file that
+    defines one service may be named alone)."""
     import worker
     from zeroserve.service import load_service
 
@@ -125,9 +129,13 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 
 
 @click.command("serve")
-@click.argument("service")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="Worker processes to start.")
+@click.argument("targets", nargs=-1, required=True, metavar="SERVICE... | DEPLOYMENT.yaml")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes per service [default: 2]; a deployment file gives its "
+                   "own per service.")
+@click.option("--gpus", "gpu_list", metavar="0,1,...",
+              help="The GPUs that services asking for `gpus` may use [default: those "
+                   "`nvidia-smi -L` lists].")
 @http_port_option
 @grpc_port_option
 @metrics_port_option
@@ -145,17 +153,67 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
 @option("--job-store", "jobs__store_path",
         help="The broker's SQLite job store [default: under $XDG_STATE_HOME/zeroserve].")
 @common_options
-def serve_command(service: str, workers: int, config_file: str | None, **options: Any) -> None:
-    """Serve SERVICE on this host: a broker, a gateway and --workers workers, each a process."""
+def serve_command(targets: tuple[str, ...], workers: int | None, gpu_list: str | None,
+                  config_file: str | None, **options: Any) -> None:
+    """Serve one or more SERVICEs (path/file.py[:Class] or module:Class), or the services of
+    a DEPLOYMENT.yaml file (docs/deployment.md), on this host: a broker, a gateway and each
+    service's workers, each a process.
+
+    The deployment file is checked whole before anything starts; flags apply to every
+    service, and a service's own settings in the file win over them."""
     from gateway.tls import TlsError, load_tls
     from zeroserve.cli.embedded import serve
+    from zeroserve.cli.gpus import GpuShortage, detect_devices, parse_devices
+    from zeroserve.cli.serve_plan import named, plan_gpus, wants_gpus
+    from zeroserve.cli.targets import TargetError, load_targets
 
-    parts = _parts(config_file, options)
+    deployment = _deployment(targets, workers)
+    try:
+        deployment = named(deployment, load_targets([s.target for s in deployment.services]))
+    except (TargetError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    flags = {name: value for name, value in options.items() if value is not None}
+    from_file = _load(config_file, flags).batching.overrides
+    layered = {**{k.replace(".", "__"): v
+                  for k, v in deployment.overrides(from_file).items()}, **flags}
+    parts = _parts(config_file, layered)
     try:
         load_tls(parts.gateway.get())  # the gateway checks again; stop here before any start
     except TlsError as exc:
         raise click.UsageError(str(exc)) from None
-    sys.exit(serve(service, workers, parts.settings.get(), config_file, options))
+    gpus = None
+    if wants_gpus(deployment):
+        try:
+            devices = parse_devices(gpu_list) if gpu_list else detect_devices()
+            gpus = plan_gpus(deployment, devices)
+        except (GpuShortage, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
+    sys.exit(serve(deployment, parts.settings.get(), config_file, layered, gpus))
+
+
+def _deployment(targets: tuple[str, ...], workers: int | None) -> Deployment:
+    """The deployment that ``serve`` was given: a checked deployment file, or the services
+    named on the command line with ``workers`` each."""
+    from zeroserve.cli.serve_plan import command_line_deployment
+    from zeroserve.deployment import DeploymentError, is_deployment_file, load_deployment
+
+    files = [t for t in targets if is_deployment_file(t)]
+    if not files:
+        if workers is not None and workers < 0:
+            raise click.UsageError(f"--workers must be 0 or more, not {workers}")
+        return command_line_deployment(targets, 2 if workers is None else workers)
+    if len(targets) > 1:
+        raise click.UsageError("give one deployment file, or services, not both: "
+                               f"{' '.join(targets)}")
+    if workers is not None:
+        raise click.UsageError("--workers does not apply to a deployment file: set `workers` "
+                               "per service in it")
+    try:
+        return load_deployment(files[0])
+    except DeploymentError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the deployment file: {exc}") from None
 
 
 @click.command("status")

@@ -24,15 +24,43 @@ def request_rates(before: dict, after: dict, seconds: float) -> dict[str, float]
     return rates
 
 
+def devices_of(worker: dict) -> str:
+    """The GPUs a worker reported at READY (its CUDA_VISIBLE_DEVICES): ``-`` when it was not
+    set (the worker sees every device), ``none`` when it was empty."""
+    devices = (worker.get("info") or {}).get("devices")
+    if devices is None:
+        return "-"
+    return devices or "none"
+
+
+def service_rows(workers: list[dict]) -> list[list]:
+    """One row per service: its workers (and how many drain), slots, batches in flight and
+    the devices its workers hold."""
+    rows = []
+    for service in sorted({w["service"] for w in workers}):
+        mine = [w for w in workers if w["service"] == service]
+        draining = sum(1 for w in mine if w["draining"])
+        devices = sorted({d for w in mine for d in devices_of(w).split(",")} - {"-", "none"})
+        rows.append([service, f"{len(mine)}" + (f" ({draining} draining)" if draining else ""),
+                     sum(w["slots"] for w in mine), sum(w["in_flight"] for w in mine),
+                     ",".join(devices) or "-"])
+    return rows
+
+
 def render(stats: dict, rates: dict[str, float] | None = None) -> str:
     """Format a broker STATS answer for a terminal; ``rates`` adds a requests/s column."""
     out = [f"broker {stats['broker_id']}  up {stats['uptime_s']:.0f}s  "
            f"malformed messages dropped: {stats['malformed_dropped']}", ""]
+    ordered = sorted(stats["workers"], key=lambda w: (w["service"], w["worker_id"]))
+    if ordered:
+        out.append(_table(["service", "workers", "slots", "in flight", "devices"],
+                          service_rows(ordered)))
+        out.append("")
     workers = [[w["worker_id"], w["service"], w["slots"], w["in_flight"],
-                "draining" if w["draining"] else "serving", f"{w['last_heartbeat_s']:.1f}s ago"]
-               for w in stats["workers"]]
-    out.append(_table(["worker", "service", "slots", "in flight", "state", "heard"], workers)
-               if workers else "no workers")
+                "draining" if w["draining"] else "serving", f"{w['last_heartbeat_s']:.1f}s ago",
+                devices_of(w)] for w in ordered]
+    out.append(_table(["worker", "service", "slots", "in flight", "state", "heard",
+                       "devices"], workers) if workers else "no workers")
     out.append("")
     rows = []
     for name, e in sorted(stats["endpoints"].items()):
