@@ -66,8 +66,11 @@ def test_a_call_whose_callers_deadline_passed_in_the_queue_never_runs(pipeline,
     marker = tmp_path / "ran"
     # the one slow worker (2 slots) is busy with two long calls; a third waits in its queue
     with cf.ThreadPoolExecutor(3) as pool:
-        busy = [pool.submit(pipeline.post, "/slow/wait", {"seconds": 2.5}) for _ in range(2)]
-        time.sleep(0.3)
+        busy = [pool.submit(pipeline.post, "/slow/wait", {"seconds": 3.0}) for _ in range(2)]
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and sum(
+                w["in_flight"] for w in pipeline.stats()["workers"] if w["service"] == "slow") < 2:
+            time.sleep(0.02)
         status, _, _ = pipeline.post("/rank/via_slow", {"seconds": 0.0, "marker": str(marker)},
                                      headers={"X-Zeroserve-Timeout": "1"})
         assert [f.result()[0] for f in busy] == [200, 200]

@@ -2,7 +2,15 @@
 it is in."""
 from pathlib import Path
 
-from zeroserve.curve import ANY_ROLE, Channel, allowed_roles, generate, may_use, role_of
+from zeroserve.curve import (
+    ANY_ROLE,
+    WORKER_CONTROL_OPS,
+    Channel,
+    allowed_roles,
+    generate,
+    may_use,
+    role_of,
+)
 
 
 def test_generated_keys_go_to_the_folder_of_their_role(tmp_path: Path) -> None:
@@ -16,7 +24,9 @@ def test_each_role_uses_only_its_channels() -> None:
     assert may_use("gateway", Channel.FRONTEND) and not may_use("gateway", Channel.BACKEND)
     assert may_use("operator", Channel.FRONTEND) and not may_use("operator", Channel.JOBS)
     assert may_use("worker", Channel.BACKEND) and may_use("worker", Channel.JOBS)
-    assert not may_use("worker", Channel.FRONTEND)
+    assert may_use("worker", Channel.FRONTEND)  # dependency calls; the broker drops its
+    # control calls but the models listing (WORKER_CONTROL_OPS)
+    assert WORKER_CONTROL_OPS == frozenset({"models"})
     assert not any(may_use(None, channel) for channel in Channel)
 
 

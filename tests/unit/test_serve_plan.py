@@ -36,7 +36,8 @@ def test_each_service_gets_its_workers_with_its_own_flags() -> None:
                            "--backend", "tcp://*:7001", "--config", "s.yaml")
     assert gateway.argv[3:5] == ("--frontend", "tcp://127.0.0.1:7000")
     assert worker.argv[2:] == ("worker", "/m/mlp.py", "--backend", "tcp://127.0.0.1:7001",
-                               "--slots", "3", "--config", "s.yaml")
+                               "--frontend", "tcp://127.0.0.1:7000", "--slots", "3",
+                               "--config", "s.yaml")
     assert text.argv[2:6] == ("worker", "pkg.text:Text", "--backend", "tcp://127.0.0.1:7001")
     assert all(d.env == {"A": "1"} for d in plan)  # no GPU asked for: CUDA_* left alone
 
