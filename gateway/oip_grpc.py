@@ -3,12 +3,11 @@
 Runs in the gateway's asyncio loop next to the HTTP server and sends every call
 through the same broker path (inference: :mod:`gateway.oip_infer`). Errors end a
 call with a gRPC status and details (:func:`gateway.grpc_calls.grpc_boundary`); on
-``ModelStreamInfer`` they go in the response's ``error_message`` instead, so that
-the stream survives them.
+``ModelStreamInfer`` (:mod:`gateway.oip_stream`) they go in a response's ``error_message``
+instead, so that the stream survives them.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,7 +15,6 @@ import numpy as np
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
-from gateway.errors import failure_of
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
@@ -35,6 +33,7 @@ from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
 from gateway.oip_rest_body import InferRequest
 from gateway.oip_stats import statistics_message
+from gateway.oip_stream import stream_infer
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
@@ -110,6 +109,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if "dynamic_batching" in doc:
             cfg.dynamic_batching.max_queue_delay_microseconds = \
                 doc["dynamic_batching"]["max_queue_delay_microseconds"]
+        if "model_transaction_policy" in doc:
+            cfg.model_transaction_policy.decoupled = True
         return pb.ModelConfigResponse(config=cfg)
 
     @grpc_boundary
@@ -137,46 +138,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         with Meter("oip_grpc") as meter:
             return await self._infer(request, context, meter)
 
-    @grpc_boundary
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Answers each request of the stream as it completes (not necessarily in order;
-        responses carry the request's ``id``); a failed request is answered with its error
-        message, and the stream goes on. A message that does not parse ends the stream with
-        INVALID_ARGUMENT."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task] = set()
-
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                response = await self._infer(request, context, None)
-            except Exception as exc:  # never leave a request of the stream unanswered
-                failure = failure_of(exc, f"gRPC ModelStreamInfer request {request.id!r}")
-                await answers.put(_stream_error(request, str(failure)))
-            else:
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    task = asyncio.create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.gather(*running, return_exceptions=True)
-            finally:
-                answers.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-            await reader  # what ended the reading (a request that does not parse) ends the call
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
+        """Triton's decoupled contract (:mod:`gateway.oip_stream`): every failure, a message
+        that does not parse included, is answered in the stream, which carries on."""
+        async for response in stream_infer(self, requests, context):
+            yield response
 
     async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
                      ) -> tuple[ModelRef, EndpointDescription]:
@@ -192,8 +160,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         ref, info = await self._model(request.model_name, request.model_version, context)
         if meter is not None:
             meter.name(ref.service, ref.endpoint)
-        return await infer(self.link, ref, info, _GrpcBody(
-            request, context, self.default_timeout_s, self.max_timeout_s))
+        return await infer(self.link, ref, info, self.body(request, context))
+
+    def body(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+             ) -> _GrpcBody:
+        """How ``request`` is read and answered, and its deadline."""
+        return _GrpcBody(request, context, self.default_timeout_s, self.max_timeout_s)
 
 
 class _GrpcBody:
@@ -224,7 +196,3 @@ class _GrpcBody:
                outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
         return build_response(model, VERSION, request, self.typed, outputs)
 
-
-def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
-    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
-        model_name=request.model_name, id=request.id))

@@ -6,6 +6,7 @@ Paths (each model path also with ``/versions/{v}``)::
     GET  /v2                        POST /v2/repository/index
     GET  /v2/models/{m}             GET  /v2/models/{m}/ready
     GET  /v2/models/{m}/config      POST /v2/models/{m}/infer
+    POST /v2/models/{m}/generate    POST /v2/models/{m}/generate_stream (gateway.oip_generate)
     GET  /v2/models/stats           GET  /v2/models/{m}/stats
 
 Success is always exactly 200; every error is ``{"error": message}``. Requests go
@@ -25,6 +26,7 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.invoke import find_model
 from gateway.json_body import dump_json
+from gateway.oip_generate import GenerateHandler
 from gateway.oip_infer import infer
 from gateway.oip_models import (
     VERSION,
@@ -232,5 +234,6 @@ def oip_routes(args: dict) -> list:
         (r"/v2/models/stats/?", StatsHandler, args),
         (_MODEL + r"/stats/?", StatsHandler, args),
         (_MODEL + r"/infer", InferHandler, args),
+        (_MODEL + r"/(generate|generate_stream)", GenerateHandler, args),
         (_MODEL + r"(?:/(ready|config))?/?", ModelHandler, args),
     ]

@@ -48,7 +48,12 @@ class InferFormat(Protocol[Encoded]):
 
 async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
                 body: InferFormat[Encoded]) -> Encoded:
-    """Run one inference of model ``ref`` (served by ``info``, which the caller may use)."""
+    """Run one inference of model ``ref`` (served by ``info``, which the caller may use); a
+    decoupled model (a streaming endpoint) is refused, as Triton refuses it."""
+    if info.streams:
+        raise RequestFailed(Status.BAD_REQUEST, (
+            f"model '{ref.name}' is decoupled (it streams) and answers only over gRPC "
+            "ModelStreamInfer or HTTP generate_stream"))
     request = body.parse()
     inputs = endpoint_inputs(info, request.inputs)
     value = await call(link, info, inputs, body.deadline_s(request.timeout_us))

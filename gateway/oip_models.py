@@ -5,7 +5,8 @@ endpoint and ``service.endpoint`` names each one. Metadata and the Triton model
 configuration come from the endpoint's declared inputs and output (or named outputs); a batching
 endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every metadata
 shape (the configuration's ``dims`` leave the batch dimension out, as Triton's
-do). Every model has the one version ``"1"``.
+do). Every model has the one version ``"1"``. A streaming endpoint is a decoupled model
+(``model_transaction_policy.decoupled``): each chunk is one response.
 """
 from __future__ import annotations
 
@@ -108,10 +109,13 @@ def _tensor(field: Field, batched: bool) -> tuple[str, list[int]]:
 
 
 def _outputs(info: EndpointDescription) -> list[Field]:
-    """The declared named outputs, else the one output unless it is a dict or undeclared."""
+    """The declared named outputs, else the one output unless it is a dict or undeclared
+    (except a stream's chunks: one output, ``output``)."""
     if info.outputs:
         return list(info.outputs)
-    return [] if info.output.kind in ("dict", "any") else [info.output]
+    if info.output.kind == "dict" or (info.output.kind == "any" and not info.streams):
+        return []
+    return [info.output]
 
 
 def metadata(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
@@ -156,6 +160,8 @@ def config(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
     if batched:
         cfg["dynamic_batching"] = {
             "max_queue_delay_microseconds": int(info.max_latency_ms * 1000)}
+    if info.streams:  # each chunk is one response of the request (Triton's decoupled models)
+        cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
 
 

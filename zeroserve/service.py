@@ -22,7 +22,7 @@ from typing import Any
 from zeroserve.dependency import dependencies_of
 from zeroserve.schema import Field, field_from_hint
 from zeroserve.task import task_specs
-from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.descriptions import OPENAI_KINDS, EndpointDescription
 
 _API_ATTR = "__zeroserve_api__"
 _SERVICE_ATTR = "__zeroserve_service__"
@@ -38,6 +38,7 @@ class ApiOptions:
     inputs: dict | None
     outputs: Any
     retry_on_worker_loss: bool
+    openai: str = ""
 
 
 @dataclass
@@ -55,6 +56,7 @@ class EndpointSpec:
     batch_dim: int = 0
     retry_on_worker_loss: bool = True
     streams: bool = False  # a generator (``is_async``: an async generator)
+    openai: str = ""  # "chat" or "completion": served by the OpenAI-compatible API
     outputs: list[Field] = field(default_factory=list)  # declared named outputs (a dict answer)
 
     def describe(self, service: str) -> EndpointDescription:
@@ -63,7 +65,7 @@ class EndpointSpec:
             service, self.name, tuple(self.inputs), self.output, self.batchable,
             self.max_batch_size if self.batchable else 1, self.batch_dim,
             self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss,
-            self.streams, outputs=tuple(self.outputs))
+            self.streams, outputs=tuple(self.outputs), openai=self.openai)
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ServiceSpec:
 def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool = False,
         max_batch_size: int = 64, max_latency_ms: float = 20.0, batch_dim: int = 0,
         inputs: dict | None = None, outputs: Any = None,
-        retry_on_worker_loss: bool = True) -> Any:
+        retry_on_worker_loss: bool = True, openai: str = "") -> Any:
     """Mark a method of a service class as an endpoint, served at ``/{service}/{name}``.
 
     ``name`` defaults to the method name. ``batchable`` lets the broker merge
@@ -98,13 +100,23 @@ def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool 
     them).
     ``retry_on_worker_loss`` re-sends a request to another worker when its
     worker dies mid-request (set False for endpoints with side effects).
+
+    ``openai="chat"`` (the method takes ``messages``) or ``openai="completion"`` (it takes
+    ``prompt``) also serves the endpoint as a model of the gateway's OpenAI-compatible API
+    (``/v1/chat/completions``, ``/v1/completions``): it receives the messages (a list of
+    ``{"role", "content"}`` with text content) or the prompt (str), and every request field
+    that names one of its other inputs (``max_tokens``, ``temperature``, ``top_p``, ``stop``
+    as a list, ``seed``...), and yields text (each chunk one token; or returns the whole
+    text). See docs/openai.md.
     """
+    if openai not in ("", *OPENAI_KINDS):
+        raise ValueError(f"openai must be one of {list(OPENAI_KINDS)}, got {openai!r}")
     if max_batch_size < 1:
         raise ValueError("max_batch_size must be at least 1")
     if max_latency_ms < 0:
         raise ValueError("max_latency_ms must not be negative")
     options = ApiOptions(name, batchable, max_batch_size, max_latency_ms, batch_dim, inputs,
-                         outputs, retry_on_worker_loss)
+                         outputs, retry_on_worker_loss, openai)
 
     def mark(func: Callable) -> Callable:
         setattr(func, _API_ATTR, options)
@@ -142,13 +154,18 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
             raise TypeError(f"endpoint {func.__name__} is a generator (it streams) and cannot "
                             "declare named outputs")
         out_hint = options.outputs if options.outputs is not None else Any
+    wanted = {"chat": "messages", "completion": "prompt"}.get(options.openai)
+    if wanted is not None and wanted not in {f.name for f in inputs}:
+        raise TypeError(f"endpoint {func.__name__} is an OpenAI {options.openai} model and "
+                        f"must take an input named {wanted!r}")
     return EndpointSpec(
         name=options.name or func.__name__, method=func.__name__, inputs=inputs,
         output=field_from_hint("output", out_hint, True),
         is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
         batchable=options.batchable, max_batch_size=options.max_batch_size,
         max_latency_ms=options.max_latency_ms, batch_dim=options.batch_dim,
-        retry_on_worker_loss=options.retry_on_worker_loss, streams=streams, outputs=outputs)
+        retry_on_worker_loss=options.retry_on_worker_loss, streams=streams, outputs=outputs,
+        openai=options.openai)
 
 
 def service(cls: type | None = None, *, name: str | None = None) -> Any:

@@ -98,6 +98,16 @@ def _named(value: Any, what: str, read: Callable[[str, Any], D]) -> dict[str, D]
     return {_name(name, f"{what} name"): read(name, m) for name, m in _map(value, what).items()}
 
 
+OPENAI_KINDS = ("chat", "completion")  # what ``@api(openai=...)`` may declare
+
+
+def _openai_kind(m: Mapping[str, Any], what: str) -> str:
+    value = m.get("openai", "")
+    if value not in ("", *OPENAI_KINDS):
+        raise ProtocolError(f"{what}: openai must be one of {list(OPENAI_KINDS)} or empty")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class EndpointDescription:
     """One real-time endpoint of ``service``: its schema and its batching settings.
@@ -107,6 +117,8 @@ class EndpointDescription:
     whose worker died (False for endpoints with side effects). ``streams``: the endpoint is a
     generator, answered as a stream of chunks (never batchable). ``outputs``: the named outputs
     the endpoint declares (it answers a dict of exactly these; empty: ``output`` says it all).
+    ``openai``: the OpenAI-compatible API serves it as a ``"chat"`` or ``"completion"`` model
+    (empty: it does not).
     """
 
     service: str
@@ -120,10 +132,12 @@ class EndpointDescription:
     retry_on_worker_loss: bool = True
     streams: bool = False
     outputs: tuple[Field, ...] = ()
+    openai: str = ""
 
     def to_map(self) -> dict[str, Any]:
         """The map that READY and MODELS carry under the endpoint's name."""
-        return {"inputs": [f.to_map() for f in self.inputs], "output": self.output.to_map(),
+        return {"openai": self.openai,
+                "inputs": [f.to_map() for f in self.inputs], "output": self.output.to_map(),
                 "batchable": self.batchable, "max_batch_size": self.max_batch_size,
                 "max_latency_ms": self.max_latency_ms, "batch_dim": self.batch_dim,
                 "retry_on_worker_loss": self.retry_on_worker_loss, "streams": self.streams,
@@ -142,7 +156,7 @@ class EndpointDescription:
                    _number(m, "max_latency_ms", cls.max_latency_ms, what),
                    _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what),
                    _bool(m, "streams", cls.streams, what),
-                   outputs=_fields(m, "outputs", what))
+                   outputs=_fields(m, "outputs", what), openai=_openai_kind(m, what))
 
 
 @dataclass(frozen=True)
