@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -33,6 +34,7 @@ from zeroserve.wire.backend import (
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, pack_map, split_command
 from zeroserve.wire.frontend import (
+    DEPENDENCY_PREFIX,
     Control,
     ControlOp,
     Reply,
@@ -149,6 +151,7 @@ class BrokerCore:
         self._next_heartbeat = now
         self.dropped = 0
         self.worker_control_refused = 0
+        self.dependency_calls: Counter[tuple[str, str]] = Counter()  # (caller, callee) -> calls
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
 
     # ------------------------------------------------------------ frontend
@@ -192,6 +195,10 @@ class BrokerCore:
         self._send_front([gateway, *reply.to_frames()])
 
     def _on_request(self, gateway: bytes, req: Request, now: float) -> None:
+        if gateway.startswith(DEPENDENCY_PREFIX):  # a worker's dependency link
+            caller = gateway[len(DEPENDENCY_PREFIX):].rpartition(b":")[0].decode(
+                errors="replace")
+            self.dependency_calls[(caller, req.service)] += 1
         timeout_s = min(req.timeout_ms, self.config.max_timeout_ms) / 1000.0
         item = Pending(req.request_id, gateway, now + timeout_s, now, [req.meta, *req.body],
                        max(req.rows, 1), req.batch_key)
@@ -613,6 +620,8 @@ class BrokerCore:
                                   "samples": e.policy.model.samples}}
                 for e in self.endpoints.values()},
             "malformed_dropped": self.dropped,
+            "dependency_calls": [{"caller": caller, "callee": callee, "calls": n}
+                                 for (caller, callee), n in sorted(self.dependency_calls.items())],
             "jobs": self.jobs.stats() if self.jobs is not None else {},
         }
 

@@ -74,7 +74,7 @@ class WorkerDaemon:
         pool_size = self.threads + (2 * self.slots if spec.dependencies else 0)
         self.pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="endpoint")
         self.dependencies = DependencyLink(
-            worker.frontend, context, keys, self._batch_waiting, cluster, clock
+            worker.frontend, context, keys, self._batch_waiting, cluster, clock, spec.name
         ) if spec.dependencies else None
         self.runner: BatchRunner | None = None
         self.job_slots = worker.job_slots if spec.tasks else 0

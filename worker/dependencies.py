@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import os
 import struct
 import threading
 import time
@@ -37,7 +38,14 @@ from zeroserve.sockets import open_socket
 from zeroserve.wire import codec
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
-from zeroserve.wire.frontend import Control, ControlOp, Request, error_details, parse_reply
+from zeroserve.wire.frontend import (
+    DEPENDENCY_PREFIX,
+    Control,
+    ControlOp,
+    Request,
+    error_details,
+    parse_reply,
+)
 from zeroserve.wire.stream import Cancel
 
 log = logging.getLogger("zeroserve.worker")
@@ -65,8 +73,9 @@ class DependencyLink:
 
     def __init__(self, address: str, context: zmq.Context, curve: Curve | None,
                  waiting: Callable[[int, bool], None], cluster: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, caller: str = "") -> None:
         self.address = address
+        self.caller = caller  # the calling service: the broker counts calls per caller
         self._context = context
         self._curve = curve
         self._waiting = waiting
@@ -84,6 +93,7 @@ class DependencyLink:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         sock = open_socket(self._context, zmq.DEALER, curve=self._curve)
+        sock.setsockopt(zmq.ROUTING_ID, dependency_identity(self.caller))
         sock.connect(self.address)
         self._socket = LoopSocket(sock, self._on_message, copied=5)
 
@@ -218,6 +228,12 @@ class DependencyLink:
         if self._calls_of[batch] <= 0:
             del self._calls_of[batch]
             self._waiting(batch, False)
+
+
+def dependency_identity(caller: str) -> bytes:
+    """The routing id of a worker's dependency link, naming its service (what the broker
+    counts calls per caller by; it routes by the id, it does not trust it for anything else)."""
+    return DEPENDENCY_PREFIX + caller.encode() + b":" + os.urandom(4).hex().encode()
 
 
 def _failure(service: str, endpoint: str, status: Status, message: str) -> DependencyError:

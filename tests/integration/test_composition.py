@@ -49,8 +49,10 @@ def test_the_callee_batches_the_calls_of_concurrent_callers(pipeline) -> None:
     with cf.ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda t: pipeline.post("/rank/score", {"text": t}), texts))
     assert [a[:2] for a in answers] == [(200, _expected(t)) for t in texts]
-    encode = pipeline.stats()["endpoints"]["embed.encode"]
-    assert encode["mean_batch_size"] > 1.0
+    stats = pipeline.stats()
+    assert stats["endpoints"]["embed.encode"]["mean_batch_size"] > 1.0
+    calls = {(c["caller"], c["callee"]): c["calls"] for c in stats["dependency_calls"]}
+    assert calls[("rank", "tok")] >= 200 and calls[("rank", "embed")] >= 200
 
 
 def test_a_slow_callee_makes_the_call_504_at_the_callers_deadline(pipeline,

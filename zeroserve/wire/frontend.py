@@ -26,6 +26,9 @@ from zeroserve.wire.envelope import (
 )
 
 _ROUTE = struct.Struct(">II")  # timeout_ms, rows
+# the routing id a worker's dependency link gives itself: dep:<calling service>:<random>, so
+# that the broker counts calls per (caller, callee); it is never trusted for anything else
+DEPENDENCY_PREFIX = b"dep:"
 _STATUS = struct.Struct(">H")
 
 
