@@ -236,6 +236,11 @@ class Streamer:
             _mark(marker, "closed")
 
     @zeroserve.api
+    async def blobs(self, n: int, size: int = 16384):
+        for _ in range(n):
+            yield "x" * size
+
+    @zeroserve.api
     async def first_then_wait(self, gate: str, wait_s: float = 10.0):
         """Yields "first", then waits (up to ``wait_s``) for the file ``gate`` to exist
         before yielding "second": a client that sees "first" before creating the gate
