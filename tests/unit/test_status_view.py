@@ -32,3 +32,17 @@ def test_table_shows_workers_rates_and_jobs() -> None:
     assert header.split()[:3] == ["endpoint", "queued", "req/s"] and row.split()[2] == "500"
     assert "jobs: succeeded 3" in text
     assert " - " in render(_stats(1))  # no rate before the second snapshot
+
+
+def test_table_shows_streams_and_dependency_calls() -> None:
+    stats = _stats(3)
+    stats["endpoints"]["mlp.predict"]["streams"] = {
+        "active": 2, "started": 7, "chunks": 140, "cancelled": 1, "lost_mid_stream": 0,
+        "mean_first_chunk_ms": 1.5, "mean_duration_ms": 40.0}
+    stats["dependency_calls"] = [{"caller": "rank", "callee": "mlp", "calls": 9}]
+    text = render(stats)
+    row = next(line for line in text.split("\n") if line.startswith("mlp.predict ") and
+               "140" in line)
+    assert row.split()[1:4] == ["2", "7", "140"]
+    assert "dependency calls: rank -> mlp 9" in text
+    assert "stream endpoint" not in render(_stats(3))

@@ -74,6 +74,19 @@ def render(stats: dict, rates: dict[str, float] | None = None) -> str:
     out.append(_table(["endpoint", "queued", "req/s", "requests", "batches", "mean batch",
                        "wait ms", "exec ms", "fitted a*n+b", "limits"], rows)
                if rows else "no endpoints")
+    streams = [[name, e["streams"]["active"], e["streams"]["started"], e["streams"]["chunks"],
+                f"{e['streams']['mean_first_chunk_ms']:.1f}",
+                f"{e['streams']['mean_duration_ms']:.0f}", e["streams"]["cancelled"],
+                e["streams"]["lost_mid_stream"]]
+               for name, e in sorted(stats["endpoints"].items()) if "streams" in e]
+    if streams:
+        out.append("")
+        out.append(_table(["stream endpoint", "active", "started", "chunks", "first chunk ms",
+                           "duration ms", "cancelled", "lost"], streams))
+    calls = stats.get("dependency_calls") or []
+    if calls:
+        out.append("\ndependency calls: " + ", ".join(
+            f"{c['caller']} -> {c['callee']} {c['calls']}" for c in calls))
     jobs = stats.get("jobs") or {}
     if jobs.get("stored"):
         out.append("\njobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs["stored"].items()))
