@@ -27,11 +27,11 @@ from typing import Any
 
 import zmq
 
-from gateway.stream_call import StreamCall
 from zeroserve.curve import Curve
 from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.sockets import open_socket
+from zeroserve.stream_call import StreamCall
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
 from zeroserve.wire.frontend import (
@@ -227,7 +227,7 @@ class BrokerLink:
     def stream(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
                body: list) -> StreamCall:
         """Start a stream of ``endpoint`` (one that ``streams``); its chunks and its end come
-        through the :class:`~gateway.stream_call.StreamCall`. ``timeout_s`` bounds the wait for
+        through the :class:`~zeroserve.stream_call.StreamCall`. ``timeout_s`` bounds the wait for
         the first chunk at the broker. While the broker refuses this cluster the stream ends
         at once with 503."""
         assert self._socket is not None, "start() first"

@@ -107,3 +107,40 @@ class PingB:
     @zeroserve.api
     async def bounce(self, n: int) -> int:
         return 0 if n <= 0 else 1 + await self.other.call("bounce", n=n - 1)
+
+
+@zeroserve.service(name="words")
+class Words:
+    @zeroserve.api
+    async def each(self, text: str):
+        for word in text.split():
+            yield word
+
+    @zeroserve.api
+    async def fails_after_one(self, text: str):
+        yield text
+        raise ValueError("no more words")
+
+
+@zeroserve.service(name="shout")
+class Shout:
+    words = zeroserve.depends(Words)
+
+    @zeroserve.api
+    async def upper(self, text: str) -> list:
+        return [w.upper() async for w in self.words.stream("each", text=text)]
+
+    @zeroserve.api
+    async def first(self, text: str) -> str:
+        async for word in self.words.stream("each", text=text):
+            return word  # leaving early cancels the callee's stream
+        return ""
+
+    @zeroserve.api
+    async def failing(self, text: str) -> list:
+        return [w async for w in self.words.stream("fails_after_one", text=text)]
+
+    @zeroserve.api
+    async def relay(self, text: str):
+        async for word in self.words.stream("each", text=text):
+            yield word[::-1]

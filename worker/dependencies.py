@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from zeroserve.dependency import DependencyError
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.schema import InvalidInput, validate_inputs
 from zeroserve.sockets import open_socket
+from zeroserve.stream_call import StreamCall
 from zeroserve.wire import codec
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
@@ -42,11 +43,12 @@ from zeroserve.wire.frontend import (
     DEPENDENCY_PREFIX,
     Control,
     ControlOp,
+    Reply,
     Request,
     error_details,
     parse_reply,
 )
-from zeroserve.wire.stream import Cancel
+from zeroserve.wire.stream import Cancel, parse_chunks
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -86,6 +88,7 @@ class DependencyLink:
         self._pending: dict[bytes, asyncio.Future] = {}
         self._calls_of: Counter[int] = Counter()  # batch id -> its calls in flight
         self._described: dict[str, ServiceDescription] = {}  # from the broker's MODELS
+        self._streams: dict[bytes, StreamCall] = {}  # request id -> a stream being read
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread = 0
 
@@ -107,6 +110,12 @@ class DependencyLink:
     def _on_message(self, frames: list) -> None:
         try:
             command, rest = split_command(frames)
+            if command is Command.CHUNK:
+                chunks = parse_chunks(rest)
+                stream = self._streams.get(chunks.key)
+                if stream is not None:
+                    stream.arrive(chunks)
+                return
             if command is not Command.REPLY:
                 raise ProtocolError(f"unexpected {command.name} on the dependency link")
             reply = parse_reply(rest)
@@ -116,6 +125,8 @@ class DependencyLink:
         fut = self._pending.get(reply.request_id)
         if fut is not None and not fut.done():
             fut.set_result(reply)
+        elif reply.request_id in self._streams:
+            self._streams[reply.request_id].finish(reply)
 
     async def _exchange(self, request_id: bytes, frames: list, wait_s: float,
                         sent: Callable[[], None] | None = None) -> Any:
@@ -165,12 +176,10 @@ class DependencyLink:
                                   f"service '{service}' has no endpoint '{endpoint}'")
         return found
 
-    async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
-                   default_timeout_s: float) -> Any:
-        """Call ``service.endpoint`` for the request ``caller`` serves (None: outside a
-        request, e.g. in a background task: ``default_timeout_s``); DependencyError if it
-        fails."""
-        left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
+    async def _request(self, service: str, endpoint: str, inputs: dict, left_s: float
+                       ) -> tuple[bytes, list]:
+        """The REQUEST of a call (its id and frames): inputs checked against the callee's
+        schema and keyed for batching as a gateway does; DependencyError if they are bad."""
         if left_s <= 0:
             raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED),
                                   "the calling request's deadline has passed; not called")
@@ -187,8 +196,16 @@ class DependencyLink:
             raise DependencyError(service, endpoint, int(Status.BAD_REQUEST),
                                   f"inputs cannot be sent: {exc}") from None
         request_id = struct.pack(">Q", next(self._ids))
-        request = Request(request_id, service, endpoint, max(int(left_s * 1000), 1), meta,
-                          frames, rows, key).to_frames()
+        return request_id, Request(request_id, service, endpoint, max(int(left_s * 1000), 1),
+                                   meta, frames, rows, key).to_frames()
+
+    async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
+                   default_timeout_s: float) -> Any:
+        """Call ``service.endpoint`` for the request ``caller`` serves (None: outside a
+        request, e.g. in a background task or a stream: ``default_timeout_s``);
+        DependencyError if it fails."""
+        left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
+        request_id, request = await self._request(service, endpoint, inputs, left_s)
         batch = caller.batch_id if caller is not None else None
         try:
             reply = await self._exchange(request_id, request, left_s + _GRACE_S,
@@ -209,6 +226,47 @@ class DependencyLink:
         except codec.CodecError as exc:
             raise DependencyError(service, endpoint, int(Status.INTERNAL),
                                   f"undecodable answer: {exc}") from None
+
+    async def stream(self, service: str, endpoint: str, inputs: dict,
+                     caller: CallContext | None, default_timeout_s: float
+                     ) -> AsyncGenerator[Any, None]:
+        """The chunks of a streaming endpoint of another service, each within what is left
+        of the caller's deadline (``default_timeout_s`` without one); DependencyError if it
+        fails. Leaving the iteration early cancels the stream."""
+        deadline = self._clock() + default_timeout_s if caller is None else caller.deadline
+        request_id, request = await self._request(service, endpoint, inputs,
+                                                  deadline - self._clock())
+        assert self._socket is not None, "start() first"
+        call = StreamCall(request_id, request, self._socket.send, self._forget)
+        self._streams[request_id] = call
+        batch = caller.batch_id if caller is not None else None
+        self._socket.send(request)
+        self._begin(batch)
+        try:
+            while True:
+                try:
+                    event = await call.next(deadline - self._clock() + _GRACE_S)
+                except TimeoutError:
+                    raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED), (
+                        "no chunk before the calling request's deadline")) from None
+                if isinstance(event, Reply):
+                    if event.status is Status.OK:
+                        return
+                    raise _failure(service, endpoint, event.status,
+                                   str(error_details(event)["error"]))
+                try:
+                    value = codec.decode(event.frames[0], event.frames[1:])
+                except codec.CodecError as exc:
+                    raise DependencyError(service, endpoint, int(Status.INTERNAL),
+                                          f"undecodable chunk: {exc}") from None
+                yield value
+                call.took(event)
+        finally:
+            call.cancel()  # nothing once the stream has ended
+            self._end(batch)
+
+    def _forget(self, call: StreamCall) -> None:
+        self._streams.pop(call.request_id, None)
 
     def _cancel(self, request_id: bytes) -> None:
         if self._socket is not None:
@@ -259,6 +317,15 @@ class ServiceHandle:
         :class:`~zeroserve.DependencyError`."""
         return await self._link.call(self.name, endpoint, inputs, CURRENT.get(),
                                      self._default_timeout_s)
+
+    def stream(self, endpoint: str, /, **inputs: Any) -> AsyncGenerator[Any, None]:
+        """The chunks of a streaming ``endpoint`` of the service, from async code::
+
+            async for token in self.llm.stream("generate", prompt=prompt):
+                ...
+        """
+        return self._link.stream(self.name, endpoint, inputs, CURRENT.get(),
+                                 self._default_timeout_s)
 
     def call_sync(self, endpoint: str, /, **inputs: Any) -> Any:
         """``call`` from a sync endpoint (which runs in one of the worker's threads)."""

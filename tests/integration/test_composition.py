@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cluster import Cluster
 
+import zeroserve
+
 pytestmark = pytest.mark.integration
 
 SERVICES = str(Path(__file__).resolve().parent.parent / "pipeline_services.py")
@@ -123,3 +125,20 @@ def test_two_services_calling_each_other_make_progress_under_load(cluster) -> No
     assert cluster.post("/ping_a/bounce", {"n": 3})[:2] == (200, 3)
     statuses = _load(cluster, "/ping_a/bounce", {"n": 2}, 60, 8)
     assert statuses.count(200) >= 55, statuses
+
+
+def test_a_streaming_callee_is_iterated_and_its_errors_propagate(cluster) -> None:
+    cluster.broker()
+    cluster.gateway()
+    _worker(cluster, "Words")
+    _worker(cluster, "Shout")
+    cluster.wait_ready(2)
+    assert cluster.post("/shout/upper", {"text": "a streaming callee"})[:2] == (
+        200, ["A", "STREAMING", "CALLEE"])
+    assert cluster.post("/shout/first", {"text": "one two three"})[:2] == (200, "one")
+    status, body, _ = cluster.post("/shout/failing", {"text": "x"})
+    assert status == 500 and "words.fails_after_one answered 500" in body["error"]
+    with zeroserve.Client(cluster.url) as client:
+        assert list(client.stream("shout", "relay", text="ab cd")) == ["ba", "dc"]
+    figures = cluster.stats()["endpoints"]["words.each"]["streams"]
+    assert figures["started"] == 3 and figures["active"] == 0

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 import zmq
 
-from gateway.stream_call import StreamCall
 from worker.streams import StreamWindow
+from zeroserve.stream_call import StreamCall
 from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command
 from zeroserve.wire.frontend import Reply
 from zeroserve.wire.stream import (

@@ -1,11 +1,12 @@
-"""One stream as the gateway's broker link sees it: chunks in, credit and cancel out.
+"""One stream as its caller's broker link sees it (a gateway's, or a worker's dependency
+link): chunks in, credit and cancel out.
 
 The link hands each CHUNK and the final REPLY of the stream's request to its
-:class:`StreamCall`; the front end awaits them with :meth:`StreamCall.next` and says when
-its client has taken a chunk (:meth:`StreamCall.took`). Credit goes back once every chunk
-that arrived has been taken, so the worker's window refills as fast as the client reads and
-no faster, and one CREDIT covers a whole burst. No sockets here: frames go out through the
-``send`` callable the link gives.
+:class:`StreamCall`; the front end (or the calling endpoint) awaits them with
+:meth:`StreamCall.next` and says when its client has taken a chunk (:meth:`StreamCall.took`).
+Credit goes back once every chunk that arrived has been taken, so the worker's window refills
+as fast as the client reads and no faster, and one CREDIT covers a whole burst. No sockets
+here: frames go out through the ``send`` callable the link gives.
 """
 from __future__ import annotations
 
