@@ -53,6 +53,7 @@ from zeroserve.wire.stream import Cancel, parse_chunks
 log = logging.getLogger("zeroserve.worker")
 
 _GRACE_S = 0.5  # past the caller's deadline, for the broker's own 504 of the call
+WAITING_AFTER_S = 0.002  # a batch whose calls take longer is reported waiting (WAITING)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class DependencyLink:
         self._ids = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future] = {}
         self._calls_of: Counter[int] = Counter()  # batch id -> its calls in flight
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # batch id -> its WAITING to come
+        self._told_waiting: set[int] = set()  # batches the broker counts as waiting
         self._described: dict[str, ServiceDescription] = {}  # from the broker's MODELS
         self._streams: dict[bytes, StreamCall] = {}  # request id -> a stream being read
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -128,15 +131,12 @@ class DependencyLink:
         elif reply.request_id in self._streams:
             self._streams[reply.request_id].finish(reply)
 
-    async def _exchange(self, request_id: bytes, frames: list, wait_s: float,
-                        sent: Callable[[], None] | None = None) -> Any:
+    async def _exchange(self, request_id: bytes, frames: list, wait_s: float) -> Any:
         assert self._socket is not None, "start() first"
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
         try:
             self._socket.send(frames)
-            if sent is not None:  # after the REQUEST: the freed slot should go to it first
-                sent()
             return await asyncio.wait_for(fut, wait_s)
         finally:
             self._pending.pop(request_id, None)
@@ -207,9 +207,9 @@ class DependencyLink:
         left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
         request_id, request = await self._request(service, endpoint, inputs, left_s)
         batch = caller.batch_id if caller is not None else None
+        self._begin(batch)
         try:
-            reply = await self._exchange(request_id, request, left_s + _GRACE_S,
-                                         lambda: self._begin(batch))
+            reply = await self._exchange(request_id, request, left_s + _GRACE_S)
         except TimeoutError:
             self._cancel(request_id)
             raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED),
@@ -240,8 +240,8 @@ class DependencyLink:
         call = StreamCall(request_id, request, self._socket.send, self._forget)
         self._streams[request_id] = call
         batch = caller.batch_id if caller is not None else None
-        self._socket.send(request)
         self._begin(batch)
+        self._socket.send(request)
         try:
             while True:
                 try:
@@ -273,18 +273,32 @@ class DependencyLink:
             self._socket.send(Cancel(request_id).to_frames())
 
     def _begin(self, batch: int | None) -> None:
+        """A call of ``batch`` starts; the broker hears that the batch waits only if its
+        calls take longer than WAITING_AFTER_S (a fast call costs no WAITING messages)."""
         if batch is None:
             return
         self._calls_of[batch] += 1
-        if self._calls_of[batch] == 1:
-            self._waiting(batch, True)
+        if self._calls_of[batch] == 1 and self.loop is not None:
+            self._timers[batch] = self.loop.call_later(WAITING_AFTER_S, self._now_waiting,
+                                                       batch)
+
+    def _now_waiting(self, batch: int) -> None:
+        self._timers.pop(batch, None)
+        self._told_waiting.add(batch)
+        self._waiting(batch, True)
 
     def _end(self, batch: int | None) -> None:
         if batch is None:
             return
         self._calls_of[batch] -= 1
-        if self._calls_of[batch] <= 0:
-            del self._calls_of[batch]
+        if self._calls_of[batch] > 0:
+            return
+        del self._calls_of[batch]
+        timer = self._timers.pop(batch, None)
+        if timer is not None:
+            timer.cancel()
+        if batch in self._told_waiting:
+            self._told_waiting.discard(batch)
             self._waiting(batch, False)
 
 
