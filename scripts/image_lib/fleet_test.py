@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from image_lib import ROOT, SERVICE_MOUNT
@@ -80,7 +80,7 @@ class Fleet:
         self.names: list[str] = []
         self.killed: set[str] = set()
 
-    def start(self, role: str, command: list[str], extra: list[str] = ()) -> str:
+    def start(self, role: str, command: list[str], extra: Sequence[str] = ()) -> str:
         name = f"{self.prefix}-{role}"
         self.names.append(name)
         run([self.engine, "run", "--detach", "--name", name, "--network", "host",

@@ -46,7 +46,7 @@ from zeroserve.deployment import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from image_lib.engine import ImageError  # noqa: E402
-from image_lib.manifests import check_for_kubernetes, write_overlay  # noqa: E402
+from image_lib.manifests import PINNED, check_for_kubernetes, write_overlay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "image"
@@ -331,3 +331,9 @@ def test_an_earlier_overlay_is_replaced_and_a_folder_it_did_not_make_is_refused(
     with pytest.raises(ImageError, match="did not make it"):
         generate(gpu_file, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_the_settings_the_manifests_fix_are_settings_of_config():
+    known = {f"{section}.{f.name}" for section, make in SECTIONS.items()
+             for f in dataclasses.fields(make())}
+    assert PINNED <= known, PINNED - known
