@@ -1,19 +1,24 @@
 """``scripts/image manifests DEPLOYMENT.yaml``: a kustomize overlay of deploy/kubernetes/base
-that runs the deployment file's services, one worker Deployment each, and nothing else.
+(or of overlays/dev or overlays/production, ``--on``) that runs the deployment file's services,
+one worker Deployment each, and nothing else.
 
-The overlay (``--out DIR``) holds:
+The layer it builds on is read as ``kubectl kustomize`` renders it, and its example worker is
+the template of every generated one: its pod security, drain, job-lane sysctl, volumes,
+environment and, in production, its CURVE keys from Secrets. The overlay (``--out DIR``) holds:
 
-- ``without-example/``: the base with its example worker Deployment deleted (a kustomization of
-  its own, so that a service of the file may take the example's name);
-- ``worker-NAME.yaml`` per service: a Deployment made from the base's worker (its pod security,
-  drain, job-lane sysctl, volumes and environment), with the service's target as the worker's
+- ``without-example/``: the layer with its example worker Deployment (and the autoscaler and
+  budget of it) deleted: a kustomization of its own, so that a service of the file may take
+  the example's name;
+- ``worker-NAME.yaml`` per service: a Deployment with the service's target as the worker's
   SERVICE, ``replicas: workers``, ``--slots/--threads/--job-slots``, ``--frontend`` at the
   broker's frontend Service (for dependency calls), ``resources.cpus`` as CPU requests and
   limits, ``resources.gpus`` as whole ``nvidia.com/gpu``, the version as the label
-  ``zeroserve.io/version``; and its PodDisruptionBudget (one worker at a time);
+  ``zeroserve.io/version``; its PodDisruptionBudget (one worker at a time); and, where the
+  layer autoscales its example, an autoscaler from ``workers`` up (which then owns the
+  replica count);
 - ``settings.env``: the deployment's ``settings`` and the services' batching limits
-  (``ZEROSERVE_BATCHING_OVERRIDES``), merged into the base's ConfigMap, which every daemon reads
-  (the broker batches);
+  (``ZEROSERVE_BATCHING_OVERRIDES``), merged into the layer's ConfigMap, which every daemon
+  reads (the broker batches);
 - ``kustomization.yaml``: the above, and the image every container runs.
 
 Everything the file asks that Kubernetes cannot give is refused before anything is written,
@@ -23,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
 import posixpath
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +49,12 @@ from image_lib.engine import ImageError, say
 from zeroserve.config import env_name
 from zeroserve.deployment import Deployment, DeploymentError, ServiceDeployment, parse_deployment
 
-BASE = ROOT / "deploy" / "kubernetes" / "base"
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+# what an overlay may be made on: each has one example worker, which the overlay replaces
+LAYERS = {"base": KUBERNETES / "base", "dev": KUBERNETES / "overlays" / "dev",
+          "production": KUBERNETES / "overlays" / "production"}
+SETTINGS = "zeroserve-settings"  # the ConfigMap of every daemon's settings
 WITHOUT_EXAMPLE = "without-example"
-DELETIONS = "delete-example-workers.yaml"
 MARK = "# Made by `scripts/image manifests"
 SERVICE_LABEL = "zeroserve.io/service"
 VERSION_LABEL = "zeroserve.io/version"
@@ -56,16 +66,23 @@ PINNED = {
     "gateway.frontend", "gateway.http_host", "gateway.http_port", "gateway.grpc_port",
     "worker.backend", "worker.frontend", "worker.job_host", "jobs.store_path",
 }
+_HASHED_SETTINGS = re.compile(SETTINGS + r"-[a-z0-9]{10}")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
-class BaseConventions:
-    """What the generated workers take from the base: its example worker Deployments (the
-    first is the template of every generated one) and the broker addresses its daemons use."""
+class Layer:
+    """The kustomization the overlay builds on, as ``kubectl kustomize`` renders it: its
+    example worker Deployments (the first is the template of every generated one) with their
+    autoscalers and budgets, the images its containers run, and the broker addresses that its
+    daemons use."""
 
+    path: Path
     workers: tuple[dict, ...]
+    autoscalers: tuple[dict, ...]
+    budgets: tuple[dict, ...]
+    images: tuple[str, ...]
     frontend: str  # the gateway's --frontend: the broker's frontend Service
     backend: str   # the example worker's --backend: the broker's backend Service
 
@@ -73,24 +90,53 @@ class BaseConventions:
     def template(self) -> dict:
         return self.workers[0]
 
+    def example_objects(self) -> list[dict]:
+        """What the overlay deletes: the example workers, their autoscalers and budgets."""
+        return [*self.workers, *self.autoscalers, *self.budgets]
 
-def read_base(base: Path = BASE) -> BaseConventions:
-    """The worker Deployments and broker addresses of the kustomize base ``base``; ImageError
-    when it has no worker or no gateway to learn them from."""
-    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
-    objects = [obj for name in kustomization.get("resources", [])
-               if (base / name).is_file()
-               for obj in yaml.safe_load_all((base / name).read_text()) if obj]
-    deployments = [obj for obj in objects if obj.get("kind") == "Deployment"]
+
+def render(path: Path) -> list[dict]:
+    """The objects of the kustomization ``path``; ImageError without kubectl or on failure."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise ImageError("kubectl is needed (with its kustomize) to read the layer "
+                         f"{path}; install it, as for `kubectl apply -k`")
+    done = subprocess.run([kubectl, "kustomize", str(path)], text=True, capture_output=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise ImageError(f"kubectl kustomize {path}: {done.stderr.strip()[-1500:]}")
+    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
+
+
+@functools.cache
+def read_layer(path: Path) -> Layer:
+    """The :class:`Layer` of the kustomization ``path``; ImageError when it has no worker or
+    no gateway to learn the conventions from."""
+    objects = render(path)
     by_role: dict[str, list[dict]] = {}
-    for obj in deployments:
-        role = obj["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
-        by_role.setdefault(role, []).append(obj)
-    if not by_role.get("worker") or not by_role.get("gateway"):
-        raise ImageError(f"{base}: no worker or gateway Deployment to take the conventions from")
-    return BaseConventions(tuple(by_role["worker"]),
-                           _flag(by_role["gateway"][0], "--frontend"),
-                           _flag(by_role["worker"][0], "--backend"))
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            role = obj["spec"]["template"]["metadata"]["labels"].get(
+                "app.kubernetes.io/component", "")
+            by_role.setdefault(role, []).append(obj)
+    workers, gateways = by_role.get("worker", []), by_role.get("gateway", [])
+    if not workers or not gateways:
+        raise ImageError(f"{path}: no worker or gateway Deployment to take the conventions from")
+    names = {w["metadata"]["name"] for w in workers}
+    autoscalers = [obj for obj in objects if obj["kind"] == "HorizontalPodAutoscaler"
+                   and obj["spec"]["scaleTargetRef"]["name"] in names]
+    budgets = [obj for obj in objects if obj["kind"] == "PodDisruptionBudget"
+               and any(_selects(obj["spec"]["selector"]["matchLabels"], w) for w in workers)]
+    images = sorted({box["image"] for workload in objects if workload["kind"] in
+                     ("Deployment", "StatefulSet")
+                     for box in workload["spec"]["template"]["spec"]["containers"]})
+    return Layer(path, tuple(workers), tuple(autoscalers), tuple(budgets), tuple(images),
+                 _flag(gateways[0], "--frontend"), _flag(workers[0], "--backend"))
+
+
+def _selects(selector: dict, workload: dict) -> bool:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(key) == value for key, value in selector.items())
 
 
 def _flag(deployment: dict, flag: str) -> str:
@@ -192,9 +238,9 @@ def cpu_quantity(cpus: float) -> str:
     return f"{math.ceil(cpus * 1000)}m"
 
 
-def worker_deployment(service: ServiceDeployment, base: BaseConventions) -> dict:
-    """The Deployment of ``service``'s workers, made from the base's worker."""
-    worker = copy.deepcopy(base.template)
+def worker_deployment(service: ServiceDeployment, layer: Layer) -> dict:
+    """The Deployment of ``service``'s workers, made from the layer's example worker."""
+    worker = copy.deepcopy(layer.template)
     name = deployment_name(service.name)
     selector = {**worker["spec"]["selector"]["matchLabels"], SERVICE_LABEL: service.name}
     labels = {**selector, VERSION_LABEL: str(service.version)}
@@ -204,8 +250,12 @@ def worker_deployment(service: ServiceDeployment, base: BaseConventions) -> dict
     worker["spec"]["template"]["metadata"]["labels"] = labels
     pod = worker["spec"]["template"]["spec"]
     [box] = pod["containers"]
-    box["args"] = ["worker", image_target(service.target), "--backend", base.backend,
-                   "--frontend", base.frontend, *service.worker_flags()]
+    box["args"] = ["worker", image_target(service.target), "--backend", layer.backend,
+                   "--frontend", layer.frontend, *service.worker_flags()]
+    for source in box.get("envFrom", []):
+        reference = source.get("configMapRef", {})
+        if _HASHED_SETTINGS.fullmatch(reference.get("name", "")):
+            reference["name"] = SETTINGS  # kustomize names it again, with the merged hash
     resources = box.setdefault("resources", {})
     requests, limits = resources.setdefault("requests", {}), resources.setdefault("limits", {})
     if service.resources.cpus:
@@ -214,6 +264,27 @@ def worker_deployment(service: ServiceDeployment, base: BaseConventions) -> dict
         requests[GPU] = limits[GPU] = int(service.resources.gpus)
         pod["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
     return worker
+
+
+def autoscaler(service: ServiceDeployment, worker: dict, layer: Layer) -> dict | None:
+    """Where the layer scales its example worker (production: on the broker's queue depth),
+    the same for ``service``'s workers, from ``workers`` up; the Deployment then leaves its
+    replica count to the autoscaler. None where the layer has none, or for 0 workers."""
+    if not layer.autoscalers or service.workers < 1:
+        return None
+    scaler = copy.deepcopy(layer.autoscalers[0])
+    name = worker["metadata"]["name"]
+    scaler["metadata"] = {"name": name, "labels": worker["spec"]["selector"]["matchLabels"]}
+    spec = scaler["spec"]
+    spec["scaleTargetRef"]["name"] = name
+    spec["minReplicas"] = service.workers
+    spec["maxReplicas"] = max(spec["maxReplicas"], service.workers)
+    for metric in spec.get("metrics", []):
+        matched = metric.get("external", {}).get("metric", {}).get("selector", {})
+        if "service" in matched.get("matchLabels", {}):
+            matched["matchLabels"]["service"] = service.name
+    del worker["spec"]["replicas"]  # a replicas field would make every apply reset it
+    return scaler
 
 
 def disruption_budget(service: ServiceDeployment, worker: dict) -> dict:
@@ -232,61 +303,72 @@ def settings_env(deployment: Deployment) -> dict[str, str]:
             for path, value in sorted(deployment.overrides().items())}
 
 
-def split_image(image: str) -> dict[str, str]:
-    """A kustomize ``images`` entry for "zeroserve": ``registry/name:tag`` or ``name@digest``."""
+def image_entries(layer: Layer, image: str) -> list[dict[str, str]]:
+    """kustomize ``images`` entries that make every image of ``layer`` ``image``
+    (``registry/name:tag`` or ``name@digest``)."""
     if "@" in image:
         name, digest = image.split("@", 1)
-        return {"name": "zeroserve", "newName": name, "digest": digest}
+        new = {"newName": name, "digest": digest}
+    else:
+        slash = image.rfind("/")
+        name, sep, tag = image[slash + 1:].partition(":")
+        new = {"newName": image[:slash + 1] + name, **({"newTag": tag} if sep else {})}
+    return [{"name": _untagged(old), **new} for old in layer.images]
+
+
+def _untagged(image: str) -> str:
+    image = image.split("@", 1)[0]
     slash = image.rfind("/")
-    name, sep, tag = image[slash + 1:].partition(":")
-    entry = {"name": "zeroserve", "newName": image[:slash + 1] + name}
-    if sep:
-        entry["newTag"] = tag
-    return entry
+    return image[:slash + 1] + image[slash + 1:].partition(":")[0]
 
 
 # ---------------------------------------------------------------- the overlay
 
 
 def write_overlay(deployment: Deployment, source: Path, out: Path, image: str,
-                  base: Path = BASE) -> list[Path]:
-    """Write the overlay of ``deployment`` (read from ``source``) into ``out``; the files
-    written. ImageError when ``out`` holds files that this command did not make."""
-    conventions = read_base(base)
+                  on: Path = LAYERS["base"]) -> list[Path]:
+    """Write the overlay of ``deployment`` (read from ``source``) on the kustomization ``on``
+    into ``out``; the files written. ImageError when ``out`` holds files that this command
+    did not make, or ``on`` cannot be rendered."""
+    layer = read_layer(on)
     _clear(out)
     (out / WITHOUT_EXAMPLE).mkdir(parents=True, exist_ok=True)
     written = []
     made_from = f"{MARK} {source}`; make it again rather than edit it.\n"
-    deletions = [{"$patch": "delete", "apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": w["metadata"]["name"]}} for w in conventions.workers]
-    written.append(_write(out / WITHOUT_EXAMPLE / DELETIONS,
-                          "# The base's example workers, deleted.\n", deletions))
+    # one patch each: kustomize 5.5 fails on a file of several deletions
+    deletions = [{"patch": yaml.safe_dump(
+        {"$patch": "delete", "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+         "metadata": {"name": obj["metadata"]["name"]}}, sort_keys=False)}
+        for obj in layer.example_objects()]
     without = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-               "resources": [os.path.relpath(base, out / WITHOUT_EXAMPLE)],
-               "patches": [{"path": DELETIONS}]}
+               "resources": [os.path.relpath(on, out / WITHOUT_EXAMPLE)],
+               "patches": deletions}
     written.append(_write(out / WITHOUT_EXAMPLE / "kustomization.yaml",
-                          made_from + "# The base without its example worker.\n", [without]))
+                          made_from + f"# {on.name} without its example worker (and the "
+                          "autoscaler and budget of it).\n", [without]))
     resources = [WITHOUT_EXAMPLE]
     for service in deployment.services:
-        worker = worker_deployment(service, conventions)
+        worker = worker_deployment(service, layer)
+        scaler = autoscaler(service, worker, layer)
         file = f"worker-{worker['metadata']['name'].removeprefix('zeroserve-worker-')}.yaml"
         written.append(_write(out / file, f"# The workers of {service.name} "
                               f"({deployment.source}:{service.line}).\n",
-                              [worker, disruption_budget(service, worker)]))
+                              [worker, disruption_budget(service, worker),
+                               *([scaler] if scaler else [])]))
         resources.append(file)
     kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": resources,
         "labels": [{"pairs": {"app.kubernetes.io/part-of": "zeroserve"}}],
-        "images": [split_image(image)]}
+        "images": image_entries(layer, image)}
     variables = settings_env(deployment)
     if variables:
         env_file = out / "settings.env"
         env_file.write_text(f"# The settings of {source}, for every daemon.\n"
                             + "".join(f"{k}={v}\n" for k, v in variables.items()))
         written.append(env_file)
-        kustomization["configMapGenerator"] = [{"name": "zeroserve-settings",
-                                                "behavior": "merge", "envs": ["settings.env"]}]
+        kustomization["configMapGenerator"] = [{"name": SETTINGS, "behavior": "merge",
+                                                "envs": ["settings.env"]}]
     written.insert(0, _write(out / "kustomization.yaml",
                              made_from + "#   kubectl kustomize DIR   # or: kubectl apply -k DIR\n",
                              [kustomization]))
@@ -298,6 +380,15 @@ class _PlainDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _text_block(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    """Text of several lines (an inline patch) as a ``|`` block."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text
+                                   else None)
+
+
+_PlainDumper.add_representer(str, _text_block)
 
 
 def _write(path: Path, header: str, documents: list[dict]) -> Path:
@@ -335,10 +426,10 @@ def manifests(args: argparse.Namespace) -> int:
         print(f"image: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or f"{source.stem}-kubernetes")
-    written = write_overlay(deployment, source, out, args.image)
+    written = write_overlay(deployment, source, out, args.image, LAYERS[args.on])
     counts = ", ".join(f"{s.name} x{s.workers}" for s in deployment.services)
     say(f"wrote {len(written)} files to {out}: one worker Deployment per service ({counts}), "
-        f"image {args.image}; the base's example worker removed")
+        f"image {args.image}, on {args.on} without its example worker")
     say(f"render it with `kubectl kustomize {out}`, deploy it with `kubectl apply -k {out}`; "
         f"the image needs {source.parent}/ at {SERVICE_MOUNT} "
         f"(scripts/image build --service {source.parent}/FILE.py:Class)")

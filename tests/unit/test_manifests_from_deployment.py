@@ -24,6 +24,7 @@ from test_manifests import (
     KUBERNETES_VERSION,
     POD_IP,
     _allowed,
+    _secret_file,
     _service_for,
     component,
     container,
@@ -46,7 +47,7 @@ from zeroserve.deployment import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from image_lib.engine import ImageError  # noqa: E402
-from image_lib.manifests import PINNED, check_for_kubernetes, write_overlay  # noqa: E402
+from image_lib.manifests import LAYERS, PINNED, check_for_kubernetes, write_overlay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "image"
@@ -80,17 +81,19 @@ def kustomize(folder: Path) -> tuple[dict, ...]:
     return tuple(obj for obj in yaml.safe_load_all(done.stdout) if obj)
 
 
-def generate(source: Path, out: Path, image: str = "localhost/zeroserve:latest") -> None:
-    """What ``scripts/image manifests SOURCE --out OUT --image IMAGE`` does, in this process."""
+def generate(source: Path, out: Path, image: str = "localhost/zeroserve:latest",
+             on: str = "base") -> None:
+    """What ``scripts/image manifests SOURCE --out OUT --image IMAGE --on ON`` does, in this
+    process."""
     text = source.read_text()
     deployment = parse_deployment(text, str(source))
     check_for_kubernetes(deployment, text)
-    write_overlay(deployment, source, out, image)
+    write_overlay(deployment, source, out, image, LAYERS[on])
 
 
 @functools.cache
-def _generated(source: str, out: str, image: str) -> tuple[dict, ...]:
-    generate(Path(source), Path(out), image)
+def _generated(source: str, out: str, image: str, on: str) -> tuple[dict, ...]:
+    generate(Path(source), Path(out), image, on)
     return kustomize(Path(out))
 
 
@@ -99,8 +102,10 @@ def overlays(tmp_path_factory: pytest.TempPathFactory):
     """``generate(file)``: the rendered overlay of a deployment file (made once per file)."""
     folder = tmp_path_factory.mktemp("overlays")
 
-    def generate(source: Path, image: str = "localhost/zeroserve:latest") -> tuple[dict, ...]:
-        return _generated(str(source), str(folder / f"{source.stem}-{len(image)}"), image)
+    def generate(source: Path, image: str = "localhost/zeroserve:latest",
+                 on: str = "base") -> tuple[dict, ...]:
+        out = folder / f"{source.stem}-{on}-{len(image)}"
+        return _generated(str(source), str(out), image, on)
 
     return generate
 
@@ -275,6 +280,51 @@ def test_the_image_option_names_the_image_of_every_container(overlays):
     objects = overlays(ROOT / "examples" / "pipeline.yaml", image)
     assert {box["image"] for w in workloads(objects)
             for box in w["spec"]["template"]["spec"]["containers"]} == {image}
+
+
+# ---------------------------------------------------------------- on dev and production
+
+
+def test_on_dev_each_service_keeps_its_own_worker_count(overlays):
+    objects = overlays(ROOT / "examples" / "pipeline.yaml", on="dev")
+    workers = workers_of(objects)
+    assert {name: w["spec"]["replicas"] for name, w in workers.items()} == \
+        {s.name: s.workers for s in services_of("pipeline.yaml")}
+    assert BASE_EXAMPLE_WORKER not in {w["metadata"]["name"] for w in workloads(objects)}
+    assert {component(w): w["spec"].get("replicas") for w in workloads(objects)
+            if component(w) != "worker"} == {"broker": 1, "gateway": 1}
+
+
+def test_on_production_every_service_has_curve_keys_an_autoscaler_and_a_budget(overlays):
+    image = "registry.example.com/team/pipeline:1.2"
+    objects = overlays(ROOT / "examples" / "pipeline.yaml", image, on="production")
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert {box["image"] for w in workloads(objects)
+            for box in w["spec"]["template"]["spec"]["containers"]} == {image}
+    workers = workers_of(objects)
+    services = {s.name: s for s in services_of("pipeline.yaml")}
+    assert sorted(workers) == sorted(services)
+    scalers = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]
+               for h in of_kind(objects, "HorizontalPodAutoscaler")}
+    assert BASE_EXAMPLE_WORKER not in scalers
+    assert BASE_EXAMPLE_WORKER not in {b["metadata"]["name"]
+                                       for b in of_kind(objects, "PodDisruptionBudget")}
+    for name, worker in workers.items():
+        settings = daemon_settings(objects, worker)
+        assert settings.curve.enabled
+        assert _secret_file(objects, worker, settings.curve.secret_key_file) == \
+            "zeroserve-curve-worker/worker.key_secret"
+        assert _secret_file(objects, worker, settings.curve.broker_key_file) == \
+            "zeroserve-curve-worker/broker.key"
+        assert "replicas" not in worker["spec"], "kubectl apply would undo the autoscaler"
+        spec = scalers[worker["metadata"]["name"]]
+        assert spec["minReplicas"] == services[name].workers <= spec["maxReplicas"]
+        [metric] = spec["metrics"]
+        assert metric["external"]["metric"]["name"] == "zeroserve_broker_queue_depth"
+        assert metric["external"]["metric"]["selector"]["matchLabels"] == {"service": name}
+        assert settings.batching.overrides == {"embedder.embed": {"max_batch_size": 256,
+                                                                   "max_latency_ms": 2.0}}
 
 
 # ---------------------------------------------------------------- refusals
