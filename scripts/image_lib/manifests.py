@@ -28,204 +28,29 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import math
 import os
-import posixpath
 import re
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node
 
-from image_lib import ROOT, SERVICE_MOUNT
+from image_lib import SERVICE_MOUNT
 from image_lib.engine import ImageError, say
+from image_lib.kubernetes_checks import GPU, check_for_kubernetes, deployment_name, image_target
+from image_lib.layer import LAYERS, SETTINGS, Layer, read_layer
 from zeroserve.config import env_name
 from zeroserve.deployment import Deployment, DeploymentError, ServiceDeployment, parse_deployment
 
-KUBERNETES = ROOT / "deploy" / "kubernetes"
-# what an overlay may be made on: each has one example worker, which the overlay replaces
-LAYERS = {"base": KUBERNETES / "base", "dev": KUBERNETES / "overlays" / "dev",
-          "production": KUBERNETES / "overlays" / "production"}
-SETTINGS = "zeroserve-settings"  # the ConfigMap of every daemon's settings
 WITHOUT_EXAMPLE = "without-example"
 MARK = "# Made by `scripts/image manifests"
 SERVICE_LABEL = "zeroserve.io/service"
 VERSION_LABEL = "zeroserve.io/version"
-GPU = "nvidia.com/gpu"
-# Settings that the base's flags, container env and probes fix; a ConfigMap value would be
-# overridden (flags, env) or would break what the base's Services and probes expect.
-PINNED = {
-    "broker.frontend", "broker.backend", "broker.metrics_port", "broker.metrics_host",
-    "gateway.frontend", "gateway.http_host", "gateway.http_port", "gateway.grpc_port",
-    "worker.backend", "worker.frontend", "worker.job_host", "jobs.store_path",
-}
 _HASHED_SETTINGS = re.compile(SETTINGS + r"-[a-z0-9]{10}")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-
-
-@dataclass(frozen=True)
-class Layer:
-    """The kustomization the overlay builds on, as ``kubectl kustomize`` renders it: its
-    example worker Deployments (the first is the template of every generated one) with their
-    autoscalers and budgets, the images its containers run, and the broker addresses that its
-    daemons use."""
-
-    path: Path
-    workers: tuple[dict, ...]
-    autoscalers: tuple[dict, ...]
-    budgets: tuple[dict, ...]
-    images: tuple[str, ...]
-    frontend: str  # the gateway's --frontend: the broker's frontend Service
-    backend: str   # the example worker's --backend: the broker's backend Service
-
-    @property
-    def template(self) -> dict:
-        return self.workers[0]
-
-    def example_objects(self) -> list[dict]:
-        """What the overlay deletes: the example workers, their autoscalers and budgets."""
-        return [*self.workers, *self.autoscalers, *self.budgets]
-
-
-def render(path: Path) -> list[dict]:
-    """The objects of the kustomization ``path``; ImageError without kubectl or on failure."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise ImageError("kubectl is needed (with its kustomize) to read the layer "
-                         f"{path}; install it, as for `kubectl apply -k`")
-    done = subprocess.run([kubectl, "kustomize", str(path)], text=True, capture_output=True,
-                          timeout=120)
-    if done.returncode != 0:
-        raise ImageError(f"kubectl kustomize {path}: {done.stderr.strip()[-1500:]}")
-    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
-
-
-@functools.cache
-def read_layer(path: Path) -> Layer:
-    """The :class:`Layer` of the kustomization ``path``; ImageError when it has no worker or
-    no gateway to learn the conventions from."""
-    objects = render(path)
-    by_role: dict[str, list[dict]] = {}
-    for obj in objects:
-        if obj["kind"] in ("Deployment", "StatefulSet"):
-            role = obj["spec"]["template"]["metadata"]["labels"].get(
-                "app.kubernetes.io/component", "")
-            by_role.setdefault(role, []).append(obj)
-    workers, gateways = by_role.get("worker", []), by_role.get("gateway", [])
-    if not workers or not gateways:
-        raise ImageError(f"{path}: no worker or gateway Deployment to take the conventions from")
-    names = {w["metadata"]["name"] for w in workers}
-    autoscalers = [obj for obj in objects if obj["kind"] == "HorizontalPodAutoscaler"
-                   and obj["spec"]["scaleTargetRef"]["name"] in names]
-    budgets = [obj for obj in objects if obj["kind"] == "PodDisruptionBudget"
-               and any(_selects(obj["spec"]["selector"]["matchLabels"], w) for w in workers)]
-    images = sorted({box["image"] for workload in objects if workload["kind"] in
-                     ("Deployment", "StatefulSet")
-                     for box in workload["spec"]["template"]["spec"]["containers"]})
-    return Layer(path, tuple(workers), tuple(autoscalers), tuple(budgets), tuple(images),
-                 _flag(gateways[0], "--frontend"), _flag(workers[0], "--backend"))
-
-
-def _selects(selector: dict, workload: dict) -> bool:
-    labels = workload["spec"]["template"]["metadata"]["labels"]
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def _flag(deployment: dict, flag: str) -> str:
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    if flag not in args[:-1]:
-        raise ImageError(f"{deployment['metadata']['name']}: no {flag} in its args")
-    return str(args[args.index(flag) + 1])
-
-
-# ---------------------------------------------------------------- checks
-
-
-def check_for_kubernetes(deployment: Deployment, text: str) -> None:
-    """DeploymentError listing what Kubernetes cannot run as the file asks: fractional GPUs,
-    targets outside the file's folder (the image holds that folder at /srv/service), service
-    names that make no Deployment name (or the same one twice), and settings that the
-    manifests fix themselves."""
-    source = deployment.source
-    root = yaml.compose(text)
-    problems: list[str] = []
-
-    def problem(path: tuple[str, ...], what: str) -> None:
-        problems.append(f"{source}:{key_line(root, path)}: {'.'.join(path)}: {what}")
-
-    seen: dict[str, str] = {}
-    for service in deployment.services:
-        gpus = service.resources.gpus
-        if gpus != int(gpus):
-            problem(("services", service.name, "resources", "gpus"),
-                    f"{gpus:g} is a share of one device, and Kubernetes gives whole GPUs "
-                    f"({GPU}): give 0, 1 or more (sharing a device is for one host: "
-                    "zeroserve serve, scripts/cluster)")
-        if image_target(service.target) is None:
-            problem(("services", service.name, "target"),
-                    f"{service.target} is outside the deployment file's folder; the image "
-                    f"holds that folder at {SERVICE_MOUNT} (scripts/image build --service)")
-        name = deployment_name(service.name)
-        if not _LABEL_VALUE.fullmatch(service.name) or len(service.name) > 63 or \
-                not _DNS_LABEL.fullmatch(name) or len(name) > 63:
-            problem(("services", service.name),
-                    f"{name!r} is no Kubernetes name: use letters, digits, '-' and '_', "
-                    "at most 46 characters")
-        elif name in seen:
-            problem(("services", service.name),
-                    f"makes the Deployment {name}, as services.{seen[name]} does")
-        else:
-            seen[name] = service.name
-    for section, values in deployment.settings.items():
-        for key in values:
-            if f"{section}.{key}" in PINNED:
-                problem(("settings", section, key),
-                        "the manifests set this one (the broker's Services, the probes' ports "
-                        "and the job store's volume depend on it)")
-    if problems:
-        raise DeploymentError(source, problems)
-
-
-def key_line(root: Node | None, path: tuple[str, ...]) -> int:
-    """The line of the deepest key of ``path`` found in the composed document ``root``."""
-    line, node = 0, root
-    for part in path:
-        if not isinstance(node, MappingNode):
-            break
-        found = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
-        if not found:
-            break
-        key_node, node = found[0]
-        line = key_node.start_mark.line + 1
-    return line
-
-
-def deployment_name(service: str) -> str:
-    """``zeroserve-worker-NAME``, ``_`` made ``-`` (Kubernetes names allow no ``_``)."""
-    return "zeroserve-worker-" + service.lower().replace("_", "-")
-
-
-def image_target(target: str) -> str | None:
-    """The worker's SERVICE argument inside the image: a ``.py`` target relative to the
-    deployment file's folder under /srv/service, an absolute one or ``module:Class`` as it
-    is; None for a file outside that folder."""
-    module, sep, cls = target.rpartition(":")
-    path = module if sep else target
-    if not path.endswith(".py") or posixpath.isabs(path):
-        return target
-    relative = posixpath.normpath(path)
-    if relative.startswith(".."):
-        return None
-    inside = f"{SERVICE_MOUNT}/{relative}"
-    return f"{inside}:{cls}" if sep else inside
 
 
 # ---------------------------------------------------------------- objects
@@ -434,4 +259,3 @@ def manifests(args: argparse.Namespace) -> int:
         f"the image needs {source.parent}/ at {SERVICE_MOUNT} "
         f"(scripts/image build --service {source.parent}/FILE.py:Class)")
     return 0
-

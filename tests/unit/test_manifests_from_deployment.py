@@ -47,7 +47,9 @@ from zeroserve.deployment import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from image_lib.engine import ImageError  # noqa: E402
-from image_lib.manifests import LAYERS, PINNED, check_for_kubernetes, write_overlay  # noqa: E402
+from image_lib.kubernetes_checks import PINNED, check_for_kubernetes  # noqa: E402
+from image_lib.layer import LAYERS  # noqa: E402
+from image_lib.manifests import write_overlay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "image"
