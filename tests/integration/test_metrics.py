@@ -116,7 +116,7 @@ def test_endpoint_errors_are_counted_by_status_and_shown_by_zeroserve_status(
                            env=cluster.env)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.split("\n")
-    worker = next(line for line in lines if " probe " in f" {line} ")
+    worker = next(line for line in lines if " probe " in f" {line} " and "serving" in line)
     assert worker.split()[1:5] == ["probe", "2", "0", "serving"]
     rows = {line.split()[0]: line.split() for line in lines
             if line.startswith("probe.") and "batch sizes" not in line}
