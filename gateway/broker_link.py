@@ -33,7 +33,7 @@ from zeroserve.loopsocket import LoopSocket
 from zeroserve.sockets import open_socket
 from zeroserve.stream_call import StreamCall
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
-from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
+from zeroserve.wire.envelope import ProtocolError, Status, unpack_map
 from zeroserve.wire.frontend import (
     Control,
     ControlOp,
@@ -41,9 +41,8 @@ from zeroserve.wire.frontend import (
     Request,
     error_details,
     error_reply,
-    parse_reply,
 )
-from zeroserve.wire.stream import parse_chunks
+from zeroserve.wire.stream import Chunks, parse_answer
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -316,18 +315,14 @@ class BrokerLink:
     def _on_message(self, frames: list) -> None:
         self.liveness.heard(time.monotonic())
         try:
-            command, rest = split_command(frames)
-            if command is Command.CHUNK:
-                chunks = parse_chunks(rest)
-                stream = self._streams.get(chunks.key)
-                if stream is not None:
-                    stream[0].arrive(chunks)
-                return
-            if command is not Command.REPLY:
-                raise ProtocolError(f"unexpected {command.name} from the broker")
-            reply = parse_reply(rest)
+            reply = parse_answer(frames)
         except ProtocolError as exc:
             log.warning("gateway: dropped malformed message from the broker (%s)", exc)
+            return
+        if isinstance(reply, Chunks):
+            stream = self._streams.get(reply.key)
+            if stream is not None:
+                stream[0].arrive(reply)
             return
         entry = self._pending.get(reply.request_id)
         if entry is not None and not entry[0].done():

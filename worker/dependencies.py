@@ -38,7 +38,7 @@ from zeroserve.sockets import open_socket
 from zeroserve.stream_call import StreamCall
 from zeroserve.wire import codec
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
-from zeroserve.wire.envelope import Command, ProtocolError, Status, split_command, unpack_map
+from zeroserve.wire.envelope import ProtocolError, Status, unpack_map
 from zeroserve.wire.frontend import (
     DEPENDENCY_PREFIX,
     Control,
@@ -46,9 +46,8 @@ from zeroserve.wire.frontend import (
     Reply,
     Request,
     error_details,
-    parse_reply,
 )
-from zeroserve.wire.stream import Cancel, parse_chunks
+from zeroserve.wire.stream import Cancel, Chunks, parse_answer
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -112,18 +111,14 @@ class DependencyLink:
 
     def _on_message(self, frames: list) -> None:
         try:
-            command, rest = split_command(frames)
-            if command is Command.CHUNK:
-                chunks = parse_chunks(rest)
-                stream = self._streams.get(chunks.key)
-                if stream is not None:
-                    stream.arrive(chunks)
-                return
-            if command is not Command.REPLY:
-                raise ProtocolError(f"unexpected {command.name} on the dependency link")
-            reply = parse_reply(rest)
+            reply = parse_answer(frames)
         except ProtocolError as exc:
             log.warning("worker: dropped a malformed message of the dependency link (%s)", exc)
+            return
+        if isinstance(reply, Chunks):
+            stream = self._streams.get(reply.key)
+            if stream is not None:
+                stream.arrive(reply)
             return
         fut = self._pending.get(reply.request_id)
         if fut is not None and not fut.done():

@@ -16,8 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench_lib.serving import free_port, stop
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "scripts/bench_lib/jobs_service.py:MLPWithJobs"
 _ROW = ", ".join(["0.1"] * 64)
@@ -33,12 +33,6 @@ _LUA = f"""wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{{"x": [[{_ROW}]]}}'
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _http(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -116,19 +110,8 @@ def _start(work: Path, ports: dict, log: Path) -> subprocess.Popen:
         if proc.poll() is not None:
             break
         time.sleep(0.2)
-    _stop(proc)
+    stop(proc)
     raise RuntimeError(f"cluster not ready; see {log}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(40)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str]) -> int:
@@ -146,8 +129,8 @@ def main(argv: list[str]) -> int:
         work = Path(tmp)
         lua = work / "post.lua"
         lua.write_text(_LUA)
-        ports = {"http": _free_port(), "front": _free_port(), "back": _free_port(),
-                 "metrics": _free_port()}
+        ports = {"http": free_port(), "front": free_port(), "back": free_port(),
+                 "metrics": free_port()}
         proc = _start(work, ports, args.out / f"jobs-{stamp}.log")
         try:
             _wrk(ports["http"], lua, 3.0)  # warm-up
@@ -162,7 +145,7 @@ def main(argv: list[str]) -> int:
             _wait_state(ports["http"], burn_id, ("cancelled", "succeeded", "failed"))
             jobs = _noop_jobs(ports["http"], args.jobs)
         finally:
-            _stop(proc)
+            stop(proc)
     ratio = loaded["p99_ms"] / alone["p99_ms"]
     doc = {"time_utc": stamp, "cpus": os.cpu_count(), "duration_s": args.duration,
            "realtime_alone": alone, "realtime_with_cpu_job": loaded, "p99_ratio": ratio,

@@ -19,7 +19,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zeroserve.wire.envelope import PROTOCOL, Command, Frame, ProtocolError, raw
+from zeroserve.wire.envelope import PROTOCOL, Command, Frame, ProtocolError, raw, split_command
+from zeroserve.wire.frontend import Reply, parse_reply
 
 _SEQ = struct.Struct(">I")
 _FRAMES = struct.Struct(">H")  # frames of one chunk, in a CHUNK's counts frame
@@ -106,6 +107,17 @@ def parse_chunks(rest: Sequence[Frame]) -> Chunks:
         raise ProtocolError(f"CHUNK frame counts add up to {pos - 3} frames, it has "
                             f"{len(rest) - 3}")
     return Chunks(_key(rest[0], "CHUNK"), _SEQ.unpack(first)[0], bodies)
+
+
+def parse_answer(frames: Sequence[Frame]) -> Reply | Chunks:
+    """What the broker sends a caller (a gateway, or a worker's dependency link): the REPLY
+    of a request or a control call, or a CHUNK of a stream; ProtocolError for anything else."""
+    command, rest = split_command(frames)
+    if command is Command.CHUNK:
+        return parse_chunks(rest)
+    if command is not Command.REPLY:
+        raise ProtocolError(f"unexpected {command.name} from the broker")
+    return parse_reply(rest)
 
 
 @dataclass(slots=True)
