@@ -188,27 +188,57 @@ def test_a_region_serves_only_the_api_key_that_registered_it(cluster: Cluster, r
     handle = shm.create_shared_memory_region("data", shm_key, 2 * ROW_BYTES)
     regions.append(handle)
     shm.set_shared_memory_region(handle, [np.ones((1, 16), np.int32), np.ones((1, 16), np.int32)])
-    a, b = {"X-API-Key": key_a}, {"X-API-Key": key_b}
     for module in (httpclient, grpcclient):
-        headers_a, headers_b = (a, b) if module is httpclient else (
-            {k.lower(): v for k, v in a.items()}, {k.lower(): v for k, v in b.items()})
-        with _client(cluster, module) as client:
-            client.register_system_shared_memory("data", shm_key, 2 * ROW_BYTES,
-                                                 headers=headers_a)
-            try:
-                answer = client.infer("tri", _shm_inputs(module, "data"), headers=headers_a)
-                assert answer.as_numpy("OUTPUT0").tolist() == [[2] * 16]
-                _refused(lambda: client.infer("tri", _shm_inputs(module, "data"),
-                                              headers=headers_b),
-                         module, "a region of that name is registered by another caller")
-                _refused(lambda: client.register_system_shared_memory(
-                    "mine", shm_key, ROW_BYTES, headers=headers_b),
-                    module, "is registered by another caller")
-                assert _status(client, module, **headers_b) == {}
-                client.unregister_system_shared_memory(headers=headers_b)  # not A's regions
-                assert list(_status(client, module, **headers_a)) == ["data"]
-                with pytest.raises(InferenceServerException) as info:
-                    client.get_system_shared_memory_status()
-                assert info.value.status() in ("401", "StatusCode.UNAUTHENTICATED")
-            finally:
-                client.unregister_system_shared_memory(headers=headers_a)
+        name = "X-API-Key" if module is httpclient else "x-api-key"  # gRPC: lower-case metadata
+        _check_owned(cluster, module, shm_key, {name: key_a}, {name: key_b})
+
+
+def _check_owned(cluster: Cluster, module, shm_key: str, owner: dict, other: dict) -> None:
+    """``owner`` registers a region of ``shm_key`` and uses it; ``other`` can do neither."""
+    with _client(cluster, module) as client:
+        client.register_system_shared_memory("data", shm_key, 2 * ROW_BYTES, headers=owner)
+        try:
+            answer = client.infer("tri", _shm_inputs(module, "data"), headers=owner)
+            assert answer.as_numpy("OUTPUT0").tolist() == [[2] * 16]
+            _refused(lambda: client.infer("tri", _shm_inputs(module, "data"), headers=other),
+                     module, "a region of that name is registered by another caller")
+            _refused(lambda: client.register_system_shared_memory(
+                "mine", shm_key, ROW_BYTES, headers=other),
+                module, "is registered by another caller")
+            assert _status(client, module, **other) == {}
+            client.unregister_system_shared_memory(headers=other)  # none of owner's regions
+            assert list(_status(client, module, **owner)) == ["data"]
+            with pytest.raises(InferenceServerException) as info:
+                client.get_system_shared_memory_status()
+            assert info.value.status() in ("401", "StatusCode.UNAUTHENTICATED")
+        finally:
+            client.unregister_system_shared_memory(headers=owner)
+
+
+def test_model_stream_infer_reads_and_writes_regions(tri: Cluster, regions) -> None:
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    in_key, out_key = _key("sin"), _key("sout")
+    ins = shm.create_shared_memory_region("sin", in_key, 2 * ROW_BYTES)
+    outs = shm.create_shared_memory_region("sout", out_key, 2 * ROW_BYTES)
+    regions.extend([ins, outs])
+    shm.set_shared_memory_region(ins, [a, a * 3])
+    answers: list = []
+    with _client(tri, grpcclient) as client:
+        client.register_system_shared_memory("sin", in_key, 2 * ROW_BYTES)
+        client.register_system_shared_memory("sout", out_key, 2 * ROW_BYTES)
+        try:
+            client.start_stream(callback=lambda result, error: answers.append((result, error)))
+            client.async_stream_infer("tri", _shm_inputs(grpcclient, "sin"), request_id="s1",
+                                      outputs=_shm_outputs(grpcclient, "sout"))
+            client.async_stream_infer("tri", _shm_inputs(grpcclient, "ghost"), request_id="s2")
+            client.stop_stream()
+        finally:
+            client.unregister_system_shared_memory()
+    by_id = {(r.get_response().id if r is not None else "error"): (r, e) for r, e in answers}
+    assert by_id["s1"][1] is None
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(outs, np.int32, [1, 16]), a * 4)
+    np.testing.assert_array_equal(
+        shm.get_contents_as_numpy(outs, np.int32, [1, 16], offset=ROW_BYTES), a - a * 3)
+    errors = [e for r, e in answers if e is not None]
+    assert len(errors) == 1 and "Unable to find system shared memory region: 'ghost'" in \
+        errors[0].message()
