@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zeroserve.wire.oip_tensors import TensorError
 
 SHM_DIR = Path("/dev/shm")
@@ -236,12 +238,12 @@ class RegionRegistry:
                               f"{size} bytes since region '{region.name}' was registered")
         return region, start
 
-    def read(self, owner: str, where: ShmSlice, tensor: str) -> bytearray:
-        """A copy of the bytes of input ``tensor`` at ``where`` in one of ``owner``'s
-        regions."""
+    def read(self, owner: str, where: ShmSlice, tensor: str) -> np.ndarray:
+        """A copy of the bytes of input ``tensor`` at ``where`` in one of ``owner``'s regions
+        (uint8, the caller's to keep)."""
         region, start = self._place(owner, where, tensor)
-        out = bytearray(where.byte_size)
-        view = memoryview(out)
+        out = np.empty(where.byte_size, np.uint8)  # not zero-filled first: half a bytearray's cost
+        view = out.data
         done = 0
         while done < where.byte_size:
             got = os.preadv(region.fd, [view[done:]], start + done)
@@ -282,7 +284,7 @@ class CallerRegions:
     registry: RegionRegistry
     owner: str
 
-    def read(self, where: ShmSlice, tensor: str) -> bytearray:
+    def read(self, where: ShmSlice, tensor: str) -> np.ndarray:
         return self.registry.read(self.owner, where, tensor)
 
     def write(self, where: ShmSlice, tensor: str, data: bytes | memoryview) -> int:
