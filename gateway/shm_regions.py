@@ -195,11 +195,10 @@ class RegionRegistry:
 
     def unregister(self, owner: str, name: str = "") -> list[str]:
         """Unregister ``owner``'s region ``name``, or all of its regions when ``name`` is
-        empty; the names unregistered. An unknown name is refused, as Triton's status is."""
+        empty; the names unregistered. A name the owner has not registered unregisters
+        nothing, as with Triton (clean-up code unregisters what it may not have registered)."""
         self._check_enabled()
-        names = [name] if name else [n for o, n in self._regions if o == owner]
-        if name:
-            self._find(owner, name)
+        names = [n for o, n in self._regions if o == owner and (not name or n == name)]
         for each in names:
             os.close(self._regions.pop((owner, each)).fd)
         return names
