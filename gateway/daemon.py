@@ -113,7 +113,7 @@ async def serve(parts: Container) -> int:
                       gateway.schema_refresh_s, keys, cluster)
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
-    shm_regions = RegionRegistry(gateway.shm_key_prefix)
+    shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes)
     server = GatewayHTTPServer(
         make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions),
         http_limits,

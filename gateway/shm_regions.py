@@ -122,11 +122,15 @@ class RegionRegistry:
     """The system shared memory regions registered on one gateway, by owner and name.
 
     ``key_prefix`` is the prefix every key must start with (empty: the extension is off and
-    every call is refused); ``shm_dir`` is where keys live (``/dev/shm``; tests use another
+    every call is refused); ``max_read_bytes`` the most bytes one input may take from a
+    region (the gateway's body limit: a tensor in shared memory is held in the gateway's
+    memory like a body); ``shm_dir`` is where keys live (``/dev/shm``; tests use another
     folder)."""
 
-    def __init__(self, key_prefix: str, shm_dir: Path = SHM_DIR) -> None:
+    def __init__(self, key_prefix: str, max_read_bytes: int = 256 * 1024 * 1024,
+                 shm_dir: Path = SHM_DIR) -> None:
         self.key_prefix = key_prefix
+        self.max_read_bytes = max_read_bytes
         self.shm_dir = shm_dir
         self._regions: dict[tuple[str, str], Region] = {}
 
@@ -241,6 +245,10 @@ class RegionRegistry:
         """A copy of the bytes of input ``tensor`` at ``where`` in one of ``owner``'s regions
         (uint8, the caller's to keep)."""
         region, start = self._place(owner, where, tensor)
+        if where.byte_size > self.max_read_bytes:
+            raise RegionError(f"tensor '{tensor}': {where.byte_size} bytes in shared memory are "
+                              f"more than the gateway's limit of {self.max_read_bytes} bytes "
+                              "(gateway.max_body_bytes)")
         out = np.empty(where.byte_size, np.uint8)  # not zero-filled first: half a bytearray's cost
         view = out.data
         done = 0

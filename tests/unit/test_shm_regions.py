@@ -41,7 +41,7 @@ def _object(folder: Path, name: str, data: bytes) -> str:
 
 @pytest.fixture
 def registry(tmp_path: Path):
-    regions = RegionRegistry("/zeroserve_", shm_dir=tmp_path)
+    regions = RegionRegistry("/zeroserve_", max_read_bytes=48, shm_dir=tmp_path)
     try:
         yield regions
     finally:
@@ -100,6 +100,14 @@ def test_tensors_outside_their_region_are_refused(registry, tmp_path):
         registry.write(A, ShmSlice("r", 4), "y", b"12345")
     with pytest.raises(RegionError, match="^Unable to find system shared memory region: 'q'$"):
         registry.read(A, ShmSlice("q", 1), "x")
+
+
+def test_an_input_larger_than_the_body_limit_is_refused(registry, tmp_path):
+    registry.register(A, "big", _object(tmp_path, "zeroserve_big", bytes(64)), 0, 64)
+    assert len(registry.read(A, ShmSlice("big", 48), "x")) == 48
+    with pytest.raises(RegionError, match="49 bytes in shared memory are more than the "
+                                          "gateway's limit of 48 bytes"):
+        registry.read(A, ShmSlice("big", 49), "x")
 
 
 def test_an_object_shrunk_after_registering_is_an_error_not_a_crash(registry, tmp_path):
