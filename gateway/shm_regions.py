@@ -12,9 +12,10 @@ What the registry promises:
   never a symbolic link (``O_NOFOLLOW``), only a regular file. An empty prefix turns the
   extension off;
 - a region belongs to its *owner*, the caller that registered it (:func:`owner_of`: the API
-  key's name, or with keys off the client's address). Each owner has its own names; a key
-  registered by one owner cannot be registered by another, so one caller never reads or writes
-  the memory another registered. Status and unregister see only the caller's regions;
+  key's name, or with keys off the client's address). Each owner has its own names; an object
+  registered by one owner cannot be registered by another, under any of its names (it is known
+  by its inode), so one caller never reads or writes the memory another registered. Status and
+  unregister see only the caller's regions;
 - every read and write is checked against the region's bounds, and against the object's size
   at that moment (a client may shrink it after registering);
 - regions are read and written with ``pread``/``pwrite`` on a descriptor held open from
@@ -53,7 +54,8 @@ class RegionError(TensorError):
 @dataclass
 class Region:
     """A registered region: bytes ``[offset, offset + byte_size)`` of the object ``key``,
-    read and written through ``fd`` (owned by the registry, closed on unregister)."""
+    read and written through ``fd`` (owned by the registry, closed on unregister);
+    ``object_id`` is the object's device and inode (one object may have several names)."""
 
     name: str
     key: str
@@ -61,6 +63,7 @@ class Region:
     byte_size: int
     owner: str
     fd: int = field(repr=False)
+    object_id: tuple[int, int] = (0, 0)
 
     def status(self) -> dict[str, Any]:
         """Triton's status entry of the region."""
@@ -173,10 +176,6 @@ class RegionRegistry:
         if sum(1 for o, _ in self._regions if o == owner) >= MAX_REGIONS_PER_OWNER:
             raise RegionError(f"cannot register shared memory region '{name}': this caller has "
                               f"{MAX_REGIONS_PER_OWNER} regions, the most allowed")
-        for region in self._regions.values():
-            if region.key.lstrip("/") == file_name and region.owner != owner:
-                raise RegionError(f"cannot register shared memory region '{name}': key "
-                                  f"{key!r} is registered by another caller")
         try:
             fd = os.open(self.shm_dir / file_name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
@@ -190,10 +189,15 @@ class RegionRegistry:
                 raise RegionError(
                     f"shared memory region '{name}': offset {offset} + byte_size {byte_size} "
                     f"runs past the end of key {key!r} ({info.st_size} bytes)")
+            object_id = (info.st_dev, info.st_ino)  # the object, whatever name reaches it
+            if any(r.object_id == object_id and r.owner != owner
+                   for r in self._regions.values()):
+                raise RegionError(f"cannot register shared memory region '{name}': key "
+                                  f"{key!r} is registered by another caller")
         except BaseException:
             os.close(fd)
             raise
-        region = Region(name, key, offset, byte_size, owner, fd)
+        region = Region(name, key, offset, byte_size, owner, fd, object_id)
         self._regions[(owner, name)] = region
         return region
 

@@ -126,6 +126,9 @@ def test_regions_belong_to_their_owner(registry, tmp_path):
     registry.register(A, "data", key, 0, 16)
     with pytest.raises(RegionError, match="registered by another caller"):
         registry.register(B, "mine", key, 0, 16)  # B never reaches A's memory
+    os.link(tmp_path / "zeroserve_a", tmp_path / "zeroserve_alias")
+    with pytest.raises(RegionError, match="registered by another caller"):
+        registry.register(B, "mine", "zeroserve_alias", 0, 16)  # nor through another name
     with pytest.raises(RegionError, match="'data' for this caller: a region of that name is "
                                           "registered by another caller"):
         registry.read(B, ShmSlice("data", 16), "x")
