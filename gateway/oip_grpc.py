@@ -17,6 +17,7 @@ import numpy as np
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
+from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
@@ -48,16 +49,17 @@ from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
 from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.envelope import Status
 
 log = logging.getLogger("zeroserve.gateway")
 _NO_CUDA = ("CUDA shared memory is not supported by this server; use system shared memory "
             "(SystemSharedMemoryRegister)")
 
 
-async def _refuse_cuda(context: grpc.aio.ServicerContext) -> NoReturn:
-    """End a CUDA shared memory call: UNIMPLEMENTED, saying so (the extension is unlisted)."""
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_CUDA)
-    raise AssertionError("abort raises")
+def _refuse_cuda() -> NoReturn:
+    """Refuse a CUDA shared memory call (INVALID_ARGUMENT, as HTTP's 400), saying why: the
+    extension is unlisted."""
+    raise RequestFailed(Status.BAD_REQUEST, _NO_CUDA)
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -204,20 +206,23 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                      regions.owner)
         return pb.SystemSharedMemoryUnregisterResponse()
 
+    @grpc_boundary
     async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest,
                                      context: grpc.aio.ServicerContext
                                      ) -> pb.CudaSharedMemoryStatusResponse:
-        await _refuse_cuda(context)
+        _refuse_cuda()
 
+    @grpc_boundary
     async def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest,
                                        context: grpc.aio.ServicerContext
                                        ) -> pb.CudaSharedMemoryRegisterResponse:
-        await _refuse_cuda(context)
+        _refuse_cuda()
 
+    @grpc_boundary
     async def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest,
                                          context: grpc.aio.ServicerContext
                                          ) -> pb.CudaSharedMemoryUnregisterResponse:
-        await _refuse_cuda(context)
+        _refuse_cuda()
 
     def _shm(self, context: grpc.aio.ServicerContext) -> CallerRegions | None:
         """The caller's shared memory regions; None when the gateway has none."""

@@ -169,7 +169,7 @@ def test_cuda_shared_memory_is_unlisted_and_refused(tri: Cluster) -> None:
     with _client(tri, grpcclient) as client:
         with pytest.raises(InferenceServerException) as info:
             client.unregister_cuda_shared_memory()
-        assert info.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert "CUDA shared memory is not supported" in info.value.message()
 
 
