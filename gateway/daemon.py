@@ -20,6 +20,7 @@ from gateway.oip_models import ServerIdentity
 from gateway.openai_api import openai_routes
 from gateway.port_owner import check_sharing
 from gateway.rest import NotFoundHandler, handler_args, routes
+from gateway.shm_regions import RegionRegistry
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
@@ -55,9 +56,11 @@ def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcK
 
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
              jobs: JobsSettings, access: Access,
-             stream: StreamSettings | None = None) -> tornado.web.Application:
+             stream: StreamSettings | None = None,
+             shm_regions: RegionRegistry | None = None) -> tornado.web.Application:
     """The tornado application of every HTTP route: jobs, OIP and OpenAI first, then the REST
-    route (which would take their paths)."""
+    route (which would take their paths). ``shm_regions``: the system shared memory
+    registry (None: no shared memory)."""
     args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
                         gateway.max_body_bytes, access, stream)
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
@@ -66,7 +69,8 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
                                    default_handler_class=NotFoundHandler,
                                    default_handler_args=args,
                                    oip_server=server_identity(gateway),
-                                   max_json_depth=gateway.max_json_depth)
+                                   max_json_depth=gateway.max_json_depth,
+                                   shm_regions=shm_regions)
 
 
 def server_identity(gateway: GatewaySettings) -> ServerIdentity:
@@ -109,8 +113,10 @@ async def serve(parts: Container) -> int:
                       gateway.schema_refresh_s, keys, cluster)
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
+    shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes)
     server = GatewayHTTPServer(
-        make_app(link, gateway, request, jobs, access, parts.stream.get()), http_limits,
+        make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions),
+        http_limits,
         decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer
@@ -127,12 +133,13 @@ async def serve(parts: Container) -> int:
                                              jobs.max_input_bytes, gateway.reuse_port,
                                              gateway.max_body_bytes, grpc_keepalive,
                                              tls.grpc if tls else None, parts.stream.get(),
-                                             server_identity(gateway))
+                                             server_identity(gateway), shm_regions)
     except (OSError, ValueError) as exc:  # ValueError: reuse_port without SO_REUSEPORT
         log.error("gateway: cannot listen on %s (HTTP port %d, gRPC port %d): %s", host, port,
                   grpc_port, exc)
         server.stop()
         await link.close()
+        shm_regions.close()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,6 +166,7 @@ async def serve(parts: Container) -> int:
     if grpc_stopped is not None:
         await grpc_stopped
     await link.close()
+    shm_regions.close()
     log.info("gateway: stopped")
     return 0
 

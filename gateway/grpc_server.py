@@ -14,6 +14,7 @@ from gateway.jobs_grpc import JobsService
 from gateway.oip_grpc import InferenceService
 from gateway.oip_models import ServerIdentity
 from gateway.serving_grpc import ServingService
+from gateway.shm_regions import RegionRegistry
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2, zeroserve_serving_pb2
 
@@ -48,11 +49,13 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
                        keepalive: GrpcKeepalive = GrpcKeepalive(),
                        tls: grpc.ServerCredentials | None = None,
                        stream: StreamSettings | None = None,
-                       server_identity: ServerIdentity | None = None) -> grpc.aio.Server:
+                       server_identity: ServerIdentity | None = None,
+                       shm_regions: RegionRegistry | None = None) -> grpc.aio.Server:
     """Start serving on ``host:port`` in the running loop (TLS with ``tls``, else plain);
     raise OSError if it cannot bind. A request message larger than ``max_request_bytes``
     ends with RESOURCE_EXHAUSTED, one that does not parse with INVALID_ARGUMENT
-    (:mod:`gateway.grpc_messages`). ``server_identity`` is what ServerMetadata answers."""
+    (:mod:`gateway.grpc_messages`). ``server_identity`` is what ServerMetadata answers;
+    ``shm_regions`` the system shared memory registry (None: no shared memory)."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", min(max_request_bytes, MAX_MESSAGE_BYTES)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -62,7 +65,7 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
     access = access or Access()
     malformed = EventReport(REPORT_INTERVAL_S)
     add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access, stream,
-                                            server_identity or ServerIdentity()),
+                                            server_identity or ServerIdentity(), shm_regions),
                 grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed)
     add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access, stream),
                 zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Serving"], malformed)

@@ -8,17 +8,20 @@ instead, so that the stream survives them.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 import numpy as np
 
 from gateway.access import Access
 from gateway.broker_link import BrokerLink
+from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, parse_request
-from gateway.oip_http import EXTENSIONS, read_statistics
+from gateway.oip_http import extensions, read_statistics
 from gateway.oip_infer import infer
 from gateway.oip_models import (
     VERSION,
@@ -31,14 +34,32 @@ from gateway.oip_models import (
 )
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
-from gateway.oip_rest_body import InferRequest
+from gateway.oip_rest_body import InferRequest, read_shm_inputs, write_shm_outputs
 from gateway.oip_stats import statistics_message
 from gateway.oip_stream import stream_infer
+from gateway.shm_regions import (
+    CallerRegions,
+    RegionError,
+    RegionRegistry,
+    grpc_peer_host,
+    owner_of,
+)
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from zeroserve.grpc_gen import model_config_pb2 as config_pb
 from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.envelope import Status
+
+log = logging.getLogger("zeroserve.gateway")
+_NO_CUDA = ("CUDA shared memory is not supported by this server; use system shared memory "
+            "(SystemSharedMemoryRegister)")
+
+
+def _refuse_cuda() -> NoReturn:
+    """Refuse a CUDA shared memory call (INVALID_ARGUMENT, as HTTP's 400), saying why: the
+    extension is unlisted."""
+    raise RequestFailed(Status.BAD_REQUEST, _NO_CUDA)
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -46,8 +67,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, link: BrokerLink, default_timeout_s: float, max_timeout_s: float,
                  access: Access, stream: StreamSettings | None = None,
-                 server: ServerIdentity | None = None) -> None:
+                 server: ServerIdentity | None = None,
+                 shm_regions: RegionRegistry | None = None) -> None:
         self.link = link
+        self.shm_regions = shm_regions
         self.server = server or ServerIdentity()
         self.access = access
         self.default_timeout_s = default_timeout_s
@@ -80,7 +103,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
         caller(self.access, context)
-        return pb.ServerMetadataResponse(**server_metadata(self.server, EXTENSIONS))
+        return pb.ServerMetadataResponse(**server_metadata(self.server,
+                                                           extensions(self.shm_regions)))
 
     @grpc_boundary
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
@@ -146,6 +170,75 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async for response in stream_infer(self, requests, context):
             yield response
 
+    @grpc_boundary
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context: grpc.aio.ServicerContext
+                                       ) -> pb.SystemSharedMemoryStatusResponse:
+        """The caller's regions (:mod:`gateway.shm_regions`): all, or the one named."""
+        regions = self._caller_regions(context)
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in regions.registry.status(regions.owner, request.name):
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region.status()))
+        return response
+
+    @grpc_boundary
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context: grpc.aio.ServicerContext
+                                         ) -> pb.SystemSharedMemoryRegisterResponse:
+        regions = self._caller_regions(context)
+        region = regions.registry.register(regions.owner, request.name, request.key,
+                                           request.offset, request.byte_size)
+        log.info("gateway: shared memory region '%s' (key %s, %d bytes at %d) registered by %s",
+                 region.name, region.key, region.byte_size, region.offset, regions.owner)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @grpc_boundary
+    async def SystemSharedMemoryUnregister(self,
+                                           request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context: grpc.aio.ServicerContext
+                                           ) -> pb.SystemSharedMemoryUnregisterResponse:
+        """Unregister the caller's region ``name``, or all of them when it is empty."""
+        regions = self._caller_regions(context)
+        gone = regions.registry.unregister(regions.owner, request.name)
+        if gone:
+            log.info("gateway: shared memory regions %s unregistered by %s", gone,
+                     regions.owner)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @grpc_boundary
+    async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest,
+                                     context: grpc.aio.ServicerContext
+                                     ) -> pb.CudaSharedMemoryStatusResponse:
+        _refuse_cuda()
+
+    @grpc_boundary
+    async def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest,
+                                       context: grpc.aio.ServicerContext
+                                       ) -> pb.CudaSharedMemoryRegisterResponse:
+        _refuse_cuda()
+
+    @grpc_boundary
+    async def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest,
+                                         context: grpc.aio.ServicerContext
+                                         ) -> pb.CudaSharedMemoryUnregisterResponse:
+        _refuse_cuda()
+
+    def _shm(self, context: grpc.aio.ServicerContext) -> CallerRegions | None:
+        """The caller's shared memory regions; None when the gateway has none."""
+        if self.shm_regions is None or not self.shm_regions.enabled:
+            return None
+        identity = caller(self.access, context)
+        return CallerRegions(self.shm_regions, owner_of(
+            None if identity is None else identity.name, grpc_peer_host(context.peer())))
+
+    def _caller_regions(self, context: grpc.aio.ServicerContext) -> CallerRegions:
+        regions = self._shm(context)
+        if regions is None:
+            raise RegionError("system shared memory is off on this gateway "
+                              "(gateway.shm_key_prefix is empty)")
+        return regions
+
     async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
                      ) -> tuple[ModelRef, EndpointDescription]:
         """The model's endpoint, if the caller's API key may use its service."""
@@ -165,17 +258,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def body(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
              ) -> _GrpcBody:
         """How ``request`` is read and answered, and its deadline."""
-        return _GrpcBody(request, context, self.default_timeout_s, self.max_timeout_s)
+        return _GrpcBody(request, context, self.default_timeout_s, self.max_timeout_s,
+                         self._shm(context))
 
 
 class _GrpcBody:
     """A ModelInferRequest in, a ModelInferResponse out (typed contents answered typed, raw
     answered raw); the deadline is the call's, else the default, and at most the request's
-    ``timeout`` parameter (capped)."""
+    ``timeout`` parameter (capped). Tensors in shared memory are read from and written to the
+    caller's ``regions``."""
 
     def __init__(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
-                 default_timeout_s: float, max_timeout_s: float) -> None:
+                 default_timeout_s: float, max_timeout_s: float,
+                 regions: CallerRegions | None = None) -> None:
         self.request = request
+        self.regions = regions
         self.context = context
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
@@ -183,6 +280,7 @@ class _GrpcBody:
 
     def parse(self) -> InferRequest:
         parsed, self.typed = parse_request(self.request)
+        read_shm_inputs(parsed, self.regions)
         return parsed
 
     def deadline_s(self, requested_us: int | None) -> float:
@@ -194,5 +292,6 @@ class _GrpcBody:
 
     def encode(self, model: str, request: InferRequest,
                outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
+        write_shm_outputs(request, outputs, self.regions)
         return build_response(model, VERSION, request, self.typed, outputs)
 

@@ -5,6 +5,11 @@ order: what tritonclient and perf_analyzer send) or as typed ``contents``
 (what KServe-style clients send). Outputs go back the same way: raw in, raw
 out (one ``raw_output_contents`` entry per output, in order); typed in, typed
 out, except FP16 and BF16, which have no typed field and always travel raw.
+
+An input whose parameters name a shared memory region has no raw entry (raw entries
+belong to the other inputs, in order) and no contents; an output written to shared
+memory carries only its parameters, and an empty raw entry that keeps the others'
+entries at their outputs' positions.
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.oip_rest_body import InferRequest
+from gateway.oip_rest_body import InferRequest, shm_parameters
+from gateway.shm_regions import ShmSlice, slice_of
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.wire.oip_tensors import (
     TensorError,
@@ -44,19 +50,32 @@ def parameter(param: pb.InferParameter) -> Any:
 def parse_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bool]:
     """The parsed request, and whether its inputs came typed (answer typed) or raw."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise TensorError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; "
-                          "send one per input, in input order, or none")
     if not request.inputs:
         raise TensorError("the request has no inputs")
+    in_shm: dict[str, tuple[str, tuple[int, ...], ShmSlice]] = {}
+    slices = [slice_of(_parameters(t.parameters), t.name) if t.parameters else None
+              for t in request.inputs]
+    with_data = sum(1 for where in slices if where is None)
+    if raw and len(raw) != with_data:
+        raise TensorError(f"{len(raw)} raw_input_contents for {with_data} inputs not in shared "
+                          "memory; send one per such input, in input order, or none")
     tensors: dict[str, tuple[str, np.ndarray]] = {}
-    for index, tensor in enumerate(request.inputs):
+    next_raw = 0
+    for tensor, where in zip(request.inputs, slices):
         name, datatype = tensor.name, tensor.datatype
-        if name in tensors:
+        if name in tensors or name in in_shm:
             raise TensorError(f"input '{name}' is given twice")
         shape = check_shape(name, list(tensor.shape))
+        if where is not None:
+            if tensor.HasField("contents"):
+                raise TensorError(f"input '{name}' names a shared memory region and has "
+                                  "contents too; give one or the other")
+            numpy_dtype(datatype, name)
+            in_shm[name] = (datatype, shape, where)
+            continue
         if raw:
-            arr = from_raw(name, datatype, shape, raw[index])
+            arr = from_raw(name, datatype, shape, raw[next_raw])
+            next_raw += 1
         else:
             arr = _from_typed(name, datatype, shape, tensor.contents)
         tensors[name] = (datatype, arr)
@@ -67,10 +86,21 @@ def parse_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bool]:
         raise TensorError(f"parameter 'timeout' must be a positive number of microseconds, "
                           f"got {timeout!r}")
     outputs: dict[str, bool | None] = {}
+    out_shm: dict[str, ShmSlice] = {}
     for out in request.outputs:
         outputs[out.name] = None
-    return InferRequest(id=request.id, inputs=tensors, outputs=outputs,
-                        timeout_us=timeout), not raw
+        where = slice_of(_parameters(out.parameters), out.name) if out.parameters else None
+        if where is not None:
+            out_shm[out.name] = where
+    # typed answers only when typed contents came (inputs all in shared memory: raw)
+    typed = not raw and with_data > 0
+    return InferRequest(id=request.id, inputs=tensors, outputs=outputs, timeout_us=timeout,
+                        shm_inputs=in_shm, shm_outputs=out_shm), typed
+
+
+def _parameters(params: Any) -> dict[str, Any]:
+    """A protobuf map of InferParameter as plain values."""
+    return {key: parameter(value) for key, value in params.items()}
 
 
 def _from_typed(name: str, datatype: str, shape: tuple[int, ...],
@@ -107,7 +137,15 @@ def build_response(model: str, version: str, request: InferRequest, typed: bool,
     for name, arr in outputs:
         datatype = datatype_of(arr.dtype)
         tensor = response.outputs.add(name=name, datatype=datatype, shape=arr.shape)
-        if send_raw:
+        if name in request.shm_written:
+            for key, value in shm_parameters(request, name).items():
+                if isinstance(value, str):
+                    tensor.parameters[key].string_param = value
+                else:
+                    tensor.parameters[key].int64_param = value
+            if send_raw:
+                response.raw_output_contents.append(b"")
+        elif send_raw:
             response.raw_output_contents.append(bytes(raw_bytes(arr)))
         else:
             _fill_typed(tensor.contents, datatype, arr)

@@ -8,6 +8,7 @@ Paths (each model path also with ``/versions/{v}``)::
     GET  /v2/models/{m}/config      POST /v2/models/{m}/infer
     POST /v2/models/{m}/generate    POST /v2/models/{m}/generate_stream (gateway.oip_generate)
     GET  /v2/models/stats           GET  /v2/models/{m}/stats
+    /v2/systemsharedmemory/...      /v2/cudasharedmemory/... (gateway.shm_http)
 
 Success is always exactly 200; every error is ``{"error": message}``. Requests go
 through the same broker path as the REST route, batching included.
@@ -38,14 +39,30 @@ from gateway.oip_models import (
 )
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
-from gateway.oip_rest_body import InferRequest, encode_response, parse_request
+from gateway.oip_rest_body import (
+    InferRequest,
+    encode_response,
+    parse_request,
+    read_shm_inputs,
+    write_shm_outputs,
+)
 from gateway.oip_stats import statistics
 from gateway.rest import BaseHandler, BodyHandler, decode_body
+from gateway.shm_http import caller_regions, shm_routes
+from gateway.shm_regions import CallerRegions, RegionRegistry
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import ControlOp
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
+SHM_EXTENSION = "system_shared_memory"
+
+
+def extensions(regions: RegionRegistry | None) -> list[str]:
+    """The extensions server metadata lists: :data:`EXTENSIONS`, and system shared memory
+    when the gateway serves it (never CUDA shared memory)."""
+    return EXTENSIONS + [SHM_EXTENSION] if regions is not None and regions.enabled \
+        else EXTENSIONS
 _COMPRESS_AT_BYTES = 1024  # smaller answers go uncompressed even when the client accepts it
 
 
@@ -77,7 +94,7 @@ class ServerMetadataHandler(OipHandler):
 
     def get(self) -> None:
         self.reply(server_metadata(self.settings.get("oip_server", ServerIdentity()),
-                                   EXTENSIONS))
+                                   extensions(self.settings.get("shm_regions"))))
 
 
 class RepositoryIndexHandler(OipHandler):
@@ -145,7 +162,7 @@ class InferHandler(BodyHandler):
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         header, blobs = await infer(self.link, ref, info, _HttpBody(
             self._body(), self._header_length(), self.timeout_s, self.max_timeout_s,
-            self.settings["max_json_depth"]))
+            self.settings["max_json_depth"], caller_regions(self)))
         if blobs:
             self.set_header(HEADER_LENGTH, str(len(header)))
             self.set_header("Content-Type", "application/octet-stream")
@@ -200,16 +217,20 @@ class InferHandler(BodyHandler):
 @dataclass
 class _HttpBody:
     """Triton's HTTP body (JSON, and binary tensors after it) both ways; the request's
-    ``timeout`` parameter, when given, replaces the timeout header (capped)."""
+    ``timeout`` parameter, when given, replaces the timeout header (capped). Tensors in
+    shared memory are read from and written to the caller's ``regions``."""
 
     body: bytes
     header_length: int | None
     header_timeout_s: Callable[[], float]
     max_timeout_s: float
     max_json_depth: int
+    regions: CallerRegions | None = None
 
     def parse(self) -> InferRequest:
-        return parse_request(self.body, self.header_length, self.max_json_depth)
+        request = parse_request(self.body, self.header_length, self.max_json_depth)
+        read_shm_inputs(request, self.regions)
+        return request
 
     def deadline_s(self, requested_us: int | None) -> float:
         timeout_s = self.header_timeout_s()  # checked even when the parameter replaces it
@@ -218,6 +239,7 @@ class _HttpBody:
 
     def encode(self, model: str, request: InferRequest,
                outputs: list[tuple[str, np.ndarray]]) -> tuple[bytes, list]:
+        write_shm_outputs(request, outputs, self.regions)
         return encode_response(model, VERSION, request, outputs)
 
 
@@ -236,4 +258,5 @@ def oip_routes(args: dict) -> list:
         (_MODEL + r"/infer", InferHandler, args),
         (_MODEL + r"/(generate|generate_stream)", GenerateHandler, args),
         (_MODEL + r"(?:/(ready|config))?/?", ModelHandler, args),
+        *shm_routes(args),
     ]

@@ -71,6 +71,8 @@ class GatewaySettings:
     tls_client_ca_file: str = ""            # PEM CA: clients need a certificate it issued (mTLS)
     server_name: str = "zeroserve"          # what OIP server metadata (GET /v2) names
     server_version: str = __version__       # ... and the version it gives
+    shm_key_prefix: str = "/zeroserve_"     # system shared memory: only keys under it may be
+                                            # registered; empty: the extension is off
 
 
 @dataclass(frozen=True)
