@@ -5,7 +5,7 @@ end-to-end latency per call (client encoding and, for shared memory, the copy in
 included) and the server's CPU time per call (every process of the server: gateway, broker,
 worker).
 
-    PYTHONPATH=scripts python -m bench_lib.shm_bench [--calls 20] [--mib 64]
+    scripts/bench shm [--calls 20] [--mib 64]
 """
 from __future__ import annotations
 
