@@ -25,6 +25,7 @@ from zeroserve.wire.backend import (
     Result,
     disconnect,
     heartbeat,
+    parse_heartbeat,
     parse_ready,
     parse_result,
     parse_waiting,
@@ -147,6 +148,9 @@ class BrokerCore:
         self._next_heartbeat = now
         self.dropped = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
+        # where the metrics a worker's HEARTBEAT carries go (worker id, service, metrics map);
+        # set by the daemon when it serves metrics
+        self.worker_metrics: Callable[[str, str, dict], None] | None = None
 
     # ------------------------------------------------------------ frontend
 
@@ -256,7 +260,12 @@ class BrokerCore:
                 self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
-            elif command is not Command.HEARTBEAT:
+            elif command is Command.HEARTBEAT:
+                if rest and self.worker_metrics is not None:
+                    metrics = parse_heartbeat(rest)
+                    if metrics is not None:
+                        self.worker_metrics(worker.worker_id, worker.service, metrics)
+            else:
                 raise ProtocolError(f"command {command.name} is not valid on the backend")
         except ProtocolError as exc:
             self._drop("backend", str(exc))

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 
 from broker.stats import TIME_BUCKETS_S
+from broker.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -122,20 +123,27 @@ def families(stats: dict[str, Any]) -> list[Metric]:
 
 
 class BrokerMetrics:
-    """A Prometheus collector over the latest statistics snapshot."""
+    """A Prometheus collector over the latest statistics snapshot, and the metrics of the
+    services' own code that the workers report (``workers``: its ``accept`` is what the
+    broker's core calls with a heartbeat's metrics)."""
 
     def __init__(self) -> None:
         self.snapshot: dict[str, Any] = {}
+        self.workers = WorkerMetrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def update(self, stats: dict[str, Any]) -> None:
-        """Replace the snapshot (the broker's loop calls this)."""
+        """Replace the snapshot and drop the metrics of the workers it no longer lists (the
+        broker's loop calls this)."""
         self.snapshot = stats
+        self.workers.keep_only({w.get("worker_id", "") for w in stats.get("workers", [])})
 
     def collect(self) -> Iterator[Metric]:
-        """The families of the latest snapshot (called on the metrics server's thread)."""
+        """The families of the latest snapshot, then the workers' own (called on the metrics
+        server's thread)."""
         yield from families(self.snapshot)
+        yield from self.workers.families()
 
     def serve(self, host: str, port: int) -> bool:
         """Serve ``/metrics`` on ``host:port`` from a thread; False (logged) if it cannot."""
