@@ -20,6 +20,7 @@ from gateway.oip_models import ServerIdentity
 from gateway.port_owner import check_sharing
 from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
+from gateway.ui.handlers import ui_routes
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
 from zeroserve.container import Container
@@ -55,11 +56,12 @@ def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcK
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
              jobs: JobsSettings, access: Access,
              stream: StreamSettings | None = None) -> tornado.web.Application:
-    """The tornado application of every HTTP route: OIP first, then the REST route."""
+    """The tornado application of every HTTP route: OIP first, the live page, then the REST
+    route."""
     args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
                         gateway.max_body_bytes, access, stream)
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
-                                   + oip_routes(args) + routes(args),
+                                   + oip_routes(args) + ui_routes(args) + routes(args),
                                    log_function=_finished,
                                    default_handler_class=NotFoundHandler,
                                    default_handler_args=args,
