@@ -12,6 +12,7 @@ from gateway.accept import ConnectionLimits, GatewayHTTPServer
 from gateway.access import Access, load_access
 from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
+from gateway.cors import cors_policy
 from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
@@ -66,6 +67,7 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
                                    default_handler_class=NotFoundHandler,
                                    default_handler_args=args,
                                    oip_server=server_identity(gateway),
+                                   cors=cors_policy(gateway),
                                    max_json_depth=gateway.max_json_depth)
 
 

@@ -71,6 +71,13 @@ class GatewaySettings:
     tls_client_ca_file: str = ""            # PEM CA: clients need a certificate it issued (mTLS)
     server_name: str = "zeroserve"          # what OIP server metadata (GET /v2) names
     server_version: str = __version__       # ... and the version it gives
+    cors_allowed_origins: tuple[str, ...] = ()  # origins browsers may call from
+                                            # ("https://app.example", "*": any); empty: CORS off
+    cors_allowed_methods: tuple[str, ...] = ("GET", "POST", "DELETE")  # ... with these methods
+    cors_allowed_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept",
+                                             "X-API-Key", "X-Zeroserve-Timeout")  # ... and headers
+    cors_exposed_headers: tuple[str, ...] = ("Retry-After",)  # answer headers scripts may read
+    cors_max_age_s: int = 600               # how long a browser keeps a preflight's answer
 
 
 @dataclass(frozen=True)
