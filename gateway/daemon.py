@@ -19,6 +19,7 @@ from gateway.metrics import observe
 from gateway.oip_http import oip_routes
 from gateway.oip_models import ServerIdentity
 from gateway.port_owner import check_sharing
+from gateway.request_log import RequestLog, open_request_log
 from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from gateway.ui.handlers import ui_routes
@@ -32,9 +33,13 @@ _CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk infl
 
 
 def _finished(handler: tornado.web.RequestHandler) -> None:
-    """Every answered request: counted in the metrics; an error also gets a log line (the hot
-    path logs nothing). The line has the path, not the query: a query may carry an API key."""
+    """Every answered request: counted in the metrics and, when it is on, in the request log;
+    an error also gets a log line (the hot path logs nothing). The line has the path, not the
+    query: a query may carry an API key."""
     status = handler.get_status()
+    request_log = handler.settings.get("request_log")  # gateway.request_log.RequestLog or None
+    if request_log is not None:
+        request_log.record(handler)
     observe(getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),
             getattr(handler, "metric_route", "other"), status, handler.request.request_time())
     if status >= 400:
@@ -56,7 +61,8 @@ def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcK
 
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
              jobs: JobsSettings, access: Access,
-             stream: StreamSettings | None = None) -> tornado.web.Application:
+             stream: StreamSettings | None = None,
+             request_log: RequestLog | None = None) -> tornado.web.Application:
     """The tornado application of every HTTP route: OIP first, the live page, then the REST
     route."""
     args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
@@ -67,7 +73,7 @@ def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSetting
                                    default_handler_class=NotFoundHandler,
                                    default_handler_args=args,
                                    oip_server=server_identity(gateway),
-                                   cors=cors_policy(gateway),
+                                   cors=cors_policy(gateway), request_log=request_log,
                                    max_json_depth=gateway.max_json_depth)
 
 
@@ -104,6 +110,11 @@ async def serve(parts: Container) -> int:
     except (curve.CurveError, TlsError) as exc:
         log.error("gateway: %s", exc)
         return 1
+    try:
+        request_log = open_request_log(gateway)
+    except (OSError, ValueError) as exc:
+        log.error("gateway: cannot write the request log %s: %s", gateway.request_log_path, exc)
+        return 1
     cluster = parts.settings.get().cluster.name
     if not await may_share_ports(gateway, cluster):
         return 1
@@ -112,7 +123,8 @@ async def serve(parts: Container) -> int:
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
     server = GatewayHTTPServer(
-        make_app(link, gateway, request, jobs, access, parts.stream.get()), http_limits,
+        make_app(link, gateway, request, jobs, access, parts.stream.get(), request_log),
+        http_limits,
         decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
         # tornado would close the connection without an answer

@@ -96,6 +96,11 @@ class BaseHandler(tornado.web.RequestHandler):
         self.access = access
         self.identity: Identity | None = None
         self.metric_service = self.metric_endpoint = ""  # set once a known endpoint is named
+        self.bytes_out = 0  # body bytes written (the request log's)
+
+    def flush(self, include_footers: bool = False) -> Any:
+        self.bytes_out += sum(map(len, self._write_buffer))  # type: ignore[attr-defined]
+        return super().flush(include_footers)
 
     def set_default_headers(self) -> None:
         cors = self.settings.get("cors")  # gateway.cors.CorsPolicy, None while CORS is off

@@ -78,6 +78,9 @@ class GatewaySettings:
                                              "X-API-Key", "X-Zeroserve-Timeout")  # ... and headers
     cors_exposed_headers: tuple[str, ...] = ("Retry-After",)  # answer headers scripts may read
     cors_max_age_s: int = 600               # how long a browser keeps a preflight's answer
+    request_log_path: str = ""              # one JSON line per HTTP request: a file, "-" for
+                                            # standard output; empty: off
+    request_log_sample: float = 1.0         # the share of requests logged (0..1)
 
 
 @dataclass(frozen=True)
