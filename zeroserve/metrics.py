@@ -95,6 +95,15 @@ def exposed_name(kind: str, name: str) -> str:
     return name.removesuffix("_total") if kind == "counter" else name
 
 
+_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
+             "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+
+def sample_names(kind: str, name: str) -> set[str]:
+    """The names of the samples a family shows in Prometheus's text format."""
+    return {name + suffix for suffix in _SUFFIXES[kind]}
+
+
 class Registry:
     """The metrics of one process. ``changed`` is set by every update and cleared by
     :meth:`snapshot_if_changed`, so that a heartbeat carries values only when they moved."""
@@ -111,6 +120,11 @@ class Registry:
         with self._lock:
             known = self._metrics.get(metric.name)
             if known is None:
+                taken = sample_names(metric.kind, metric.name)
+                for other in self._metrics.values():
+                    if taken & sample_names(other.kind, other.name):
+                        raise MetricError(f"metric {metric.name!r} would show samples of the "
+                                          f"same name as {other.kind} {other.name!r}")
                 self._metrics[metric.name] = metric
                 self.changed = True
                 return metric

@@ -39,6 +39,16 @@ def test_the_same_name_defined_otherwise_is_refused_and_the_same_definition_shar
         Gauge("hits", registry=registry)
 
 
+def test_a_name_whose_samples_would_clash_with_another_metrics_is_refused() -> None:
+    registry = Registry()
+    Counter("requests", registry=registry)  # shows requests_total
+    Histogram("latency", registry=registry)  # shows latency_bucket, _sum, _count
+    for kind, name in ((Gauge, "requests_total"), (Gauge, "latency_count"),
+                       (Gauge, "latency_bucket")):
+        with pytest.raises(MetricError, match="same name"):
+            kind(name, registry=registry)
+
+
 def test_values_and_misuse() -> None:
     registry = Registry()
     counter = Counter("c", registry=registry)
