@@ -25,7 +25,10 @@ def _scrape(port: int) -> dict[tuple[str, tuple], float]:
 def _scrape_until(port: int, done: Callable[[dict], bool], timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        samples = _scrape(port)
+        try:
+            samples = _scrape(port)
+        except OSError:  # a broker that is starting
+            samples = {}
         if done(samples) or time.monotonic() > deadline:
             return samples
         time.sleep(0.2)
@@ -81,3 +84,21 @@ def test_two_workers_metrics_reach_the_broker_and_a_stopped_workers_go(
     assert stopped not in _by_worker(samples, "greeter_pid")
     assert not [k for k in samples if ("worker", stopped) in k[1]]
     assert len(_by_worker(samples, "greeter_pid")) == 1
+
+
+def test_a_restarted_broker_gets_the_metrics_again_without_new_calls(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.gateway()
+    cluster.worker(SERVICE)
+    cluster.wait_ready(1)
+    for _ in range(3):
+        status, answer, _ = cluster.post("/greeter/greet", {"name": "ada"})
+        assert status == 200, answer
+
+    def three(samples: dict) -> bool:
+        return sum(_by_worker(samples, "greeter_calls_total", language="en").values()) == 3
+    assert three(_scrape_until(cluster.metrics_port, three))
+    broker.stop()
+    cluster.broker()
+    samples = _scrape_until(cluster.metrics_port, three, timeout=20.0)
+    assert three(samples), [k for k in samples if k[0].startswith("greeter")]
