@@ -218,7 +218,9 @@ function render(data) {
       model: (1000 * m.a_s_per_row).toFixed(3) + " ms/row + " + (1000 * m.b_s).toFixed(2) +
              " ms (" + m.samples + ")",
       limits: e.max_batch_size + " / " + e.max_latency_ms.toFixed(0) + " ms",
-      streams: s ? JSON.stringify(s) : "-"});
+      streams: s ? s.active + " active, " + s.started + " started, " + s.chunks + " chunks, " +
+        s.cancelled + " cancelled, " + s.lost_mid_stream + " lost, first chunk " +
+        fixed(s.mean_first_chunk_ms, 1) + " ms" : "-"});
     row(sizes, name, "data-endpoint", {name: name, sizes: Object.entries(e.batch_sizes)
       .map(([k, v]) => k + "×" + v).join(", ") || "-"});
   }

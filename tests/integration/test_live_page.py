@@ -84,7 +84,13 @@ def test_the_page_shows_the_cluster_live_under_load(cluster: Cluster, browser: B
     cluster.gateway()
     cluster.test_worker("Batchy")
     cluster.test_worker("Batchy")
-    cluster.wait_ready(2)
+    cluster.test_worker("Streamer")
+    cluster.wait_ready(3)
+    stream = urllib.request.Request(cluster.url + "/streamer/count", method="POST",
+                                    data=json.dumps({"n": 3}).encode(),
+                                    headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(stream, timeout=10) as resp:
+        assert resp.status == 200 and resp.read()
     with urllib.request.urlopen(cluster.url + "/ui", timeout=5) as resp:
         assert resp.headers["Content-Type"].startswith("text/html")
         assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
@@ -103,6 +109,9 @@ def test_the_page_shows_the_cluster_live_under_load(cluster: Cluster, browser: B
         assert float(shown["rate"]) > 0 and float(shown["batch_now"]) >= 1
         assert first["workers"] == sorted(w["worker_id"] for w in after["workers"])
         assert first["status"].startswith("live")
+        streams = browser.evaluate('document.querySelector(\'#endpoints tr[data-endpoint='
+                                   '"streamer.count"] td[data-field=streams]\').textContent')
+        assert streams.startswith("0 active, 1 started, 3 chunks"), streams
         origin = cluster.url + "/ui/data"
         assert first["resources"] and all(r == origin for r in first["resources"])
 
@@ -121,7 +130,7 @@ def test_the_page_shows_the_cluster_live_under_load(cluster: Cluster, browser: B
         browser.wait_for('+document.getElementById("updates").textContent >= 2')
         broker_page = _read(browser)
         assert int(broker_page["endpoint"]["requests"]) > 0
-        assert broker_page["workers"] == first["workers"]
+        assert broker_page["workers"] == first["workers"] and len(first["workers"]) == 3
         browser.screenshot(tmp_path / "ui-broker.png")
     finally:
         load.stop()
