@@ -239,7 +239,8 @@ function render(data) {
   const stored = Object.entries(jobs.stored || {}).map(([k, v]) => k + " " + v).join(", ");
   text(document.getElementById("jobs"), stored ? stored + "; job lanes " + (jobs.lanes || 0) +
        ", free job slots " + (jobs.free_slots || 0) : "none");
-  const plotted = names.filter(n => history[n]);
+  // endpoints that had traffic in the plotted minutes (idle ones would crowd the legend)
+  const plotted = names.filter(n => history[n] && history[n].some(p => p.rate > 0));
   draw("plot-rate", "rate", plotted);
   draw("plot-latency", "latency", plotted);
   draw("plot-batch", "batch", plotted);
