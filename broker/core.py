@@ -25,7 +25,6 @@ from zeroserve.wire.backend import (
     Result,
     disconnect,
     heartbeat,
-    parse_heartbeat,
     parse_ready,
     parse_result,
     parse_waiting,
@@ -148,9 +147,9 @@ class BrokerCore:
         self._next_heartbeat = now
         self.dropped = 0
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
-        # where the metrics a worker's HEARTBEAT carries go (worker id, service, metrics map);
-        # set by the daemon when it serves metrics
-        self.worker_metrics: Callable[[str, str, dict], None] | None = None
+        # where the metrics a worker's HEARTBEAT carries go (worker id, service, the frames
+        # after the command); set by the daemon when it serves metrics
+        self.worker_metrics: Callable[[str, str, Sequence], None] | None = None
 
     # ------------------------------------------------------------ frontend
 
@@ -261,10 +260,8 @@ class BrokerCore:
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
             elif command is Command.HEARTBEAT:
-                if rest and self.worker_metrics is not None:
-                    metrics = parse_heartbeat(rest)
-                    if metrics is not None:
-                        self.worker_metrics(worker.worker_id, worker.service, metrics)
+                if rest and self.worker_metrics is not None:  # kept, decoded at a scrape
+                    self.worker_metrics(worker.worker_id, worker.service, rest)
             else:
                 raise ProtocolError(f"command {command.name} is not valid on the backend")
         except ProtocolError as exc:

@@ -1,18 +1,21 @@
 """The metrics of the services' own code (``zeroserve.metrics``), as the workers' heartbeats
 carry them, kept per worker and served on the broker's ``/metrics``.
 
-The broker's loop calls :meth:`WorkerMetrics.accept` with a heartbeat's metrics map and
-:meth:`WorkerMetrics.keep_only` with the workers it still knows (a worker's series go when it
-leaves); the metrics server's thread calls :meth:`WorkerMetrics.families`, which reads only
-the latest map of each worker (replaced whole, never changed in place). A map comes from the
-network: every family is checked again (names, labels, shapes, at most ``max_families``
-families of ``max_series`` series per worker); a bad one is dropped and logged once per
-worker and name. The first definition of a name (kind, labels, buckets) holds while a worker
-reports it; another worker's different definition of that name is dropped.
+The broker's loop calls :meth:`WorkerMetrics.accept` with the frames after a HEARTBEAT's
+command, which it only stores (the loop decodes nothing: a heartbeat costs it a dict
+assignment), and :meth:`WorkerMetrics.keep_only` with the workers it still knows (a worker's
+series go when it leaves). The metrics server's thread calls :meth:`WorkerMetrics.families` at
+each scrape, which decodes each worker's latest frames once (until the next ones replace them)
+and checks every family again, since they come from the network (names, labels, shapes, at most
+``max_families`` families of ``max_series`` series per worker): a bad map or family is dropped
+and logged once per worker and name. Of two different definitions of a name (kind, labels,
+buckets), the one of the worker whose id sorts first holds; the other's family is dropped.
 """
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,8 @@ from zeroserve.metrics import (
     check_labels,
     check_name,
 )
+from zeroserve.wire.backend import parse_heartbeat
+from zeroserve.wire.envelope import ProtocolError
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -118,60 +123,72 @@ def _exposed(family: Family, service: str, worker: str) -> Metric:
 
 
 class WorkerMetrics:
-    """The latest checked metrics of each worker (see the module's docstring)."""
+    """The latest metrics of each worker (see the module's docstring)."""
 
     def __init__(self, max_families: int = MAX_FAMILIES, max_series: int = MAX_SERIES) -> None:
         self.max_families = max_families
         self.max_series = max_series
-        self._workers: dict[str, tuple[str, tuple[Family, ...]]] = {}
-        self._definitions: dict[str, tuple] = {}  # name -> the definition that holds
+        self._frames: dict[str, tuple[str, Sequence]] = {}  # the loop's: worker -> its last
+        self._lock = threading.Lock()  # the rest is the scrapes' (one at a time)
+        self._decoded: dict[str, tuple[Sequence, tuple[Family, ...]]] = {}
         self._logged: set[tuple[str, str]] = set()
 
-    def accept(self, worker_id: str, service: str, metrics: dict) -> None:
-        """Replace the metrics of ``worker_id`` (of ``service``) by a heartbeat's map."""
-        families = []
-        for name, body in list(metrics.items())[:self.max_families]:
-            try:
-                family = parse_family(name, body, self.max_series)
-            except MetricError as exc:
-                self._refuse(worker_id, str(name), str(exc))
-                continue
-            held = self._definitions.setdefault(family.name, family.definition)
-            if held != family.definition:
-                self._refuse(worker_id, family.name, f"another worker defines it as a {held[0]} "
-                             f"with labels {list(held[1])}")
-                continue
-            families.append(family)
+    def accept(self, worker_id: str, service: str, frames: Sequence) -> None:
+        """Keep the frames after a HEARTBEAT's command from ``worker_id`` (of ``service``):
+        they replace all that worker's metrics."""
+        self._frames[worker_id] = (service, frames)
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        """Forget every worker not in ``worker_ids`` (it left)."""
+        for worker_id in [w for w in self._frames if w not in worker_ids]:
+            del self._frames[worker_id]
+
+    def _decode(self, worker_id: str, frames: Sequence) -> tuple[Family, ...]:
+        try:
+            metrics = parse_heartbeat(frames) or {}
+        except ProtocolError as exc:
+            self._refuse(worker_id, "*", str(exc))
+            return ()
         if len(metrics) > self.max_families:
             self._refuse(worker_id, "*", f"{len(metrics)} families, at most "
                          f"{self.max_families} are kept")
-        self._workers[worker_id] = (service, tuple(families))
+        families = []
+        for name, body in list(metrics.items())[:self.max_families]:
+            try:
+                families.append(parse_family(name, body, self.max_series))
+            except MetricError as exc:
+                self._refuse(worker_id, str(name), str(exc))
+        return tuple(families)
 
     def _refuse(self, worker_id: str, name: str, why: str) -> None:
         if (worker_id, name) not in self._logged:
             self._logged.add((worker_id, name))
             log.warning("broker: dropped metric %s of worker %s: %s", name, worker_id, why)
 
-    def keep_only(self, worker_ids: set[str]) -> None:
-        """Forget every worker not in ``worker_ids`` (it left), and the definitions that no
-        worker still reports."""
-        gone = [w for w in self._workers if w not in worker_ids]
-        for worker_id in gone:
-            del self._workers[worker_id]
-        if gone:
-            held = {f.name for _, families in self._workers.values() for f in families}
-            self._definitions = {n: d for n, d in self._definitions.items() if n in held}
-            self._logged = {(w, n) for w, n in self._logged if w in worker_ids}
-
     def families(self) -> list[Metric]:
         """Every worker's families, merged by name, labelled by service and worker."""
-        merged: dict[str, Metric] = {}
-        for worker_id, (service, families) in sorted(list(self._workers.items())):
-            for family in families:
-                exposed = _exposed(family, service, worker_id)
-                known = merged.get(family.name)
-                if known is None:
-                    merged[family.name] = exposed
-                elif known.type == exposed.type:
-                    known.samples.extend(exposed.samples)
-        return [merged[name] for name in sorted(merged)]
+        with self._lock:
+            workers = sorted(list(self._frames.items()))
+            alive = {worker_id for worker_id, _ in workers}
+            self._decoded = {w: d for w, d in self._decoded.items() if w in alive}
+            self._logged = {(w, n) for w, n in self._logged if w in alive}
+            definitions: dict[str, tuple] = {}
+            merged: dict[str, Metric] = {}
+            for worker_id, (service, frames) in workers:
+                decoded = self._decoded.get(worker_id)
+                if decoded is None or decoded[0] is not frames:
+                    decoded = (frames, self._decode(worker_id, frames))
+                    self._decoded[worker_id] = decoded
+                for family in decoded[1]:
+                    held = definitions.setdefault(family.name, family.definition)
+                    if held != family.definition:
+                        self._refuse(worker_id, family.name, f"another worker defines it as a "
+                                     f"{held[0]} with labels {list(held[1])}")
+                        continue
+                    exposed = _exposed(family, service, worker_id)
+                    known = merged.get(family.name)
+                    if known is None:
+                        merged[family.name] = exposed
+                    else:
+                        known.samples.extend(exposed.samples)
+            return [merged[name] for name in sorted(merged)]

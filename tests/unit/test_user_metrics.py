@@ -109,6 +109,11 @@ def test_the_heartbeat_frame_round_trips_and_a_bad_one_is_refused() -> None:
         parse_heartbeat([b"\x93\x01\x02\x03"])
 
 
+def _frames(metrics: dict) -> list:
+    """The frames after the command of a HEARTBEAT carrying ``metrics``."""
+    return split_command(heartbeat(metrics))[1]
+
+
 def _scrape(metrics: BrokerMetrics) -> dict:
     text = generate_latest(metrics.registry).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -122,9 +127,9 @@ def test_the_broker_shows_each_workers_values_and_forgets_a_worker_that_left() -
     tokens.labels(model="s").inc(7)
     latency.observe(0.5)
     metrics = BrokerMetrics()
-    metrics.workers.accept("w-1", "llm", registry.snapshot())
+    metrics.workers.accept("w-1", "llm", _frames(registry.snapshot()))
     tokens.labels(model="s").inc(3)
-    metrics.workers.accept("w-2", "llm", registry.snapshot())
+    metrics.workers.accept("w-2", "llm", _frames(registry.snapshot()))
     samples = _scrape(metrics)
     labels = (("model", "s"), ("service", "llm"))
     assert samples[("tokens_total", (*labels, ("worker", "w-1")))] == 7
@@ -144,7 +149,7 @@ def test_the_broker_drops_bad_families_and_other_definitions(
     store = WorkerMetrics(max_series=2)
     good = {"type": "gauge", "labels": [], "series": [[[], 1.0]]}
     with caplog.at_level(logging.WARNING, "zeroserve.broker"):
-        store.accept("w-1", "s", {
+        store.accept("w-1", "s", _frames({
             "ok": good,
             "zeroserve_broker_workers": good,  # would clash with the broker's own family
             "bad_type": {"type": "summary", "series": []},
@@ -153,13 +158,17 @@ def test_the_broker_drops_bad_families_and_other_definitions(
                          "series": [[["1"], 1], [["2"], 1], [["3"], 1]]},
             "bad_hist": {"type": "histogram", "labels": [], "buckets": [1],
                          "series": [[[], [[1], 1.0]]]},
-        })
-        store.accept("w-2", "s", {"ok": {"type": "counter", "labels": [], "series": []}})
-        store.accept("w-2", "s", {"ok": {"type": "counter", "labels": [], "series": []}})
-    names = [f.name for f in store.families()]
+        }))
+        store.accept("w-2", "s", _frames({"ok": {"type": "counter", "labels": [],
+                                                 "series": []}}))
+        assert [f.name for f in store.families()] == ["ok"]
+        store.accept("w-2", "s", _frames({"ok": {"type": "counter", "labels": [],
+                                                 "series": []}}))
+        store.accept("w-3", "s", [b"not msgpack \xc1"])
+        names = [f.name for f in store.families()]
     assert names == ["ok"] and store.families()[0].type == "gauge"
     dropped = [r.message for r in caplog.records if "dropped metric" in r.message]
-    assert len(dropped) == 6, dropped  # w-2's second refusal is not logged again
+    assert len(dropped) == 7, dropped  # w-2's second refusal is not logged again
     registry = CollectorRegistry()
     registry.register(type("C", (), {"collect": lambda self: store.families()})())
     assert b'ok{service="s",worker="w-1"} 1.0' in generate_latest(registry)
