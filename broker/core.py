@@ -153,6 +153,9 @@ class BrokerCore:
         self.worker_control_refused = 0
         self.dependency_calls: Counter[tuple[str, str]] = Counter()  # (caller, callee) -> calls
         self.jobs: JobDesk | None = None  # durable async jobs; set by the daemon
+        # where the metrics a worker's HEARTBEAT carries go (worker id, service, the frames
+        # after the command); set by the daemon when it serves metrics
+        self.worker_metrics: Callable[[str, str, Sequence], None] | None = None
 
     # ------------------------------------------------------------ frontend
 
@@ -280,7 +283,10 @@ class BrokerCore:
                 self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
-            elif command is not Command.HEARTBEAT:
+            elif command is Command.HEARTBEAT:
+                if rest and self.worker_metrics is not None:  # kept, decoded at a scrape
+                    self.worker_metrics(worker.worker_id, worker.service, rest)
+            else:
                 raise ProtocolError(f"command {command.name} is not valid on the backend")
         except ProtocolError as exc:
             self._drop("backend", str(exc))

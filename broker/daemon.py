@@ -212,6 +212,7 @@ def run(parts: Container) -> int:
         metrics = BrokerMetrics()
         if metrics.serve(broker.metrics_host, broker.metrics_port):
             daemon.metrics = metrics
+            daemon.core.worker_metrics = metrics.workers.accept
     try:
         daemon.serve_forever()
     finally:

@@ -9,11 +9,14 @@ that no other connection, this thread's included, could read it anyway.
 """
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,6 +25,8 @@ from prometheus_client.core import (
 )
 
 from broker.stats import TIME_BUCKETS_S
+from broker.worker_metrics import WorkerMetrics
+from gateway.ui.page import PAGE, data_answer, page_headers
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -122,27 +127,64 @@ def families(stats: dict[str, Any]) -> list[Metric]:
 
 
 class BrokerMetrics:
-    """A Prometheus collector over the latest statistics snapshot."""
+    """A Prometheus collector over the latest statistics snapshot, and the metrics of the
+    services' own code that the workers report (``workers``: its ``accept`` is what the
+    broker's core calls with a heartbeat's metrics)."""
 
     def __init__(self) -> None:
         self.snapshot: dict[str, Any] = {}
+        self.workers = WorkerMetrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def update(self, stats: dict[str, Any]) -> None:
-        """Replace the snapshot (the broker's loop calls this)."""
+        """Replace the snapshot and drop the metrics of the workers it no longer lists (the
+        broker's loop calls this)."""
         self.snapshot = stats
+        self.workers.keep_only({w.get("worker_id", "") for w in stats.get("workers", [])})
 
     def collect(self) -> Iterator[Metric]:
-        """The families of the latest snapshot (called on the metrics server's thread)."""
+        """The families of the latest snapshot, then the workers' own (called on the metrics
+        server's thread)."""
         yield from families(self.snapshot)
+        yield from self.workers.families()
+
+    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """The status, headers and body of a GET of ``path`` on the metrics port:
+        ``/metrics``, the live page ``/ui`` and its data ``/ui/data`` (the latest snapshot)."""
+        route = path.partition("?")[0]
+        if route == "/metrics":
+            return 200, {"Content-Type": CONTENT_TYPE_LATEST}, generate_latest(self.registry)
+        if route == "/ui":
+            return 200, page_headers(), PAGE.encode()
+        if route == "/ui/data":
+            body = json.dumps(data_answer(self.snapshot, TIME_BUCKETS_S)).encode()
+            return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body
+        return 404, {"Content-Type": "application/json"}, json.dumps(
+            {"error": f"no route serves GET {route}: try /metrics or /ui"}).encode()
 
     def serve(self, host: str, port: int) -> bool:
-        """Serve ``/metrics`` on ``host:port`` from a thread; False (logged) if it cannot."""
+        """Serve :meth:`answer` on ``host:port`` from a thread; False (logged) if it cannot."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                status, headers, body = metrics.answer(self.path)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # a scrape a second is not worth a line
+
         try:
-            start_http_server(port, addr=host, registry=self.registry)
+            server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
             log.error("broker: metrics not served, cannot listen on %s:%d: %s", host, port, exc)
             return False
-        log.info("broker: metrics on http://%s:%d/metrics", host, port)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("broker: metrics on http://%s:%d/metrics, live page on /ui", host, port)
         return True

@@ -12,6 +12,7 @@ from gateway.accept import ConnectionLimits, GatewayHTTPServer
 from gateway.access import Access, load_access
 from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
+from gateway.cors import cors_policy
 from gateway.grpc_server import GrpcKeepalive, start_server
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
@@ -19,9 +20,11 @@ from gateway.oip_http import oip_routes
 from gateway.oip_models import ServerIdentity
 from gateway.openai_api import openai_routes
 from gateway.port_owner import check_sharing
+from gateway.request_log import RequestLog, open_request_log
 from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.shm_regions import RegionRegistry
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
+from gateway.ui.handlers import ui_routes
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
 from zeroserve.container import Container
@@ -32,9 +35,13 @@ _CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk infl
 
 
 def _finished(handler: tornado.web.RequestHandler) -> None:
-    """Every answered request: counted in the metrics; an error also gets a log line (the hot
-    path logs nothing). The line has the path, not the query: a query may carry an API key."""
+    """Every answered request: counted in the metrics and, when it is on, in the request log;
+    an error also gets a log line (the hot path logs nothing). The line has the path, not the
+    query: a query may carry an API key."""
     status = handler.get_status()
+    request_log = handler.settings.get("request_log")  # gateway.request_log.RequestLog or None
+    if request_log is not None:
+        request_log.record(handler)
     observe(getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),
             getattr(handler, "metric_route", "other"), status, handler.request.request_time())
     if status >= 400:
@@ -57,20 +64,23 @@ def connection_limits(gateway: GatewaySettings) -> tuple[ConnectionLimits, GrpcK
 def make_app(link: BrokerLink, gateway: GatewaySettings, request: RequestSettings,
              jobs: JobsSettings, access: Access,
              stream: StreamSettings | None = None,
-             shm_regions: RegionRegistry | None = None) -> tornado.web.Application:
-    """The tornado application of every HTTP route: jobs, OIP and OpenAI first, then the REST
-    route (which would take their paths). ``shm_regions``: the system shared memory
-    registry (None: no shared memory)."""
+             shm_regions: RegionRegistry | None = None,
+             request_log: RequestLog | None = None) -> tornado.web.Application:
+    """The tornado application of every HTTP route: jobs, OIP, OpenAI and the live page first,
+    then the REST route (which would take their paths). ``shm_regions``: the system shared
+    memory registry (None: no shared memory)."""
     args = handler_args(link, request.default_timeout_s, request.max_timeout_s,
                         gateway.max_body_bytes, access, stream)
     return tornado.web.Application(job_routes(args, jobs.max_input_bytes)
-                                   + oip_routes(args) + openai_routes(args) + routes(args),
+                                   + oip_routes(args) + openai_routes(args) + ui_routes(args)
+                                   + routes(args),
                                    log_function=_finished,
                                    default_handler_class=NotFoundHandler,
                                    default_handler_args=args,
                                    oip_server=server_identity(gateway),
                                    max_json_depth=gateway.max_json_depth,
-                                   shm_regions=shm_regions)
+                                   shm_regions=shm_regions, cors=cors_policy(gateway),
+                                   request_log=request_log)
 
 
 def server_identity(gateway: GatewaySettings) -> ServerIdentity:
@@ -106,6 +116,11 @@ async def serve(parts: Container) -> int:
     except (curve.CurveError, TlsError) as exc:
         log.error("gateway: %s", exc)
         return 1
+    try:
+        request_log = open_request_log(gateway)
+    except (OSError, ValueError) as exc:
+        log.error("gateway: cannot write the request log %s: %s", gateway.request_log_path, exc)
+        return 1
     cluster = parts.settings.get().cluster.name
     if not await may_share_ports(gateway, cluster):
         return 1
@@ -115,7 +130,8 @@ async def serve(parts: Container) -> int:
     http_limits, grpc_keepalive = connection_limits(gateway)
     shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes)
     server = GatewayHTTPServer(
-        make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions),
+        make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions,
+                 request_log),
         http_limits,
         decompress_request=True,
         # one read chunk of slack: handlers refuse at the limit with a JSON 413, while

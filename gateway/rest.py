@@ -25,6 +25,7 @@ from gateway import docs_page, metrics, openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
+from gateway.cors import PreflightRefused
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
@@ -95,10 +96,38 @@ class BaseHandler(tornado.web.RequestHandler):
         self.access = access
         self.identity: Identity | None = None
         self.metric_service = self.metric_endpoint = ""  # set once a known endpoint is named
+        self.bytes_out = 0  # body bytes written (the request log's)
+
+    def flush(self, include_footers: bool = False) -> Any:
+        self.bytes_out += sum(map(len, self._write_buffer))  # type: ignore[attr-defined]
+        return super().flush(include_footers)
+
+    def set_default_headers(self) -> None:
+        cors = self.settings.get("cors")  # gateway.cors.CorsPolicy, None while CORS is off
+        if cors is not None:
+            for name, value in cors.answer_headers(self.request.headers.get("Origin")).items():
+                self.set_header(name, value)
 
     def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return  # a preflight carries no key (see options)
         if self.access.enforced and self.request.path not in self.access.public_paths:
             self.identity = self.access.identify(self.request.headers)
+
+    def options(self, *args: str) -> None:
+        """A CORS preflight (:mod:`gateway.cors`): 204 with what is allowed, 403 for what is
+        not; 405 while CORS is off."""
+        cors = self.settings.get("cors")
+        if cors is None:
+            raise tornado.web.HTTPError(405)
+        try:
+            headers = cors.preflight(self.request.headers)
+        except PreflightRefused as exc:
+            raise RequestFailed(Status.FORBIDDEN, str(exc)) from None
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.set_status(204)
+        self.finish()
 
     def authorize(self, service: str) -> None:
         """Raise 403 unless the caller may use ``service``."""

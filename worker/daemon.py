@@ -16,7 +16,7 @@ from worker.dependencies import DependencyLink, ServiceHandle
 from worker.job_lane import JobLane, lane_host
 from worker.runner import BatchRunner, run_blocking_in
 from worker.streams import StreamRun
-from zeroserve import curve
+from zeroserve import curve, metrics
 from zeroserve.config import HeartbeatSettings, StreamSettings, WorkerSettings
 from zeroserve.container import Container
 from zeroserve.liveness import Liveness
@@ -90,8 +90,10 @@ class WorkerDaemon:
         self._reconnect = asyncio.Event()
         self._refusal = ""  # the broker's refusal of this session's READY ("" if none)
         self._logged_refusal = ""
+        self._metrics_owed = True  # a (new) broker has none of our metrics: send them all
 
     def _ready(self) -> list:
+        self._metrics_owed = True
         return Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
                        {"pid": os.getpid(), "host": socket.gethostname(),
                         "devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
@@ -292,7 +294,8 @@ class WorkerDaemon:
                     self._drained.set()  # no broker to drain to; in-flight work is lost anyway
                 self._reconnect.set()
                 return
-            self._send(heartbeat())
+            self._send(heartbeat(metrics.REGISTRY.snapshot_if_changed(self._metrics_owed)))
+            self._metrics_owed = False
 
     def begin_drain(self) -> None:
         """Stop taking work: tell the broker, finish what we hold, then stop."""

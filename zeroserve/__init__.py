@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from zeroserve import metrics
 from zeroserve.dependency import DependencyError, depends
 from zeroserve.schema import Tensor
 from zeroserve.service import api, service
@@ -73,4 +74,5 @@ __all__ = ["service", "api", "Tensor", "depends", "DependencyError", "Client", "
            "ZeroserveError", "BadRequest",
            "NotFound", "Overloaded", "Unreachable", "DeadlineExceeded", "ServerError",
            "PayloadTooLarge", "Unauthorized", "Forbidden", "__version__",
-           "task", "JobContext", "Job", "JobFailed", "JobCancelled", "Conflict", "CallInterrupted"]
+           "task", "JobContext", "metrics", "Job", "JobFailed", "JobCancelled", "Conflict",
+           "CallInterrupted"]

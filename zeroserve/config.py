@@ -73,6 +73,16 @@ class GatewaySettings:
     server_version: str = __version__       # ... and the version it gives
     shm_key_prefix: str = "/zeroserve_"     # system shared memory: only keys under it may be
                                             # registered; empty: the extension is off
+    cors_allowed_origins: tuple[str, ...] = ()  # origins browsers may call from
+                                            # ("https://app.example", "*": any); empty: CORS off
+    cors_allowed_methods: tuple[str, ...] = ("GET", "POST", "DELETE")  # ... with these methods
+    cors_allowed_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept",
+                                             "X-API-Key", "X-Zeroserve-Timeout")  # ... and headers
+    cors_exposed_headers: tuple[str, ...] = ("Retry-After",)  # answer headers scripts may read
+    cors_max_age_s: int = 600               # how long a browser keeps a preflight's answer
+    request_log_path: str = ""              # one JSON line per HTTP request: a file, "-" for
+                                            # standard output; empty: off
+    request_log_sample: float = 1.0         # the share of requests logged (0..1)
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,22 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
     return ready
 
 
-def heartbeat() -> list:
-    return [PROTOCOL, Command.HEARTBEAT.value]
+def heartbeat(metrics: dict | None = None) -> list:
+    """A HEARTBEAT; a worker's may carry the values of its service's own metrics
+    (``zeroserve.metrics``), as one map frame ``{"metrics": {name: family}}``."""
+    frames = [PROTOCOL, Command.HEARTBEAT.value]
+    return frames + [pack_map({"metrics": metrics})] if metrics is not None else frames
+
+
+def parse_heartbeat(rest: Sequence[Frame]) -> dict | None:
+    """The metrics map that the frames after the command of a HEARTBEAT carry (None: none).
+    Only its shape is checked here; each family is checked where it is used."""
+    if not rest:
+        return None
+    body = unpack_map(rest[0], "HEARTBEAT body")
+    if len(rest) != 1 or not isinstance(body, dict) or not isinstance(body.get("metrics"), dict):
+        raise ProtocolError("HEARTBEAT body must be one map with a metrics map")
+    return body["metrics"]
 
 
 def disconnect(refused: str = "") -> list:
