@@ -123,7 +123,49 @@ def families(stats: dict[str, Any]) -> list[Metric]:
     uptime = GaugeMetricFamily("zeroserve_broker_uptime_seconds", "Seconds since the start")
     uptime.add_metric([], stats.get("uptime_s", 0.0))
     return [workers, slots, busy, queued, requests, batches, sizes, wait, run, waits, runs, jobs,
-            store_ok, dropped, uptime]
+            store_ok, dropped, uptime, *_stream_families(stats), _dependency_family(stats)]
+
+
+def _stream_families(stats: dict[str, Any]) -> list[Metric]:
+    """The streams of each streaming endpoint: active, started, chunks, cancelled, lost,
+    time to the first chunk, and their mean length."""
+    active = GaugeMetricFamily("zeroserve_broker_streams_active", "Streams running now",
+                               labels=_ENDPOINT)
+    started = CounterMetricFamily("zeroserve_broker_streams_started", "Streams started",
+                                  labels=_ENDPOINT)
+    chunks = CounterMetricFamily("zeroserve_broker_stream_chunks",
+                                 "Stream chunks forwarded to their callers", labels=_ENDPOINT)
+    cancelled = CounterMetricFamily("zeroserve_broker_streams_cancelled",
+                                    "Streams whose caller went away", labels=_ENDPOINT)
+    lost = CounterMetricFamily("zeroserve_broker_streams_lost",
+                               "Streams ended by a worker lost mid-stream", labels=_ENDPOINT)
+    first = HistogramMetricFamily("zeroserve_broker_stream_first_chunk_seconds",
+                                  "Time from a stream's arrival to its first chunk",
+                                  labels=_ENDPOINT)
+    length = GaugeMetricFamily("zeroserve_broker_stream_seconds_mean",
+                               "Mean duration of the streams that ended", labels=_ENDPOINT)
+    for name, e in sorted(stats.get("endpoints", {}).items()):
+        s = e.get("streams")
+        if s is None:
+            continue
+        labels = list(name.partition(".")[::2])
+        active.add_metric(labels, s["active"])
+        started.add_metric(labels, s["started"])
+        chunks.add_metric(labels, s["chunks"])
+        cancelled.add_metric(labels, s["cancelled"])
+        lost.add_metric(labels, s["lost_mid_stream"])
+        first.add_metric(labels, *_time_histogram(s.get("first_chunk_s", {})))
+        length.add_metric(labels, s["mean_duration_ms"] / 1000)
+    return [active, started, chunks, cancelled, lost, first, length]
+
+
+def _dependency_family(stats: dict[str, Any]) -> Metric:
+    calls = CounterMetricFamily("zeroserve_broker_dependency_calls",
+                                "Calls of one service by another (zeroserve.depends)",
+                                labels=["caller", "callee"])
+    for c in stats.get("dependency_calls", []):
+        calls.add_metric([c["caller"], c["callee"]], c["calls"])
+    return calls
 
 
 class BrokerMetrics:

@@ -110,13 +110,17 @@ class Browser:
                 raise TimeoutError(f"never true in the page: {expression}")
             time.sleep(0.1)
 
+    async def _close_socket(self) -> None:
+        assert self._ws is not None
+        self._ws.close()  # tornado writes the close frame on the running loop
+
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
         if self._ws is not None:
-            self._ws.close()
+            self.loop.run_until_complete(self._close_socket())
         self.loop.close()
         if self.proc.poll() is None:
             self.proc.terminate()

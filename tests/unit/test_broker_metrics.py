@@ -107,3 +107,24 @@ def test_queue_wait_and_exec_times_become_histograms() -> None:
     assert samples[(f"{wait}_sum", None)] == 0.0002 + 0.006 + 67.0
     assert samples[("zeroserve_broker_exec_seconds_bucket", "0.025")] == 1
     assert samples[("zeroserve_broker_exec_seconds_bucket", "0.01")] == 0
+
+
+def test_streams_and_dependency_calls_have_their_families() -> None:
+    buckets = [0] * 15
+    buckets[3] = 2
+    stats = {"endpoints": {"chat.generate": {
+        "queued": 0, "statuses": {200: 2}, "batches": 2, "batch_sizes": {1: 2},
+        "mean_queue_wait_ms": 0.1, "mean_exec_ms": 40.0,
+        "streams": {"active": 1, "started": 3, "chunks": 90, "cancelled": 1,
+                    "lost_mid_stream": 0, "mean_first_chunk_ms": 4.0, "mean_duration_ms": 40.0,
+                    "first_chunk_s": {"buckets": buckets, "sum": 0.008}}}},
+        "dependency_calls": [{"caller": "rank", "callee": "embed", "calls": 7}]}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in families(stats) for s in family.samples}
+    labels = (("endpoint", "generate"), ("service", "chat"))
+    assert samples[("zeroserve_broker_streams_active", labels)] == 1
+    assert samples[("zeroserve_broker_stream_chunks_total", labels)] == 90
+    assert samples[("zeroserve_broker_streams_cancelled_total", labels)] == 1
+    assert samples[("zeroserve_broker_stream_first_chunk_seconds_count", labels)] == 2
+    assert samples[("zeroserve_broker_dependency_calls_total",
+                    (("callee", "embed"), ("caller", "rank")))] == 7
