@@ -23,7 +23,7 @@ from zeroserve.config import (
     RequestSettings,
 )
 from zeroserve.container import Container
-from zeroserve.loopsocket import recv_message, recv_message_of
+from zeroserve.loopsocket import recv_message, recv_message_of, send_message
 from zeroserve.sockets import open_socket
 
 log = logging.getLogger("zeroserve.broker")
@@ -79,10 +79,10 @@ class BrokerDaemon:
         self._running = False
 
     def _send_front(self, frames: list) -> None:
-        self.frontend.send_multipart(frames, copy=False)
+        send_message(self.frontend, frames, 0)
 
     def _send_back(self, frames: list) -> None:
-        self.backend.send_multipart(frames, copy=False)
+        send_message(self.backend, frames, 0)
 
     def bind(self) -> tuple[str, str]:
         """Bind both sockets; return the endpoints actually bound (port 0 resolved)."""
