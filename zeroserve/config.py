@@ -154,8 +154,8 @@ class StreamSettings:
     """Streams (generator endpoints, ``docs/streaming.md``): the window of chunks in flight
     between a worker and the client's reader, and the limits on a stream's time."""
 
-    window_chunks: int = 16          # chunks a worker sends before the reader's credit
-    window_bytes: int = 16 * MiB     # bytes of them (one larger chunk goes alone)
+    window_chunks: int = 64          # chunks a worker sends before the reader's credit
+    window_bytes: int = 1 * MiB      # bytes of them (one larger chunk goes alone)
     idle_timeout_s: float = 30.0     # longest gap between chunks, or waiting for the reader
     total_timeout_s: float = 0.0     # longest stream; 0: no limit
 
