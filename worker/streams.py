@@ -96,6 +96,7 @@ class StreamRun:
         self._stopped_for: tuple[Status, str] | None = None  # why the task was cancelled
         self._burst: list[list] = []  # bodies produced and not yet sent
         self._burst_at = 0.0
+        self._in_generator = False
         self.chunks = 0
 
     # ------------------------------------------------------------ from the broker
@@ -109,7 +110,9 @@ class StreamRun:
         self._stop(_CANCELLED)
 
     def _stop(self, why: tuple[Status, str]) -> None:
-        if self._stopped_for is None and self._task is not None:
+        # only while the task runs the generator: a cancel that came as the stream was ending
+        # (closing the generator, say) must not keep its RESULT from being sent
+        if self._stopped_for is None and self._task is not None and self._in_generator:
             self._stopped_for = why
             self._task.cancel()
 
@@ -141,6 +144,7 @@ class StreamRun:
         late = asyncio.get_running_loop().call_later(self.item.timeout_ms / 1000.0,
                                                      self._stop, _LATE)
         step: asyncio.Future | None = None  # a sync generator's next() in a thread
+        self._in_generator = True
         try:
             while True:
                 if self._stopped_for is not None:  # a generator that swallowed the cancel
@@ -157,6 +161,7 @@ class StreamRun:
                 late.cancel()
                 self._add_chunk(value)
         except asyncio.CancelledError:
+            self._in_generator = False
             if self._stopped_for is None:
                 raise  # the worker itself is stopping
             task = asyncio.current_task()
@@ -167,6 +172,7 @@ class StreamRun:
             await self._close(gen)
             return self._stopped_for
         except _Stop as stop:
+            self._in_generator = False
             await self._close(gen)
             return stop.status, str(stop)
         except Exception as exc:  # the user's generator raised
@@ -175,6 +181,7 @@ class StreamRun:
                         exc_info=log.isEnabledFor(logging.DEBUG))
             return Status.USER_ERROR, f"{type(exc).__name__}: {exc}"
         finally:
+            self._in_generator = False
             late.cancel()
 
     async def _window_open(self) -> None:
