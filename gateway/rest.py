@@ -29,7 +29,15 @@ from gateway.cors import PreflightRefused
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
-from gateway.rest_stream import STREAM_HEADERS, chunk_frame, done_frame, error_frame, framing_of
+from gateway.rest_stream import (
+    STREAM_HEADERS,
+    Framing,
+    asks_single_answer,
+    chunk_frame,
+    done_frame,
+    error_frame,
+    framing_of,
+)
 from gateway.streams import StreamLimits, decode_chunk, open_stream, stream_limits, written
 from zeroserve.config import StreamSettings
 from zeroserve.wire import codec
@@ -243,6 +251,11 @@ class InvokeHandler(BodyHandler):
             raise RequestFailed(Status.BAD_REQUEST, "empty body: expected an object of inputs")
         inputs = decode_body(self.body, is_msgpack, self.settings["max_json_depth"])
         if info.streams:
+            if asks_single_answer(self.request.headers.get("Accept", "")):
+                raise RequestFailed(Status.BAD_REQUEST, (
+                    f"{info.service}.{info.name} streams: accept text/event-stream, "
+                    f"application/x-ndjson or {Framing.MSGPACK.value} (in the SDK, iterate "
+                    "client.stream(...) instead of call(...))"))
             return await self._stream(info, inputs)
         value = await call(self.link, info, inputs, timeout_s)
         if self._wants_msgpack(is_msgpack):

@@ -37,6 +37,16 @@ class Framing(enum.Enum):
     MSGPACK = "application/vnd.zeroserve.stream+msgpack"
 
 
+_SINGLE_ANSWER = frozenset({"application/json", "application/msgpack", "application/x-msgpack"})
+
+
+def asks_single_answer(accept: str) -> bool:
+    """Whether an ``Accept`` header names only single-answer types (JSON, msgpack): such a
+    client cannot read a stream, so a streaming endpoint refuses it before anything runs."""
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()}
+    return bool(types) and types <= _SINGLE_ANSWER
+
+
 def framing_of(accept: str) -> Framing:
     """The framing an ``Accept`` header asks: msgpack or NDJSON when it names them (msgpack
     first), SSE otherwise (``text/event-stream``, ``*/*``, nothing)."""

@@ -171,6 +171,16 @@ def test_the_idle_header_ends_a_stream_whose_next_chunk_is_late(streamer: Cluste
     assert time.monotonic() - started < 1.5 + 1.2  # ended at the idle limit, not the chunk
 
 
+def test_a_client_that_asks_one_answer_is_refused_before_the_stream_runs(
+        streamer: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "marks"
+    for accept in ("application/json", "application/msgpack"):
+        status, answer, _ = streamer.post("/streamer/count", {"n": 2, "marker": str(marker)},
+                                          headers={"Accept": accept})
+        assert status == 400 and "streamer.count streams" in answer["error"]
+    assert not marker.exists()  # the generator never started
+
+
 def test_a_bad_idle_header_is_400(streamer: Cluster) -> None:
     status, answer, _ = streamer.post("/streamer/count", {"n": 1}, headers={IDLE_HEADER: "0"})
     assert status == 400 and IDLE_HEADER in answer["error"]
@@ -208,7 +218,7 @@ def test_sdk_stream_keeps_dtypes_and_shapes_and_raises_typed_errors(streamer: Cl
         with pytest.raises(zeroserve.DeadlineExceeded) as idle:
             list(client.stream("streamer", "count", n=3, delay_s=1.5, idle_timeout=0.3))
         assert idle.value.from_server
-        with pytest.raises(zeroserve.BadRequest, match="streams"):
+        with pytest.raises(zeroserve.BadRequest, match=r"iterate client.stream"):
             client.call("streamer", "count", n=1)
 
 

@@ -94,3 +94,13 @@ def test_a_malformed_frame_is_a_server_error() -> None:
     bogus = StreamFrames()
     bogus.feed(b"\x00\x00\x00\x01\x07")  # a frame that holds a bare integer
     assert isinstance(bogus.error, ServerError)
+
+
+def test_only_a_client_that_asks_single_answers_is_refused_a_stream() -> None:
+    from gateway.rest_stream import asks_single_answer
+
+    assert asks_single_answer("application/json")
+    assert asks_single_answer("application/msgpack, application/json;q=0.5")
+    for accept in ("", "*/*", "text/event-stream", "application/json, */*;q=0.1",
+                   "application/x-ndjson", "application/vnd.zeroserve.stream+msgpack"):
+        assert not asks_single_answer(accept), accept

@@ -14,7 +14,6 @@ import msgpack
 import numpy as np
 
 from zeroserve.client import payloads
-from zeroserve.client.errors import BadRequest
 from zeroserve.client.transport import GrpcRequest, HttpAnswer, HttpRequest, Operation
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -53,9 +52,6 @@ class Call(Operation):
         ctype = checked(answer).headers.get("content-type", "")
         if ctype.startswith(payloads.MSGPACK):
             return payloads.decode_value(answer.body)
-        if ctype.startswith("text/event-stream"):
-            raise BadRequest(400, f"{self.service}.{self.endpoint} streams: iterate "
-                                  "client.stream(...) instead of call(...)")
         return json.loads(answer.body)
 
     def grpc(self) -> Sequence[GrpcRequest]:
