@@ -119,14 +119,17 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        if self._ws is not None:
-            self.loop.run_until_complete(self._close_socket())
-        self.loop.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        """Close the DevTools socket and stop Chromium, whatever fails on the way."""
+        try:
+            if self._ws is not None:
+                self.loop.run_until_complete(self._close_socket())
+        finally:
+            self.loop.close()
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self._log.close()
