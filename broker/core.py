@@ -273,14 +273,14 @@ class BrokerCore:
                     log.info("broker: dropped a result from unregistered worker %s",
                              identity.hex())
                 return None
-            if command is Command.STREAM_CHUNK:
+            if command is Command.RESULT:  # the most frequent message first
+                self._on_result(worker, parse_result(rest), now)
+            elif command is Command.STREAM_CHUNK:
                 self._on_chunks(worker, parse_chunks(rest), now)
             elif command is Command.WAITING:
                 batch_id, is_waiting = parse_waiting(rest)
                 self.registry.mark_waiting(worker, batch_id, is_waiting)
                 self._pump(worker.service, now)
-            elif command is Command.RESULT:
-                self._on_result(worker, parse_result(rest), now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
             elif command is Command.HEARTBEAT:

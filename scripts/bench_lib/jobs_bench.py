@@ -24,9 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench_lib.serving import free_port, stop
+from bench_lib.serving import free_port, start, stop
 
-REPO = Path(__file__).resolve().parents[2]
 SERVICE = "scripts/bench_lib/jobs_service.py:MLPWithJobs"
 _ROW = ", ".join(["0.1"] * 64)
 _LUA = f"""wrk.method = "POST"
@@ -91,27 +90,14 @@ def _noop_jobs(port: int, count: int) -> dict:
 
 
 def _start(work: Path, ports: dict, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "ZEROSERVE_JOBS_STORE_PATH": str(work / "jobs.sqlite3"),
+    env = {"ZEROSERVE_JOBS_STORE_PATH": str(work / "jobs.sqlite3"),
            "ZEROSERVE_WORKER_JOB_SLOTS": "1", "ZEROSERVE_LOG_LEVEL": "WARNING"}
     argv = [sys.executable, "-m", "zeroserve", "serve", SERVICE, "--workers", "1",
             "--http-port", str(ports["http"]), "--grpc-port", "0",
             "--metrics-port", str(ports["metrics"]), "--host", "127.0.0.1",
             "--frontend", f"tcp://127.0.0.1:{ports['front']}",
             "--backend", f"tcp://127.0.0.1:{ports['back']}"]
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if _http(ports["http"], "GET", "/readyz")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    stop(proc)
-    raise RuntimeError(f"cluster not ready; see {log}")
+    return start(argv, ports["http"], log, env)
 
 
 def main(argv: list[str]) -> int:
