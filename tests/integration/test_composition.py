@@ -128,7 +128,7 @@ def test_two_services_calling_each_other_make_progress_under_load(cluster) -> No
 
 
 def test_a_streaming_callee_is_iterated_and_its_errors_propagate(cluster) -> None:
-    cluster.broker()
+    broker = cluster.broker()
     cluster.gateway()
     _worker(cluster, "Words")
     _worker(cluster, "Shout")
@@ -141,4 +141,8 @@ def test_a_streaming_callee_is_iterated_and_its_errors_propagate(cluster) -> Non
     with zeroserve.Client(cluster.url) as client:
         assert list(client.stream("shout", "relay", text="ab cd")) == ["ba", "dc"]
     figures = cluster.stats()["endpoints"]["words.each"]["streams"]
-    assert figures["started"] == 3 and figures["active"] == 0
+    # a worker evicted on a loaded machine (0.6 s of missed heartbeats) has its unstarted
+    # streams dispatched again, each counted as started once more
+    evicted = "evicted worker" in broker.log()
+    assert (figures["started"] >= 3 if evicted else figures["started"] == 3), figures
+    assert figures["active"] == 0
