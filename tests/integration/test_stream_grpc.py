@@ -322,8 +322,8 @@ def test_api_keys_guard_streams(tmp_path: Path) -> None:
 
 
 class _Silent(pb_grpc.ServingServicer):
-    """A server whose streams stall until released: endpoint "one" after its first chunk,
-    any other before it."""
+    """A server whose streams stall until released or cancelled: endpoint "one" after its
+    first chunk, any other before it."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -332,7 +332,8 @@ class _Silent(pb_grpc.ServingServicer):
                ) -> Iterator[pb.CallReply]:
         if request.endpoint == "one":
             yield pb.CallReply(value=codec.encode("first")[0])
-        self.release.wait(30)
+        while context.is_active() and not self.release.wait(0.05):
+            pass  # stalls until released or until its caller goes away
 
 
 def test_the_sdk_stops_waiting_when_no_chunk_comes() -> None:
