@@ -18,7 +18,7 @@ class Pending:
 
     ``frames`` ([meta, *body]) are opaque to the broker and forwarded as they
     are. ``rows`` counts rows along the batch dimension; requests share a batch
-    only when their ``batch_key`` is equal.
+    only when their ``batch_key`` is equal. ``stages``: its caller wants its stages back.
     """
 
     request_id: bytes
@@ -28,6 +28,7 @@ class Pending:
     frames: list
     rows: int = 1
     batch_key: bytes = b""
+    stages: bool = False
     attempts: int = 0
     seq: int = field(default=0, compare=False)
 

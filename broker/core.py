@@ -35,6 +35,7 @@ from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Command, ProtocolError, Status, pack_map, split_command
 from zeroserve.wire.frontend import (
     DEPENDENCY_PREFIX,
+    MAX_STAGES,
     Control,
     ControlOp,
     Reply,
@@ -94,6 +95,20 @@ class InFlight:
 
     def __post_init__(self) -> None:
         self.waiting = {item_key(i): item for i, item in enumerate(self.items)}
+
+
+def stages_of(flight: InFlight, item: Pending, exec_s: float, called: list | None) -> list:
+    """The stages that answered ``item`` of ``flight``: its own (service, endpoint, worker,
+    batch size, queue wait and execution in ms) first, then those of the calls it made,
+    each naming its caller; at most MAX_STAGES."""
+    name = f"{flight.endpoint.service}.{flight.endpoint.name}"
+    own = {"service": flight.endpoint.service, "endpoint": flight.endpoint.name,
+           "worker": flight.worker.worker_id, "batch": len(flight.items),
+           "queue_ms": round(1000 * (flight.dispatched - item.arrived), 3),
+           "exec_ms": round(1000 * exec_s, 3)}
+    nested = [{"caller": name, **stage} if "caller" not in stage else stage
+              for stage in (called or ())]
+    return [own, *nested][:MAX_STAGES]
 
 
 def item_key(index: int) -> bytes:
@@ -204,7 +219,7 @@ class BrokerCore:
             self.dependency_calls[(caller, req.service)] += 1
         timeout_s = min(req.timeout_ms, self.config.max_timeout_ms) / 1000.0
         item = Pending(req.request_id, gateway, now + timeout_s, now, [req.meta, *req.body],
-                       max(req.rows, 1), req.batch_key)
+                       max(req.rows, 1), req.batch_key, req.stages)
         self._admit(req.service, req.endpoint, item, now)
 
     def _admit(self, service: str, endpoint_name: str, item: Pending, now: float) -> None:
@@ -383,8 +398,9 @@ class BrokerCore:
                 if ri.status is Status.OK:
                     answered_ok = True
                     stats.inference.record_ok(item.rows, flight.dispatched - item.arrived, times)
-                self._reply(item.gateway, Reply(item.request_id, ri.status, ri.frames[0],
-                                                  ri.frames[1:]))
+                self._reply(item.gateway, Reply(
+                    item.request_id, ri.status, ri.frames[0], ri.frames[1:],
+                    stages_of(flight, item, result.exec_s, ri.stages) if item.stages else None))
         if answered_ok:
             stats.inference.record_execution(rows, times, now)
         if worker.draining and not worker.in_flight:
@@ -501,7 +517,7 @@ class BrokerCore:
             endpoint.streams.started += 1
             self._streams[(items[0].gateway, items[0].request_id)] = batch_id
         batch = Batch(batch_id, endpoint.name, [
-            BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames)
+            BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames, it.stages)
             for key, it in flight.waiting.items()])
         self._send_back([worker.identity, *batch.to_frames()])
 

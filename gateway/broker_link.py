@@ -204,11 +204,13 @@ class BrokerLink:
             self._pending.pop(request_id, None)
 
     async def request(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
-                      body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
+                      body: list, rows: int = 1, batch_key: bytes = b"",
+                      stages: bool = False) -> Reply:
         """Send one request to ``endpoint``; return the broker's reply (a 504 reply if none
         comes in time, a 503 one without sending while the broker refuses this cluster). A
         broker restart while it waits sends it again only if the endpoint allows running
-        twice (``retry_on_worker_loss``); else it is answered INTERNAL."""
+        twice (``retry_on_worker_loss``); else it is answered INTERNAL. ``stages`` asks
+        for the stages that answered it (``Reply.stages``)."""
         request_id = self._next_id()
         if self.refusal is not None:
             return error_reply(request_id, Status.NO_WORKER,
@@ -216,7 +218,7 @@ class BrokerLink:
                                f"{self.refusal}")
         frames = Request(request_id, endpoint.service, endpoint.name,
                          max(int(timeout_s * 1000), 1), meta, body, rows,
-                         batch_key).to_frames()
+                         batch_key, stages).to_frames()
         try:
             return await self._exchange(request_id, frames, timeout_s + _GRACE_S, endpoint)
         except TimeoutError:

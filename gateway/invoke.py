@@ -96,10 +96,11 @@ async def find_model(link: BrokerLink, model: str, version: str | None
 
 
 async def call(link: BrokerLink, info: EndpointDescription, inputs: Any,
-               timeout_s: float) -> Any:
+               timeout_s: float, stages: list | None = None) -> Any:
     """Validate ``inputs`` against the endpoint's schema (raises
     :class:`~zeroserve.schema.InvalidInput` if they do not match), run it, and return its
-    answer."""
+    answer. With a ``stages`` list, the stages that answered it are added to that list
+    (whether it succeeds or fails; none for a failure before any worker ran it)."""
     inputs = validate_inputs(info.inputs, inputs)
     rows, key = 1, b""
     if info.batchable:
@@ -108,7 +109,9 @@ async def call(link: BrokerLink, info: EndpointDescription, inputs: Any,
         meta, frames = codec.encode(inputs)
     except codec.CodecError as exc:
         raise RequestFailed(Status.BAD_REQUEST, f"inputs cannot be sent: {exc}") from None
-    reply = await link.request(info, timeout_s, meta, frames, rows, key)
+    reply = await link.request(info, timeout_s, meta, frames, rows, key, stages is not None)
+    if stages is not None and reply.stages:
+        stages.extend(reply.stages)
     if reply.status is not Status.OK:
         details = error_details(reply)
         raise RequestFailed(reply.status, str(details["error"]), details.get("retry_after_s"))

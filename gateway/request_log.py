@@ -81,7 +81,8 @@ def record_of(handler: Any, now_s: float) -> RequestRecord:
         else len(request.body or b"")
     identity = getattr(handler, "identity", None)
     return RequestRecord(
-        utc_time(now_s), request_id_of(request.headers.get("X-Request-Id")),
+        utc_time(now_s),
+        getattr(handler, "request_id", None) or request_id_of(request.headers.get("X-Request-Id")),
         trace_id_of(request.headers.get("traceparent")),
         getattr(handler, "metric_route", "other"), request.method or "", request.path,
         getattr(handler, "metric_service", ""), getattr(handler, "metric_endpoint", ""),

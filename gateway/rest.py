@@ -29,6 +29,7 @@ from gateway.cors import PreflightRefused
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
 from gateway.json_body import JsonBodyError, dump_json, parse_json
+from gateway.request_log import request_id_of
 from gateway.rest_stream import (
     STREAM_HEADERS,
     Framing,
@@ -38,6 +39,7 @@ from gateway.rest_stream import (
     error_frame,
     framing_of,
 )
+from gateway.stages import STAGES_HEADER, stages_json, wants_stages
 from gateway.streams import StreamLimits, decode_chunk, open_stream, stream_limits, written
 from zeroserve.config import StreamSettings
 from zeroserve.wire import codec
@@ -105,6 +107,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.identity: Identity | None = None
         self.metric_service = self.metric_endpoint = ""  # set once a known endpoint is named
         self.bytes_out = 0  # body bytes written (the request log's)
+        self.stages: list | None = None  # the stages that answered, if the caller asked
+        self.request_id: str | None = None  # the id answered with them (and logged)
 
     def flush(self, include_footers: bool = False) -> Any:
         self.bytes_out += sum(map(len, self._write_buffer))  # type: ignore[attr-defined]
@@ -146,8 +150,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(http_status(failure.status))
         for name, value in http_headers(failure).items():
             self.set_header(name, value)
+        self.answer_stages()
         self.set_header("Content-Type", "application/json")
         self.finish(dump_json({"error": str(failure)}))
+
+    def answer_stages(self) -> None:
+        """The request id and the stages in the answer's headers, if the caller asked."""
+        if self.stages is not None:
+            self.set_header("X-Request-Id", self.request_id or "")
+            self.set_header(STAGES_HEADER, stages_json(self.stages))
 
     def log_exception(self, kind: type[BaseException] | None, value: BaseException | None,
                       tb: TracebackType | None) -> None:
@@ -257,7 +268,11 @@ class InvokeHandler(BodyHandler):
                     f"application/x-ndjson or {Framing.MSGPACK.value} (in the SDK, iterate "
                     "client.stream(...) instead of call(...))"))
             return await self._stream(info, inputs)
-        value = await call(self.link, info, inputs, timeout_s)
+        if wants_stages(self.request.headers.get(STAGES_HEADER)):
+            self.stages = []
+            self.request_id = request_id_of(self.request.headers.get("X-Request-Id"))
+        value = await call(self.link, info, inputs, timeout_s, self.stages)
+        self.answer_stages()
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
             meta, _ = codec.encode(value, threshold=1 << 62)

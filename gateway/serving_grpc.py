@@ -18,6 +18,8 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, decode_inputs, grpc_boundary, visible_services
 from gateway.invoke import call, find_endpoint
+from gateway.request_log import request_id_of
+from gateway.stages import REQUEST_ID_METADATA, STAGES_METADATA, stages_json, wants_stages
 from gateway.streams import decode_chunk, open_stream, stream_limits, written
 from zeroserve.config import StreamSettings
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -55,7 +57,16 @@ class ServingService(pb_grpc.ServingServicer):
             if info.streams:
                 raise RequestFailed(Status.BAD_REQUEST, (
                     f"{info.service}.{info.name} is a streaming endpoint: use Stream"))
-            value = await call(self.link, info, decode_inputs(request.inputs), timeout_s)
+            metadata = _metadata(context)
+            stages: list | None = [] if wants_stages(metadata.get(STAGES_METADATA)) else None
+            try:
+                value = await call(self.link, info, decode_inputs(request.inputs), timeout_s,
+                                   stages)
+            finally:
+                if stages is not None:
+                    context.set_trailing_metadata((
+                        (REQUEST_ID_METADATA, request_id_of(metadata.get("x-request-id"))),
+                        (STAGES_METADATA, stages_json(stages))))
             try:
                 return pb.CallReply(value=codec.encode(value, threshold=INLINE)[0])
             except codec.CodecError as exc:
@@ -126,3 +137,4 @@ def _inline(info: EndpointDescription, chunk: Chunk) -> bytes:
     except codec.CodecError as exc:
         raise RequestFailed(Status.INTERNAL, f"a chunk of {info.service}.{info.name} cannot "
                                              f"be encoded: {exc}") from None
+

@@ -57,10 +57,13 @@ WAITING_AFTER_S = 0.002  # a batch whose calls take longer is reported waiting (
 
 @dataclass(frozen=True)
 class CallContext:
-    """The request an endpoint call serves: its batch and its deadline (monotonic seconds)."""
+    """The request an endpoint call serves: its batch and its deadline (monotonic seconds).
+    ``stages`` collects the stages of the calls it makes when its caller wants them (None:
+    not wanted)."""
 
     batch_id: int
     deadline: float
+    stages: list | None = None
 
 
 CURRENT: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -171,8 +174,8 @@ class DependencyLink:
                                   f"service '{service}' has no endpoint '{endpoint}'")
         return found
 
-    async def _request(self, service: str, endpoint: str, inputs: dict, left_s: float
-                       ) -> tuple[bytes, list]:
+    async def _request(self, service: str, endpoint: str, inputs: dict, left_s: float,
+                       stages: bool = False) -> tuple[bytes, list]:
         """The REQUEST of a call (its id and frames): inputs checked against the callee's
         schema and keyed for batching as a gateway does; DependencyError if they are bad."""
         if left_s <= 0:
@@ -192,7 +195,7 @@ class DependencyLink:
                                   f"inputs cannot be sent: {exc}") from None
         request_id = struct.pack(">Q", next(self._ids))
         return request_id, Request(request_id, service, endpoint, max(int(left_s * 1000), 1),
-                                   meta, frames, rows, key).to_frames()
+                                   meta, frames, rows, key, stages).to_frames()
 
     async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
                    default_timeout_s: float) -> Any:
@@ -200,7 +203,9 @@ class DependencyLink:
         request, e.g. in a background task or a stream: ``default_timeout_s``);
         DependencyError if it fails."""
         left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
-        request_id, request = await self._request(service, endpoint, inputs, left_s)
+        stages = caller.stages if caller is not None else None
+        request_id, request = await self._request(service, endpoint, inputs, left_s,
+                                                  stages is not None)
         batch = caller.batch_id if caller is not None else None
         self._begin(batch)
         try:
@@ -214,6 +219,8 @@ class DependencyLink:
             raise
         finally:
             self._end(batch)
+        if stages is not None and reply.stages:
+            stages.extend(reply.stages)
         if reply.status is not Status.OK:
             raise _failure(service, endpoint, reply.status, str(error_details(reply)["error"]))
         try:

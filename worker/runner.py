@@ -103,6 +103,7 @@ class BatchRunner:
                 for it in batch.items])
         items: list[ResultItem] = []
         live: list[tuple[bytes, dict]] = []
+        wanted = {it.request_id for it in batch.items if it.stages}
         received = self._clock()
         deadlines: dict[bytes, float] = {}
         for it in batch.items:
@@ -123,17 +124,20 @@ class BatchRunner:
         timings = _Timings(input_s=started - received)
         if live:
             if endpoint.batchable and len(live) > 1:
-                call = CallContext(batch.batch_id, max(deadlines.values()))
-                items.extend(await self._run_merged(endpoint, live, inline_only, timings, call))
+                call = CallContext(batch.batch_id, max(deadlines.values()),
+                                   [] if wanted else None)
+                merged = await self._run_merged(endpoint, live, inline_only, timings, call)
+                items.extend(_with_stages(merged, wanted, call))
             else:
                 for request_id, inputs in live:
                     if self._clock() >= deadlines[request_id]:
                         items.append(_error_item(request_id, Status.DEADLINE_EXCEEDED,
                                                  "deadline exceeded before execution"))
                         continue
-                    call = CallContext(batch.batch_id, deadlines[request_id])
-                    items.append(await self._run_one(endpoint, request_id, inputs, inline_only,
-                                                     timings, call))
+                    call = CallContext(batch.batch_id, deadlines[request_id],
+                                       [] if request_id in wanted else None)
+                    items.extend(_with_stages([await self._run_one(
+                        endpoint, request_id, inputs, inline_only, timings, call)], wanted, call))
         return Result(batch.batch_id, self._clock() - started, items, timings.input_s,
                       timings.infer_s, timings.output_s)
 
@@ -208,6 +212,16 @@ class BatchRunner:
         items = [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
         timings.output_s += self._clock() - answered
         return items
+
+
+def _with_stages(items: list[ResultItem], wanted: set[bytes], call: CallContext
+                 ) -> list[ResultItem]:
+    """``items``, those whose caller wants stages given the ones their call collected."""
+    if call.stages:
+        for item in items:
+            if item.request_id in wanted:
+                item.stages = call.stages
+    return items
 
 
 @dataclass

@@ -4,13 +4,18 @@ when a service calls itself or two services call each other under load."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from cluster import Cluster
 
 import zeroserve
+from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
+from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
+from zeroserve.wire import codec
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +151,46 @@ def test_a_streaming_callee_is_iterated_and_its_errors_propagate(cluster) -> Non
     evicted = "evicted worker" in broker.log()
     assert (figures["started"] >= 3 if evicted else figures["started"] == 3), figures
     assert figures["active"] == 0
+
+
+def test_a_caller_that_asks_gets_the_request_id_and_every_stage_back(pipeline) -> None:
+    status, body, headers = pipeline.post(
+        "/rank/score", {"text": "two words"},
+        headers={"X-Zeroserve-Stages": "1", "X-Request-Id": "req-42"})
+    assert (status, body, headers["X-Request-Id"]) == (200, _expected("two words"), "req-42")
+    stages = json.loads(headers["X-Zeroserve-Stages"])
+    assert [(s["service"], s["endpoint"], s.get("caller")) for s in stages] == [
+        ("rank", "score", None), ("tok", "split", "rank.score"),
+        ("embed", "encode", "rank.score")]
+    workers = {w["worker_id"]: w["service"] for w in pipeline.stats()["workers"]}
+    for stage in stages:
+        assert workers[stage["worker"]] == stage["service"]
+        assert stage["queue_ms"] >= 0 and stage["exec_ms"] >= 0 and stage["batch"] >= 1
+    assert stages[0]["exec_ms"] >= max(s["exec_ms"] for s in stages[1:])  # they ran inside it
+    status, _, headers = pipeline.post("/rank/score", {"text": "two words"})
+    assert status == 200 and "X-Zeroserve-Stages" not in headers  # only when asked
+
+    status, body, headers = pipeline.post("/rank/via_failing", {"why": "no luck"},
+                                          headers={"X-Zeroserve-Stages": "true"})
+    assert status == 500 and "no luck" in body["error"]
+    assert [s["service"] for s in json.loads(headers["X-Zeroserve-Stages"])] == ["rank", "slow"]
+
+
+def test_stages_nest_as_deep_as_the_calls_and_come_back_over_grpc(cluster) -> None:
+    cluster.broker()
+    cluster.gateway()
+    _worker(cluster, "Factorial")
+    cluster.wait_ready(1)
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        stub = pb_grpc.ServingStub(channel)
+        request = pb.CallRequest(service="fact", endpoint="fact",
+                                 inputs=codec.encode({"n": 3})[0])
+        reply, call = stub.Call.with_call(request, metadata=(("zeroserve-stages", "1"),))
+        assert codec.decode(reply.value, []) == 6
+        trailing = dict(call.trailing_metadata())
+        stages = json.loads(trailing["zeroserve-stages"])
+        assert len(trailing["zeroserve-request-id"]) == 16  # none sent: a fresh one
+        assert [(s["endpoint"], s.get("caller")) for s in stages] == [
+            ("fact", None), ("fact", "fact.fact"), ("fact", "fact.fact")]
+        _, call = stub.Call.with_call(request)
+        assert "zeroserve-stages" not in dict(call.trailing_metadata())

@@ -79,6 +79,29 @@ def test_request_goes_to_a_worker_and_the_reply_back_to_its_gateway():
     assert reply.status is Status.OK and bytes(reply.meta) == b"out"
 
 
+def test_a_request_that_asks_for_stages_gets_its_own_and_those_of_its_calls():
+    h = Harness()
+    h.request(0.0)  # waits for a worker
+    h.core.on_frontend([b"G", *Request(b"asks", "svc", "predict", 1000, b"meta:asks", [],
+                                       stages=True).to_frames()], 0.0)
+    h.worker(now=0.25)
+    ((identity, first),) = h.batches()
+    h.result(identity, first, 0.3)
+    ((_, batch),) = h.batches()
+    assert [it.stages for it in batch.items] == [True]
+    called = [{"service": "tok", "endpoint": "split"},
+              {"service": "deep", "endpoint": "e", "caller": "tok.split"}]
+    h.core.on_backend([identity, *Result(batch.batch_id, 0.125, [
+        ResultItem(batch.items[0].request_id, Status.OK, [b"out"], called)]).to_frames()], 0.5)
+    replies = h.replies()
+    assert replies[b"asks"].stages == [
+        {"service": "svc", "endpoint": "predict", "worker": "W1", "batch": 1,
+         "queue_ms": 300.0, "exec_ms": 125.0},
+        {"caller": "svc.predict", "service": "tok", "endpoint": "split"},
+        {"service": "deep", "endpoint": "e", "caller": "tok.split"}]
+    assert all(r.stages is None for rid, r in replies.items() if rid != b"asks")
+
+
 def test_a_result_for_a_batch_of_the_broker_before_a_restart_answers_nothing():
     before, after = Harness(), Harness()  # the same worker, with a broker before and after
     for h in (before, after):

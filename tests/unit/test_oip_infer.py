@@ -32,7 +32,8 @@ class _Link:
         self.timeouts: list[float] = []
 
     async def request(self, endpoint: EndpointDescription, timeout_s: float, meta: bytes,
-                      body: list, rows: int = 1, batch_key: bytes = b"") -> Reply:
+                      body: list, rows: int = 1, batch_key: bytes = b"", stages: bool = False
+                      ) -> Reply:
         self.timeouts.append(timeout_s)
         meta, frames = codec.encode(self.answer)
         return Reply(b"id", Status.OK, meta, frames)

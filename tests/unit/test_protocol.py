@@ -25,6 +25,7 @@ from zeroserve.wire.envelope import (
 from zeroserve.wire.frontend import (
     Control,
     ControlOp,
+    Reply,
     Request,
     error_message,
     error_reply,
@@ -65,6 +66,34 @@ def test_batch_and_result_round_trip():
     assert parse_result(rest) == result
 
 
+def test_the_stages_a_caller_asks_for_travel_with_the_request_batch_result_and_reply():
+    req = Request(b"id1", "rank", "score", 100, b"meta", stages=True)
+    assert parse_request(after_command(req.to_frames())[1]) == req
+    assert not parse_request(after_command(Request(
+        b"id1", "rank", "score", 100, b"meta").to_frames())[1]).stages
+    batch = Batch(1, "score", [BatchItem(b"a", 10, [b"m"], stages=True),
+                               BatchItem(b"b", 10, [b"m"])])
+    assert parse_batch(after_command(batch.to_frames())[1]) == batch
+    called = [{"service": "tok", "endpoint": "split", "exec_ms": 0.5}]
+    result = Result(1, 0.1, [ResultItem(b"a", Status.OK, [b"o"], called),
+                             ResultItem(b"b", Status.OK, [b"o"])])
+    assert parse_result(after_command(result.to_frames())[1]) == result
+    reply = Reply(b"id1", Status.USER_ERROR, b"m", [], [{"service": "rank"}, *called])
+    assert parse_reply(after_command(reply.to_frames())[1]) == reply
+    assert parse_reply(after_command(Reply(b"i", Status.OK, b"m").to_frames())[1]).stages \
+        is None
+
+
+@pytest.mark.parametrize("stages", [{"a": 1}, [1], [{1: "x"}], [{}] * 65])
+def test_stages_that_are_not_a_short_list_of_maps_are_refused(stages):
+    status = Status.OK.to_bytes(2, "big") + pack_map(stages)
+    with pytest.raises(ProtocolError, match="list of at most 64 maps"):
+        parse_reply([b"i", status, b"m"])
+    frames = [b"\0" * 8, pack_map({"exec_s": 0.1, "items": [[b"a", 200, 1, stages]]}), b"m"]
+    with pytest.raises(ProtocolError, match="list of at most 64 maps"):
+        parse_result(frames)
+
+
 def test_ready_round_trips_and_is_validated():
     ready = Ready("w1", "mlp", {"predict": EndpointDescription(
         "mlp", "predict", (Field("x", "tensor", "float32", (-1, 4)),), batchable=True,
@@ -94,8 +123,8 @@ def test_bad_envelope_is_refused(frames, reason):
 
 @pytest.mark.parametrize("rest, reason", [
     ([b"id", b"svc"], "at least 5"),
-    ([b"", b"s", b"e", b"\0" * 8, b"m"], "empty request id"),
-    ([b"i", b"\xff", b"e", b"\0" * 8, b"m"], "not UTF-8"),
+    ([b"", b"s", b"e", b"\0" * 9, b"m"], "empty request id"),
+    ([b"i", b"\xff", b"e", b"\0" * 9, b"m"], "not UTF-8"),
     ([b"i", b"s", b"e", b"\0\0", b"m"], "route frame"),
 ])
 def test_malformed_request_is_refused(rest, reason):

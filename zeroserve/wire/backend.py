@@ -20,6 +20,7 @@ from zeroserve.wire.envelope import (
     text,
     unpack_map,
 )
+from zeroserve.wire.frontend import parse_stages
 
 _BATCH_ID = struct.Struct(">Q")
 
@@ -127,11 +128,14 @@ def parse_disconnect(rest: Sequence[Frame]) -> str:
 
 @dataclass(slots=True)
 class BatchItem:
-    """One request inside a BATCH: its id, time left, and its meta + body frames."""
+    """One request inside a BATCH: its id, time left, and its meta + body frames.
+    ``stages``: its caller wants its stages (the worker then asks its dependency calls
+    for theirs and answers them in the RESULT)."""
 
     request_id: bytes
     timeout_ms: int
     frames: list  # [meta, *body]
+    stages: bool = False
 
 
 @dataclass(slots=True)
@@ -143,7 +147,9 @@ class Batch:
     items: list  # list[BatchItem]
 
     def to_frames(self) -> list:
-        header = pack_map([[it.request_id, it.timeout_ms, len(it.frames)] for it in self.items])
+        header = pack_map([[it.request_id, it.timeout_ms, len(it.frames), 1] if it.stages
+                           else [it.request_id, it.timeout_ms, len(it.frames)]
+                           for it in self.items])
         frames = [PROTOCOL, Command.BATCH.value, _BATCH_ID.pack(self.batch_id),
                   self.endpoint.encode(), header]
         for it in self.items:
@@ -152,14 +158,15 @@ class Batch:
 
 
 def _split_items(header: Any, payload: Sequence[Frame], what: str) -> list[tuple[list, list]]:
-    """Pair each header entry ``[..., n_frames]`` with its frames of ``payload``."""
+    """Pair each header entry ``[id, x, n_frames]`` (or ``[id, x, n_frames, stages]``) with
+    its frames of ``payload``."""
     if not isinstance(header, list) or not header:
         raise ProtocolError(f"{what} header must be a non-empty list")
     out: list[tuple[list, list]] = []
     pos = 0
     for entry in header:
-        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], int) \
-                or entry[2] < 1:
+        if not isinstance(entry, list) or len(entry) not in (3, 4) \
+                or not isinstance(entry[2], int) or entry[2] < 1:
             raise ProtocolError(f"{what} header entry is malformed")
         out.append((entry, list(payload[pos:pos + entry[2]])))
         pos += entry[2]
@@ -180,17 +187,20 @@ def parse_batch(rest: Sequence[Frame]) -> Batch:
     for entry, frames in _split_items(header, rest[3:], "BATCH"):
         if not isinstance(entry[0], bytes) or not isinstance(entry[1], int):
             raise ProtocolError("BATCH header entry has a bad request id or timeout")
-        items.append(BatchItem(entry[0], entry[1], frames))
+        items.append(BatchItem(entry[0], entry[1], frames, len(entry) == 4 and entry[3] == 1))
     return Batch(_BATCH_ID.unpack(raw_id)[0], text(rest[1], "endpoint"), items)
 
 
 @dataclass(slots=True)
 class ResultItem:
-    """The outcome of one request of a batch: status and its meta + body frames."""
+    """The outcome of one request of a batch: status and its meta + body frames.
+    ``stages`` (for a request that wants them): the stages of the dependency calls that
+    answering it made, which the broker puts after its own stage in the REPLY."""
 
     request_id: bytes
     status: Status
     frames: list  # [meta, *body]
+    stages: list | None = None
 
 
 @dataclass(slots=True)
@@ -211,6 +221,7 @@ class Result:
         header = pack_map({"exec_s": self.exec_s, "input_s": self.input_s,
                            "infer_s": self.infer_s, "output_s": self.output_s, "items": [
                                [it.request_id, int(it.status), len(it.frames)]
+                               + ([it.stages] if it.stages is not None else [])
                                for it in self.items]})
         frames = [PROTOCOL, Command.RESULT.value, _BATCH_ID.pack(self.batch_id), header]
         for it in self.items:
@@ -235,7 +246,8 @@ def parse_result(rest: Sequence[Frame]) -> Result:
             raise ProtocolError(f"RESULT has unknown status {entry[1]!r}")
         if not isinstance(entry[0], bytes):
             raise ProtocolError("RESULT item has a bad request id")
-        items.append(ResultItem(entry[0], status, frames))
+        stages = parse_stages(entry[3], "RESULT stages") if len(entry) == 4 else None
+        items.append(ResultItem(entry[0], status, frames, stages))
     timings = [header.get(key, 0.0) for key in _TIMINGS]
     if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0
                for t in timings):

@@ -25,7 +25,10 @@ from zeroserve.wire.envelope import (
     unpack_map,
 )
 
-_ROUTE = struct.Struct(">II")  # timeout_ms, rows
+_ROUTE = struct.Struct(">IIB")  # timeout_ms, rows, flags
+# REQUEST flags: the caller wants the stages of its request back in the REPLY (docs/protocol.md)
+FLAG_STAGES = 0x01
+MAX_STAGES = 64  # stages one REPLY carries at most (a deeper call tree is cut)
 # the routing id a worker's dependency link gives itself: dep:<calling service>:<random>, so
 # that the broker counts calls per (caller, callee); it is never trusted for anything else
 DEPENDENCY_PREFIX = b"dep:"
@@ -41,7 +44,8 @@ class Request:
     synchronised clocks. ``rows`` is the number of rows along the batch
     dimension and ``batch_key`` names what must match for requests to share
     a batch (dtypes and shapes past the batch dimension); both are empty for
-    endpoints that do not batch.
+    endpoints that do not batch. ``stages``: the caller wants the REPLY to say which
+    services, workers, queue waits and execution times answered it (:data:`FLAG_STAGES`).
     """
 
     request_id: bytes
@@ -52,6 +56,7 @@ class Request:
     body: list = field(default_factory=list)
     rows: int = 1
     batch_key: bytes = b""
+    stages: bool = False
 
     def to_frames(self) -> list:
         return [
@@ -60,7 +65,8 @@ class Request:
             self.request_id,
             self.service.encode(),
             self.endpoint.encode(),
-            _ROUTE.pack(self.timeout_ms, self.rows) + self.batch_key,
+            _ROUTE.pack(self.timeout_ms, self.rows, FLAG_STAGES if self.stages else 0)
+            + self.batch_key,
             self.meta,
             *self.body,
         ]
@@ -77,7 +83,7 @@ def parse_request(rest: Sequence[Frame]) -> Request:
     route = raw(rest[3])
     if len(route) < _ROUTE.size:
         raise ProtocolError("REQUEST route frame is too short")
-    timeout_ms, rows = _ROUTE.unpack_from(route)
+    timeout_ms, rows, flags = _ROUTE.unpack_from(route)
     return Request(
         request_id=request_id,
         service=text(rest[1], "service"),
@@ -87,21 +93,27 @@ def parse_request(rest: Sequence[Frame]) -> Request:
         body=list(rest[5:]),
         rows=rows,
         batch_key=route[_ROUTE.size:],
+        stages=bool(flags & FLAG_STAGES),
     )
 
 
 @dataclass(slots=True)
 class Reply:
-    """The answer to a REQUEST or CONTROL, routed back to the gateway that sent it."""
+    """The answer to a REQUEST or CONTROL, routed back to the gateway that sent it.
+    ``stages`` (a REQUEST with :data:`FLAG_STAGES` only): one map per stage that answered it,
+    the called endpoint's first, then the ones it called (see docs/protocol.md)."""
 
     request_id: bytes
     status: Status
     meta: Frame
     body: list = field(default_factory=list)
+    stages: list | None = None
 
     def to_frames(self) -> list:
-        return [PROTOCOL, Command.REPLY.value, self.request_id, _STATUS.pack(self.status),
-                self.meta, *self.body]
+        status = _STATUS.pack(self.status)
+        if self.stages is not None:
+            status += pack_map(self.stages)
+        return [PROTOCOL, Command.REPLY.value, self.request_id, status, self.meta, *self.body]
 
 
 def parse_reply(rest: Sequence[Frame]) -> Reply:
@@ -109,12 +121,25 @@ def parse_reply(rest: Sequence[Frame]) -> Reply:
     if len(rest) < 3:
         raise ProtocolError(f"REPLY has {len(rest)} frames after the command, at least 3 expected")
     status_raw = raw(rest[1])
-    if len(status_raw) != _STATUS.size:
-        raise ProtocolError("REPLY status frame must be 2 bytes")
-    status = status_from_code(_STATUS.unpack(status_raw)[0])
+    if len(status_raw) < _STATUS.size:
+        raise ProtocolError("REPLY status frame must be at least 2 bytes")
+    status = status_from_code(_STATUS.unpack_from(status_raw)[0])
     if status is None:
-        raise ProtocolError(f"REPLY has unknown status {status_raw!r}")
-    return Reply(raw(rest[0]), status, rest[2], list(rest[3:]))
+        raise ProtocolError(f"REPLY has unknown status {status_raw[:2]!r}")
+    stages = None
+    if len(status_raw) > _STATUS.size:
+        stages = parse_stages(unpack_map(status_raw[_STATUS.size:], "REPLY stages"),
+                              "REPLY stages")
+    return Reply(raw(rest[0]), status, rest[2], list(rest[3:]), stages)
+
+
+def parse_stages(value: Any, what: str) -> list:
+    """``value`` checked to be a list of at most :data:`MAX_STAGES` maps with text keys."""
+    if not isinstance(value, list) or len(value) > MAX_STAGES or not all(
+            isinstance(stage, dict) and all(isinstance(k, str) for k in stage)
+            for stage in value):
+        raise ProtocolError(f"{what} must be a list of at most {MAX_STAGES} maps")
+    return value
 
 
 def error_reply(request_id: bytes, status: Status, message: str, **extra: Any) -> Reply:
