@@ -9,33 +9,17 @@ generator with it), not at the next write.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 import tornado.iostream
 
+from gateway.client_gone import CancelsWhenGone, ClientGone
 from gateway.rest import BodyHandler
 from gateway.streams import StreamLimits, written
 
 
-class ClientGone(Exception):
-    """The client closed the connection mid-stream: nothing more can be answered."""
-
-
-class EventStreamHandler(BodyHandler):
+class EventStreamHandler(CancelsWhenGone, BodyHandler):
     """A :class:`~gateway.rest.BodyHandler` whose answer may be a stream of events."""
 
     content_type = "text/event-stream"
-
-    _task: asyncio.Task | None = None  # while inside :meth:`events`
-    _gone = False
-
-    def on_connection_close(self) -> None:
-        self._gone = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        super().on_connection_close()
 
     def start_events(self) -> None:
         """Begin the event stream (status 200); errors from here on are events."""
@@ -51,23 +35,3 @@ class EventStreamHandler(BodyHandler):
             await written(self.flush(), limits)
         except tornado.iostream.StreamClosedError:
             raise ClientGone() from None
-
-    @contextlib.asynccontextmanager
-    async def events(self) -> AsyncIterator[None]:
-        """Run the part of a handler that waits for a stream and writes it: a client that
-        leaves ends it at once, quietly."""
-        self._task = asyncio.current_task()
-        if self._gone and self._task is not None:
-            self._task.cancel()  # it left before: the first wait ends at once
-        try:
-            yield
-        except ClientGone:
-            return
-        except asyncio.CancelledError:
-            if not self._gone:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # our own cancel (the client left), not the loop's
-        finally:
-            self._task = None

@@ -14,9 +14,10 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from gateway.client_gone import ClientGone
 from gateway.endpoint_values import endpoint_values
 from gateway.errors import RequestFailed, failure_of
-from gateway.event_stream import ClientGone, EventStreamHandler
+from gateway.event_stream import EventStreamHandler
 from gateway.invoke import find_model
 from gateway.json_body import dump_json
 from gateway.oip_generate_body import (
@@ -52,7 +53,7 @@ class GenerateHandler(EventStreamHandler):
                                  info)
         limits = self.stream_limits()
         values = endpoint_values(self.link, info, inputs, limits)
-        async with contextlib.aclosing(values), self.events():
+        async with contextlib.aclosing(values), self.until_gone():
             if route == "generate_stream":
                 await self._stream(ref, info, values, limits)
             else:

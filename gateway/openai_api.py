@@ -21,9 +21,10 @@ from typing import Any
 
 import tornado.web
 
+from gateway.client_gone import ClientGone
 from gateway.endpoint_values import endpoint_values
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
-from gateway.event_stream import ClientGone, EventStreamHandler
+from gateway.event_stream import EventStreamHandler
 from gateway.invoke import look_up, not_served
 from gateway.json_body import dump_json
 from gateway.openai_models import model_names, resolve
@@ -116,7 +117,7 @@ class CompletionsHandler(OpenAIErrors, EventStreamHandler):
                         request.model, request.include_usage)
         values = endpoint_values(self.link, info, request.inputs({f.name for f in info.inputs}),
                                  limits)
-        async with contextlib.aclosing(values), self.events():
+        async with contextlib.aclosing(values), self.until_gone():
             if request.stream:
                 await self._stream(values, answer, request, limits)
             else:

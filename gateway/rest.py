@@ -9,10 +9,8 @@ the error boundary of every HTTP handler of the gateway.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import sys
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +23,7 @@ from gateway import docs_page, metrics, openapi
 from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
+from gateway.client_gone import CancelsWhenGone
 from gateway.cors import PreflightRefused
 from gateway.errors import RequestFailed, failure_of, http_headers, http_status
 from gateway.invoke import call, find_endpoint
@@ -235,13 +234,11 @@ class BodyHandler(BaseHandler):
         raise NotImplementedError
 
 
-class InvokeHandler(BodyHandler):
+class InvokeHandler(CancelsWhenGone, BodyHandler):
     """``POST /{service}/{endpoint}``: one answer, or for an endpoint that streams, its chunks
     in the framing ``Accept`` asks (:mod:`gateway.rest_stream`), each flushed as it comes."""
 
     metric_route = "rest"
-    _stream_task: asyncio.Task | None = None  # while a stream is written: the task writing it
-    _client_gone = False
 
     async def handle(self, service: str, endpoint: str) -> None:  # type: ignore[override]
         await self._invoke(service, endpoint)
@@ -284,12 +281,11 @@ class InvokeHandler(BodyHandler):
     async def _stream(self, info: EndpointDescription, inputs: Any) -> None:
         """Answer with the endpoint's stream. A failure before its first chunk raises (the
         boundary answers it with its status); after it, it is the framing's error event. A
-        client that goes away cancels the stream (:meth:`on_connection_close`)."""
+        client that goes away cancels the stream (:class:`~gateway.client_gone.CancelsWhenGone`)."""
         framing = framing_of(self.request.headers.get("Accept", ""))
         limits = self.stream_limits()
         what = f"a chunk of {info.service}.{info.name}"
-        task = self._stream_task = asyncio.current_task()
-        try:
+        async with self.until_gone():
             chunks = await open_stream(self.link, info, inputs, limits)
             async with contextlib.aclosing(chunks):  # closing it cancels the stream
                 chunk = await anext(chunks, None)
@@ -314,19 +310,6 @@ class InvokeHandler(BodyHandler):
                     failure = failure_of(exc, f"stream of {info.service}.{info.name}")
                     frame = error_frame(framing, str(failure), http_status(failure.status))
                 self.finish(frame)
-        except asyncio.CancelledError:
-            if not self._client_gone:
-                raise
-            if sys.version_info >= (3, 11) and task is not None:
-                task.uncancel()  # the cancel was ours: the handler ends as a normal one
-        finally:
-            self._stream_task = None
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        if self._stream_task is not None:
-            self._client_gone = True
-            self._stream_task.cancel()  # wakes the stream's wait, which cancels the stream
 
 
 class NotFoundHandler(BaseHandler):
