@@ -29,6 +29,10 @@ class Traced:
     def fail(self, why: str) -> str:
         raise ValueError(why)
 
+    @zeroserve.api
+    def count(self, n: int):
+        yield from range(n)
+
     @zeroserve.api(batchable=True, max_batch_size=16, max_latency_ms=100)
     def size(self, x: Rows) -> Rows:
         time.sleep(0.05)  # the others queue meanwhile, and go together next

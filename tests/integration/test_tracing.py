@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+import zeroserve
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
 from zeroserve.wire import codec
@@ -318,6 +319,23 @@ def test_a_dependency_call_nests_under_the_callers_execute_span(traced, endpoint
     assert _one(spans, "broker queue", **{"zeroserve.service": "traced"}).parent == \
         called.span_id
     assert _one(spans, "user greet").parent == callee.span_id
+
+
+def test_streams_are_answered_with_tracing_on_and_get_the_gateways_span(traced) -> None:
+    cluster, collector = traced
+    header, trace_id, caller_span = _traceparent()
+    with zeroserve.Client(cluster.url) as client:
+        assert list(client.stream("traced", "count", n=3)) == [0, 1, 2]
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        chunks = pb_grpc.ServingStub(channel).Stream(
+            pb.CallRequest(service="traced", endpoint="count",
+                           inputs=codec.encode({"n": 4})[0]),
+            metadata=(("traceparent", header),), timeout=10)
+        assert [codec.decode(c.value) for c in chunks] == [0, 1, 2, 3]
+        answered = dict(chunks.trailing_metadata())["traceparent"]
+    assert answered.split("-")[1] == trace_id
+    gateway = _one(collector.trace(trace_id, "grpc traced.count"), "grpc traced.count")
+    assert (gateway.parent, gateway.attributes["rpc.grpc.status_code"]) == (caller_span, 0)
 
 
 def test_a_sampling_ratio_of_zero_sends_nothing(tmp_path: Path) -> None:

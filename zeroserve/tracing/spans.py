@@ -96,16 +96,21 @@ class GatewayTracer(DaemonTracer):
         """The ``traceparent`` header naming ``span``, for the call's answer."""
         return headers_of(span)[0]
 
-    def outgoing(self, meta: bytes, service: str, endpoint: str) -> bytes:
-        """A request's ``meta`` carrying the current span (the call's) to the broker and the
-        worker; the span learns the endpoint it reaches."""
+    def reaching(self, service: str, endpoint: str) -> Span:
+        """The current span (the call's) learns the endpoint it reaches; returns it."""
         span = trace.get_current_span()
-        if not span.get_span_context().is_valid:
-            return meta
         if span.is_recording():
             route = getattr(span, "attributes", {}).get("zeroserve.route", "call")
             span.update_name(f"{route} {service}.{endpoint}")
             span.set_attributes({"zeroserve.service": service, "zeroserve.endpoint": endpoint})
+        return span
+
+    def outgoing(self, meta: bytes, service: str, endpoint: str) -> bytes:
+        """A request's ``meta`` carrying the current span (the call's, :meth:`reaching`) to
+        the broker and the worker."""
+        span = self.reaching(service, endpoint)
+        if not span.get_span_context().is_valid:
+            return meta
         return with_trace(meta, *headers_of(span))
 
     def end(self, span: Span, status: int | None, grpc_code: int | None = None,
