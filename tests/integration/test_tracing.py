@@ -381,3 +381,26 @@ def test_sampled_spans_are_exported_when_the_daemons_stop(tmp_path: Path) -> Non
         cluster.stop()
         collector.close()
 
+
+
+def test_a_worker_without_tracing_serves_a_gateway_that_traces(tmp_path: Path) -> None:
+    """The trace context rides in the inputs map: a worker whose tracing is off still takes it
+    out before the endpoint sees it."""
+    collector = Collector()
+    cluster = Cluster(tmp_path, _tracing_env(collector))
+    try:
+        cluster.broker()
+        cluster.gateway()
+        cluster.worker(f"{SERVICES}:Traced", env={"ZEROSERVE_TRACING_OTLP_ENDPOINT": ""})
+        cluster.wait_ready(1)
+        header, trace_id, _ = _traceparent()
+        assert cluster.post("/traced/greet", {"name": "x"}, headers={"traceparent": header})[
+            :2] == (200, "hello x")
+        assert cluster.post("/traced/size", {"x": [[1.0, 2.0]]},
+                            headers={"traceparent": header})[:2] == (200, [[1.0, 1.0]])
+        collector.trace(trace_id, "rest traced.greet", "rest traced.size", "broker batch")
+        cluster.stop()
+        assert not [s for s in collector.spans if s.service == "zeroserve-worker"]
+    finally:
+        cluster.stop()
+        collector.close()

@@ -2,16 +2,25 @@
 in-memory exporter, with the broker core's clock given by the test."""
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import StatusCode
 
+import zeroserve
 from batching.queue import Pending
+from worker.runner import BatchRunner
+from zeroserve.service import service_spec
 from zeroserve.tracing import with_trace
 from zeroserve.tracing.spans import BrokerTracer, WorkerTracer, parent_context, span_context
 from zeroserve.wire import codec
+from zeroserve.wire.backend import Batch, BatchItem
+from zeroserve.wire.envelope import Status
 
 TRACE = 0x4bf92f3577b34da6a3ce929d0e0e4736
 
@@ -105,3 +114,53 @@ def test_a_remote_context_keeps_its_flags_and_state() -> None:
     assert remote.trace_state.to_header() == "a=1" and remote.is_remote
     assert span_context("nonsense") is None
     assert parent_context(remote) is not None
+
+
+def _runner(tracing: WorkerTracer | None) -> tuple[BatchRunner, list]:
+    seen: list = []
+
+    @zeroserve.service(name="s")
+    class S:
+        @zeroserve.api
+        def echo(self, x: int) -> int:
+            seen.append((x, trace.get_current_span().get_span_context().span_id))
+            return x
+
+        @zeroserve.api(batchable=True)
+        def rows(self, x: np.ndarray) -> np.ndarray:
+            seen.append((x.tolist(), trace.get_current_span().get_span_context().span_id))
+            return x
+
+    async def threads(fn):
+        return fn()
+
+    return BatchRunner(service_spec(S), S(), threads, lambda: 0.0, tracing), seen
+
+
+def _item(request_id: bytes, inputs: dict, header: str | None) -> BatchItem:
+    meta, frames = codec.encode(inputs)
+    return BatchItem(request_id, 1000, [with_trace(meta, header) if header else meta, *frames])
+
+
+def test_a_runner_without_tracing_takes_the_trace_context_out_of_the_inputs() -> None:
+    runner, seen = _runner(None)
+    result = runner.run_inline(Batch(1, "echo", [_item(b"a", {"x": 5}, _header(1))]))
+    assert [it.status for it in result.items] == [Status.OK]
+    assert seen == [(5, 0)]  # the endpoint got its inputs only, and no span is current
+
+
+def test_a_merged_batch_is_one_execute_span_current_in_the_endpoint() -> None:
+    provider, exporter = _provider()
+    runner, seen = _runner(WorkerTracer(provider))
+    batch = Batch(1, "rows", [_item(b"a", {"x": np.ones((1, 2))}, _header(1)),
+                              _item(b"b", {"x": np.ones((2, 2))}, None),
+                              _item(b"c", {"x": np.ones((1, 2))}, _header(3))])
+    result = asyncio.run(runner.run(batch))
+    assert [it.status for it in result.items] == [Status.OK] * 3
+    spans = exporter.get_finished_spans()
+    assert sorted(s.name for s in spans) == [
+        "worker decode", "worker decode", "worker encode", "worker execute"]
+    execute = next(s for s in spans if s.name == "worker execute")
+    assert seen == [([[1.0, 1.0]] * 4, execute.context.span_id)]
+    assert execute.parent.span_id == 1
+    assert [link.context.span_id for link in execute.links] == [1, 3]
