@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from batching.policy import BatchLimits, BatchPolicy
 from batching.queue import EndpointQueue, Pending
@@ -54,6 +55,9 @@ from zeroserve.wire.stream import (
     parse_chunks,
     parse_credit,
 )
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import BrokerTracer
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -171,6 +175,7 @@ class BrokerCore:
         # where the metrics a worker's HEARTBEAT carries go (worker id, service, the frames
         # after the command); set by the daemon when it serves metrics
         self.worker_metrics: Callable[[str, str, Sequence], None] | None = None
+        self.tracing: BrokerTracer | None = None  # spans of queues and batches; set when on
 
     # ------------------------------------------------------------ frontend
 
@@ -382,6 +387,8 @@ class BrokerCore:
             return None
         del self._in_flight[result.batch_id]
         self.registry.release(flight.worker, result.batch_id)
+        if self.tracing is not None:
+            self.tracing.answered(result.batch_id, now)
         rows = sum(it.rows for it in flight.items)
         if flight.streams:  # a stream's time is its length, not what a batch costs
             self._end_stream(flight, now)
@@ -520,6 +527,9 @@ class BrokerCore:
             BatchItem(key, max(int((it.deadline - now) * 1000), 1), it.frames, it.stages)
             for key, it in flight.waiting.items()])
         self._send_back([worker.identity, *batch.to_frames()])
+        if self.tracing is not None:
+            self.tracing.dispatched(batch_id, endpoint.service, endpoint.name, worker.worker_id,
+                                    items, now)
 
     # ------------------------------------------------------------ time
 
@@ -583,6 +593,8 @@ class BrokerCore:
             flight = self._in_flight.pop(batch_id, None)
             if flight is None:
                 continue
+            if self.tracing is not None:
+                self.tracing.answered(batch_id, now, f"worker {worker.worker_id} lost: {why}")
             if flight.streams:
                 self._end_stream(flight, now)
                 if flight.chunks and flight.waiting:  # never sent again: a client has chunks

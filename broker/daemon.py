@@ -25,6 +25,7 @@ from zeroserve.config import (
 from zeroserve.container import Container
 from zeroserve.loopsocket import recv_message, recv_message_of, send_message
 from zeroserve.sockets import open_socket
+from zeroserve.tracing import TracingError, start_tracing
 
 log = logging.getLogger("zeroserve.broker")
 
@@ -188,10 +189,14 @@ def run(parts: Container) -> int:
     The composition root: every section and part the broker uses comes from ``parts``."""
     _give_large_blocks_back()
     try:
+        tracing = start_tracing(parts.settings.get().tracing, "broker")
         daemon = assemble(parts)
-    except (curve.CurveError, StoreUnusable) as exc:
+    except (curve.CurveError, StoreUnusable, TracingError) as exc:
         log.error("broker: %s", exc)
         return 1
+    if tracing is not None:
+        tracing.wall_offset = daemon.core.wall_offset
+        daemon.core.tracing = tracing
     broker = daemon.settings
     try:
         front, back = daemon.bind()
@@ -217,5 +222,7 @@ def run(parts: Container) -> int:
         daemon.serve_forever()
     finally:
         daemon.close()
+        if tracing is not None:
+            tracing.shutdown()  # exports the spans still buffered
         log.info("broker %s: stopped", daemon.core.broker_id)
     return 0

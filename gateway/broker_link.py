@@ -23,7 +23,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -43,6 +43,9 @@ from zeroserve.wire.frontend import (
     error_reply,
 )
 from zeroserve.wire.stream import Chunks, parse_answer
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import GatewayTracer
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -146,6 +149,7 @@ class BrokerLink:
         self._models: ModelsAnswer | None = None  # the latest MODELS answer
         self._models_at = 0.0
         self._tasks: list[asyncio.Task] = []
+        self.tracing: GatewayTracer | None = None  # on: each REQUEST carries its call's span
 
     # ------------------------------------------------------------ lifecycle
 
@@ -216,6 +220,8 @@ class BrokerLink:
             return error_reply(request_id, Status.NO_WORKER,
                                f"the broker at {self.address} refuses this gateway: "
                                f"{self.refusal}")
+        if self.tracing is not None:
+            meta = self.tracing.outgoing(meta, endpoint.service, endpoint.name)
         frames = Request(request_id, endpoint.service, endpoint.name,
                          max(int(timeout_s * 1000), 1), meta, body, rows,
                          batch_key, stages).to_frames()
@@ -233,6 +239,8 @@ class BrokerLink:
         at once with 503."""
         assert self._socket is not None, "start() first"
         request_id = self._next_id()
+        if self.tracing is not None:  # (a stream's request carries no trace context yet)
+            self.tracing.reaching(endpoint.service, endpoint.name)
         frames = Request(request_id, endpoint.service, endpoint.name,
                          max(int(timeout_s * 1000), 1), meta, body).to_frames()
         call = StreamCall(request_id, frames, self._socket.send, self._forget_stream)

@@ -28,6 +28,7 @@ from gateway.ui.handlers import ui_routes
 from zeroserve import curve
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
 from zeroserve.container import Container
+from zeroserve.tracing import TracingError, start_tracing
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -121,11 +122,17 @@ async def serve(parts: Container) -> int:
     except (OSError, ValueError) as exc:
         log.error("gateway: cannot write the request log %s: %s", gateway.request_log_path, exc)
         return 1
+    try:
+        tracing = start_tracing(parts.settings.get().tracing, "gateway")
+    except TracingError as exc:
+        log.error("gateway: %s", exc)
+        return 1
     cluster = parts.settings.get().cluster.name
     if not await may_share_ports(gateway, cluster):
         return 1
     link = BrokerLink(gateway.frontend, heartbeat.interval_s, heartbeat.liveness,
                       gateway.schema_refresh_s, keys, cluster)
+    link.tracing = tracing
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
     shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes)
@@ -183,6 +190,8 @@ async def serve(parts: Container) -> int:
         await grpc_stopped
     await link.close()
     shm_regions.close()
+    if tracing is not None:
+        tracing.shutdown()  # exports the spans still buffered
     log.info("gateway: stopped")
     return 0
 

@@ -9,7 +9,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -23,7 +23,11 @@ from gateway.metrics import observe
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
 
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import GatewayTracer
+
 Method = TypeVar("Method", bound=Callable[..., Any])
+_TRACED = frozenset({"Call", "Stream", "ModelInfer"})  # calls of a service: spans when on
 
 
 def grpc_boundary(method: Method) -> Method:
@@ -34,6 +38,7 @@ def grpc_boundary(method: Method) -> Method:
     (:class:`~gateway.grpc_messages.MalformedRequest`; in a client stream, any of its
     messages) ends the call with INVALID_ARGUMENT before the method sees it."""
     name = method.__name__
+    traced = name in _TRACED
 
     def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Message):  # the hot path: one cheap check
@@ -54,6 +59,7 @@ def grpc_boundary(method: Method) -> Method:
     if inspect.isasyncgenfunction(method):
         @functools.wraps(method)
         async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            span = CallSpan.of(self, context) if traced else None
             try:
                 request = checked(request, context)
                 async with contextlib.aclosing(method(self, request, context)) as items:
@@ -63,17 +69,52 @@ def grpc_boundary(method: Method) -> Method:
                 raise
             except Exception as exc:
                 await abort(context, request, exc)
+            finally:
+                if span is not None:
+                    span.end()
         return cast(Method, streaming)
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        span = CallSpan.of(self, context) if traced else None
         try:
             return await method(self, checked(request, context), context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             await abort(context, request, exc)
+        finally:
+            if span is not None:
+                span.end()
     return cast(Method, unary)
+
+
+class CallSpan:
+    """The gateway's span of one gRPC call while tracing is on (``zeroserve.tracing``),
+    current until :meth:`end`: the child of the trace that the call's ``traceparent``
+    metadata names, named by the ``traceparent`` trailing metadata of its answer, ended with
+    the call's code."""
+
+    def __init__(self, tracing: GatewayTracer, context: grpc.aio.ServicerContext) -> None:
+        metadata = {str(key).lower(): value for key, value in
+                    (context.invocation_metadata() or ()) if isinstance(value, str)}
+        self._tracing, self._context = tracing, context
+        self._span, self._token = tracing.begin("grpc", metadata.get)
+        context.set_trailing_metadata((("traceparent", tracing.traceparent(self._span)),))
+
+    @classmethod
+    def of(cls, servicer: Any, context: grpc.aio.ServicerContext) -> CallSpan | None:
+        """The span of a call of ``servicer`` (one with a broker ``link``: tests give some
+        without); None while the gateway's tracing is off."""
+        tracing = getattr(getattr(servicer, "link", None), "tracing", None)
+        return None if tracing is None else cls(tracing, context)
+
+    def end(self) -> None:
+        """The call ended: with the code it was aborted with, else OK."""
+        code = self._context.code()
+        if not isinstance(code, grpc.StatusCode):
+            code = grpc.StatusCode.OK
+        self._tracing.end(self._span, None, code.value[0], self._token)
 
 
 async def _refusing_malformed(requests: AsyncIterator[Any], call: str) -> AsyncIterator[Any]:

@@ -49,6 +49,7 @@ from zeroserve.wire.frontend import ControlOp
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
+_TRACED_ROUTES = frozenset({"rest", "oip_http", "openai"})  # calls of a service: spans when on
 
 
 def answer_json(value: Any, what: str = "the answer") -> bytes:
@@ -93,6 +94,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     link: BrokerLink
     metric_route = "other"  # the route label of this handler's requests in the metrics
+    _span: Any = None  # the call's span while tracing is on (zeroserve.tracing)
+    _traceparent = ""  # ... and the traceparent header that names it in the answer
 
     def initialize(self, link: BrokerLink, default_timeout_s: float,
                    max_timeout_s: float, max_body_bytes: int, access: Access,
@@ -118,12 +121,24 @@ class BaseHandler(tornado.web.RequestHandler):
         if cors is not None:
             for name, value in cors.answer_headers(self.request.headers.get("Origin")).items():
                 self.set_header(name, value)
+        if self._traceparent:  # again after an error's clear()
+            self.set_header("traceparent", self._traceparent)
 
     def prepare(self) -> None:
+        tracing = getattr(self.link, "tracing", None)  # (tests give no link)
+        if tracing is not None and self.request.method == "POST" and \
+                self.metric_route in _TRACED_ROUTES:
+            self._span = tracing.begin(self.metric_route, self.request.headers.get)[0]
+            self._traceparent = tracing.traceparent(self._span)
+            self.set_header("traceparent", self._traceparent)
         if self.request.method == "OPTIONS":
             return  # a preflight carries no key (see options)
         if self.access.enforced and self.request.path not in self.access.public_paths:
             self.identity = self.access.identify(self.request.headers)
+
+    def on_finish(self) -> None:
+        if self._span is not None:
+            self.link.tracing.end(self._span, self.get_status())  # type: ignore[union-attr]
 
     def options(self, *args: str) -> None:
         """A CORS preflight (:mod:`gateway.cors`): 204 with what is allowed, 403 for what is

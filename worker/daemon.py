@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -23,6 +24,7 @@ from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.sockets import open_socket
+from zeroserve.tracing import TracingError, start_tracing
 from zeroserve.wire.backend import (
     Batch,
     Ready,
@@ -34,6 +36,9 @@ from zeroserve.wire.backend import (
 )
 from zeroserve.wire.envelope import Command, ProtocolError, split_command
 from zeroserve.wire.stream import batch_id_of, parse_cancel, parse_credit
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import WorkerTracer
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -91,6 +96,7 @@ class WorkerDaemon:
         self._refusal = ""  # the broker's refusal of this session's READY ("" if none)
         self._logged_refusal = ""
         self._metrics_owed = True  # a (new) broker has none of our metrics: send them all
+        self.tracing: WorkerTracer | None = None  # spans of the requests run; set when on
 
     def _ready(self) -> list:
         self._metrics_owed = True
@@ -122,12 +128,13 @@ class WorkerDaemon:
             return 1
         self.instance = instance
         if self.dependencies is not None:
+            self.dependencies.tracing = self.tracing
             self.dependencies.start()
             for attribute, name in self.spec.dependencies.items():
                 setattr(instance, attribute, ServiceHandle(self.dependencies, name))
             asyncio.ensure_future(self._check_dependencies())
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool),
-                                  self._clock)
+                                  self._clock, self.tracing)
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,
@@ -320,12 +327,18 @@ def run(spec: ServiceSpec, parts: Container) -> int:
 
     The composition root: every section and part the worker uses comes from ``parts``."""
     try:
+        tracing = start_tracing(parts.settings.get().tracing, "worker")
         daemon = WorkerDaemon(spec, parts.worker.get(), parts.heartbeat.get(),
                               curve.from_settings(parts.curve.get(), "client"),
                               parts.zmq_context.get(), parts.clock.get(),
                               parts.jobs.get().max_result_bytes,
                               parts.settings.get().cluster.name, parts.stream.get())
-    except curve.CurveError as exc:
+    except (curve.CurveError, TracingError) as exc:
         log.error("worker: %s", exc)
         return 1
-    return asyncio.run(daemon.serve())
+    daemon.tracing = tracing
+    try:
+        return asyncio.run(daemon.serve())
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # exports the spans still buffered

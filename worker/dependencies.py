@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -36,6 +36,7 @@ from zeroserve.loopsocket import LoopSocket
 from zeroserve.schema import InvalidInput, validate_inputs
 from zeroserve.sockets import open_socket
 from zeroserve.stream_call import StreamCall
+from zeroserve.tracing import with_trace
 from zeroserve.wire import codec
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import ProtocolError, Status, unpack_map
@@ -49,6 +50,9 @@ from zeroserve.wire.frontend import (
 )
 from zeroserve.wire.stream import Cancel, Chunks, parse_answer
 
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import WorkerTracer
+
 log = logging.getLogger("zeroserve.worker")
 
 _GRACE_S = 0.5  # past the caller's deadline, for the broker's own 504 of the call
@@ -57,12 +61,14 @@ WAITING_AFTER_S = 0.002  # a batch whose calls take longer is reported waiting (
 
 @dataclass(frozen=True)
 class CallContext:
-    """The request an endpoint call serves: its batch and its deadline (monotonic seconds).
-    ``stages`` collects the stages of the calls it makes when its caller wants them (None:
-    not wanted)."""
+    """The request an endpoint call serves: its batch and its deadline (monotonic seconds);
+    ``trace``: the trace contexts of the requests it serves while tracing is on (empty: none
+    traced, or tracing off); ``stages`` collects the stages of the calls it makes when its
+    caller wants them (None: not wanted)."""
 
     batch_id: int
     deadline: float
+    trace: tuple = ()
     stages: list | None = None
 
 
@@ -96,6 +102,7 @@ class DependencyLink:
         self._streams: dict[bytes, StreamCall] = {}  # request id -> a stream being read
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread = 0
+        self.tracing: WorkerTracer | None = None  # on: a span per call, carried to the callee
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -175,9 +182,11 @@ class DependencyLink:
         return found
 
     async def _request(self, service: str, endpoint: str, inputs: dict, left_s: float,
-                       stages: bool = False) -> tuple[bytes, list]:
+                       carried: tuple[str, str] | None = None, stages: bool = False
+                       ) -> tuple[bytes, list]:
         """The REQUEST of a call (its id and frames): inputs checked against the callee's
-        schema and keyed for batching as a gateway does; DependencyError if they are bad."""
+        schema and keyed for batching as a gateway does, carrying the trace context
+        ``carried`` (traceparent, tracestate); DependencyError if they are bad."""
         if left_s <= 0:
             raise DependencyError(service, endpoint, int(Status.DEADLINE_EXCEEDED),
                                   "the calling request's deadline has passed; not called")
@@ -193,18 +202,29 @@ class DependencyLink:
         except (InvalidInput, codec.CodecError) as exc:
             raise DependencyError(service, endpoint, int(Status.BAD_REQUEST),
                                   f"inputs cannot be sent: {exc}") from None
+        if carried is not None:
+            meta = with_trace(meta, *carried)
         request_id = struct.pack(">Q", next(self._ids))
         return request_id, Request(request_id, service, endpoint, max(int(left_s * 1000), 1),
                                    meta, frames, rows, key, stages).to_frames()
 
     async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
-                   default_timeout_s: float) -> Any:
+                   default_timeout_s: float, parent: Any = None) -> Any:
         """Call ``service.endpoint`` for the request ``caller`` serves (None: outside a
         request, e.g. in a background task or a stream: ``default_timeout_s``);
-        DependencyError if it fails."""
+        DependencyError if it fails. While tracing is on the call has its span, the child
+        of ``parent`` (the calling thread's trace context) or else of the current one."""
+        if self.tracing is None:
+            return await self._call(service, endpoint, inputs, caller, default_timeout_s, None)
+        with self.tracing.dependency_call(service, endpoint, parent) as carried:
+            return await self._call(service, endpoint, inputs, caller, default_timeout_s,
+                                    carried)
+
+    async def _call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
+                    default_timeout_s: float, carried: tuple[str, str] | None) -> Any:
         left_s = default_timeout_s if caller is None else caller.deadline - self._clock()
         stages = caller.stages if caller is not None else None
-        request_id, request = await self._request(service, endpoint, inputs, left_s,
+        request_id, request = await self._request(service, endpoint, inputs, left_s, carried,
                                                   stages is not None)
         batch = caller.batch_id if caller is not None else None
         self._begin(batch)
@@ -351,8 +371,10 @@ class ServiceHandle:
             raise RuntimeError("call_sync() on the worker's event loop would block it: use "
                                "'await ....call()' in an async endpoint")
         caller = CURRENT.get()
+        tracing = self._link.tracing
         future = asyncio.run_coroutine_threadsafe(self._link.call(
-            self.name, endpoint, inputs, caller, self._default_timeout_s), loop)
+            self.name, endpoint, inputs, caller, self._default_timeout_s,
+            None if tracing is None else tracing.current()), loop)
         return future.result()
 
     def __repr__(self) -> str:

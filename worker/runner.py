@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batching.tensors import BatchMergeError, BatchSplitError, merge, split
 from worker.dependencies import CURRENT, CallContext
@@ -20,9 +20,13 @@ from worker.placement import Placement
 from zeroserve.dependency import DependencyError
 from zeroserve.schema import InvalidOutput, check_outputs
 from zeroserve.service import EndpointSpec, ServiceSpec
+from zeroserve.tracing import TRACEPARENT_KEY, take_carried
 from zeroserve.wire import codec
 from zeroserve.wire.backend import Batch, Result, ResultItem
 from zeroserve.wire.envelope import Status, pack_map, status_from_code
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import WorkerTracer
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -57,13 +61,16 @@ class BatchRunner:
     instead (see ``worker.placement``), so the loop is only ever held briefly.
     ``clock`` (seconds, monotonic) times each request's deadline, from the batch's
     arrival, and the batch's execution time. A service with dependencies never runs inline:
-    its sync endpoints may block in ``call_sync``.
+    its sync endpoints may block in ``call_sync``. ``tracing`` (None: off) makes the spans
+    of the requests that carry a trace context (``zeroserve.tracing``).
     """
 
     def __init__(self, spec: ServiceSpec, instance: Any,
                  call_sync: Callable[[Callable[[], Any]], Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tracing: WorkerTracer | None = None) -> None:
         self._clock = clock
+        self._tracing = tracing
         self._may_inline = not spec.dependencies
         self.spec = spec
         self.instance = instance
@@ -106,11 +113,14 @@ class BatchRunner:
         wanted = {it.request_id for it in batch.items if it.stages}
         received = self._clock()
         deadlines: dict[bytes, float] = {}
+        tracing = self._tracing
+        traces: dict[bytes, Any] = {}  # request id -> the trace context it carries
         for it in batch.items:
             if it.timeout_ms <= 0:
                 items.append(_error_item(it.request_id, Status.DEADLINE_EXCEEDED,
                                          "deadline exceeded before execution"))
                 continue
+            decoding_ns = 0 if tracing is None else time.time_ns()
             try:
                 inputs = codec.decode(it.frames[0], it.frames[1:])
                 if not isinstance(inputs, dict):
@@ -118,14 +128,19 @@ class BatchRunner:
             except codec.CodecError as exc:
                 items.append(_error_item(it.request_id, Status.BAD_REQUEST, str(exc)))
                 continue
+            if TRACEPARENT_KEY in inputs:  # sent by a gateway or a caller that traces
+                carried = take_carried(inputs)
+                parent = None if tracing is None else tracing.decoded(carried, decoding_ns)
+                if parent is not None:
+                    traces[it.request_id] = parent
             live.append((it.request_id, inputs))
             deadlines[it.request_id] = received + it.timeout_ms / 1000.0
         started = self._clock()
         timings = _Timings(input_s=started - received)
         if live:
             if endpoint.batchable and len(live) > 1:
-                call = CallContext(batch.batch_id, max(deadlines.values()),
-                                   [] if wanted else None)
+                call = CallContext(batch.batch_id, max(deadlines.values()), tuple(
+                    traces[rid] for rid, _ in live if rid in traces), [] if wanted else None)
                 merged = await self._run_merged(endpoint, live, inline_only, timings, call)
                 items.extend(_with_stages(merged, wanted, call))
             else:
@@ -135,6 +150,7 @@ class BatchRunner:
                                                  "deadline exceeded before execution"))
                         continue
                     call = CallContext(batch.batch_id, deadlines[request_id],
+                                       (traces[request_id],) if request_id in traces else (),
                                        [] if request_id in wanted else None)
                     items.extend(_with_stages([await self._run_one(
                         endpoint, request_id, inputs, inline_only, timings, call)], wanted, call))
@@ -168,6 +184,13 @@ class BatchRunner:
         finally:
             CURRENT.reset(token)
 
+    async def _invoke_traced(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool,
+                             call: CallContext) -> Any:
+        """``_invoke`` within the execute span of the requests ``call`` serves."""
+        assert self._tracing is not None
+        with self._tracing.execute(call.trace, self.spec.name, endpoint.name):
+            return await self._invoke(endpoint, inputs, inline_only, call)
+
     def _check(self, endpoint: EndpointSpec, value: Any) -> None:
         """Raise :class:`UserError` if ``value`` does not match the declared outputs."""
         try:
@@ -180,15 +203,19 @@ class BatchRunner:
     async def _run_one(self, endpoint: EndpointSpec, request_id: bytes, inputs: dict,
                        inline_only: bool, timings: _Timings, call: CallContext) -> ResultItem:
         begun = self._clock()
+        invoke = self._invoke_traced if call.trace else self._invoke
         try:
-            value = await self._invoke(endpoint, inputs, inline_only, call)
+            value = await invoke(endpoint, inputs, inline_only, call)
             answered = self._clock()
+            encoding_ns = time.time_ns() if call.trace else 0
             timings.infer_s += answered - begun
             self._check(endpoint, value)
         except UserError as exc:
             return _error_item(request_id, exc.status, str(exc))
         item = _ok_item(request_id, value)
         timings.output_s += self._clock() - answered
+        if call.trace and self._tracing is not None:
+            self._tracing.encoded(call.trace[0], encoding_ns)
         return item
 
     async def _run_merged(self, endpoint: EndpointSpec, live: list[tuple[bytes, dict]],
@@ -200,8 +227,10 @@ class BatchRunner:
             merged, counts = merge([inputs for _, inputs in live], endpoint.batch_dim)
             called = self._clock()
             timings.input_s += called - begun
-            output = await self._invoke(endpoint, merged, inline_only, call)
+            invoke = self._invoke_traced if call.trace else self._invoke
+            output = await invoke(endpoint, merged, inline_only, call)
             answered = self._clock()
+            encoding_ns = time.time_ns() if call.trace else 0
             timings.infer_s += answered - called
             self._check(endpoint, output)
             pieces = split(output, counts, endpoint.batch_dim)
@@ -211,6 +240,8 @@ class BatchRunner:
             return [_error_item(rid, exc.status, str(exc)) for rid in ids]
         items = [_ok_item(rid, piece) for rid, piece in zip(ids, pieces)]
         timings.output_s += self._clock() - answered
+        if call.trace and self._tracing is not None:
+            self._tracing.encoded(call.trace[0], encoding_ns)
         return items
 
 

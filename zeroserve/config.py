@@ -177,6 +177,18 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """``tracing.*``: OpenTelemetry traces of every daemon (``docs/tracing.md``); off while
+    ``otlp_endpoint`` is empty. On, it needs ``pip install 'zeroserve[tracing]'``."""
+
+    otlp_endpoint: str = ""   # OTLP/HTTP (protobuf) collector URL, e.g. http://collector:4318
+                              # (/v1/traces is added to a URL without a path); empty: off
+    sample_ratio: float = 1.0  # share of new traces recorded (0..1); a caller's sampled flag
+                               # in traceparent is followed
+    service_name: str = ""    # the spans' service.name; empty: zeroserve-<gateway|broker|worker>
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``log.*``."""
 
@@ -197,6 +209,7 @@ class Settings:
     batching: BatchingSettings = field(default_factory=BatchingSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

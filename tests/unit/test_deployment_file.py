@@ -142,7 +142,7 @@ settings:
      "d.yaml:5: services.a.batching.run: empty: give max_batch_size and/or max_latency_ms"),
     ("services:\n  a: {target: a.py}\nsettings:\n  nope: {x: 1}\n",
      "d.yaml:4: settings.nope: unknown key (known: broker, gateway, worker, jobs, curve, "
-     "heartbeat, request, batching, stream, cluster, log)"),
+     "heartbeat, request, batching, stream, cluster, tracing, log)"),
     ("services:\n  a: {target: a.py}\nsettings:\n  broker: {max_queue: many}\n",
      "d.yaml:4: settings.broker.max_queue: broker.max_queue must be int, got 'many'"),
     ("services:\n  a: {target: a.py}\nsettings:\n  broker: {colour: red}\n",
