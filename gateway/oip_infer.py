@@ -62,7 +62,8 @@ async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
             f"model '{ref.name}' is decoupled (it streams) and answers only over gRPC "
             "ModelStreamInfer or HTTP generate_stream"))
     request = body.parse()
-    place_shm_inputs(request, body.regions, info, link.shm_namespaces(ref.service))
+    if request.shm_inputs or request.shm_outputs:
+        place_shm_inputs(request, body.regions, info, link.shm_namespaces(ref.service))
     inputs = endpoint_inputs(info, request.inputs)
     value = await call(link, info, inputs, body.deadline_s(request.timeout_us))
     try:
