@@ -269,7 +269,8 @@ class BrokerCore:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
                       "grace_s": self.config.grace_s, "services": {
                 name: self._describe(name, declared).to_map()
-                for name, declared in self.registry.services.items()}}
+                for name, declared in self.registry.services.items()},
+                "shm": self._shm_namespaces()}
         else:
             answer = self.stats(now)
         self._reply(gateway, Reply(ctl.request_id, Status.OK, pack_map(answer)))
@@ -348,6 +349,17 @@ class BrokerCore:
             service, {name: self.endpoints[(service, name)].description for name in declared},
             self.jobs.tasks_of(service) if self.jobs is not None else {},
             self.registry.count(service))
+
+    def _shm_namespaces(self) -> dict[str, list[list]]:
+        """Per service, the distinct ``[shm_namespace, shm_key_prefix]`` of its workers' READY
+        info (None for what one lacks): where gateways may send shared memory references."""
+        seen: dict[str, set[tuple]] = {}
+        for w in self.registry:
+            info = self._worker_info.get(w.identity, {})
+            seen.setdefault(w.service, set()).add(tuple(
+                v if isinstance(v, str) else None
+                for v in (info.get("shm_namespace"), info.get("shm_key_prefix"))))
+        return {service: [list(pair) for pair in pairs] for service, pairs in seen.items()}
 
     def _endpoint(self, desc: EndpointDescription) -> Endpoint:
         """The endpoint a worker described, made or updated; ``batching.overrides`` replace

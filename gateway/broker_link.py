@@ -22,7 +22,7 @@ import logging
 import struct
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -79,11 +79,14 @@ class ModelsAnswer:
     """One MODELS answer: the services it describes, the broker that gave it, and how long
     before that broker's start-up grace ran out it was given (``grace_s - uptime_s``, at least
     0). An answer given past the grace is *settled*: every live worker had time to register
-    with the broker again."""
+    with the broker again. ``shm`` holds, per service, the distinct ``(shm namespace, key
+    prefix)`` of its workers (None for what a worker did not say): where shared memory inputs
+    may be read in place (:mod:`zeroserve.wire.shm_refs`)."""
 
     broker_id: str
     services: dict[str, ServiceDescription]
     settles_in_s: float = 0.0
+    shm: dict[str, frozenset[tuple[str | None, str | None]]] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -105,7 +108,22 @@ class ModelsAnswer:
         uptime_s, grace_s = answer.get("uptime_s", 0.0), answer.get("grace_s", 0.0)
         timed = all(isinstance(v, (int, float)) for v in (uptime_s, grace_s))
         return cls(str(answer.get("broker_id")), described,
-                   max(grace_s - uptime_s, 0.0) if timed else 0.0)
+                   max(grace_s - uptime_s, 0.0) if timed else 0.0, _shm_namespaces(answer))
+
+
+def _shm_namespaces(answer: dict) -> dict[str, frozenset[tuple[str | None, str | None]]]:
+    """A MODELS answer's ``shm`` map; what is malformed in it counts as a worker that said
+    nothing (so its service's inputs are copied)."""
+    shm = answer.get("shm")
+    if not isinstance(shm, dict):
+        return {}
+    namespaces = {}
+    for service, pairs in shm.items():
+        namespaces[str(service)] = frozenset(
+            (p[0], p[1]) if isinstance(p, list) and len(p) == 2 and
+            all(isinstance(v, str) for v in p) else (None, None)
+            for p in (pairs if isinstance(pairs, list) else [None]))
+    return namespaces
 
 
 def known_services(known: Mapping[str, ServiceDescription], answer: ModelsAnswer
@@ -185,6 +203,12 @@ class BrokerLink:
         restarted since the answer."""
         models = self._models
         return models is not None and models.settled and models.broker_id == self.broker_id
+
+    def shm_namespaces(self, service: str) -> frozenset[tuple[str | None, str | None]]:
+        """The distinct ``(shm namespace, key prefix)`` of ``service``'s workers, as the
+        latest MODELS answer gives them (empty: none known)."""
+        models = self._models
+        return models.shm.get(service, frozenset()) if models is not None else frozenset()
 
     # ------------------------------------------------------------ calls
 

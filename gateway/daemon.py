@@ -135,7 +135,8 @@ async def serve(parts: Container) -> int:
     link.tracing = tracing
     link.start()
     http_limits, grpc_keepalive = connection_limits(gateway)
-    shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes)
+    shm_regions = RegionRegistry(gateway.shm_key_prefix, gateway.max_body_bytes,
+                                 direct=gateway.shm_direct)
     server = GatewayHTTPServer(
         make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions,
                  request_log),

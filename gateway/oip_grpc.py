@@ -34,7 +34,7 @@ from gateway.oip_models import (
 )
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
-from gateway.oip_rest_body import InferRequest, read_shm_inputs, write_shm_outputs
+from gateway.oip_rest_body import InferRequest, write_shm_outputs
 from gateway.oip_stats import statistics_message
 from gateway.oip_stream import stream_infer
 from gateway.shm_regions import (
@@ -280,7 +280,6 @@ class _GrpcBody:
 
     def parse(self) -> InferRequest:
         parsed, self.typed = parse_request(self.request)
-        read_shm_inputs(parsed, self.regions)
         return parsed
 
     def deadline_s(self, requested_us: int | None) -> float:

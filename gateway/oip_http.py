@@ -43,7 +43,6 @@ from gateway.oip_rest_body import (
     InferRequest,
     encode_response,
     parse_request,
-    read_shm_inputs,
     write_shm_outputs,
 )
 from gateway.oip_stats import statistics
@@ -229,7 +228,6 @@ class _HttpBody:
 
     def parse(self) -> InferRequest:
         request = parse_request(self.body, self.header_length, self.max_json_depth)
-        read_shm_inputs(request, self.regions)
         return request
 
     def deadline_s(self, requested_us: int | None) -> float:

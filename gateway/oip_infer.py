@@ -3,9 +3,10 @@
 HTTP (:mod:`gateway.oip_http`) and gRPC (:mod:`gateway.oip_grpc`) differ only in
 their body formats and deadlines, which they give as an :class:`InferFormat`; the
 path is the same: read the request into an :class:`~gateway.oip_rest_body.InferRequest`,
-turn its tensors into the endpoint's inputs, call the broker (validation and
-batching as on every route: :func:`gateway.invoke.call`), turn the answer into
-output tensors, keep those asked for, and let the format encode them.
+take its shared memory inputs (copied, or referred to where the worker reads them in
+place: :mod:`gateway.shm_direct`), turn its tensors into the endpoint's inputs, call the
+broker (validation and batching as on every route: :func:`gateway.invoke.call`), turn the
+answer into output tensors, keep those asked for, and let the format encode them.
 
 A :class:`~zeroserve.wire.oip_tensors.TensorError` from reading the request or
 choosing its outputs is the caller's (400 at the error boundary); one from the
@@ -22,6 +23,8 @@ from gateway.errors import RequestFailed
 from gateway.invoke import call
 from gateway.oip_models import ModelRef, endpoint_inputs, endpoint_outputs
 from gateway.oip_rest_body import InferRequest, select_outputs
+from gateway.shm_direct import place_shm_inputs
+from gateway.shm_regions import CallerRegions
 from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.oip_tensors import TensorError
@@ -30,10 +33,14 @@ Encoded = TypeVar("Encoded", covariant=True)
 
 
 class InferFormat(Protocol[Encoded]):
-    """How one front end reads an inference request and writes its answer."""
+    """How one front end reads an inference request and writes its answer; ``regions`` are the
+    caller's shared memory regions (None: the gateway has none)."""
+
+    regions: CallerRegions | None
 
     def parse(self) -> InferRequest:
-        """The request; :class:`TensorError` or :class:`RequestFailed` if it is malformed."""
+        """The request, its shared memory inputs not yet read; :class:`TensorError` or
+        :class:`RequestFailed` if it is malformed."""
         ...
 
     def deadline_s(self, requested_us: int | None) -> float:
@@ -55,6 +62,8 @@ async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
             f"model '{ref.name}' is decoupled (it streams) and answers only over gRPC "
             "ModelStreamInfer or HTTP generate_stream"))
     request = body.parse()
+    if request.shm_inputs or request.shm_outputs:
+        place_shm_inputs(request, body.regions, info, link.shm_namespaces(ref.service))
     inputs = endpoint_inputs(info, request.inputs)
     value = await call(link, info, inputs, body.deadline_s(request.timeout_us))
     try:

@@ -33,7 +33,7 @@ from gateway.errors import RequestFailed, failure_of
 from gateway.grpc_messages import MalformedRequest
 from gateway.oip_grpc_body import parameter
 from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs
-from gateway.oip_rest_body import select_outputs
+from gateway.oip_rest_body import read_shm_inputs, select_outputs
 from gateway.streams import StreamLimits, decode_chunk, open_stream, stream_limits, written
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.wire.envelope import Status
@@ -109,6 +109,7 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
         return
     body = service.body(request, context)
     parsed = body.parse()
+    read_shm_inputs(parsed, body.regions)  # a stream's inputs are copied (gateway.shm_direct)
     inputs = endpoint_inputs(info, parsed.inputs)
     metadata = {str(k).lower(): v for k, v in (context.invocation_metadata() or ())
                 if isinstance(v, str)}

@@ -21,6 +21,11 @@ What the registry promises:
 - regions are read and written with ``pread``/``pwrite`` on a descriptor held open from
   register to unregister, never mapped: a mapping of an object that its client truncates would
   kill the gateway with SIGBUS on the next access, while a short read is an error answer.
+- where every worker of the service shares the gateway's ``/dev/shm`` (its namespace, and a
+  key prefix that admits the gateway's keys) and ``gateway.shm_direct`` is on, an input is not
+  read at all: after the same checks, :meth:`RegionRegistry.reference` gives a
+  :class:`~zeroserve.wire.shm_refs.ShmRef` to it, which the worker maps
+  (:mod:`gateway.shm_direct`).
 
 Every refusal is a :class:`RegionError`, a :class:`~zeroserve.wire.oip_tensors.TensorError`:
 400 over HTTP, INVALID_ARGUMENT over gRPC.
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from zeroserve.wire.oip_tensors import TensorError
+from zeroserve.wire.shm_refs import ShmRef, namespace
 
 SHM_DIR = Path("/dev/shm")
 REGION_PARAM = "shared_memory_region"
@@ -128,13 +134,16 @@ class RegionRegistry:
     every call is refused); ``max_read_bytes`` the most bytes one input may take from a
     region (the gateway's body limit: a tensor in shared memory is held in the gateway's
     memory like a body); ``shm_dir`` is where keys live (``/dev/shm``; tests use another
-    folder)."""
+    folder). ``direct``: send references to inputs to workers that share ``shm_dir``
+    (``gateway.shm_direct``); ``space`` is its namespace
+    (:func:`zeroserve.wire.shm_refs.namespace`; None: direct is off or it is unknown)."""
 
     def __init__(self, key_prefix: str, max_read_bytes: int = 256 * 1024 * 1024,
-                 shm_dir: Path = SHM_DIR) -> None:
+                 shm_dir: Path = SHM_DIR, direct: bool = True) -> None:
         self.key_prefix = key_prefix
         self.max_read_bytes = max_read_bytes
         self.shm_dir = shm_dir
+        self.space = namespace(shm_dir) if direct else None
         self._regions: dict[tuple[str, str], Region] = {}
 
     @property
@@ -264,6 +273,31 @@ class RegionRegistry:
             done += got
         return out
 
+    def reads_in_place(self, workers: frozenset[tuple[str | None, str | None]]) -> bool:
+        """Whether inputs may go to workers with these ``(namespace, key prefix)`` as
+        references: there are some, and each shares this gateway's namespace and admits every
+        key under its prefix."""
+        prefix = self.key_prefix.lstrip("/")
+        return self.space is not None and bool(workers) and all(
+            space == self.space and worker_prefix is not None and worker_prefix.lstrip("/")
+            and prefix.startswith(worker_prefix.lstrip("/")) for space, worker_prefix in workers)
+
+    def reference(self, owner: str, where: ShmSlice, tensor: str, dtype: np.dtype,
+                  shape: tuple[int, ...]) -> ShmRef:
+        """A reference to input ``tensor`` (``dtype``, ``shape``) at ``where`` in one of
+        ``owner``'s regions, after the checks of :meth:`read` but the gateway's size limit
+        (the gateway holds none of it); its byte size must be the shape's."""
+        region, start = self._place(owner, where, tensor)
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != where.byte_size:
+            raise RegionError(f"tensor '{tensor}': shape {list(shape)} of {dtype} needs "
+                              f"{count * dtype.itemsize} bytes, got {where.byte_size} "
+                              f"({SIZE_PARAM})")
+        assert self.space is not None, "reads_in_place() first"
+        return ShmRef(self.space, region.key.lstrip("/"), start, where.byte_size, dtype, shape)
+
     def write(self, owner: str, where: ShmSlice, tensor: str, data: bytes | memoryview) -> int:
         """Write output ``tensor``'s ``data`` at ``where`` in one of ``owner``'s regions;
         its length, which must fit in the slice's byte size."""
@@ -300,3 +334,7 @@ class CallerRegions:
 
     def write(self, where: ShmSlice, tensor: str, data: bytes | memoryview) -> int:
         return self.registry.write(self.owner, where, tensor, data)
+
+    def reference(self, where: ShmSlice, tensor: str, dtype: np.dtype,
+                  shape: tuple[int, ...]) -> ShmRef:
+        return self.registry.reference(self.owner, where, tensor, dtype, shape)

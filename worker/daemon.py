@@ -25,6 +25,7 @@ from zeroserve.loopsocket import LoopSocket
 from zeroserve.service import EndpointSpec, ServiceSpec
 from zeroserve.sockets import open_socket
 from zeroserve.tracing import TracingError, start_tracing
+from zeroserve.wire import shm_refs
 from zeroserve.wire.backend import (
     Batch,
     Ready,
@@ -85,6 +86,7 @@ class WorkerDaemon:
         self.job_slots = worker.job_slots if spec.tasks else 0
         self.jobs_host = worker.job_host or lane_host(self.broker)
         self.job_priority = worker.job_priority
+        self.shm_reader = shm_refs.local_reader(worker.shm_key_prefix)  # inputs read in place
         self.max_result_bytes = max_result_bytes
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
         self._in_flight: set[asyncio.Task] = set()
@@ -102,7 +104,8 @@ class WorkerDaemon:
         self._metrics_owed = True
         return Ready(self.worker_id, self.spec.name, self.spec.describe(), self.slots,
                        {"pid": os.getpid(), "host": socket.gethostname(),
-                        "devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
+                        "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        **(self.shm_reader.info() if self.shm_reader is not None else {})},
                        self.jobs.describe() if self.jobs is not None else {},
                        self.cluster).to_frames()
 
@@ -135,6 +138,7 @@ class WorkerDaemon:
             asyncio.ensure_future(self._check_dependencies())
         self.runner = BatchRunner(self.spec, instance, run_blocking_in(loop, self.pool),
                                   self._clock, self.tracing)
+        shm_refs.accept_references(self.shm_reader)
         if self.job_slots > 0:
             try:
                 self.jobs = JobLane(self.spec, self.worker_id, self.job_slots, self.jobs_host,

@@ -73,6 +73,8 @@ class GatewaySettings:
     server_version: str = __version__       # ... and the version it gives
     shm_key_prefix: str = "/zeroserve_"     # system shared memory: only keys under it may be
                                             # registered; empty: the extension is off
+    shm_direct: bool = True                 # a worker sharing this host's /dev/shm reads
+                                            # shared memory inputs in place (docs/oip.md)
     cors_allowed_origins: tuple[str, ...] = ()  # origins browsers may call from
                                             # ("https://app.example", "*": any); empty: CORS off
     cors_allowed_methods: tuple[str, ...] = ("GET", "POST", "DELETE")  # ... with these methods
@@ -103,6 +105,8 @@ class WorkerSettings:
                                             # ("": the one facing the broker)
     job_priority: str = "idle"              # CPU priority of job processes: idle (only
                                             # what real-time work leaves), low, normal
+    shm_key_prefix: str = "/zeroserve_"     # shared memory inputs read in place: only keys
+                                            # under it (gateway.shm_key_prefix); empty: none
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""A 64 MB FP32 input, two ways, against one ``zeroserve serve`` run: OIP HTTP with Triton's
-binary tensor extension, and system shared memory (the client writes the tensor into a
-registered region, the request names it). Sequential calls through ``tritonclient.http``;
-end-to-end latency per call (client encoding and, for shared memory, the copy into the region
-included) and the server's CPU time per call (every process of the server: gateway, broker,
-worker).
+"""A 64 MB FP32 input, three ways, in one run: OIP HTTP with Triton's binary tensor extension,
+system shared memory copied by the gateway through the broker (``gateway.shm_direct`` off),
+and system shared memory read in place by the worker (``gateway.shm_direct`` on: the gateway
+sends a reference, the worker maps the region). Two ``zeroserve serve`` servers, one after the
+other (shm_direct on: binary and in place; off: copied). Sequential calls through
+``tritonclient.http``; end-to-end latency per call (client encoding and, for shared memory, the
+copy into the region included) and the server's CPU time per call (every process of the server:
+gateway, broker, worker). Each server is asked once which way the input came
+(``vector.mapped``), so that a figure never names a path that was not taken.
 
     scripts/bench shm [--calls 20] [--mib 64]
 """
@@ -27,6 +30,8 @@ from bench_lib.serving import free_port, group_cpu_s, serve_argv, start, stop
 
 SERVICE = "scripts/bench_lib/shm_service.py:Vector"
 MODEL = "vector.total"
+PATHS = (("binary", "OIP HTTP binary"), ("shm_copied", "shared memory, copied"),
+         ("shm_direct", "shared memory, read in place"))
 
 
 def _measure(name: str, call: Callable[[], float], calls: int, pgid: int) -> dict:
@@ -48,40 +53,57 @@ def _measure(name: str, call: Callable[[], float], calls: int, pgid: int) -> dic
     return figures
 
 
+def _serve(x: np.ndarray, calls: int, direct: bool, tmp: Path) -> dict:
+    """Start a server (``gateway.shm_direct`` as ``direct``) and measure on it: the shared
+    memory path, and with ``direct`` the binary one too."""
+    port = free_port()
+    env = {"ZEROSERVE_LOG_LEVEL": "WARNING",
+           "ZEROSERVE_JOBS_STORE_PATH": str(tmp / f"jobs-{direct}.db"),
+           "ZEROSERVE_GATEWAY_SHM_DIRECT": "true" if direct else "false"}
+    proc = start(serve_argv([SERVICE], port, "--workers", "1"), port,
+                 tmp / f"serve-{direct}.log", env)
+    key = f"/zeroserve_bench_{uuid.uuid4().hex[:8]}"
+    region = shm.create_shared_memory_region("bench", key, x.nbytes)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}",
+                                              connection_timeout=120, network_timeout=120)
+    figures: dict = {}
+    try:
+        client.register_system_shared_memory("bench", key, x.nbytes)
+
+        def shm_input() -> httpclient.InferInput:
+            tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_shared_memory("bench", x.nbytes)
+            return tensor
+
+        def binary() -> float:
+            tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=True)
+            return float(client.infer(MODEL, [tensor]).as_numpy("output")[0])
+
+        def shared() -> float:
+            shm.set_shared_memory_region(region, [x])
+            return float(client.infer(MODEL, [shm_input()]).as_numpy("output")[0])
+
+        if direct:
+            figures["binary"] = _measure("HTTP binary", binary, calls, proc.pid)
+        path = "shm_direct" if direct else "shm_copied"
+        figures[path] = _measure(dict(PATHS)[path], shared, calls, proc.pid)
+        shm.set_shared_memory_region(region, [x])
+        mapped = client.infer("vector.mapped", [shm_input()]).as_numpy("output")
+        assert bool(mapped[0]) is direct, f"{path}: the worker's input was " + \
+            ("copied" if direct else "mapped")
+        client.unregister_system_shared_memory()
+    finally:
+        client.close()
+        shm.destroy_shared_memory_region(region)
+        stop(proc)
+    return figures
+
+
 def run(calls: int, mib: int) -> dict:
     x = np.random.default_rng(0).random(mib * 1024 * 1024 // 4, dtype=np.float32)
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="zeroserve-shm-bench-") as tmp:
-        env = {"ZEROSERVE_LOG_LEVEL": "WARNING",
-               "ZEROSERVE_JOBS_STORE_PATH": str(Path(tmp) / "jobs.db")}
-        proc = start(serve_argv([SERVICE], port, "--workers", "1"), port,
-                     Path(tmp) / "serve.log", env)
-        key = f"/zeroserve_bench_{uuid.uuid4().hex[:8]}"
-        region = shm.create_shared_memory_region("bench", key, x.nbytes)
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}",
-                                                  connection_timeout=120, network_timeout=120)
-        try:
-            client.register_system_shared_memory("bench", key, x.nbytes)
-
-            def binary() -> float:
-                tensor = httpclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x, binary_data=True)
-                return float(client.infer(MODEL, [tensor]).as_numpy("output")[0])
-
-            def shared() -> float:
-                shm.set_shared_memory_region(region, [x])
-                tensor = httpclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_shared_memory("bench", x.nbytes)
-                return float(client.infer(MODEL, [tensor]).as_numpy("output")[0])
-
-            figures = {"binary": _measure("HTTP binary", binary, calls, proc.pid),
-                       "shm": _measure("system shared memory", shared, calls, proc.pid)}
-            client.unregister_system_shared_memory()
-        finally:
-            client.close()
-            shm.destroy_shared_memory_region(region)
-            stop(proc)
-    return figures
+        return {**_serve(x, calls, True, Path(tmp)), **_serve(x, calls, False, Path(tmp))}
 
 
 def main(argv: list[str]) -> int:
@@ -90,15 +112,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mib", type=int, default=64)
     args = parser.parse_args(argv)
     figures = run(args.calls, args.mib)
-    b, s = figures["binary"], figures["shm"]
-    assert abs(b["answer"] - s["answer"]) <= 1e-6 * abs(b["answer"]), figures
+    b = figures["binary"]
+    for path, _ in PATHS:
+        assert abs(figures[path]["answer"] - b["answer"]) <= 1e-6 * abs(b["answer"]), figures
     print(f"{args.mib} MiB FP32 input, {args.calls} sequential calls, {os.cpu_count()} cpus\n")
     print("| path | p50 ms | mean ms | server CPU ms/call |\n|---|---|---|---|")
-    for name, f in (("OIP HTTP binary", b), ("system shared memory", s)):
+    for path, name in PATHS:
+        f = figures[path]
         print(f"| {name} | {f['p50_ms']:.1f} | {f['mean_ms']:.1f} | "
               f"{f['server_cpu_ms_per_call']:.1f} |")
-    print(f"\nshared memory / binary: latency {s['p50_ms'] / b['p50_ms']:.2f}, server CPU "
-          f"{s['server_cpu_ms_per_call'] / b['server_cpu_ms_per_call']:.2f}")
+    for path, name in PATHS[1:]:
+        s = figures[path]
+        print(f"\n{name} / binary: latency {s['p50_ms'] / b['p50_ms']:.2f}, server CPU "
+              f"{s['server_cpu_ms_per_call'] / b['server_cpu_ms_per_call']:.2f}")
+    c, d = figures["shm_copied"], figures["shm_direct"]
+    print(f"\nread in place / copied: latency {d['p50_ms'] / c['p50_ms']:.2f}, server CPU "
+          f"{d['server_cpu_ms_per_call'] / c['server_cpu_ms_per_call']:.2f}")
     return 0
 
 

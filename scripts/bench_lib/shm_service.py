@@ -1,5 +1,8 @@
 """The service of the shared memory benchmark (``bench_lib.shm_bench``): the sum of a large
-FP32 vector, so that the answer is small and the input's way in is what is measured."""
+FP32 vector, so that the answer is small and the input's way in is what is measured; and
+whether an input arrived mapped from the caller's shared memory (the benchmark checks which
+path each server took)."""
+import mmap
 from typing import Annotated
 
 import numpy as np
@@ -7,9 +10,18 @@ import numpy as np
 import zeroserve
 from zeroserve import Tensor
 
+Vector1D = Annotated[np.ndarray, Tensor("float32", (-1,))]
+
 
 @zeroserve.service(name="vector")
 class Vector:
     @zeroserve.api
-    def total(self, x: Annotated[np.ndarray, Tensor("float32", (-1,))]) -> np.ndarray:
+    def total(self, x: Vector1D) -> np.ndarray:
         return np.array([x.sum(dtype=np.float64)], np.float64)
+
+    @zeroserve.api
+    def mapped(self, x: Vector1D) -> np.ndarray:
+        base = x
+        while isinstance(base, np.ndarray):
+            base = base.base
+        return np.array([isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)])

@@ -14,7 +14,9 @@ float16, bfloat16 (``ml_dtypes.bfloat16``), fixed-width bytes (``S``) and
 strings (``U`` or object arrays of str). An array header names its dtype by
 ``dtype.str`` (``'<f4'``), except bfloat16, whose ``dtype.str`` is the
 anonymous ``'<V2'``: it is named ``"bfloat16"``. Anything else raises
-:class:`CodecError`; nothing is ever unpickled.
+:class:`CodecError`; nothing is ever unpickled. A tensor in shared memory (a
+:class:`~zeroserve.wire.shm_refs.ShmTensor`) travels as a reference to it, which only a process
+that accepts references opens (:mod:`zeroserve.wire.shm_refs`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from zeroserve.wire import shm_refs
 from zeroserve.wire.dtypes import BFLOAT16, dtype_named, name_of
 
 FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
@@ -31,6 +34,7 @@ FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 _EXT_INLINE = 1   # [dtype, shape, raw bytes]
 _EXT_FRAME = 2    # [dtype, shape, frame index]
 _EXT_STRINGS = 3  # [kind "U" | "O", shape, flat list of str]
+_EXT_SHM = 4      # a tensor in shared memory: zeroserve.wire.shm_refs
 
 _NUMERIC_KINDS = frozenset("biufcS")
 MAX_DIMS = 32
@@ -49,6 +53,8 @@ def encode(value: Any, threshold: int = FRAME_THRESHOLD) -> tuple[bytes, list]:
     frames: list = []
 
     def default(obj: Any) -> Any:
+        if isinstance(obj, shm_refs.ShmTensor):
+            return msgpack.ExtType(_EXT_SHM, shm_refs.pack_stand_in(obj))
         if isinstance(obj, np.ndarray):
             return _encode_array(obj, frames, threshold)
         if isinstance(obj, np.generic):
@@ -120,6 +126,11 @@ def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
     """Decode a metadata frame and its raw frames back into a value."""
 
     def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_SHM:
+            try:
+                return shm_refs.open_packed(data)
+            except shm_refs.ShmRefError as exc:
+                raise CodecError(str(exc)) from None
         try:
             header = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.UnpackException) as exc:
