@@ -25,7 +25,7 @@ from zeroserve.wire.envelope import (
     unpack_map,
 )
 
-_ROUTE = struct.Struct(">II")  # timeout_ms, rows
+_ROUTE = struct.Struct(">III")  # timeout_ms, rows, version (0: the latest served)
 # the routing id a worker's dependency link gives itself: dep:<calling service>:<random>, so
 # that the broker counts calls per (caller, callee); it is never trusted for anything else
 DEPENDENCY_PREFIX = b"dep:"
@@ -41,7 +41,8 @@ class Request:
     synchronised clocks. ``rows`` is the number of rows along the batch
     dimension and ``batch_key`` names what must match for requests to share
     a batch (dtypes and shapes past the batch dimension); both are empty for
-    endpoints that do not batch.
+    endpoints that do not batch. ``version`` names the version of the service to run (0: the
+    latest one the broker serves).
     """
 
     request_id: bytes
@@ -52,6 +53,7 @@ class Request:
     body: list = field(default_factory=list)
     rows: int = 1
     batch_key: bytes = b""
+    version: int = 0
 
     def to_frames(self) -> list:
         return [
@@ -60,7 +62,7 @@ class Request:
             self.request_id,
             self.service.encode(),
             self.endpoint.encode(),
-            _ROUTE.pack(self.timeout_ms, self.rows) + self.batch_key,
+            _ROUTE.pack(self.timeout_ms, self.rows, self.version) + self.batch_key,
             self.meta,
             *self.body,
         ]
@@ -77,7 +79,7 @@ def parse_request(rest: Sequence[Frame]) -> Request:
     route = raw(rest[3])
     if len(route) < _ROUTE.size:
         raise ProtocolError("REQUEST route frame is too short")
-    timeout_ms, rows = _ROUTE.unpack_from(route)
+    timeout_ms, rows, version = _ROUTE.unpack_from(route)
     return Request(
         request_id=request_id,
         service=text(rest[1], "service"),
@@ -87,6 +89,7 @@ def parse_request(rest: Sequence[Frame]) -> Request:
         body=list(rest[5:]),
         rows=rows,
         batch_key=route[_ROUTE.size:],
+        version=version,
     )
 
 
@@ -153,6 +156,8 @@ class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     JOB_CANCEL = "job.cancel"  # {id} -> {job}
     JOB_RETRY = "job.retry"    # {id} -> {job}
     JOB_LIST = "job.list"      # {service?, state?, after?, limit?} -> {jobs, next}
+    # the traffic split of a service's version-less calls (docs/protocol.md); {} clears it
+    SET_TRAFFIC = "set_traffic"  # {service, weights: {version: percent}} -> {service, traffic}
 
 
 @dataclass(slots=True)
@@ -191,3 +196,9 @@ def parse_control(rest: Sequence[Frame]) -> Control:
     return Control(raw(rest[0]), op, args, cluster)
 
 
+
+
+def endpoint_stats_key(service: str, endpoint: str, version: int = 1) -> str:
+    """The key of an endpoint's figures in the ``stats`` answer: ``service.endpoint``, and
+    ``service.endpoint@version`` for a version other than 1."""
+    return f"{service}.{endpoint}" if version == 1 else f"{service}.{endpoint}@{version}"
