@@ -276,7 +276,7 @@ class BrokerCore:
         one is answered 400 (404 for an unknown service) with the reason."""
         service = ctl.args.get("service")
         versions = self.registry.services.get(service) if isinstance(service, str) else None
-        if versions is None:
+        if versions is None or not isinstance(service, str):
             return self._reply(gateway, error_reply(
                 ctl.request_id, Status.NOT_FOUND, f"unknown service {service!r}",
                 code=int(Status.NOT_FOUND)))

@@ -55,10 +55,22 @@ async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
             f"model '{ref.name}' is decoupled (it streams) and answers only over gRPC "
             "ModelStreamInfer or HTTP generate_stream"))
     request = body.parse()
-    inputs = endpoint_inputs(info, request.inputs)
+    inputs = endpoint_inputs(info, request.inputs, ref.name)
+    check_requested_outputs(ref, info, request.outputs)
     value = await call(link, info, inputs, body.deadline_s(request.timeout_us))
     try:
         produced = endpoint_outputs(info, value)
     except TensorError as exc:
         raise RequestFailed(Status.USER_ERROR, str(exc)) from None
-    return body.encode(ref.name, request, select_outputs(produced, request.outputs))
+    return body.encode(ref.name, request, select_outputs(produced, request.outputs, ref.name))
+
+
+def check_requested_outputs(ref: ModelRef, info: EndpointDescription, wanted: dict) -> None:
+    """Refuse, before the call, a requested output that a model declaring its named outputs
+    does not have, in Triton's words (an undeclared answer is checked once it comes)."""
+    if info.outputs:
+        declared = {f.name for f in info.outputs}
+        unknown = [name for name in wanted if name not in declared]
+        if unknown:
+            raise TensorError(f"unexpected inference output '{unknown[0]}' for model "
+                              f"'{ref.name}'")

@@ -98,7 +98,7 @@ class WorkerDaemon:
                        {"pid": os.getpid(), "host": socket.gethostname(),
                         "devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
                        self.jobs.describe() if self.jobs is not None else {},
-                       self.cluster).to_frames()
+                       self.cluster, self.spec.version).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:

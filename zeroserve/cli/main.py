@@ -113,10 +113,16 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 @option("--job-slots", "worker__job_slots", type=int,
         help="Jobs (@zeroserve.task) run at once, each in a child process; 0: none "
              "[default: 1].")
+@click.option("--service-version", type=click.IntRange(min=1), default=None,
+              help="The version of SERVICE this worker serves, instead of the one its class "
+                   "declares [default: @zeroserve.service(version=...), 1].")
 @common_options
-def worker_command(service: str, config_file: str | None, **options: Any) -> None:
+def worker_command(service: str, config_file: str | None, service_version: int | None,
+                   **options: Any) -> None:
     """Run a worker for SERVICE (path/file.py[:Class] or package.module:Class; a file that
     defines one service may be named alone)."""
+    import dataclasses
+
     import worker
     from zeroserve.service import load_service
 
@@ -125,6 +131,8 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
         spec = load_service(service)
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
         raise click.UsageError(f"cannot load service {service}: {exc}") from None
+    if service_version is not None:
+        spec = dataclasses.replace(spec, version=service_version)
     sys.exit(worker.run(spec, parts))
 
 

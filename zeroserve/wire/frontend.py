@@ -25,7 +25,8 @@ from zeroserve.wire.envelope import (
     unpack_map,
 )
 
-_ROUTE = struct.Struct(">III")  # timeout_ms, rows, version (0: the latest served)
+_ROUTE = struct.Struct(">II")  # timeout_ms, rows
+_VERSION = struct.Struct(">I")  # after the service's name and a NUL: the version asked for
 # the routing id a worker's dependency link gives itself: dep:<calling service>:<random>, so
 # that the broker counts calls per (caller, callee); it is never trusted for anything else
 DEPENDENCY_PREFIX = b"dep:"
@@ -60,9 +61,10 @@ class Request:
             PROTOCOL,
             Command.REQUEST.value,
             self.request_id,
-            self.service.encode(),
+            self.service.encode() + b"\0" + _VERSION.pack(self.version) if self.version
+            else self.service.encode(),
             self.endpoint.encode(),
-            _ROUTE.pack(self.timeout_ms, self.rows, self.version) + self.batch_key,
+            _ROUTE.pack(self.timeout_ms, self.rows) + self.batch_key,
             self.meta,
             *self.body,
         ]
@@ -79,10 +81,17 @@ def parse_request(rest: Sequence[Frame]) -> Request:
     route = raw(rest[3])
     if len(route) < _ROUTE.size:
         raise ProtocolError("REQUEST route frame is too short")
-    timeout_ms, rows, version = _ROUTE.unpack_from(route)
+    timeout_ms, rows = _ROUTE.unpack_from(route)
+    name, versioned, version_bytes = raw(rest[1]).partition(b"\0")
+    version = 0
+    if versioned:
+        if len(version_bytes) != _VERSION.size:
+            raise ProtocolError("REQUEST service frame: a NUL must be followed by a 4-byte "
+                                "version")
+        version = _VERSION.unpack(version_bytes)[0]
     return Request(
         request_id=request_id,
-        service=text(rest[1], "service"),
+        service=text(name, "service"),
         endpoint=text(rest[2], "endpoint"),
         timeout_ms=timeout_ms,
         meta=rest[4],
