@@ -257,9 +257,9 @@ class ServiceDescription:
 
     def at(self, version: int) -> ServiceDescription | None:
         """This service's description at ``version``, or None if it is not served."""
-        if version == self.version:
-            return self
-        return self.versions.get(version)
+        if self.versions:
+            return self.versions.get(version)
+        return self if version == self.version else None
 
     def served_versions(self) -> list[int]:
         """Every version served, ascending (just ``version`` for a service described alone)."""
