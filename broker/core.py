@@ -361,8 +361,8 @@ class BrokerCore:
                   ) -> ServiceDescription:
         """``service`` as MODELS answers: each version with the endpoints of its latest
         READY with this broker's limits, its tasks and its workers; the latest version's at
-        the top, with every version's (when there are several) and the traffic split (see
-        ``ServiceDescription``)."""
+        the top, with the workers of every version, every version's description (when there
+        are several) and the traffic split (see ``ServiceDescription``)."""
         tasks = self.jobs.tasks_of(service) if self.jobs is not None else {}
         described = {version: ServiceDescription(
             service, {name: self.endpoints[(service, name, version)].description
@@ -370,7 +370,8 @@ class BrokerCore:
             tasks, self.registry.count(service, version), version)
             for version, declared in sorted(versions.items())}
         latest = described[self.registry.latest(service) or max(described)]
-        return replace(latest, versions=described if len(described) > 1 else {},
+        return replace(latest, workers=self.registry.count(service),
+                       versions=described if len(described) > 1 else {},
                        traffic=self.traffic.of(service))
 
     def _endpoint(self, desc: EndpointDescription) -> Endpoint:

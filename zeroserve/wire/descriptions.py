@@ -241,7 +241,8 @@ class ServiceDescription:
     serve it now (0 in a worker's own declaration), at ``version``.
 
     MODELS describes a service by its latest version served (the highest one that has
-    workers, else the highest known), whose ``versions`` then hold every version served when
+    workers, else the highest known), with the workers of all its versions; its ``versions``
+    then hold every version served when
     there are several, itself included, each described alone (with no ``versions`` of its
     own; empty: ``version`` is the only one); ``traffic`` is
     the operator's split of version-less calls (``{version: percent}``; empty: none, they go
