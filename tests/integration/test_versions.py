@@ -177,13 +177,41 @@ def test_metadata_lists_the_versions_and_the_index_each_version_with_its_state(t
     assert {("ranker", "1"), ("ranker", "2")} <= grpc_index
 
 
-def test_the_rest_route_and_the_sdk_name_a_version(two: Cluster) -> None:
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_the_rest_route_and_the_sdk_name_a_version(two: Cluster, scheme: str) -> None:
     assert _which(two, 1) == 1 and _which(two, 2) == 2
-    with zeroserve.Client(two.url) as client:
+    url = two.url if scheme == "http" else f"grpc://127.0.0.1:{two.grpc_port}"
+    with zeroserve.Client(url) as client:
         assert client.call("ranker", "which", version=1) == 1
         assert client.call("ranker", "which", version=2) == 2
+        assert client.call("ranker", "which") == 2
         with pytest.raises(zeroserve.NotFound, match="no version 3"):
             client.call("ranker", "which", version=3)
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_statistics_are_kept_per_version(two: Cluster, module) -> None:
+    def success(client, version: str) -> int:
+        answer = client.get_inference_statistics("ranker.score", model_version=version)
+        if module is httpclient:
+            (entry,) = answer["model_stats"]
+            assert entry["version"] == version
+            return entry["inference_stats"]["success"]["count"]
+        (entry,) = answer.model_stats
+        assert entry.version == version
+        return entry.inference_stats.success.count
+
+    with _client(two, module) as client:
+        before = success(client, "1"), success(client, "2")
+        for _ in range(3):
+            client.infer("ranker.score", [_v1_input(module)], model_version="1")
+        client.infer("ranker.score", [_v2_input(module)], model_version="2")
+        after = success(client, "1"), success(client, "2")
+        both = client.get_inference_statistics("ranker.score")
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    entries = both["model_stats"] if module is httpclient else both.model_stats
+    versions = [e["version"] if module is httpclient else e.version for e in entries]
+    assert versions == ["1", "2"]
 
 
 def test_a_traffic_split_sends_its_share_to_each_version_until_it_is_cleared(two: Cluster):

@@ -60,7 +60,7 @@ class Client:
              version: int | None = None, **inputs: Any) -> Any:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value.
 
-        ``version`` runs that version of the service (HTTP clients); without one the
+        ``version`` runs that version of the service; without one the
         gateway chooses: by the operator's traffic split, else the latest version served.
 
         >>> client.call("mlp", "predict", x=np.zeros((1, 64), np.float32))  # doctest: +SKIP

@@ -58,12 +58,10 @@ class Call(Operation):
         return json.loads(answer.body)
 
     def grpc(self) -> Sequence[GrpcRequest]:
-        if self.version:
-            raise ValueError("calling a version needs an http:// client: the gRPC Call has "
-                             "no version yet (use the OIP model_version instead)")
+        version = ((payloads.VERSION_METADATA, str(self.version)),) if self.version else ()
         return [GrpcRequest("Serving", "Call", pb.CallRequest(
             service=self.service, endpoint=self.endpoint,
-            inputs=payloads.encode_inputs(self.inputs)))]
+            inputs=payloads.encode_inputs(self.inputs)), version)]
 
     def from_grpc(self, replies: Sequence[Any]) -> Any:
         return payloads.decode_value(replies[0].value)
