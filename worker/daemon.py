@@ -145,9 +145,10 @@ class WorkerDaemon:
             self._connect()
             self._send(self._ready())
             if not refused:  # a refused worker's retries are quiet: the refusal was logged
-                log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
-                         self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
-                         self.broker, self.slots, self.threads)
+                log.info("worker %s: serving %s version %d (%s) from broker %s with %d slots, "
+                         "%d threads", self.worker_id, self.spec.name, self.spec.version,
+                         ", ".join(sorted(self.spec.endpoints)), self.broker, self.slots,
+                         self.threads)
             heard = await self._session()
             if self._drained.is_set():
                 break
