@@ -20,7 +20,9 @@ from broker.admission import ClusterAdmission
 from broker.jobs.desk import JobDesk
 from broker.registry import WorkerRegistry, WorkerState
 from broker.stats import EndpointStats, StreamStats
+from broker.traffic import TrafficSplits
 from zeroserve.curve import WORKER_CONTROL_OPS
+from zeroserve.traffic import TrafficError
 from zeroserve.wire.backend import (
     Batch,
     BatchItem,
@@ -41,6 +43,7 @@ from zeroserve.wire.frontend import (
     ControlOp,
     Reply,
     Request,
+    endpoint_stats_key,
     error_reply,
     parse_control,
     parse_request,
@@ -66,8 +69,8 @@ Send = Callable[[list], None]
 
 @dataclass(eq=False)
 class Endpoint:
-    """The queue, batching policy and statistics of one service endpoint, and its
-    description with the batching limits this broker applies (what MODELS answers)."""
+    """The queue, batching policy and statistics of one service endpoint at one version, and
+    its description with the batching limits this broker applies (what MODELS answers)."""
 
     service: str
     name: str
@@ -77,6 +80,10 @@ class Endpoint:
     stats: EndpointStats = field(default_factory=EndpointStats)
     streams: StreamStats = field(default_factory=StreamStats)
     wake_at: float | None = None
+
+    @property
+    def version(self) -> int:
+        return self.description.version
 
 
 @dataclass(eq=False)
@@ -102,12 +109,12 @@ class InFlight:
 
 
 def stages_of(flight: InFlight, item: Pending, exec_s: float, called: list | None) -> list:
-    """The stages that answered ``item`` of ``flight``: its own (service, endpoint, worker,
-    batch size, queue wait and execution in ms) first, then those of the calls it made,
+    """The stages that answered ``item`` of ``flight``: its own (service, endpoint, version,
+    worker, batch size, queue wait and execution in ms) first, then those of the calls it made,
     each naming its caller; at most MAX_STAGES."""
     name = f"{flight.endpoint.service}.{flight.endpoint.name}"
     own = {"service": flight.endpoint.service, "endpoint": flight.endpoint.name,
-           "worker": flight.worker.worker_id, "batch": len(flight.items),
+           "version": flight.endpoint.version, "worker": flight.worker.worker_id, "batch": len(flight.items),
            "queue_ms": round(1000 * (flight.dispatched - item.arrived), 3),
            "exec_ms": round(1000 * exec_s, 3)}
     nested = [{"caller": name, **stage} if "caller" not in stage else stage
@@ -159,11 +166,13 @@ class BrokerCore:
         self.registry = WorkerRegistry(config.liveness_s)
         self._worker_info: dict[bytes, dict] = {}  # identity -> its READY's info (STATS shows)
         self.admission = ClusterAdmission(config.cluster)
-        self.endpoints: dict[tuple[str, str], Endpoint] = {}
-        self._by_service: dict[str, list[Endpoint]] = {}
+        self.endpoints: dict[tuple[str, str, int], Endpoint] = {}  # (service, name, version)
+        self._by_service: dict[tuple[str, int], list[Endpoint]] = {}  # (service, version)
         self._in_flight: dict[int, InFlight] = {}
         self._streams: dict[tuple[bytes, bytes], int] = {}  # (gateway, request id) -> batch id
-        self._limbo: list[tuple[str, str, Pending]] = []  # requests for not-yet-known services
+        # requests for not-yet-known services: (service, version asked, endpoint, request)
+        self._limbo: list[tuple[str, int, str, Pending]] = []
+        self.traffic = TrafficSplits()  # the operator's splits of version-less calls
         # batch ids start at a random point of their own for each broker, so that a worker's
         # RESULT for a batch of the broker before a restart never answers a batch of this one
         self._next_batch = int.from_bytes(os.urandom(4), "big") >> 1 << 32
@@ -225,20 +234,26 @@ class BrokerCore:
         timeout_s = min(req.timeout_ms, self.config.max_timeout_ms) / 1000.0
         item = Pending(req.request_id, gateway, now + timeout_s, now, [req.meta, *req.body],
                        max(req.rows, 1), req.batch_key, req.stages)
-        self._admit(req.service, req.endpoint, item, now)
+        self._admit(req.service, req.version, req.endpoint, item, now)
 
-    def _admit(self, service: str, endpoint_name: str, item: Pending, now: float) -> None:
-        endpoint = self.endpoints.get((service, endpoint_name))
+    def _admit(self, service: str, asked: int, endpoint_name: str, item: Pending,
+               now: float) -> None:
+        """Queue ``item`` for ``service`` at version ``asked`` (0: the latest served)."""
+        version = asked or self.registry.latest(service) or 0
+        endpoint = self.endpoints.get((service, endpoint_name, version))
         if endpoint is None:
-            if service in self.registry.services:
+            known = self.registry.services.get(service, {})
+            if version in known:
                 return self._reply(item.gateway, error_reply(
                     item.request_id, Status.NOT_FOUND,
                     f"service '{service}' has no endpoint '{endpoint_name}'"))
             if now - self.started < self.config.grace_s:
-                self._limbo.append((service, endpoint_name, item))
+                self._limbo.append((service, asked, endpoint_name, item))
                 return None
             return self._reply(item.gateway, error_reply(
-                item.request_id, Status.NOT_FOUND, f"unknown service '{service}'"))
+                item.request_id, Status.NOT_FOUND,
+                f"service '{service}' has no version {version}" if known
+                else f"unknown service '{service}'"))
         if not endpoint.queue.push(item):
             endpoint.stats.rejected += 1
             return self._reply(item.gateway, error_reply(
@@ -246,7 +261,7 @@ class BrokerCore:
                 f"queue for {service}/{endpoint_name} is full ({endpoint.queue.capacity} waiting)",
                 retry_after_s=self.config.retry_after_s))
         endpoint.policy.arrived(now, item.rows)
-        self._pump(service, now)
+        self._pump(service, version, now)
 
     def _on_control(self, gateway: bytes, ctl: Control, now: float) -> None:
         if not self.admission.admits(ctl.cluster):
@@ -268,12 +283,33 @@ class BrokerCore:
         elif ctl.op is ControlOp.MODELS:
             answer = {"broker_id": self.broker_id, "uptime_s": now - self.started,
                       "grace_s": self.config.grace_s, "services": {
-                name: self._describe(name, declared).to_map()
-                for name, declared in self.registry.services.items()},
+                name: self._describe(name, versions).to_map()
+                for name, versions in self.registry.services.items()},
                 "shm": self._shm_namespaces()}
+        elif ctl.op is ControlOp.SET_TRAFFIC:
+            return self._set_traffic(gateway, ctl)
         else:
             answer = self.stats(now)
         self._reply(gateway, Reply(ctl.request_id, Status.OK, pack_map(answer)))
+
+    def _set_traffic(self, gateway: bytes, ctl: Control) -> None:
+        """Set or clear a service's traffic split (``{service, weights}``), logged; a bad
+        one is answered 400 (404 for an unknown service) with the reason."""
+        service = ctl.args.get("service")
+        versions = self.registry.services.get(service) if isinstance(service, str) else None
+        if versions is None or not isinstance(service, str):
+            return self._reply(gateway, error_reply(
+                ctl.request_id, Status.NOT_FOUND, f"unknown service {service!r}",
+                code=int(Status.NOT_FOUND)))
+        try:
+            change = self.traffic.set(service, ctl.args.get("weights", {}), versions)
+        except TrafficError as exc:
+            return self._reply(gateway, error_reply(
+                ctl.request_id, Status.BAD_REQUEST, f"traffic split of '{service}': {exc}",
+                code=int(Status.BAD_REQUEST)))
+        log.info(change.log_line)
+        self._reply(gateway, Reply(ctl.request_id, Status.OK, pack_map({
+            "service": service, "traffic": {str(v): p for v, p in change.split.items()}})))
 
     # ------------------------------------------------------------ backend
 
@@ -301,7 +337,7 @@ class BrokerCore:
             elif command is Command.WAITING:
                 batch_id, is_waiting = parse_waiting(rest)
                 self.registry.mark_waiting(worker, batch_id, is_waiting)
-                self._pump(worker.service, now)
+                self._pump(worker.service, worker.version, now)
             elif command is Command.DISCONNECT:
                 self._on_disconnect(worker, now)
             elif command is Command.HEARTBEAT:
@@ -326,29 +362,38 @@ class BrokerCore:
         for desc in ready.endpoints.values():
             self._endpoint(desc)
         self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
-                               ready.slots, now)
+                               ready.slots, now, ready.version)
         self._worker_info = {w.identity: self._worker_info.get(w.identity, {})
                              for w in self.registry} | {identity: ready.info}
         if self.jobs is not None:
             self.jobs.lane_ready(identity, ready)
-        log.info("broker: worker %s joined, serving %s (%s) with %d slots", ready.worker_id,
-                 ready.service, ", ".join(sorted(ready.endpoints)), ready.slots)
+        log.info("broker: worker %s joined, serving %s version %d (%s) with %d slots",
+                 ready.worker_id, ready.service, ready.version,
+                 ", ".join(sorted(ready.endpoints)), ready.slots)
         waiting, self._limbo = self._limbo, []
-        for service, endpoint, item in waiting:
+        for service, asked, endpoint, item in waiting:
             if service == ready.service:
-                self._admit(service, endpoint, item, now)
+                self._admit(service, asked, endpoint, item, now)
             else:
-                self._limbo.append((service, endpoint, item))
-        self._pump(ready.service, now)
+                self._limbo.append((service, asked, endpoint, item))
+        self._pump(ready.service, ready.version, now)
 
-    def _describe(self, service: str, declared: dict[str, EndpointDescription]
+    def _describe(self, service: str, versions: dict[int, dict[str, EndpointDescription]]
                   ) -> ServiceDescription:
-        """``service`` as MODELS answers: the endpoints of its latest READY with this broker's
-        limits, its tasks, and its workers."""
-        return ServiceDescription(
-            service, {name: self.endpoints[(service, name)].description for name in declared},
-            self.jobs.tasks_of(service) if self.jobs is not None else {},
-            self.registry.count(service))
+        """``service`` as MODELS answers: each version with the endpoints of its latest
+        READY with this broker's limits, its tasks and its workers; the latest version's at
+        the top, with the workers of every version, every version's description (when there
+        are several) and the traffic split (see ``ServiceDescription``)."""
+        tasks = self.jobs.tasks_of(service) if self.jobs is not None else {}
+        described = {version: ServiceDescription(
+            service, {name: self.endpoints[(service, name, version)].description
+                      for name in declared},
+            tasks, self.registry.count(service, version), version)
+            for version, declared in sorted(versions.items())}
+        latest = described[self.registry.latest(service) or max(described)]
+        return replace(latest, workers=self.registry.count(service),
+                       versions=described if len(described) > 1 else {},
+                       traffic=self.traffic.of(service))
 
     def _shm_namespaces(self) -> dict[str, list[list]]:
         """Per service, the distinct ``[shm_namespace, shm_key_prefix]`` of its workers' READY
@@ -364,7 +409,7 @@ class BrokerCore:
     def _endpoint(self, desc: EndpointDescription) -> Endpoint:
         """The endpoint a worker described, made or updated; ``batching.overrides`` replace
         the batching limits that the code declares."""
-        key = (desc.service, desc.name)
+        key = (desc.service, desc.name, desc.version)
         if desc.batchable:
             override = self.config.batching_overrides.get(f"{desc.service}.{desc.name}", {})
             limits = BatchLimits(
@@ -380,7 +425,7 @@ class BrokerCore:
             endpoint = Endpoint(desc.service, desc.name, EndpointQueue(self.config.max_queue),
                                 BatchPolicy(limits), desc)
             self.endpoints[key] = endpoint
-            self._by_service.setdefault(desc.service, []).append(endpoint)
+            self._by_service.setdefault((desc.service, desc.version), []).append(endpoint)
         else:
             if endpoint.policy.limits != limits:
                 endpoint.policy = BatchPolicy(limits, endpoint.policy.model)
@@ -428,7 +473,7 @@ class BrokerCore:
             log.info("broker: worker %s drained and left", worker.worker_id)
             if self.jobs is not None:
                 self.jobs.lane_gone(worker.identity, lost=False)
-        self._pump(worker.service, now)
+        self._pump(worker.service, worker.version, now)
 
     # ------------------------------------------------------------ streams
 
@@ -474,7 +519,7 @@ class BrokerCore:
                 endpoint.stats.record_status(Status.CANCELLED)
                 return None
         self._limbo = [entry for entry in self._limbo
-                       if (entry[2].gateway, entry[2].request_id) != (gateway, cancel.key)]
+                       if (entry[3].gateway, entry[3].request_id) != (gateway, cancel.key)]
 
     def _end_stream(self, flight: InFlight, now: float) -> None:
         for item in flight.items:
@@ -500,13 +545,14 @@ class BrokerCore:
 
     # ------------------------------------------------------------ dispatch
 
-    def _pump(self, service: str, now: float) -> None:
-        """Dispatch waiting work of ``service`` while workers have free slots."""
-        endpoints = [e for e in self._by_service.get(service, ()) if len(e.queue)]
-        if not endpoints or not self.registry.has_free(service):
+    def _pump(self, service: str, version: int, now: float) -> None:
+        """Dispatch waiting work of ``service`` at ``version`` while its workers have free
+        slots."""
+        endpoints = [e for e in self._by_service.get((service, version), ()) if len(e.queue)]
+        if not endpoints or not self.registry.has_free(service, version):
             return
-        free = self.registry.free_slots(service)
-        busy = self.registry.busy_slots(service)
+        free = self.registry.free_slots(service, version)
+        busy = self.registry.busy_slots(service, version)
         while free > 0:
             best, best_rows, best_deadline = None, 0, float("inf")
             for endpoint in endpoints:
@@ -526,7 +572,7 @@ class BrokerCore:
     def _dispatch(self, endpoint: Endpoint, items: list, now: float) -> None:
         batch_id = self._next_batch
         self._next_batch += 1
-        worker = self.registry.acquire(endpoint.service, batch_id)
+        worker = self.registry.acquire(endpoint.service, batch_id, endpoint.version)
         assert worker is not None, "dispatch without a free worker"
         flight = self._in_flight[batch_id] = InFlight(worker, endpoint, items, dispatched=now)
         for it in items:
@@ -573,20 +619,20 @@ class BrokerCore:
             self._recover(worker, now, f"missed heartbeats for {silent_s:.1f}s")
         if self._limbo and now - self.started >= self.config.grace_s:
             waiting, self._limbo = self._limbo, []
-            for service, endpoint_name, item in waiting:
-                self._admit(service, endpoint_name, item, now)
+            for service, asked, endpoint_name, item in waiting:
+                self._admit(service, asked, endpoint_name, item, now)
         if self.jobs is not None:
             self.jobs.on_tick()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for worker in self.registry:
                 self._send_back([worker.identity, *heartbeat()])
-        for service, endpoints in self._by_service.items():
+        for (service, version), endpoints in self._by_service.items():
             if any(e.wake_at is not None and e.wake_at <= now for e in endpoints):
-                self._pump(service, now)
+                self._pump(service, version, now)
 
     def _expire_waiting(self, endpoint: Endpoint, expired: list) -> None:
-        workers = self.registry.count(endpoint.service)
+        workers = self.registry.count(endpoint.service, endpoint.version)
         for item in expired:
             if workers:
                 status, message = Status.DEADLINE_EXCEEDED, (
@@ -631,7 +677,7 @@ class BrokerCore:
         worker.in_flight.clear()
         log.warning("broker: evicted worker %s (%s), requeued %d requests, failed %d",
                     worker.worker_id, why, requeued, failed)
-        self._pump(worker.service, now)
+        self._pump(worker.service, worker.version, now)
 
     def next_wake(self, now: float) -> float:
         """Seconds until ``on_tick`` has something to do at the latest."""
@@ -652,12 +698,14 @@ class BrokerCore:
         return {
             "broker_id": self.broker_id,
             "uptime_s": now - self.started,
-            "workers": [{"worker_id": w.worker_id, "service": w.service, "slots": w.slots,
+            "workers": [{"worker_id": w.worker_id, "service": w.service, "version": w.version,
+                         "slots": w.slots,
                          "in_flight": len(w.in_flight), "draining": w.draining,
                          "last_heartbeat_s": w.liveness.silent_for(now),
                          "info": self._worker_info.get(w.identity, {})} for w in self.registry],
-            "endpoints": {f"{e.service}.{e.name}": {
-                "queued": len(e.queue), **e.stats.summary(self.wall_offset),
+            "endpoints": {endpoint_stats_key(e.service, e.name, e.version): {
+                "version": e.version, "queued": len(e.queue),
+                **e.stats.summary(self.wall_offset),
                 **({"streams": e.streams.summary(self._active_streams(e))}
                    if e.description.streams else {}),
                 "max_batch_size": e.policy.limits.max_batch_size,

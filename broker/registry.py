@@ -2,7 +2,8 @@
 
 Pure: times are floats passed in by the caller. Load balancing is credit
 based: a worker advertises slots, only workers with a free slot get work, and
-among them the least recently used goes first.
+among them the least recently used goes first. Each worker serves one version of its
+service; work for a version goes only to workers of that version.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class WorkerState:
     # and others, can run: a waiting batch holds no CPU
     waiting: set = field(default_factory=set)
     draining: bool = False
+    version: int = 1
 
     @property
     def free(self) -> int:
@@ -38,14 +40,16 @@ MAX_WAITING_PER_SLOT = 64  # a bound on the batches a worker holds while they wa
 
 
 class WorkerRegistry:
-    """Workers per service, with least-recently-used choice among those with a free slot."""
+    """Workers per service version, with least-recently-used choice among those with a free
+    slot."""
 
     def __init__(self, liveness_s: float) -> None:
         self.liveness_s = liveness_s  # a worker silent for longer is dead (zeroserve.liveness)
         self._workers: dict[bytes, WorkerState] = {}
-        self._idle: dict[str, OrderedDict[bytes, None]] = {}
-        # service -> its endpoints as its latest READY described them, kept after it leaves
-        self.services: dict[str, dict[str, EndpointDescription]] = {}
+        self._idle: dict[tuple[str, int], OrderedDict[bytes, None]] = {}
+        # service -> version -> its endpoints as the version's latest READY described them,
+        # kept after its workers leave
+        self.services: dict[str, dict[int, dict[str, EndpointDescription]]] = {}
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -57,15 +61,25 @@ class WorkerRegistry:
         return self._workers.get(identity)
 
     def register(self, identity: bytes, worker_id: str, service: str, endpoints: dict,
-                 slots: int, now: float) -> WorkerState:
-        """Add a worker (a known identity registering again is replaced: call ``remove`` first
-        to recover its in-flight work)."""
-        self.services[service] = endpoints
+                 slots: int, now: float, version: int = 1) -> WorkerState:
+        """Add a worker of ``service`` at ``version`` (a known identity registering again is
+        replaced: call ``remove`` first to recover its in-flight work)."""
+        self.services.setdefault(service, {})[version] = endpoints
         worker = WorkerState(identity, worker_id, service, slots,
-                             Liveness(self.liveness_s, heard_at=now))
+                             Liveness(self.liveness_s, heard_at=now), version=version)
         self._workers[identity] = worker
-        self._idle.setdefault(service, OrderedDict())[identity] = None
+        self._idle.setdefault((service, version), OrderedDict())[identity] = None
         return worker
+
+    def latest(self, service: str) -> int | None:
+        """The version that version-less work of ``service`` goes to: the highest one with a
+        worker that takes work, else the highest known; None for an unknown service."""
+        known = self.services.get(service)
+        if not known:
+            return None
+        live = [w.version for w in self._workers.values()
+                if w.service == service and not w.draining]
+        return max(live) if live else max(known)
 
     def touch(self, identity: bytes, now: float) -> WorkerState | None:
         worker = self._workers.get(identity)
@@ -76,7 +90,7 @@ class WorkerRegistry:
     def remove(self, identity: bytes) -> WorkerState | None:
         worker = self._workers.pop(identity, None)
         if worker is not None:
-            self._idle.get(worker.service, OrderedDict()).pop(identity, None)
+            self._idle.get((worker.service, worker.version), OrderedDict()).pop(identity, None)
         return worker
 
     def drain(self, identity: bytes) -> WorkerState | None:
@@ -84,12 +98,13 @@ class WorkerRegistry:
         worker = self._workers.get(identity)
         if worker is not None:
             worker.draining = True
-            self._idle.get(worker.service, OrderedDict()).pop(identity, None)
+            self._idle.get((worker.service, worker.version), OrderedDict()).pop(identity, None)
         return worker
 
-    def acquire(self, service: str, batch_id: int) -> WorkerState | None:
-        """Take a slot on the least recently used worker with one free, or None."""
-        idle = self._idle.get(service)
+    def acquire(self, service: str, batch_id: int, version: int = 1) -> WorkerState | None:
+        """Take a slot on the least recently used worker of ``service`` at ``version`` with
+        one free, or None."""
+        idle = self._idle.get((service, version))
         if not idle:
             return None
         identity, _ = idle.popitem(last=False)
@@ -116,25 +131,28 @@ class WorkerRegistry:
         self._refresh(worker)
 
     def _refresh(self, worker: WorkerState) -> None:
-        idle = self._idle.setdefault(worker.service, OrderedDict())
+        idle = self._idle.setdefault((worker.service, worker.version), OrderedDict())
         if worker.free <= 0:
             idle.pop(worker.identity, None)
         elif worker.identity in self._workers:
             if worker.identity not in idle:
                 idle[worker.identity] = None
 
-    def free_slots(self, service: str) -> int:
-        return sum(w.free for w in self._workers.values() if w.service == service)
+    def free_slots(self, service: str, version: int = 1) -> int:
+        return sum(w.free for w in self._workers.values()
+                   if w.service == service and w.version == version)
 
-    def has_free(self, service: str) -> bool:
-        return bool(self._idle.get(service))
+    def has_free(self, service: str, version: int = 1) -> bool:
+        return bool(self._idle.get((service, version)))
 
-    def busy_slots(self, service: str) -> int:
+    def busy_slots(self, service: str, version: int = 1) -> int:
         return sum(len(w.in_flight) - len(w.waiting) for w in self._workers.values()
-                   if w.service == service)
+                   if w.service == service and w.version == version)
 
-    def count(self, service: str) -> int:
-        return sum(1 for w in self._workers.values() if w.service == service and not w.draining)
+    def count(self, service: str, version: int | None = None) -> int:
+        """Workers of ``service`` that take work: of ``version``, or of every version."""
+        return sum(1 for w in self._workers.values() if w.service == service
+                   and not w.draining and version in (None, w.version))
 
     def expired(self, now: float) -> list[WorkerState]:
         """Workers not heard from within the liveness window (not removed: the caller does)."""

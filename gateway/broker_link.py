@@ -32,6 +32,7 @@ from zeroserve.liveness import Liveness
 from zeroserve.loopsocket import LoopSocket
 from zeroserve.sockets import open_socket
 from zeroserve.stream_call import StreamCall
+from zeroserve.traffic import SpreadDraws
 from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import ProtocolError, Status, unpack_map
 from zeroserve.wire.frontend import (
@@ -154,6 +155,7 @@ class BrokerLink:
         self.heartbeat_s = heartbeat_s
         self.liveness = Liveness.of_heartbeats(heartbeat_s, liveness)  # of the broker
         self.schema_refresh_s = schema_refresh_s
+        self.draws = SpreadDraws()  # this gateway's draws for traffic splits (zeroserve.traffic)
         self.context = zmq.Context()
         self._socket: LoopSocket | None = None
         self._ids = itertools.count(1)
@@ -248,7 +250,7 @@ class BrokerLink:
             meta = self.tracing.outgoing(meta, endpoint.service, endpoint.name)
         frames = Request(request_id, endpoint.service, endpoint.name,
                          max(int(timeout_s * 1000), 1), meta, body, rows,
-                         batch_key, stages).to_frames()
+                         batch_key, endpoint.version, stages).to_frames()
         try:
             return await self._exchange(request_id, frames, timeout_s + _GRACE_S, endpoint)
         except TimeoutError:
@@ -266,7 +268,8 @@ class BrokerLink:
         if self.tracing is not None:  # (a stream's request carries no trace context yet)
             self.tracing.reaching(endpoint.service, endpoint.name)
         frames = Request(request_id, endpoint.service, endpoint.name,
-                         max(int(timeout_s * 1000), 1), meta, body).to_frames()
+                         max(int(timeout_s * 1000), 1), meta, body,
+                         version=endpoint.version).to_frames()
         call = StreamCall(request_id, frames, self._socket.send, self._forget_stream)
         if self.refusal is not None:
             call.finish(error_reply(request_id, Status.NO_WORKER,

@@ -10,15 +10,17 @@ each front end's error boundary turns either into its own error form.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from batching.tensors import batch_key, row_count
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
-from gateway.oip_models import VERSION, ModelRef, resolve
+from gateway.oip_models import ModelRef, resolve
 from zeroserve.schema import validate_inputs
+from zeroserve.traffic import choose_version
 from zeroserve.wire import codec
-from zeroserve.wire.descriptions import EndpointDescription
+from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.envelope import Status
 from zeroserve.wire.frontend import error_details
 
@@ -54,18 +56,52 @@ def not_served(link: BrokerLink, missing: Status, message: str) -> RequestFailed
                          RETRY_AFTER_S)
 
 
-def _endpoint(link: BrokerLink, service: str, endpoint: str) -> EndpointDescription | None:
+def chosen_version(link: BrokerLink, known: ServiceDescription, version: int | None,
+                   by_traffic: bool = True) -> ServiceDescription | None:
+    """``known`` at ``version`` (None if it does not serve it); with no version, the version
+    that the service's traffic split draws (``by_traffic``, and a split set: one draw of the
+    gateway's :class:`~zeroserve.traffic.SpreadDraws`), else the latest served. The choice is
+    made here, before the inputs are validated against the chosen version's schema."""
+    if version is not None:
+        return known.at(version)
+    if by_traffic and known.traffic:
+        served = [v for v in known.served_versions() if (at := known.at(v)) and at.workers]
+        drawn = choose_version(known.traffic, served, link.draws.next())
+        if drawn is not None:
+            return known.at(drawn)
+    return known
+
+
+def parse_version(model: str, version: str | None) -> int | None:
+    """The version a path or request names (None: none, "" included); a version that is not
+    a decimal of at least 1 is a version no model has (404 in Triton's words)."""
+    if not version:
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise RequestFailed(Status.NOT_FOUND, unknown_version(model, version))
+    return int(version)
+
+
+def _endpoint(link: BrokerLink, service: str, endpoint: str, version: int | None
+              ) -> EndpointDescription | None:
     known = link.descriptions.get(service)
-    return None if known is None else known.endpoints.get(endpoint)
+    at = None if known is None else chosen_version(link, known, version)
+    return None if at is None else at.endpoints.get(endpoint)
 
 
-async def find_endpoint(link: BrokerLink, service: str, endpoint: str) -> EndpointDescription:
-    """The description of ``service.endpoint`` (:func:`look_up`); else :func:`not_served`:
-    404 if the broker serves no such endpoint."""
-    found = await look_up(link, lambda: _endpoint(link, service, endpoint))
+async def find_endpoint(link: BrokerLink, service: str, endpoint: str,
+                        version: int | None = None) -> EndpointDescription:
+    """The description of ``service.endpoint`` at ``version`` (None: as
+    :func:`chosen_version` chooses) (:func:`look_up`); else :func:`not_served`: 404 if the
+    broker serves no such endpoint or version."""
+    found = await look_up(link, lambda: _endpoint(link, service, endpoint, version))
     if found is not None:
         return found
-    if service in link.descriptions:
+    known = link.descriptions.get(service)
+    if known is not None and version is not None and known.at(version) is None:
+        raise not_served(link, Status.NOT_FOUND, f"service '{service}' has no version "
+                         f"{version}; it serves {known.served_versions()}")
+    if known is not None:
         raise not_served(link, Status.NOT_FOUND,
                          f"service '{service}' has no endpoint '{endpoint}'")
     raise not_served(link, Status.NOT_FOUND, f"unknown service '{service}'")
@@ -81,18 +117,28 @@ def unknown_version(model: str, version: str) -> str:
     return f"Request for unknown model: '{model}' version {version} is not found"
 
 
-async def find_model(link: BrokerLink, model: str, version: str | None
-                     ) -> tuple[ModelRef, EndpointDescription]:
-    """The endpoint serving an Open Inference Protocol model (:func:`look_up`; else
-    :func:`not_served`: 404 if no endpoint serves it); ``version`` empty or None means the
-    current one, any other than :data:`~gateway.oip_models.VERSION` is 404. Messages are
-    Triton's (:func:`unknown_model`, :func:`unknown_version`)."""
+async def find_model(link: BrokerLink, model: str, version: str | None,
+                     by_traffic: bool = False) -> tuple[ModelRef, EndpointDescription]:
+    """The endpoint serving an Open Inference Protocol model at ``version`` (:func:`look_up`;
+    else :func:`not_served`: 404 if no endpoint serves it); ``version`` empty or None means
+    the latest version served, or, for an inference (``by_traffic``), the one the traffic
+    split draws (:func:`chosen_version`); a version the model lacks is 404. Messages are
+    Triton's (:func:`unknown_model`, :func:`unknown_version`). The returned ref names the
+    version chosen."""
     ref = await look_up(link, lambda: resolve(model, link.descriptions))
     if ref is None:
         raise not_served(link, Status.NOT_FOUND, unknown_model(model))
-    if version not in (None, "", VERSION):
-        raise RequestFailed(Status.NOT_FOUND, unknown_version(model, version))
-    return ref, await find_endpoint(link, ref.service, ref.endpoint)
+    asked = parse_version(model, version)
+    known = link.descriptions.get(ref.service)
+    at = None if known is None else chosen_version(link, known, asked, by_traffic)
+    endpoint = ref.endpoint
+    if at is not None and ref.is_default:
+        endpoint = next(iter(at.endpoints), endpoint)
+    info = None if at is None else at.endpoints.get(endpoint)
+    if at is None or info is None:
+        raise RequestFailed(Status.NOT_FOUND, unknown_version(
+            model, version or str(ref.version)))
+    return replace(ref, endpoint=endpoint, version=at.version), info
 
 
 async def call(link: BrokerLink, info: EndpointDescription, inputs: Any,

@@ -43,7 +43,7 @@ class GenerateHandler(EventStreamHandler):
 
     async def handle(self, model: str, version: str | None,  # type: ignore[override]
                      route: str) -> None:
-        ref, info = await find_model(self.link, model, version)
+        ref, info = await find_model(self.link, model, version, by_traffic=True)
         self.authorize(ref.service)
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         if not self.body:
@@ -71,7 +71,7 @@ class GenerateHandler(EventStreamHandler):
                     f"the generated answer is larger than {self.max_body_bytes} bytes; use "
                     "generate_stream"))
         self.set_header("Content-Type", "application/json")
-        self.finish(dump_json(generate_response(ref.name, joined(chunks))))
+        self.finish(dump_json(generate_response(ref.name, joined(chunks), ref.version)))
 
     async def _stream(self, ref: ModelRef, info: EndpointDescription,
                       values: AsyncGenerator[Any, None], limits: StreamLimits) -> None:
@@ -102,4 +102,5 @@ def _outputs(info: EndpointDescription, value: Any) -> Outputs:
 
 
 def _event(ref: ModelRef, info: EndpointDescription, value: Any) -> bytes:
-    return b"data: " + dump_json(generate_response(ref.name, _outputs(info, value))) + b"\n\n"
+    return b"data: " + dump_json(generate_response(ref.name, _outputs(info, value),
+                                                   ref.version)) + b"\n\n"

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from gateway.oip_models import VERSION
 from zeroserve.wire.descriptions import EndpointDescription
 from zeroserve.wire.oip_tensors import TensorError, to_json
 
@@ -47,9 +46,9 @@ def generate_inputs(doc: Any, info: EndpointDescription) -> dict[str, Any]:
     return inputs
 
 
-def generate_response(model: str, outputs: Outputs) -> dict[str, Any]:
-    """One generate response carrying ``outputs``."""
-    doc: dict[str, Any] = {"model_name": model, "model_version": VERSION}
+def generate_response(model: str, outputs: Outputs, version: int = 1) -> dict[str, Any]:
+    """One generate response carrying ``outputs`` of ``model`` at ``version``."""
+    doc: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     for name, arr in outputs:
         data = to_json(arr)
         doc[name] = data[0] if arr.size == 1 else data

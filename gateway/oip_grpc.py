@@ -24,13 +24,13 @@ from gateway.oip_grpc_body import build_response, parse_request
 from gateway.oip_http import extensions, read_statistics
 from gateway.oip_infer import infer
 from gateway.oip_models import (
-    VERSION,
     ModelRef,
     ServerIdentity,
     model_names,
     repository_index,
     resolve,
     server_metadata,
+    versions_of,
 )
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
@@ -95,9 +95,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         ref = resolve(request.name, self.link.descriptions)
         if ref is not None and identity is not None and not identity.allows(ref.service):
             ref = None
-        ready = ref is not None and request.version in ("", VERSION) and bool(
-            self.link.descriptions[ref.service].workers)
-        return pb.ModelReadyResponse(ready=ready)
+        at = None
+        if ref is not None:
+            version = int(request.version) if request.version.isdigit() else (
+                ref.version if not request.version else 0)
+            at = self.link.descriptions[ref.service].at(version)
+        return pb.ModelReadyResponse(ready=at is not None and bool(at.workers))
 
     @grpc_boundary
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
@@ -110,7 +113,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
         ref, info = await self._model(request.name, request.version, context)
-        doc = model_metadata(ref, info)
+        known = self.link.descriptions.get(ref.service)
+        doc = model_metadata(ref, info, None if known is None else [
+            str(v) for v in known.served_versions()])
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=doc["name"], versions=doc["versions"], platform=doc["platform"],
@@ -151,7 +156,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """Triton's statistics extension: every model the caller may see when ``name`` is
         empty, else that model's (:mod:`gateway.oip_stats`)."""
         if request.name:
-            refs = [(await self._model(request.name, request.version, context))[0]]
+            ref = (await self._model(request.name, request.version, context))[0]
+            refs = [ref] if request.version else versions_of(ref, self.link.descriptions)
         else:
             refs = model_names(await visible_services(self.access, self.link, context))
         return statistics_message(await read_statistics(self.link, refs))
@@ -239,27 +245,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                               "(gateway.shm_key_prefix is empty)")
         return regions
 
-    async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext
-                     ) -> tuple[ModelRef, EndpointDescription]:
-        """The model's endpoint, if the caller's API key may use its service."""
+    async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext,
+                     by_traffic: bool = False) -> tuple[ModelRef, EndpointDescription]:
+        """The model's endpoint at ``version`` (none: see :func:`gateway.invoke.find_model`),
+        if the caller's API key may use its service."""
         identity = caller(self.access, context)
-        ref, info = await find_model(self.link, name, version)
+        ref, info = await find_model(self.link, name, version, by_traffic)
         self.access.check(identity, ref.service)
         return ref, info
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                      meter: Meter | None) -> pb.ModelInferResponse:
         """Run one inference; ``meter`` learns the endpoint once it is known."""
-        ref, info = await self._model(request.model_name, request.model_version, context)
+        ref, info = await self._model(request.model_name, request.model_version, context,
+                                      by_traffic=True)
         if meter is not None:
             meter.name(ref.service, ref.endpoint)
-        return await infer(self.link, ref, info, self.body(request, context))
+        return await infer(self.link, ref, info, self.body(request, context, ref.version))
 
-    def body(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-             ) -> _GrpcBody:
-        """How ``request`` is read and answered, and its deadline."""
+    def body(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
+             version: int = 1) -> _GrpcBody:
+        """How ``request`` is read and answered (naming ``version``, the model's version that
+        runs it), and its deadline."""
         return _GrpcBody(request, context, self.default_timeout_s, self.max_timeout_s,
-                         self._shm(context))
+                         self._shm(context), str(version))
 
 
 class _GrpcBody:
@@ -270,8 +279,9 @@ class _GrpcBody:
 
     def __init__(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                  default_timeout_s: float, max_timeout_s: float,
-                 regions: CallerRegions | None = None) -> None:
+                 regions: CallerRegions | None = None, version: str = "1") -> None:
         self.request = request
+        self.version = version
         self.regions = regions
         self.context = context
         self.default_timeout_s = default_timeout_s
@@ -292,5 +302,5 @@ class _GrpcBody:
     def encode(self, model: str, request: InferRequest,
                outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
         write_shm_outputs(request, outputs, self.regions)
-        return build_response(model, VERSION, request, self.typed, outputs)
+        return build_response(model, self.version, request, self.typed, outputs)
 

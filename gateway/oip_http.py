@@ -30,12 +30,12 @@ from gateway.json_body import dump_json
 from gateway.oip_generate import GenerateHandler
 from gateway.oip_infer import infer
 from gateway.oip_models import (
-    VERSION,
     ModelRef,
     ServerIdentity,
     model_names,
     repository_index,
     server_metadata,
+    versions_of,
 )
 from gateway.oip_models import config as model_config
 from gateway.oip_models import metadata as model_metadata
@@ -116,12 +116,14 @@ class ModelHandler(OipHandler):
         self.authorize(ref.service)
         if what == "config":
             return self.reply(model_config(ref, info))
+        known = self.link.descriptions.get(ref.service)
         if what == "ready":
-            known = self.link.descriptions.get(ref.service)
-            if known is None or not known.workers:
+            at = None if known is None else known.at(ref.version)
+            if at is None or not at.workers:
                 raise RequestFailed(Status.NO_WORKER, f"model '{model}' has no worker")
             return self.reply({"name": ref.name, "ready": True})
-        self.reply(model_metadata(ref, info))
+        self.reply(model_metadata(ref, info, None if known is None else [
+            str(v) for v in known.served_versions()]))
 
 
 class StatsHandler(OipHandler):
@@ -134,7 +136,7 @@ class StatsHandler(OipHandler):
         else:
             ref, _ = await find_model(self.link, model, version)
             self.authorize(ref.service)
-            refs = [ref]
+            refs = [ref] if version else versions_of(ref, self.link.descriptions)
         self.reply(await read_statistics(self.link, refs))
 
 
@@ -156,12 +158,12 @@ class InferHandler(BodyHandler):
     metric_route = "oip_http"
 
     async def handle(self, model: str, version: str | None) -> None:  # type: ignore[override]
-        ref, info = await find_model(self.link, model, version)
+        ref, info = await find_model(self.link, model, version, by_traffic=True)
         self.authorize(ref.service)
         self.metric_service, self.metric_endpoint = ref.service, ref.endpoint
         header, blobs = await infer(self.link, ref, info, _HttpBody(
             self._body(), self._header_length(), self.timeout_s, self.max_timeout_s,
-            self.settings["max_json_depth"], caller_regions(self)))
+            self.settings["max_json_depth"], caller_regions(self), str(ref.version)))
         if blobs:
             self.set_header(HEADER_LENGTH, str(len(header)))
             self.set_header("Content-Type", "application/octet-stream")
@@ -217,7 +219,8 @@ class InferHandler(BodyHandler):
 class _HttpBody:
     """Triton's HTTP body (JSON, and binary tensors after it) both ways; the request's
     ``timeout`` parameter, when given, replaces the timeout header (capped). Tensors in
-    shared memory are read from and written to the caller's ``regions``."""
+    shared memory are read from and written to the caller's ``regions``; the answer names the
+    model's ``version`` that ran."""
 
     body: bytes
     header_length: int | None
@@ -225,6 +228,7 @@ class _HttpBody:
     max_timeout_s: float
     max_json_depth: int
     regions: CallerRegions | None = None
+    version: str = "1"
 
     def parse(self) -> InferRequest:
         request = parse_request(self.body, self.header_length, self.max_json_depth)
@@ -238,7 +242,7 @@ class _HttpBody:
     def encode(self, model: str, request: InferRequest,
                outputs: list[tuple[str, np.ndarray]]) -> tuple[bytes, list]:
         write_shm_outputs(request, outputs, self.regions)
-        return encode_response(model, VERSION, request, outputs)
+        return encode_response(model, self.version, request, outputs)
 
 
 _MODEL = r"/v2/models/([^/]+)(?:/versions/([^/]+))?"

@@ -64,10 +64,22 @@ async def infer(link: BrokerLink, ref: ModelRef, info: EndpointDescription,
     request = body.parse()
     if request.shm_inputs or request.shm_outputs:
         place_shm_inputs(request, body.regions, info, link.shm_namespaces(ref.service))
-    inputs = endpoint_inputs(info, request.inputs)
+    inputs = endpoint_inputs(info, request.inputs, ref.name)
+    check_requested_outputs(ref, info, request.outputs)
     value = await call(link, info, inputs, body.deadline_s(request.timeout_us))
     try:
         produced = endpoint_outputs(info, value)
     except TensorError as exc:
         raise RequestFailed(Status.USER_ERROR, str(exc)) from None
-    return body.encode(ref.name, request, select_outputs(produced, request.outputs))
+    return body.encode(ref.name, request, select_outputs(produced, request.outputs, ref.name))
+
+
+def check_requested_outputs(ref: ModelRef, info: EndpointDescription, wanted: dict) -> None:
+    """Refuse, before the call, a requested output that a model declaring its named outputs
+    does not have, in Triton's words (an undeclared answer is checked once it comes)."""
+    if info.outputs:
+        declared = {f.name for f in info.outputs}
+        unknown = [name for name in wanted if name not in declared]
+        if unknown:
+            raise TensorError(f"unexpected inference output '{unknown[0]}' for model "
+                              f"'{ref.name}'")

@@ -5,8 +5,10 @@ endpoint and ``service.endpoint`` names each one. Metadata and the Triton model
 configuration come from the endpoint's declared inputs and output (or named outputs); a batching
 endpoint reports ``max_batch_size`` > 0 and a leading ``-1`` in every metadata
 shape (the configuration's ``dims`` leave the batch dimension out, as Triton's
-do). Every model has the one version ``"1"``. A streaming endpoint is a decoupled model
-(``model_transaction_policy.decoupled``): each chunk is one response.
+do). A model's versions are its service's versions served (``@zeroserve.service(version=
+...)``); each version has its own endpoints and schema, and a model names an endpoint of any of
+them. A streaming endpoint is a decoupled model (``model_transaction_policy.decoupled``): each
+chunk is one response.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ from zeroserve.wire.descriptions import EndpointDescription, ServiceDescription
 from zeroserve.wire.dtypes import dtype_named
 from zeroserve.wire.oip_tensors import TensorError, as_output, datatype_of
 
-VERSION = "1"
 PLATFORM = "zeroserve"
 
 # the datatype and shape advertised for inputs and outputs that are not declared tensors
@@ -47,50 +48,73 @@ def server_metadata(server: ServerIdentity, extensions: list[str]) -> dict[str, 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model name resolved to the endpoint that serves it."""
+    """A model name resolved to the endpoint that serves it, at one version of its service."""
 
     name: str
     service: str
     endpoint: str
+    version: int = 1
+
+    @property
+    def is_default(self) -> bool:
+        """Whether the model is its service's name: its default (first declared) endpoint."""
+        return self.name == self.service
+
+
+def _each_version(info: ServiceDescription) -> list[ServiceDescription]:
+    return [d for v in info.served_versions() if (d := info.at(v)) is not None]
 
 
 def model_names(services: Mapping[str, ServiceDescription]) -> list[ModelRef]:
-    """Every model of ``services`` (by service name): each service, then each of its
-    endpoints."""
+    """Every model of ``services`` (by service name) at each version served: each service,
+    then each of its endpoints."""
     refs = []
     for service, info in services.items():
-        endpoints = list(info.endpoints)
-        if endpoints:
-            refs.append(ModelRef(service, service, endpoints[0]))
-        refs.extend(ModelRef(f"{service}.{ep}", service, ep) for ep in endpoints)
+        for at in _each_version(info):
+            endpoints = list(at.endpoints)
+            if endpoints:
+                refs.append(ModelRef(service, service, endpoints[0], at.version))
+            refs.extend(ModelRef(f"{service}.{ep}", service, ep, at.version)
+                        for ep in endpoints)
     return refs
+
+
+def versions_of(ref: ModelRef, services: Mapping[str, ServiceDescription]) -> list[ModelRef]:
+    """Model ``ref`` at each version of its service that has it (:func:`model_names`)."""
+    return [r for r in model_names({ref.service: services[ref.service]})
+            if r.name == ref.name] if ref.service in services else []
 
 
 def repository_index(services: Mapping[str, ServiceDescription], ready_only: bool = False
                      ) -> list[dict[str, str]]:
     """The model_repository index of ``services`` (as for :func:`model_names`, already limited
-    to what the caller may see): every model, ``READY`` while a worker serves it."""
+    to what the caller may see): every model at each version, ``READY`` while a worker serves
+    that version."""
     index = []
     for ref in model_names(services):
-        ready = bool(services[ref.service].workers)
+        at = services[ref.service].at(ref.version)
+        ready = at is not None and bool(at.workers)
         if ready or not ready_only:
-            index.append({"name": ref.name, "version": VERSION,
+            index.append({"name": ref.name, "version": str(ref.version),
                           "state": "READY" if ready else "UNAVAILABLE",
                           "reason": "" if ready else "no worker serves it"})
     return index
 
 
 def resolve(model: str, services: Mapping[str, ServiceDescription]) -> ModelRef | None:
-    """The endpoint serving ``model`` among ``services`` (as for :func:`model_names`), or
-    None if no service has it."""
+    """The endpoint serving ``model`` among ``services`` (as for :func:`model_names`) at the
+    latest version that has it, or None if no service has it."""
     info = services.get(model)
     if info is not None and info.endpoints:
-        return ModelRef(model, model, next(iter(info.endpoints)))
+        return ModelRef(model, model, next(iter(info.endpoints)), info.version)
     service, dot, endpoint = model.rpartition(".")
     info = services.get(service) if dot else None
-    if info is not None and endpoint in info.endpoints:
-        return ModelRef(model, service, endpoint)
-    return None
+    if info is None:
+        return None
+    having = [at.version for at in _each_version(info) if endpoint in at.endpoints]
+    if endpoint in info.endpoints:
+        return ModelRef(model, service, endpoint, info.version)
+    return ModelRef(model, service, endpoint, max(having)) if having else None
 
 
 def batches(info: EndpointDescription) -> bool:
@@ -118,15 +142,17 @@ def _outputs(info: EndpointDescription) -> list[Field]:
     return [info.output]
 
 
-def metadata(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
-    """The model metadata object (``GET /v2/models/{m}``)."""
+def metadata(ref: ModelRef, info: EndpointDescription, versions: list[str] | None = None
+             ) -> dict[str, Any]:
+    """The model metadata object (``GET /v2/models/{m}``) of ``ref`` at its version;
+    ``versions``: every version served (default: just that one)."""
     batched = batches(info)
 
     def describe(field: Field) -> dict[str, Any]:
         datatype, shape = _tensor(field, batched)
         return {"name": field.name, "datatype": datatype, "shape": shape}
 
-    return {"name": ref.name, "versions": [VERSION], "platform": PLATFORM,
+    return {"name": ref.name, "versions": versions or [str(ref.version)], "platform": PLATFORM,
             "inputs": [describe(f) for f in info.inputs],
             "outputs": [describe(f) for f in _outputs(info)]}
 
@@ -165,9 +191,10 @@ def config(ref: ModelRef, info: EndpointDescription) -> dict[str, Any]:
     return cfg
 
 
-def endpoint_inputs(info: EndpointDescription, tensors: dict[str, tuple[str, np.ndarray]]
-                    ) -> dict[str, Any]:
-    """The endpoint's inputs from OIP tensors ``{name: (datatype, array)}``.
+def endpoint_inputs(info: EndpointDescription, tensors: dict[str, tuple[str, np.ndarray]],
+                    model: str = "") -> dict[str, Any]:
+    """The endpoint's inputs from OIP tensors ``{name: (datatype, array)}`` sent to ``model``
+    (default: the service's name), whose errors begin as Triton's do (clients match them).
 
     A declared tensor must arrive with its declared datatype; scalar inputs (int, float,
     bool, str) take a one-element tensor; a ``dict`` input takes one BYTES element of JSON.
@@ -178,8 +205,9 @@ def endpoint_inputs(info: EndpointDescription, tensors: dict[str, tuple[str, np.
     for name, (datatype, arr) in tensors.items():
         field = fields.get(name)
         if field is None:
-            raise TensorError(f"model has no input '{name}'; its inputs are "
-                              f"{sorted(fields)}")
+            raise TensorError(f"unexpected inference input '{name}' for model "
+                              f"'{model or info.service}': the model has no input '{name}'; "
+                              f"its inputs are {sorted(fields)}")
         out[name] = _input_value(field, datatype, arr)
     return out
 

@@ -207,15 +207,17 @@ def shm_parameters(request: InferRequest, name: str) -> dict[str, Any]:
     return params
 
 
-def select_outputs(produced: list[tuple[str, np.ndarray]], wanted: dict[str, bool | None]
-                   ) -> list[tuple[str, np.ndarray]]:
-    """The outputs asked for, in the order asked (all of them when none is named)."""
+def select_outputs(produced: list[tuple[str, np.ndarray]], wanted: dict[str, bool | None],
+                   model: str = "") -> list[tuple[str, np.ndarray]]:
+    """The outputs asked for, in the order asked (all of them when none is named); an
+    unknown one is refused with Triton's words (for ``model``)."""
     if not wanted:
         return produced
     by_name = dict(produced)
     missing = [name for name in wanted if name not in by_name]
     if missing:
-        raise TensorError(f"unknown output {missing[0]!r}; the model returned "
+        raise TensorError(f"unexpected inference output '{missing[0]}' for model '{model}': "
+                          f"unknown output {missing[0]!r}; the model returned "
                           f"{sorted(by_name)}")
     return [(name, by_name[name]) for name in wanted]
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.oip_models import VERSION, ModelRef
+from gateway.oip_models import ModelRef
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
+from zeroserve.wire.frontend import endpoint_stats_key
 
 _COMPUTE = ("compute_input", "compute_infer", "compute_output")
 _NONE = [0, 0.0]
@@ -47,7 +48,7 @@ def model_stats(ref: ModelRef, endpoint: Mapping[str, Any] | None) -> dict[str, 
     figures = (endpoint or {}).get("inference") or {}
     compute = figures.get("compute") or [_NONE] * 3
     return {
-        "name": ref.name, "version": VERSION,
+        "name": ref.name, "version": str(ref.version),
         "last_inference": int(float(figures.get("last_wall_s", 0.0)) * 1000),
         "inference_count": int(figures.get("rows", 0)),
         "execution_count": int(figures.get("executions", 0)),
@@ -65,8 +66,8 @@ def statistics(models: Iterable[ModelRef], broker_stats: Mapping[str, Any]) -> d
     """The statistics answer (``GET /v2/models[/{m}]/stats``) of ``models`` from the broker's
     ``stats`` control answer."""
     endpoints = broker_stats.get("endpoints") or {}
-    return {"model_stats": [model_stats(ref, endpoints.get(f"{ref.service}.{ref.endpoint}"))
-                            for ref in models]}
+    return {"model_stats": [model_stats(ref, endpoints.get(
+        endpoint_stats_key(ref.service, ref.endpoint, ref.version))) for ref in models]}
 
 
 def statistics_message(doc: Mapping[str, Any]) -> pb.ModelStatisticsResponse:

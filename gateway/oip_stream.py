@@ -32,7 +32,7 @@ import grpc
 from gateway.errors import RequestFailed, failure_of
 from gateway.grpc_messages import MalformedRequest
 from gateway.oip_grpc_body import parameter
-from gateway.oip_models import VERSION, endpoint_inputs, endpoint_outputs
+from gateway.oip_models import endpoint_inputs, endpoint_outputs
 from gateway.oip_rest_body import read_shm_inputs, select_outputs
 from gateway.streams import StreamLimits, decode_chunk, open_stream, stream_limits, written
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
@@ -101,16 +101,17 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
                   context: grpc.aio.ServicerContext, send_chunk: Any, send: Any) -> None:
     """Answer one request: ``send_chunk(response, limits)`` (awaited) for each chunk,
     ``send(answer)`` for the rest."""
-    ref, info = await service._model(request.model_name, request.model_version, context)
+    ref, info = await service._model(request.model_name, request.model_version, context,
+                                     by_traffic=True)
     if not info.streams:
         response = await service._infer(request, context, None)
         response.parameters[FINAL].bool_param = True
         send((pb.ModelStreamInferResponse(infer_response=response), False))
         return
-    body = service.body(request, context)
+    body = service.body(request, context, ref.version)
     parsed = body.parse()
     read_shm_inputs(parsed, body.regions)  # a stream's inputs are copied (gateway.shm_direct)
-    inputs = endpoint_inputs(info, parsed.inputs)
+    inputs = endpoint_inputs(info, parsed.inputs, ref.name)
     metadata = {str(k).lower(): v for k, v in (context.invocation_metadata() or ())
                 if isinstance(v, str)}
     limits = stream_limits(body.deadline_s(parsed.timeout_us), service.stream, metadata.get)
@@ -122,7 +123,7 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
             produced = endpoint_outputs(info, decode_chunk(chunk))
         except TensorError as exc:
             raise RequestFailed(Status.USER_ERROR, str(exc)) from None
-        out = body.encode(ref.name, parsed, select_outputs(produced, parsed.outputs))
+        out = body.encode(ref.name, parsed, select_outputs(produced, parsed.outputs, ref.name))
         out.parameters[FINAL].bool_param = final
         return pb.ModelStreamInferResponse(infer_response=out)
 
@@ -132,7 +133,7 @@ async def _answer(service: InferenceService, request: pb.ModelInferRequest,
         async for chunk, last in marked:
             await send_chunk(chunk_response(chunk, last), limits)
         if empty_final:
-            final = pb.ModelInferResponse(model_name=ref.name, model_version=VERSION,
+            final = pb.ModelInferResponse(model_name=ref.name, model_version=str(ref.version),
                                           id=request.id)
             final.parameters[FINAL].bool_param = True
             send((pb.ModelStreamInferResponse(infer_response=final), False))

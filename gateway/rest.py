@@ -50,6 +50,7 @@ MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
 _TRACED_ROUTES = frozenset({"rest", "oip_http", "openai"})  # calls of a service: spans when on
+VERSION_HEADER = "X-Zeroserve-Version"  # the service version to call; absent: as the split says
 
 
 def answer_json(value: Any, what: str = "the answer") -> bytes:
@@ -201,6 +202,17 @@ class BaseHandler(tornado.web.RequestHandler):
                                                     f"number of seconds, got {raw!r}")
         return min(value, self.max_timeout_s)
 
+    def version(self) -> int | None:
+        """The service version the version header names (None: none, the traffic split's or
+        the latest); 400 for one that is not an integer of at least 1."""
+        raw = self.request.headers.get(VERSION_HEADER)
+        if raw is None or not raw.strip():
+            return None
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise RequestFailed(Status.BAD_REQUEST, f"{VERSION_HEADER} must be an integer of "
+                                                    f"at least 1, got {raw!r}")
+        return int(raw)
+
     def stream_limits(self) -> StreamLimits:
         """The limits of a stream this request starts: its deadline for the first chunk, and
         the stream settings unless the call's headers set its own (:func:`stream_limits`)."""
@@ -266,8 +278,9 @@ class InvokeHandler(CancelsWhenGone, BodyHandler):
 
     async def _invoke(self, service: str, endpoint: str) -> None:
         self.authorize(service)
-        info = await find_endpoint(self.link, service, endpoint)
+        info = await find_endpoint(self.link, service, endpoint, self.version())
         self.metric_service, self.metric_endpoint = info.service, info.name
+        self.set_header(VERSION_HEADER, str(info.version))
         is_msgpack = sends_msgpack(self.request.headers)
         timeout_s = self.timeout_s()
         if not self.body:

@@ -31,6 +31,7 @@ from zeroserve.wire.stream import Chunk
 
 INLINE = 1 << 62  # codec threshold: every tensor inside the one payload
 TIMEOUT_METADATA = "x-zeroserve-timeout"  # seconds: Stream's wait for its first chunk
+VERSION_METADATA = "x-zeroserve-version"  # the service version a Call names (none: the split)
 
 
 class ServingService(pb_grpc.ServingServicer):
@@ -52,7 +53,8 @@ class ServingService(pb_grpc.ServingServicer):
             timeout_s = min(self.default_timeout_s if remaining is None else remaining,
                             self.max_timeout_s)
             self.access.check(caller(self.access, context), request.service)
-            info = await find_endpoint(self.link, request.service, request.endpoint)
+            info = await find_endpoint(self.link, request.service, request.endpoint,
+                                       _version(context))
             meter.name(info.service, info.name)
             if info.streams:
                 raise RequestFailed(Status.BAD_REQUEST, (
@@ -119,6 +121,18 @@ class ServingService(pb_grpc.ServingServicer):
         return pb.ServicesReply(services=pack_map({name: desc.to_map()
                                                    for name, desc in services.items()}),
                                 broker_alive=self.link.alive)
+
+
+def _version(context: grpc.aio.ServicerContext) -> int | None:
+    """The service version the call's metadata names (None: none); INVALID_ARGUMENT for one
+    that is not an integer of at least 1."""
+    raw_version = _metadata(context).get(VERSION_METADATA, "").strip()
+    if not raw_version:
+        return None
+    if not raw_version.isdigit() or int(raw_version) < 1:
+        raise RequestFailed(Status.BAD_REQUEST, f"{VERSION_METADATA} must be an integer of at "
+                                                f"least 1, got {raw_version!r}")
+    return int(raw_version)
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:

@@ -107,7 +107,7 @@ class WorkerDaemon:
                         "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                         **(self.shm_reader.info() if self.shm_reader is not None else {})},
                        self.jobs.describe() if self.jobs is not None else {},
-                       self.cluster).to_frames()
+                       self.cluster, self.spec.version).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:
@@ -156,9 +156,10 @@ class WorkerDaemon:
             self._connect()
             self._send(self._ready())
             if not refused:  # a refused worker's retries are quiet: the refusal was logged
-                log.info("worker %s: serving %s (%s) from broker %s with %d slots, %d threads",
-                         self.worker_id, self.spec.name, ", ".join(sorted(self.spec.endpoints)),
-                         self.broker, self.slots, self.threads)
+                log.info("worker %s: serving %s version %d (%s) from broker %s with %d slots, "
+                         "%d threads", self.worker_id, self.spec.name, self.spec.version,
+                         ", ".join(sorted(self.spec.endpoints)), self.broker, self.slots,
+                         self.threads)
             heard = await self._session()
             if self._drained.is_set():
                 break

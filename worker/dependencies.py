@@ -206,7 +206,7 @@ class DependencyLink:
             meta = with_trace(meta, *carried)
         request_id = struct.pack(">Q", next(self._ids))
         return request_id, Request(request_id, service, endpoint, max(int(left_s * 1000), 1),
-                                   meta, frames, rows, key, stages).to_frames()
+                                   meta, frames, rows, key, stages=stages).to_frames()
 
     async def call(self, service: str, endpoint: str, inputs: dict, caller: CallContext | None,
                    default_timeout_s: float, parent: Any = None) -> Any:

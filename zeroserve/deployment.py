@@ -10,7 +10,7 @@ worker needs. Pure: text in, a :class:`Deployment` or a :class:`DeploymentError`
         slots: 4                     # worker.slots of these workers [default: the settings']
         threads: 1                   # worker.threads
         job_slots: 0                 # worker.job_slots
-        version: 1                   # an int, recorded [default: 1]
+        version: 1                   # the service's version [default: as the class declares]
         batching:                    # per endpoint: becomes batching.overrides["mlp.predict"]
           predict: {max_batch_size: 32, max_latency_ms: 5}
         resources: {gpus: 1, cpus: 2}  # per worker; gpus may be a fraction below 1 (shared)
@@ -94,6 +94,11 @@ class ServiceDeployment:
             if value is not None:
                 flags += [flag, str(value)]
         return flags
+
+    def version_flags(self) -> list[str]:
+        """The ``zeroserve worker`` flag of a version other than 1, which replaces the one its
+        class declares (``@zeroserve.service(version=...)``); none for 1, the default."""
+        return ["--service-version", str(self.version)] if self.version != 1 else []
 
 
 @dataclass(frozen=True)

@@ -59,18 +59,18 @@ class EndpointSpec:
     openai: str = ""  # "chat" or "completion": served by the OpenAI-compatible API
     outputs: list[Field] = field(default_factory=list)  # declared named outputs (a dict answer)
 
-    def describe(self, service: str) -> EndpointDescription:
-        """What READY tells the broker of this endpoint of ``service``."""
+    def describe(self, service: str, version: int = 1) -> EndpointDescription:
+        """What READY tells the broker of this endpoint of ``service`` at ``version``."""
         return EndpointDescription(
             service, self.name, tuple(self.inputs), self.output, self.batchable,
             self.max_batch_size if self.batchable else 1, self.batch_dim,
             self.max_latency_ms if self.batchable else 0.0, self.retry_on_worker_loss,
-            self.streams, outputs=tuple(self.outputs), openai=self.openai)
+            self.streams, outputs=tuple(self.outputs), openai=self.openai, version=version)
 
 
 @dataclass
 class ServiceSpec:
-    """A user's service class and its endpoints."""
+    """A user's service class, its version and its endpoints."""
 
     name: str
     cls: type
@@ -78,10 +78,11 @@ class ServiceSpec:
     tasks: dict = field(default_factory=dict)  # name -> zeroserve.task.TaskSpec
     dependencies: dict[str, str] = field(default_factory=dict)  # attribute -> service name
     target: str | None = None  # how the operator named it (path/file.py:Class), if loaded
+    version: int = 1  # workers of several versions of one service serve side by side
 
     def describe(self) -> dict[str, EndpointDescription]:
         """The endpoints that READY announces, by name."""
-        return {name: ep.describe(self.name) for name, ep in self.endpoints.items()}
+        return {name: ep.describe(self.name, self.version) for name, ep in self.endpoints.items()}
 
 
 def api(fn: Callable | None = None, *, name: str | None = None, batchable: bool = False,
@@ -168,16 +169,25 @@ def _endpoint(func: Callable, options: ApiOptions) -> EndpointSpec:
         openai=options.openai)
 
 
-def service(cls: type | None = None, *, name: str | None = None) -> Any:
+def service(cls: type | None = None, *, name: str | None = None, version: int = 1) -> Any:
     """Declare a class as a zeroserve service; ``name`` defaults to the class name in lower case.
+
+    ``version`` (an integer of at least 1) is the version of the service this class serves:
+    workers of several versions of one service name serve side by side, each version with its
+    own endpoints and schema; a call that names no version runs the latest one served, or as
+    the operator's traffic split says (``zeroserve traffic``). A deployment file's ``version``
+    replaces it.
 
     The class is instantiated once per worker with no arguments. Its first declared
     endpoint is its default: the Open Inference Protocol serves it as model ``name``
     (and every endpoint as ``name.endpoint``).
     """
 
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version must be an integer of at least 1, got {version!r}")
+
     def mark(klass: type) -> type:
-        spec = ServiceSpec(name or klass.__name__.lower(), klass)
+        spec = ServiceSpec(name or klass.__name__.lower(), klass, version=version)
         # declaration order (base classes first): the first endpoint is the service's default
         declared = dict.fromkeys(a for k in reversed(klass.__mro__) for a in vars(k))
         for attr in declared:

@@ -95,7 +95,7 @@ def test_a_request_that_asks_for_stages_gets_its_own_and_those_of_its_calls():
         ResultItem(batch.items[0].request_id, Status.OK, [b"out"], called)]).to_frames()], 0.5)
     replies = h.replies()
     assert replies[b"asks"].stages == [
-        {"service": "svc", "endpoint": "predict", "worker": "W1", "batch": 1,
+        {"service": "svc", "endpoint": "predict", "version": 1, "worker": "W1", "batch": 1,
          "queue_ms": 300.0, "exec_ms": 125.0},
         {"caller": "svc.predict", "service": "tok", "endpoint": "split"},
         {"service": "deep", "endpoint": "e", "caller": "tok.split"}]

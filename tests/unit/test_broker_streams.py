@@ -126,7 +126,7 @@ def test_cancel_of_a_queued_stream_takes_it_out_of_the_queue():
     waiting = h.start()
     h.batches()
     h.core.on_frontend([b"G", *Cancel(waiting).to_frames()], 0.1)
-    assert len(h.core.endpoints[("svc", "gen")].queue) == 0
+    assert len(h.core.endpoints[("svc", "gen", 1)].queue) == 0
 
 
 def test_no_deadline_after_the_first_chunk_but_504_and_a_cancel_before_it():

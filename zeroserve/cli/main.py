@@ -113,10 +113,16 @@ def gateway_command(config_file: str | None, **options: Any) -> None:
 @option("--job-slots", "worker__job_slots", type=int,
         help="Jobs (@zeroserve.task) run at once, each in a child process; 0: none "
              "[default: 1].")
+@click.option("--service-version", type=click.IntRange(min=1), default=None,
+              help="The version of SERVICE this worker serves, instead of the one its class "
+                   "declares [default: @zeroserve.service(version=...), 1].")
 @common_options
-def worker_command(service: str, config_file: str | None, **options: Any) -> None:
+def worker_command(service: str, config_file: str | None, service_version: int | None,
+                   **options: Any) -> None:
     """Run a worker for SERVICE (path/file.py[:Class] or package.module:Class; a file that
     defines one service may be named alone)."""
+    import dataclasses
+
     import worker
     from zeroserve.service import load_service
 
@@ -125,6 +131,8 @@ def worker_command(service: str, config_file: str | None, **options: Any) -> Non
         spec = load_service(service)
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
         raise click.UsageError(f"cannot load service {service}: {exc}") from None
+    if service_version is not None:
+        spec = dataclasses.replace(spec, version=service_version)
     sys.exit(worker.run(spec, parts))
 
 
@@ -263,6 +271,50 @@ def status_command(config_file: str | None, watch: bool | None, as_json: bool,
         sleep(1.0)
 
 
+@click.command("traffic")
+@click.argument("service")
+@click.argument("weights", nargs=-1, metavar="VERSION=PERCENT...")
+@click.option("--clear", is_flag=True, help="Remove the split: version-less calls go to the "
+                                            "latest version again.")
+@frontend_option("gateway__frontend",
+                 "The broker's frontend address [default: gateway.frontend, "
+                 "tcp://127.0.0.1:5555].")
+@config_option
+def traffic_command(service: str, weights: tuple[str, ...], clear: bool,
+                    config_file: str | None, **options: Any) -> None:
+    """Split SERVICE's version-less calls over its versions, e.g. ``zeroserve traffic mlp
+    1=90 2=10`` (percents summing to 100, versions that workers serve), or ``--clear`` it.
+
+    The split is a cluster setting the broker holds and logs; every gateway takes it with
+    the models it refreshes (gateway.schema_refresh_s) and chooses each call's version by it,
+    before checking the call's inputs against that version's schema. Calls that name a
+    version are not split.
+    """
+    from zeroserve.cli.admin import control
+    from zeroserve.cli.traffic import answer_line, parse_weights
+    from zeroserve.curve import CurveError, from_settings
+    from zeroserve.traffic import TrafficError
+    from zeroserve.wire.frontend import ControlOp
+
+    if clear == bool(weights):
+        raise click.UsageError("give VERSION=PERCENT pairs, or --clear")
+    try:
+        split = {} if clear else parse_weights(weights)
+    except TrafficError as exc:
+        raise click.UsageError(str(exc)) from None
+    parts = _parts(config_file, options, daemon=False)
+    try:
+        keys = from_settings(parts.curve.get(), "client")
+    except CurveError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        answer = control(parts.gateway.get().frontend, ControlOp.SET_TRAFFIC, {
+            "service": service, "weights": {str(v): p for v, p in split.items()}}, curve=keys)
+        click.echo(answer_line(answer))
+    except (TimeoutError, TrafficError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group("keys")
 def keys_group() -> None:
     """Make keys: CURVE keys between the daemons, API keys for the gateways' callers."""
@@ -327,5 +379,5 @@ def main() -> None:
 
 
 for _command in (broker_command, gateway_command, worker_command, serve_command,
-                 status_command, keys_group):
+                 status_command, traffic_command, keys_group):
     main.add_command(_command)

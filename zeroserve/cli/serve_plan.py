@@ -106,7 +106,8 @@ def daemons(deployment: Deployment, frontend: str, backend: str, config_file: st
             worker_env[CUDA_VISIBLE_DEVICES] = visible_devices(gpus, name)
         plan.append(Daemon(name, (*base, "worker", service.target, "--backend",
                                   connect_address(backend), "--frontend",
-                                  connect_address(frontend), *service.worker_flags(), *extra),
+                                  connect_address(frontend), *service.worker_flags(),
+                                  *service.version_flags(), *extra),
                            worker_env))
     return plan
 

@@ -44,9 +44,10 @@ class AsyncClient:
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
     async def call(self, service: str, endpoint: str, *, timeout: float | None = None,
+                   version: int | None = None,
                    **inputs: Any) -> Any:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value."""
-        return await self._run(ops.Call(service, endpoint, inputs), timeout)
+        return await self._run(ops.Call(service, endpoint, inputs, version), timeout)
 
     def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
                idle_timeout: float | None = None, **inputs: Any) -> AsyncIterator[Any]:

@@ -57,8 +57,11 @@ class Client:
         self._jobs = JobsApi(lambda op: self._run(op, self.timeout, retry=False), clock, sleep)
 
     def call(self, service: str, endpoint: str, *, timeout: float | None = None,
-             **inputs: Any) -> Any:
+             version: int | None = None, **inputs: Any) -> Any:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value.
+
+        ``version`` runs that version of the service; without one the
+        gateway chooses: by the operator's traffic split, else the latest version served.
 
         >>> client.call("mlp", "predict", x=np.zeros((1, 64), np.float32))  # doctest: +SKIP
         array([[...]], dtype=float32)
@@ -71,7 +74,7 @@ class Client:
         call was sent to an endpoint that may not run twice (``retry_on_worker_loss=False``;
         other endpoints' calls are sent again).
         """
-        return self._run(ops.Call(service, endpoint, inputs), timeout)
+        return self._run(ops.Call(service, endpoint, inputs, version), timeout)
 
     def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
                idle_timeout: float | None = None, **inputs: Any) -> Iterator[Any]:

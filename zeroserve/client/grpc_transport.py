@@ -83,7 +83,8 @@ class _Stubs:
 
     def _call(self, rpc: GrpcRequest, deadline: float) -> Any:
         return getattr(self.services[rpc.service], rpc.method)(
-            rpc.message, timeout=deadline - time.monotonic(), metadata=self.metadata)
+            rpc.message, timeout=deadline - time.monotonic(),
+            metadata=(*self.metadata, *rpc.metadata))
 
     def stream(self, service: str, endpoint: str, inputs: Mapping[str, Any], timeout_s: float,
                idle_timeout_s: float | None) -> Any:

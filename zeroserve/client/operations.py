@@ -36,17 +36,20 @@ def _deadline_header(timeout_s: float) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Call(Operation):
-    """``service/endpoint`` with named inputs; its value."""
+    """``service/endpoint`` with named inputs, at ``version`` (None: the gateway's choice: the
+    traffic split's, else the latest); its value."""
 
     service: str
     endpoint: str
     inputs: Mapping[str, Any]
+    version: int | None = None
 
     def http(self, timeout_s: float) -> HttpRequest:
+        version = {payloads.VERSION_HEADER: str(self.version)} if self.version else {}
         return HttpRequest(
             "POST", f"/{self.service}/{self.endpoint}", payloads.encode_inputs(self.inputs),
             {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
-             **_deadline_header(timeout_s)}, GATEWAY_504_GRACE_S)
+             **_deadline_header(timeout_s), **version}, GATEWAY_504_GRACE_S)
 
     def from_http(self, answer: HttpAnswer) -> Any:
         ctype = checked(answer).headers.get("content-type", "")
@@ -55,9 +58,10 @@ class Call(Operation):
         return json.loads(answer.body)
 
     def grpc(self) -> Sequence[GrpcRequest]:
+        version = ((payloads.VERSION_METADATA, str(self.version)),) if self.version else ()
         return [GrpcRequest("Serving", "Call", pb.CallRequest(
             service=self.service, endpoint=self.endpoint,
-            inputs=payloads.encode_inputs(self.inputs)))]
+            inputs=payloads.encode_inputs(self.inputs)), version)]
 
     def from_grpc(self, replies: Sequence[Any]) -> Any:
         return payloads.decode_value(replies[0].value)

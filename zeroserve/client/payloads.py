@@ -29,6 +29,8 @@ from zeroserve.wire.oip_tensors import (
 MSGPACK = "application/msgpack"
 STREAM_MSGPACK = "application/vnd.zeroserve.stream+msgpack"
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"
+VERSION_HEADER = "X-Zeroserve-Version"  # the service version a call names
+VERSION_METADATA = "x-zeroserve-version"  # ... as gRPC metadata
 STREAM_IDLE_HEADER = "X-Zeroserve-Stream-Idle-Timeout"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _INLINE = 1 << 62

@@ -55,11 +55,13 @@ class HttpAnswer:
 @dataclass(frozen=True)
 class GrpcRequest:
     """One RPC of an operation over gRPC: ``service`` is ``Serving``, ``Jobs`` or
-    ``Inference`` (the OIP service), ``method`` that service's method."""
+    ``Inference`` (the OIP service), ``method`` that service's method; ``metadata``: the
+    RPC's own, sent with the client's."""
 
     service: str
     method: str
     message: Any
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ class Ready:
     batching settings), sent as its map. ``jobs`` describes the worker's job
     lane (empty without one; see ``zeroserve.wire.jobs.JobLaneInfo``). ``cluster``
     names the worker's cluster (``cluster.name``); a broker of another cluster refuses the
-    worker, and one that names none ("") is admitted.
+    worker, and one that names none ("") is admitted. ``version``: the version of the service
+    the worker serves (at least 1; workers of several versions of one service serve side by
+    side, each version its own endpoints).
     """
 
     worker_id: str
@@ -43,10 +45,11 @@ class Ready:
     info: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
     cluster: str = ""
+    version: int = 1
 
     def to_frames(self) -> list:
         return [PROTOCOL, Command.READY.value, pack_map({
-            "worker_id": self.worker_id, "service": self.service,
+            "worker_id": self.worker_id, "service": self.service, "version": self.version,
             "endpoints": {name: desc.to_map() for name, desc in self.endpoints.items()},
             "slots": self.slots, "info": self.info, "jobs": self.jobs,
             "cluster": self.cluster})]
@@ -61,10 +64,14 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
         raise ProtocolError("READY body must be a map")
     try:
         service = str(body["service"])
+        version = body.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ProtocolError(f"READY version must be an integer of at least 1, not "
+                                f"{version!r}")
         ready = Ready(str(body["worker_id"]), service,
-                      endpoints_from_map(service, body["endpoints"]) if service else {},
+                      endpoints_from_map(service, body["endpoints"], version) if service else {},
                       int(body["slots"]), dict(body.get("info") or {}),
-                      dict(body.get("jobs") or {}), body.get("cluster") or "")
+                      dict(body.get("jobs") or {}), body.get("cluster") or "", version)
     except (KeyError, TypeError, ValueError) as exc:  # ProtocolError, a ValueError, included
         raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
     if not isinstance(ready.cluster, str):

@@ -118,7 +118,9 @@ class EndpointDescription:
     generator, answered as a stream of chunks (never batchable). ``outputs``: the named outputs
     the endpoint declares (it answers a dict of exactly these; empty: ``output`` says it all).
     ``openai``: the OpenAI-compatible API serves it as a ``"chat"`` or ``"completion"`` model
-    (empty: it does not).
+    (empty: it does not). ``version``: the version of its service that declares it (like the
+    names, the key it travels under: its service's READY or MODELS entry, not its own map); a
+    REQUEST built from it names that version.
     """
 
     service: str
@@ -133,6 +135,7 @@ class EndpointDescription:
     streams: bool = False
     outputs: tuple[Field, ...] = ()
     openai: str = ""
+    version: int = 1
 
     def to_map(self) -> dict[str, Any]:
         """The map that READY and MODELS carry under the endpoint's name."""
@@ -144,8 +147,10 @@ class EndpointDescription:
                 "outputs": [f.to_map() for f in self.outputs]}
 
     @classmethod
-    def from_map(cls, service: str, name: str, value: Any) -> EndpointDescription:
-        """Read ``service``'s endpoint ``name`` from its map; ProtocolError if it is bad."""
+    def from_map(cls, service: str, name: str, value: Any, version: int = 1
+                 ) -> EndpointDescription:
+        """Read endpoint ``name`` of ``service`` (at ``version``) from its map; ProtocolError
+        if it is bad."""
         what = f"endpoint {service}.{name}"
         m = _map(value, what)
         inputs, output = _schema(m, what)
@@ -156,7 +161,8 @@ class EndpointDescription:
                    _number(m, "max_latency_ms", cls.max_latency_ms, what),
                    _bool(m, "retry_on_worker_loss", cls.retry_on_worker_loss, what),
                    _bool(m, "streams", cls.streams, what),
-                   outputs=_fields(m, "outputs", what), openai=_openai_kind(m, what))
+                   outputs=_fields(m, "outputs", what), openai=_openai_kind(m, what),
+                   version=version)
 
 
 @dataclass(frozen=True)
@@ -188,10 +194,31 @@ class TaskDescription:
                    _int(m, "max_attempts", cls.max_attempts, 1, what))
 
 
-def endpoints_from_map(service: str, value: Any) -> dict[str, EndpointDescription]:
-    """The endpoints of a map ``{name: endpoint map}`` (READY's, a MODELS service's)."""
+def endpoints_from_map(service: str, value: Any, version: int = 1
+                       ) -> dict[str, EndpointDescription]:
+    """The endpoints of a map ``{name: endpoint map}`` (READY's, a MODELS service's) of
+    ``service`` at ``version``."""
     return _named(value, f"endpoints of {service}",
-                  lambda name, m: EndpointDescription.from_map(service, name, m))
+                  lambda name, m: EndpointDescription.from_map(service, name, m, version))
+
+
+def _versions(value: Any, what: str) -> dict[int, Any]:
+    """``{version: value}`` of a map keyed by versions as decimal strings (JSON's keys)."""
+    out = {}
+    for key, item in _map(value, what).items():
+        if not isinstance(key, str) or not key.isdigit() or int(key) < 1:
+            raise ProtocolError(f"{what}: {key!r} is not a version (a decimal of at least 1)")
+        out[int(key)] = item
+    return out
+
+
+def _traffic(value: Any, what: str) -> dict[int, int]:
+    """A traffic split ``{version: percent}``; its sum is checked where it is set."""
+    split = _versions(value, f"{what} traffic")
+    for version, percent in split.items():
+        if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
+            raise ProtocolError(f"{what}: traffic of version {version} must be a percent")
+    return split
 
 
 def tasks_from_map(value: Any) -> dict[str, TaskDescription]:
@@ -211,12 +238,33 @@ class TaskNotFound(LookupError):
 @dataclass(frozen=True)
 class ServiceDescription:
     """A service as MODELS describes it: its endpoints, its tasks, and how many workers
-    serve it now (0 in a worker's own declaration)."""
+    serve it now (0 in a worker's own declaration), at ``version``.
+
+    MODELS describes a service by its latest version served (the highest one that has
+    workers, else the highest known), with the workers of all its versions; its ``versions``
+    then hold every version served when
+    there are several, itself included, each described alone (with no ``versions`` of its
+    own; empty: ``version`` is the only one); ``traffic`` is
+    the operator's split of version-less calls (``{version: percent}``; empty: none, they go
+    to the latest version)."""
 
     name: str
     endpoints: Mapping[str, EndpointDescription] = field(default_factory=dict)
     tasks: Mapping[str, TaskDescription] = field(default_factory=dict)
     workers: int = 0
+    version: int = 1
+    versions: Mapping[int, ServiceDescription] = field(default_factory=dict)
+    traffic: Mapping[int, int] = field(default_factory=dict)
+
+    def at(self, version: int) -> ServiceDescription | None:
+        """This service's description at ``version``, or None if it is not served."""
+        if self.versions:
+            return self.versions.get(version)
+        return self if version == self.version else None
+
+    def served_versions(self) -> list[int]:
+        """Every version served, ascending (just ``version`` for a service described alone)."""
+        return sorted(self.versions) if self.versions else [self.version]
 
     def task(self, name: str) -> TaskDescription:
         """The task ``name``; raises :class:`TaskNotFound` if the service has none."""
@@ -231,17 +279,33 @@ class ServiceDescription:
     def to_map(self) -> dict[str, Any]:
         """The map that MODELS carries under the service's name (and ``/v1/services``
         serves)."""
-        return {"endpoints": {n: e.to_map() for n, e in self.endpoints.items()},
-                "tasks": {n: t.to_map() for n, t in self.tasks.items()},
-                "workers": self.workers}
+        m: dict[str, Any] = {"endpoints": {n: e.to_map() for n, e in self.endpoints.items()},
+                             "tasks": {n: t.to_map() for n, t in self.tasks.items()},
+                             "workers": self.workers, "version": self.version}
+        if self.versions:
+            m["versions"] = {str(v): d.to_map() for v, d in self.versions.items()}
+        if self.traffic:
+            m["traffic"] = {str(v): p for v, p in self.traffic.items()}
+        return m
 
     @classmethod
     def from_map(cls, name: str, value: Any) -> ServiceDescription:
         """Read service ``name`` from its map; ProtocolError if it (or a part) is bad."""
         what = f"service {name}"
         m = _map(value, what)
-        return cls(_name(name, "service name"), endpoints_from_map(name, m.get("endpoints", {})),
-                   tasks_from_map(m.get("tasks", {})), _int(m, "workers", 0, 0, what))
+        version = _int(m, "version", 1, 1, what)
+        versions = {}
+        for v, nested in _versions(m.get("versions", {}), f"{what} versions").items():
+            if isinstance(nested, dict) and "versions" in nested:
+                raise ProtocolError(f"{what}: version {v} may not list versions")
+            versions[v] = cls.from_map(name, {**_map(nested, f"{what} version {v}"),
+                                              "version": v})
+        if versions and version not in versions:
+            raise ProtocolError(f"{what}: its versions lack its own, {version}")
+        return cls(_name(name, "service name"),
+                   endpoints_from_map(name, m.get("endpoints", {}), version),
+                   tasks_from_map(m.get("tasks", {})), _int(m, "workers", 0, 0, what),
+                   version, versions, _traffic(m.get("traffic", {}), what))
 
 
 def find_task(services: Mapping[str, ServiceDescription], service: str,

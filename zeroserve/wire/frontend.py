@@ -26,6 +26,7 @@ from zeroserve.wire.envelope import (
 )
 
 _ROUTE = struct.Struct(">IIB")  # timeout_ms, rows, flags
+_VERSION = struct.Struct(">I")  # after the service's name and a NUL: the version asked for
 # REQUEST flags: the caller wants the stages of its request back in the REPLY (docs/protocol.md)
 FLAG_STAGES = 0x01
 MAX_STAGES = 64  # stages one REPLY carries at most (a deeper call tree is cut)
@@ -44,7 +45,8 @@ class Request:
     synchronised clocks. ``rows`` is the number of rows along the batch
     dimension and ``batch_key`` names what must match for requests to share
     a batch (dtypes and shapes past the batch dimension); both are empty for
-    endpoints that do not batch. ``stages``: the caller wants the REPLY to say which
+    endpoints that do not batch. ``version`` names the version of the service to run (0: the
+    latest one the broker serves). ``stages``: the caller wants the REPLY to say which
     services, workers, queue waits and execution times answered it (:data:`FLAG_STAGES`).
     """
 
@@ -56,6 +58,7 @@ class Request:
     body: list = field(default_factory=list)
     rows: int = 1
     batch_key: bytes = b""
+    version: int = 0
     stages: bool = False
 
     def to_frames(self) -> list:
@@ -63,7 +66,8 @@ class Request:
             PROTOCOL,
             Command.REQUEST.value,
             self.request_id,
-            self.service.encode(),
+            self.service.encode() + b"\0" + _VERSION.pack(self.version) if self.version
+            else self.service.encode(),
             self.endpoint.encode(),
             _ROUTE.pack(self.timeout_ms, self.rows, FLAG_STAGES if self.stages else 0)
             + self.batch_key,
@@ -84,15 +88,23 @@ def parse_request(rest: Sequence[Frame]) -> Request:
     if len(route) < _ROUTE.size:
         raise ProtocolError("REQUEST route frame is too short")
     timeout_ms, rows, flags = _ROUTE.unpack_from(route)
+    name, versioned, version_bytes = raw(rest[1]).partition(b"\0")
+    version = 0
+    if versioned:
+        if len(version_bytes) != _VERSION.size:
+            raise ProtocolError("REQUEST service frame: a NUL must be followed by a 4-byte "
+                                "version")
+        version = _VERSION.unpack(version_bytes)[0]
     return Request(
         request_id=request_id,
-        service=text(rest[1], "service"),
+        service=text(name, "service"),
         endpoint=text(rest[2], "endpoint"),
         timeout_ms=timeout_ms,
         meta=rest[4],
         body=list(rest[5:]),
         rows=rows,
         batch_key=route[_ROUTE.size:],
+        version=version,
         stages=bool(flags & FLAG_STAGES),
     )
 
@@ -178,6 +190,8 @@ class ControlOp(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11)
     JOB_CANCEL = "job.cancel"  # {id} -> {job}
     JOB_RETRY = "job.retry"    # {id} -> {job}
     JOB_LIST = "job.list"      # {service?, state?, after?, limit?} -> {jobs, next}
+    # the traffic split of a service's version-less calls (docs/protocol.md); {} clears it
+    SET_TRAFFIC = "set_traffic"  # {service, weights: {version: percent}} -> {service, traffic}
 
 
 @dataclass(slots=True)
@@ -216,3 +230,9 @@ def parse_control(rest: Sequence[Frame]) -> Control:
     return Control(raw(rest[0]), op, args, cluster)
 
 
+
+
+def endpoint_stats_key(service: str, endpoint: str, version: int = 1) -> str:
+    """The key of an endpoint's figures in the ``stats`` answer: ``service.endpoint``, and
+    ``service.endpoint@version`` for a version other than 1."""
+    return f"{service}.{endpoint}" if version == 1 else f"{service}.{endpoint}@{version}"
