@@ -37,7 +37,7 @@ def test_a_request_names_its_version_after_the_service_name_and_none_means_lates
         assert (parsed.service, parsed.endpoint, parsed.version) == ("rank", "score", version)
     assert Request(b"r", "rank", "score", 100, b"m").to_frames()[3] == b"rank"
     with pytest.raises(ProtocolError, match="4-byte version"):
-        parse_request([b"r", b"rank\x00\x02", b"score", b"\0" * 8, b"m"])
+        parse_request([b"r", b"rank\x00\x02", b"score", b"\0" * 9, b"m"])
 
 
 def test_a_service_description_keeps_its_versions_and_traffic_through_its_map():
