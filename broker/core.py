@@ -114,7 +114,8 @@ def stages_of(flight: InFlight, item: Pending, exec_s: float, called: list | Non
     each naming its caller; at most MAX_STAGES."""
     name = f"{flight.endpoint.service}.{flight.endpoint.name}"
     own = {"service": flight.endpoint.service, "endpoint": flight.endpoint.name,
-           "version": flight.endpoint.version, "worker": flight.worker.worker_id, "batch": len(flight.items),
+           "version": flight.endpoint.version, "worker": flight.worker.worker_id,
+           "batch": len(flight.items),
            "queue_ms": round(1000 * (flight.dispatched - item.arrived), 3),
            "exec_ms": round(1000 * exec_s, 3)}
     nested = [{"caller": name, **stage} if "caller" not in stage else stage

@@ -3,6 +3,7 @@ the pipeline's answer, batching of the callers' calls, deadlines, errors, and no
 when a service calls itself or two services call each other under load."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import json
 import time
@@ -194,3 +195,19 @@ def test_stages_nest_as_deep_as_the_calls_and_come_back_over_grpc(cluster) -> No
             ("fact", None), ("fact", "fact.fact"), ("fact", "fact.fact")]
         _, call = stub.Call.with_call(request)
         assert "zeroserve-stages" not in dict(call.trailing_metadata())
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_the_sdk_answers_a_call_with_its_stages_over_both_protocols(pipeline, scheme) -> None:
+    url = pipeline.url if scheme == "http" else f"grpc://127.0.0.1:{pipeline.grpc_port}"
+    with zeroserve.Client(url) as client:
+        answer = client.call_with_stages("rank", "score", text="three short words")
+    assert answer.value == _expected("three short words") and answer.request_id
+    assert [(s["service"], s.get("caller")) for s in answer.stages] == [
+        ("rank", None), ("tok", "rank.score"), ("embed", "rank.score")]
+
+    async def staged() -> list:
+        async with zeroserve.AsyncClient(url) as client:
+            return (await client.call_with_stages("tok", "split", text="a b")).stages
+    assert [(s["service"], s["endpoint"], s["version"]) for s in asyncio.run(staged())] == [
+        ("tok", "split", 1)]

@@ -49,6 +49,12 @@ class AsyncClient:
         """Call ``service/endpoint`` with named inputs; return the endpoint's value."""
         return await self._run(ops.Call(service, endpoint, inputs, version), timeout)
 
+    async def call_with_stages(self, service: str, endpoint: str, *,
+                               timeout: float | None = None, version: int | None = None,
+                               **inputs: Any) -> ops.Staged:
+        """:meth:`zeroserve.Client.call_with_stages` for asyncio."""
+        return await self._run(ops.StagedCall(service, endpoint, inputs, version), timeout)
+
     def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
                idle_timeout: float | None = None, **inputs: Any) -> AsyncIterator[Any]:
         """Call an endpoint that streams; ``async for`` the result for its chunks, as

@@ -76,6 +76,13 @@ class Client:
         """
         return self._run(ops.Call(service, endpoint, inputs, version), timeout)
 
+    def call_with_stages(self, service: str, endpoint: str, *, timeout: float | None = None,
+                         version: int | None = None, **inputs: Any) -> ops.Staged:
+        """:meth:`call`, answered with the request id and the stages that answered it
+        (which service and worker, queue and execution time each, and what each called):
+        ``answer.value``, ``answer.request_id``, ``answer.stages``."""
+        return self._run(ops.StagedCall(service, endpoint, inputs, version), timeout)
+
     def stream(self, service: str, endpoint: str, *, timeout: float | None = None,
                idle_timeout: float | None = None, **inputs: Any) -> Iterator[Any]:
         """Call an endpoint that streams (a generator); iterate the result for its chunks as

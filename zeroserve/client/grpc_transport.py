@@ -18,7 +18,7 @@ import grpc
 from zeroserve.client import payloads
 from zeroserve.client.errors import from_grpc
 from zeroserve.client.operations import GATEWAY_504_GRACE_S
-from zeroserve.client.transport import SYSTEM_TLS, GrpcRequest, Operation, Tls
+from zeroserve.client.transport import SYSTEM_TLS, GrpcAnswer, GrpcRequest, Operation, Tls
 from zeroserve.grpc_gen import grpc_service_pb2_grpc as oip_grpc
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2_grpc as pb_grpc
@@ -66,10 +66,20 @@ def _grpc_errors() -> Iterator[None]:
         raise from_grpc(exc.code(), exc.details()) from None
 
 
+def _lower(metadata: Any) -> dict[str, str]:
+    return {str(k).lower(): v for k, v in (metadata or ()) if isinstance(v, str)}
+
+
+async def _with_trailing(call: Any) -> GrpcAnswer:
+    reply = await call
+    return GrpcAnswer(reply, _lower(await call.trailing_metadata()))
+
+
 class _Stubs:
     """The services of one channel, by the names :class:`GrpcRequest` uses."""
 
-    def __init__(self, channel: Any, api_key: str | None) -> None:
+    def __init__(self, channel: Any, api_key: str | None, is_async: bool = False) -> None:
+        self.is_async = is_async
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.serving = pb_grpc.ServingStub(channel)
         self.services = {"Serving": self.serving,
@@ -82,9 +92,15 @@ class _Stubs:
         return (functools.partial(self._call, rpc, deadline) for rpc in operation.grpc())
 
     def _call(self, rpc: GrpcRequest, deadline: float) -> Any:
-        return getattr(self.services[rpc.service], rpc.method)(
-            rpc.message, timeout=deadline - time.monotonic(),
-            metadata=(*self.metadata, *rpc.metadata))
+        method = getattr(self.services[rpc.service], rpc.method)
+        options = {"timeout": deadline - time.monotonic(),
+                   "metadata": (*self.metadata, *rpc.metadata)}
+        if not rpc.trailing:
+            return method(rpc.message, **options)
+        if self.is_async:
+            return _with_trailing(method(rpc.message, **options))
+        reply, call = method.with_call(rpc.message, **options)
+        return GrpcAnswer(reply, _lower(call.trailing_metadata()))
 
     def stream(self, service: str, endpoint: str, inputs: Mapping[str, Any], timeout_s: float,
                idle_timeout_s: float | None) -> Any:
@@ -218,7 +234,7 @@ class AsyncGrpcTransport:
     def __init__(self, url: str, api_key: str | None = None, tls: Tls = SYSTEM_TLS) -> None:
         self.url = url
         self.channel = _open(url, tls, grpc.aio.secure_channel, grpc.aio.insecure_channel)
-        self._stubs = _Stubs(self.channel, api_key)
+        self._stubs = _Stubs(self.channel, api_key, is_async=True)
 
     async def send(self, operation: Operation, timeout_s: float) -> Any:
         with _grpc_errors():

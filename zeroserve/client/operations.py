@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 
 from zeroserve.client import payloads
-from zeroserve.client.transport import GrpcRequest, HttpAnswer, HttpRequest, Operation
+from zeroserve.client.transport import GrpcAnswer, GrpcRequest, HttpAnswer, HttpRequest, Operation
 from zeroserve.grpc_gen import grpc_service_pb2 as oip_pb
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
 
@@ -68,6 +68,56 @@ class Call(Operation):
 
     def runs(self) -> str:
         return f"{self.service}.{self.endpoint}"
+
+
+STAGES_HEADER = "X-Zeroserve-Stages"  # asks for the stages that answered a call
+STAGES_METADATA = "zeroserve-stages"  # ... as gRPC metadata, and its trailing answer
+REQUEST_ID_METADATA = "zeroserve-request-id"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A call's value, with its request id and the stages that answered it: one map per
+    stage (``service``, ``endpoint``, ``version``, ``worker``, ``batch``, ``queue_ms``,
+    ``exec_ms``, and ``caller`` for the stages it called; ``docs/composition.md``)."""
+
+    value: Any
+    request_id: str
+    stages: list
+
+
+@dataclass(frozen=True)
+class StagedCall(Call):
+    """A :class:`Call` that asks for its stages; a :class:`Staged`."""
+
+    def http(self, timeout_s: float) -> HttpRequest:
+        plain = super().http(timeout_s)
+        return HttpRequest(plain.method, plain.path, plain.body,
+                           {**plain.headers, STAGES_HEADER: "1"}, plain.grace_s)
+
+    def from_http(self, answer: HttpAnswer) -> Staged:
+        return Staged(super().from_http(answer), answer.headers.get("x-request-id", ""),
+                      _stages(answer.headers.get(STAGES_HEADER.lower())))
+
+    def grpc(self) -> Sequence[GrpcRequest]:
+        (plain,) = super().grpc()
+        return [GrpcRequest(plain.service, plain.method, plain.message,
+                            (*plain.metadata, (STAGES_METADATA, "1")), trailing=True)]
+
+    def from_grpc(self, replies: Sequence[Any]) -> Staged:
+        answer: GrpcAnswer = replies[0]
+        return Staged(super().from_grpc([answer.reply]),
+                      answer.trailing.get(REQUEST_ID_METADATA, ""),
+                      _stages(answer.trailing.get(STAGES_METADATA)))
+
+
+def _stages(text: str | None) -> list:
+    """The stages a gateway answered (an empty list for none, or for what is not a list)."""
+    try:
+        stages = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return stages if isinstance(stages, list) else []
 
 
 def stream_request(service: str, endpoint: str, inputs: Mapping[str, Any], timeout_s: float,

@@ -62,6 +62,15 @@ class GrpcRequest:
     method: str
     message: Any
     metadata: tuple[tuple[str, str], ...] = ()
+    trailing: bool = False  # the reply comes as a GrpcAnswer, with the trailing metadata
+
+
+@dataclass(frozen=True)
+class GrpcAnswer:
+    """The reply of an RPC whose request asked for its trailing metadata (names lower case)."""
+
+    reply: Any
+    trailing: Mapping[str, str]
 
 
 @dataclass(frozen=True)
