@@ -76,7 +76,7 @@ def worker_deployment(service: ServiceDeployment, layer: Layer) -> dict:
     pod = worker["spec"]["template"]["spec"]
     [box] = pod["containers"]
     box["args"] = ["worker", image_target(service.target), "--backend", layer.backend,
-                   "--frontend", layer.frontend, *service.worker_flags()]
+                   "--frontend", layer.frontend, *service.worker_flags(), *service.version_flags()]
     for source in box.get("envFrom", []):
         reference = source.get("configMapRef", {})
         if _HASHED_SETTINGS.fullmatch(reference.get("name", "")):

@@ -170,6 +170,9 @@ def test_one_worker_deployment_per_service_with_its_replicas_flags_target_and_ve
             (f":{cls}" if cls else "")
         labels = worker["spec"]["template"]["metadata"]["labels"]
         assert labels["zeroserve.io/version"] == str(service.version)
+        args = container(worker)["args"]
+        assert (args[args.index("--service-version") + 1] if "--service-version" in args
+                else "1") == str(service.version)
         assert worker["metadata"]["labels"]["zeroserve.io/version"] == str(service.version)
         assert "zeroserve.io/version" not in worker["spec"]["selector"]["matchLabels"], \
             "a selector cannot change: a new version would need the Deployment deleted"
@@ -389,3 +392,11 @@ def test_the_settings_the_manifests_fix_are_settings_of_config():
     known = {f"{section}.{f.name}" for section, make in SECTIONS.items()
              for f in dataclasses.fields(make())}
     assert PINNED <= known, PINNED - known
+
+
+def test_a_service_at_another_version_runs_its_workers_with_that_version(overlays, tmp_path):
+    source = tmp_path / "versioned.yaml"
+    source.write_text(f"services:\n  mlp:\n    target: {ROOT / 'examples' / 'mlp.py'}\n"
+                      "    version: 3\n")
+    args = container(workers_of(overlays(source))["mlp"])["args"]
+    assert args[args.index("--service-version") + 1] == "3"
