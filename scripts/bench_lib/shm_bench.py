@@ -6,7 +6,7 @@ other (shm_direct on: binary and in place; off: copied). Sequential calls throug
 ``tritonclient.http``; end-to-end latency per call (client encoding and, for shared memory, the
 copy into the region included) and the server's CPU time per call (every process of the server:
 gateway, broker, worker). Each server is asked once which way the input came
-(``vector.mapped``), so that a figure never names a path that was not taken.
+(``vector.in_place``), so that a figure never names a path that was not taken.
 
     scripts/bench shm [--calls 20] [--mib 64]
 """
@@ -89,9 +89,9 @@ def _serve(x: np.ndarray, calls: int, direct: bool, tmp: Path) -> dict:
         path = "shm_direct" if direct else "shm_copied"
         figures[path] = _measure(dict(PATHS)[path], shared, calls, proc.pid)
         shm.set_shared_memory_region(region, [x])
-        mapped = client.infer("vector.mapped", [shm_input()]).as_numpy("output")
-        assert bool(mapped[0]) is direct, f"{path}: the worker's input was " + \
-            ("copied" if direct else "mapped")
+        in_place = client.infer("vector.in_place", [shm_input()]).as_numpy("output")
+        assert bool(in_place[0]) is direct, f"{path}: the worker's input was " + \
+            ("copied" if direct else "read in place")
         client.unregister_system_shared_memory()
     finally:
         client.close()

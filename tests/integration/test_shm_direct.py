@@ -91,7 +91,7 @@ def _shm_call(client, module, rows: int = 64, byte_size: int | None = None, offs
     tensor.set_shared_memory(name, rows * 16 if byte_size is None else byte_size,
                              offset=offset)
     result = client.infer("probe.run", [tensor])
-    return result.as_numpy("twice"), bool(result.as_numpy("mapped")[0])
+    return result.as_numpy("twice"), bool(result.as_numpy("in_place")[0])
 
 
 def _binary_call(client, module) -> tuple[np.ndarray, bool]:
@@ -101,7 +101,7 @@ def _binary_call(client, module) -> tuple[np.ndarray, bool]:
     else:
         tensor.set_data_from_numpy(X)
     result = client.infer("probe.run", [tensor])
-    return result.as_numpy("twice"), bool(result.as_numpy("mapped")[0])
+    return result.as_numpy("twice"), bool(result.as_numpy("in_place")[0])
 
 
 @MODULES
@@ -111,14 +111,14 @@ def test_a_worker_on_the_gateways_host_maps_the_callers_input(probe, region, mod
     client = _client(module, _ports(module, cluster))
     try:
         client.register_system_shared_memory("in", key, 2 * X.nbytes)
-        twice, mapped = _shm_call(client, module)
-        assert mapped
+        twice, in_place = _shm_call(client, module)
+        assert in_place
         copied, through_broker = _binary_call(client, module)
         assert not through_broker
         np.testing.assert_array_equal(twice, copied)
         np.testing.assert_array_equal(twice, X * 2)
-        half, mapped = _shm_call(client, module, rows=32, offset=32 * 16)  # at an offset
-        assert mapped
+        half, in_place = _shm_call(client, module, rows=32, offset=32 * 16)  # at an offset
+        assert in_place
         np.testing.assert_array_equal(half, X[32:] * 2)
         output = module.InferRequestedOutput("twice")  # outputs: written by the gateway
         output.set_shared_memory("in", X.nbytes, offset=X.nbytes)
@@ -139,8 +139,8 @@ def test_a_gateway_with_shm_direct_off_copies_the_input(probe, region, module):
     client = _client(module, _ports(module, copying))
     try:
         client.register_system_shared_memory("in", key, 2 * X.nbytes)
-        twice, mapped = _shm_call(client, module)
-        assert not mapped
+        twice, in_place = _shm_call(client, module)
+        assert not in_place
         np.testing.assert_array_equal(twice, X * 2)
     finally:
         client.unregister_system_shared_memory()
@@ -162,23 +162,23 @@ def test_bad_slices_are_refused_and_the_cluster_keeps_serving(probe, region, mod
                 _shm_call(client, module, **kwargs)
             assert info.value.status() == BAD[module], info.value
             assert reason in str(info.value), info.value
-        twice, mapped = _shm_call(client, module)
-        assert mapped
+        twice, in_place = _shm_call(client, module)
+        assert in_place
         np.testing.assert_array_equal(twice, X * 2)
     finally:
         client.unregister_system_shared_memory()
         client.close()
 
 
-def _mapped_after(client, want: bool, timeout_s: float = 15.0) -> None:
-    """Call until the answer's ``mapped`` is ``want`` three times in a row (the gateway learns
+def _in_place_after(client, want: bool, timeout_s: float = 15.0) -> None:
+    """Call until the answer's ``in_place`` is ``want`` three times in a row (the gateway learns
     of workers from the broker's models every half second)."""
     deadline, streak = time.monotonic() + timeout_s, 0
     while streak < 3:
-        assert time.monotonic() < deadline, f"inputs never came {'mapped' if want else 'copied'}"
-        twice, mapped = _shm_call(client, httpclient)
+        assert time.monotonic() < deadline, f"inputs never came {'in place' if want else 'copied'}"
+        twice, in_place = _shm_call(client, httpclient)
         np.testing.assert_array_equal(twice, X * 2)
-        streak = streak + 1 if mapped is want else 0
+        streak = streak + 1 if in_place is want else 0
 
 
 def test_a_service_with_a_worker_that_cannot_read_in_place_is_copied(probe, region):
@@ -190,9 +190,9 @@ def test_a_service_with_a_worker_that_cannot_read_in_place_is_copied(probe, regi
     try:
         cluster.wait_ready(2)
         client.register_system_shared_memory("in", key, 2 * X.nbytes)
-        _mapped_after(client, False)
+        _in_place_after(client, False)
         other.stop()
-        _mapped_after(client, True)
+        _in_place_after(client, True)
     finally:
         other.stop()
         client.unregister_system_shared_memory()
@@ -240,4 +240,4 @@ def test_a_worker_refuses_references_it_must_not_read_and_keeps_serving(probe, r
     assert reply.status is Status.OK
     answer = codec.decode(reply.meta, reply.body)
     np.testing.assert_array_equal(answer["twice"], X * 2)
-    assert bool(answer["mapped"][0])
+    assert bool(answer["in_place"][0])

@@ -1,8 +1,7 @@
-"""Shared memory references (zeroserve.wire.shm_refs): what a worker checks before it maps a
-caller's object, the mapping it gives (read-only, no copy), and how the codec carries them."""
+"""Shared memory references (zeroserve.wire.shm_refs): what a worker checks before it reads a
+caller's object, the array it gives (read-only, its own), and how the codec carries them."""
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from zeroserve.wire.shm_refs import (
     ShmRef,
     ShmRefError,
     ShmRefReader,
+    _read,
     accept_references,
     namespace,
     stand_in,
@@ -49,21 +49,22 @@ def _ref(key: str, offset: int = 0, shape: tuple = (4,), dtype: str = "<f4",
     return ShmRef(space, key, offset, size, dt, shape)
 
 
-def _mapped(arr: np.ndarray) -> bool:
-    base = arr
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+def test_an_object_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+    key = _object(tmp_path, "zeroserve_short", bytes(8))  # 2 of the 4 floats the ref names
+    fd = os.open(tmp_path / key, os.O_RDONLY)
+    try:
+        with pytest.raises(ShmRefError, match="shrank while it was read .8 of 16 bytes"):
+            _read(fd, _ref(key))
+    finally:
+        os.close(fd)
 
 
-def test_a_reference_opens_as_a_read_only_mapping_of_the_object(reader, tmp_path):
+def test_a_reference_opens_as_a_read_only_array_of_the_objects_bytes(reader, tmp_path):
     data = np.arange(3000, dtype=np.float32)
     key = _object(tmp_path, "zeroserve_in", bytes(12) + data.tobytes())
     arr = reader.open(_ref(key, offset=12 + 4 * 1000, shape=(2, 1000)))  # not page aligned
     np.testing.assert_array_equal(arr, data[1000:].reshape(2, 1000))
-    assert not arr.flags.writeable and not arr.flags.owndata and _mapped(arr)
-    (tmp_path / key).write_bytes(bytes(12) + (data * 2).tobytes())  # the same object, changed
-    assert arr[0, 0] == 2000.0
+    assert not arr.flags.writeable and arr.flags.owndata  # read, not mapped: no SIGBUS
     empty = reader.open(_ref(key, offset=0, shape=(0, 3)))
     assert empty.shape == (0, 3) and not empty.flags.writeable
 
@@ -140,7 +141,7 @@ def test_the_codec_carries_a_stand_in_as_a_reference_that_a_reader_opens(accepti
     assert frames == [] and len(meta) < 200  # no byte of the tensor travels
     got = codec.decode(meta, frames)
     np.testing.assert_array_equal(got["x"], data)
-    assert got["n"] == 3 and _mapped(got["x"])
+    assert got["n"] == 3 and got["x"].flags.owndata
 
 
 def test_a_process_that_accepts_no_references_refuses_them(tmp_path):

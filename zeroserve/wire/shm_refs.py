@@ -12,7 +12,7 @@ A *namespace* names one ``/dev/shm``: ``{boot_id}:{st_dev}:{st_ino}`` (the kerne
 and the device and inode of the folder: a container with a private ``/dev/shm`` has another
 one). Two processes that share a namespace open the same object under the same name.
 
-What a reader checks before it maps anything (each failure a :class:`ShmRefError`, which the
+What a reader checks before it reads anything (each failure a :class:`ShmRefError`, which the
 worker answers as BAD_REQUEST): the reference names the reader's own namespace; the key is
 one plain name (no ``/``, ``..`` or NUL) under the reader's key prefix (``worker.shm_key_prefix``,
 the same as the gateway's ``gateway.shm_key_prefix``); the object is a regular file, opened
@@ -22,8 +22,9 @@ the shape's element count times the dtype's item size; the dtype is a fixed-size
 The gateway checks the region (its owner, bounds, the tensor's size) before it sends a
 reference (:mod:`gateway.shm_regions`); the reader's checks make sure that whatever reaches a
 worker cannot make it read outside the prefix. A client that shrinks its object while a worker
-reads the mapping would kill that worker with SIGBUS: a reference trusts the caller that
-registered the region as far as that (docs/oip.md).
+the reader reads it gets an error, not a crash: the worker reads with ``preadv`` into its own
+array instead of mapping the object, which would be killed by SIGBUS at the first page past a
+truncated end (docs/oip.md).
 
 Which reader decodes references is a fact of the process (its ``/dev/shm``): a worker
 installs its reader with :func:`accept_references` at start; a process that installs none
@@ -31,7 +32,6 @@ installs its reader with :func:`accept_references` at start; a process that inst
 """
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 from dataclasses import dataclass
@@ -190,8 +190,9 @@ class ShmRefReader:
         return name
 
     def open(self, ref: ShmRef) -> np.ndarray:
-        """The tensor ``ref`` names: a read-only array that maps its bytes (no copy); the
-        mapping lives as long as the array. :class:`ShmRefError` if a check fails."""
+        """The tensor ``ref`` names, read from the object into a read-only array of the worker's
+        own (one copy, in this process: nothing travels through the gateway or the broker).
+        :class:`ShmRefError` if a check fails or the object shrank while it was read."""
         name = self.check(ref)
         try:
             fd = os.open(self.shm_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -206,25 +207,31 @@ class ShmRefReader:
                 raise ShmRefError(
                     f"offset {ref.offset} + byte size {ref.byte_size} runs past the end of "
                     f"shared memory key {ref.key!r} ({info.st_size} bytes)")
-            if ref.byte_size == 0:
-                empty = np.empty(ref.shape, ref.dtype)
-                empty.flags.writeable = False
-                return empty
-            start = ref.offset - ref.offset % mmap.ALLOCATIONGRANULARITY
-            mapping = mmap.mmap(fd, ref.offset + ref.byte_size - start, access=mmap.ACCESS_READ,
-                                offset=start)
+            return _read(fd, ref)
         finally:
-            os.close(fd)  # the mapping keeps the object
-        count = ref.byte_size // ref.dtype.itemsize
-        return np.frombuffer(mapping, ref.dtype, count, ref.offset - start).reshape(ref.shape)
+            os.close(fd)
 
     def info(self) -> dict[str, str]:
         """What a worker's READY says of it (``info``: ``shm_namespace``, ``shm_key_prefix``)."""
         return {"shm_namespace": self.space, "shm_key_prefix": self.prefix}
 
 
-_reader: ShmRefReader | None = None
+def _read(fd: int, ref: ShmRef) -> np.ndarray:
+    """The ``ref.byte_size`` bytes at ``ref.offset`` of ``fd`` as a read-only array."""
+    arr = np.empty(ref.shape, ref.dtype)
+    view = arr.reshape(-1).view(np.uint8).data if arr.size else memoryview(b"")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], ref.offset + done)
+        if got == 0:
+            raise ShmRefError(f"shared memory key {ref.key!r} shrank while it was read "
+                              f"({done} of {ref.byte_size} bytes)")
+        done += got
+    arr.flags.writeable = False
+    return arr
 
+
+_reader: ShmRefReader | None = None
 
 def accept_references(reader: ShmRefReader | None) -> None:
     """Let this process decode references with ``reader`` (None: refuse them)."""
