@@ -6,6 +6,7 @@ import gzip
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,9 +102,11 @@ class Collector:
             time.sleep(0.05)
 
     def trace(self, trace_id: str, *names: str, timeout: float = 10.0) -> dict[str, list[Span]]:
-        """The spans of one trace by name, once every one of ``names`` has come."""
-        spans = self.wait(lambda got: set(names) <= {s.name for s in got
-                                                      if s.trace_id == trace_id}, timeout)
+        """The spans of one trace by name, once every one of ``names`` has come (a name given
+        twice: two spans of that name)."""
+        wanted = Counter(names)
+        spans = self.wait(lambda got: not wanted - Counter(
+            s.name for s in got if s.trace_id == trace_id), timeout)
         by_name: dict[str, list[Span]] = {}
         for s in spans:
             if s.trace_id == trace_id:

@@ -149,6 +149,9 @@ class JobLane:
         if self._watcher is not None:
             self._watcher.cancel()
         for slot in self._slots:
+            if slot.span is not None and self.tracing is not None:  # its lease will run out
+                self.tracing.job_ended(slot.span, "abandoned", "the worker stopped")
+                slot.span = None
             self._stop_child(slot)
         if self._pull is not None:
             self._pull.close()

@@ -152,7 +152,9 @@ def test_a_batch_span_links_every_request_it_served(traced) -> None:
     def all_came(got: list[Span]) -> bool:
         served = sum(s.attributes["zeroserve.batch.size"] for s in got
                      if s.name == "broker batch" and s.trace_id in ours)
-        return served == len(callers) and all(
+        executed = sum(s.attributes["zeroserve.batch.size"] for s in got
+                       if s.name == "worker execute" and s.trace_id in ours)
+        return served == executed == len(callers) and all(
             ours <= {s.trace_id for s in got if s.name == name}
             for name in ("worker decode", "rest traced.size"))
 
@@ -181,7 +183,8 @@ def test_a_dependency_call_nests_under_the_callers_execute_span(traced, endpoint
                                    headers={"traceparent": header})
     assert (status, body) == (200, "hello kim")
     spans = collector.trace(trace_id, f"rest relay.{endpoint}", "call traced.greet",
-                            "user greet")
+                            "user greet", "worker execute", "worker execute", "broker queue",
+                            "broker queue")  # the caller's and the callee's
     caller = one(spans, "worker execute", **{"zeroserve.service": "relay"})
     called = one(spans, "call traced.greet")
     assert called.kind == CLIENT and called.service == "zeroserve-worker"

@@ -56,9 +56,11 @@ def _sse(cluster: Cluster, path: str, inputs: dict, traceparent: str) -> tuple[s
 def _stream_tree(spans: dict[str, list[Span]], gateway_name: str, service: str) -> Span:
     """Check gateway -> broker queue / broker stream / worker stream; the worker's span."""
     gateway = one(spans, gateway_name)
-    for name in ("broker queue", "broker stream"):
-        span = one(spans, name, **{"zeroserve.service": service})
-        assert (span.service, span.parent) == ("zeroserve-broker", gateway.span_id)
+    for name in ("broker queue", "broker stream"):  # twice if a loaded host's worker was
+        ours = [s for s in spans[name]               # evicted and the request sent again
+                if s.attributes["zeroserve.service"] == service]
+        assert ours and all((s.service, s.parent) == ("zeroserve-broker", gateway.span_id)
+                            for s in ours)
     assert "broker batch" not in spans
     stream = one(spans, "worker stream", **{"zeroserve.service": service})
     assert (stream.service, stream.parent) == ("zeroserve-worker", gateway.span_id)
@@ -112,7 +114,8 @@ def test_a_streams_dependency_call_is_a_child_of_its_stream_span(traced, endpoin
     header, trace_id, _ = caller_traceparent()
     body, _ = _sse(cluster, f"/relay/{endpoint}", {"name": "ann"}, header)
     assert "hello ann" in body
-    spans = collector.trace(trace_id, "worker stream", "call traced.greet", "user greet")
+    spans = collector.trace(trace_id, "worker stream", "call traced.greet", "user greet",
+                            "worker execute")
     stream = one(spans, "worker stream", **{"zeroserve.service": "relay"})
     called = one(spans, "call traced.greet")
     assert (called.kind, called.parent) == (CLIENT, stream.span_id)
