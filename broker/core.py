@@ -588,7 +588,7 @@ class BrokerCore:
         self._send_back([worker.identity, *batch.to_frames()])
         if self.tracing is not None:
             self.tracing.dispatched(batch_id, endpoint.service, endpoint.name, worker.worker_id,
-                                    items, now)
+                                    items, now, flight.streams)
 
     # ------------------------------------------------------------ time
 

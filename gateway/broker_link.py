@@ -265,8 +265,8 @@ class BrokerLink:
         at once with 503."""
         assert self._socket is not None, "start() first"
         request_id = self._next_id()
-        if self.tracing is not None:  # (a stream's request carries no trace context yet)
-            self.tracing.reaching(endpoint.service, endpoint.name)
+        if self.tracing is not None:
+            meta = self.tracing.outgoing(meta, endpoint.service, endpoint.name)
         frames = Request(request_id, endpoint.service, endpoint.name,
                          max(int(timeout_s * 1000), 1), meta, body,
                          version=endpoint.version).to_frames()

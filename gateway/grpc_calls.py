@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from zeroserve.tracing.spans import GatewayTracer
 
 Method = TypeVar("Method", bound=Callable[..., Any])
-_TRACED = frozenset({"Call", "Stream", "ModelInfer"})  # calls of a service: spans when on
+_TRACED = frozenset({"Call", "Stream", "ModelInfer", "Submit"})  # calls of a service: spans when on
 
 
 def grpc_boundary(method: Method) -> Method:

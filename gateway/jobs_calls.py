@@ -22,6 +22,7 @@ from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.invoke import RETRY_AFTER_S, look_up, not_served
 from zeroserve.schema import InvalidInput, validate_inputs
+from zeroserve.tracing import with_trace
 from zeroserve.wire import codec, descriptions
 from zeroserve.wire.descriptions import TaskDescription
 from zeroserve.wire.envelope import Status
@@ -86,7 +87,9 @@ async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
                      idempotency_key: str | None, max_input_bytes: int,
                      identity: Identity | None) -> dict:
     """Check and submit a job owned by ``identity``; the broker's answer ``{"job", "created"}``
-    (an idempotency key is the owner's: another owner's same key makes another job)."""
+    (an idempotency key is the owner's: another owner's same key makes another job). While
+    the gateway traces, the inputs carry the submission's span as their first entry (as a
+    request's meta does), which the job's runs link to: stored with them, nothing else."""
     found = await find_task(link, service, task)
     try:
         blob, _ = codec.encode(validate_inputs(found.inputs, inputs), threshold=1 << 62)
@@ -94,6 +97,10 @@ async def submit_job(link: BrokerLink, service: str, task: str, inputs: Any,
         raise RequestFailed(Status.BAD_REQUEST, str(exc)) from None
     except codec.CodecError as exc:
         raise RequestFailed(Status.BAD_REQUEST, f"inputs cannot be sent: {exc}") from None
+    if link.tracing is not None:  # the job's runs link to this submission's span
+        traceparent = link.tracing.submission(service, task)
+        if traceparent:
+            blob = with_trace(blob, traceparent)
     if len(blob) > max_input_bytes:
         raise RequestFailed(Status.PAYLOAD_TOO_LARGE, f"job inputs are {len(blob)} bytes "
                                                       f"encoded, at most {max_input_bytes}")

@@ -49,7 +49,7 @@ from zeroserve.wire.frontend import ControlOp
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack")
 TIMEOUT_HEADER = "X-Zeroserve-Timeout"  # seconds, float
-_TRACED_ROUTES = frozenset({"rest", "oip_http", "openai"})  # calls of a service: spans when on
+_TRACED_ROUTES = frozenset({"rest", "oip_http", "openai", "jobs"})  # calls of services: spans
 VERSION_HEADER = "X-Zeroserve-Version"  # the service version to call; absent: as the split says
 
 

@@ -147,6 +147,7 @@ class WorkerDaemon:
             except ValueError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1
+            self.jobs.tracing = self.tracing
             self.jobs.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
@@ -273,7 +274,7 @@ class WorkerDaemon:
         request as a batch of its own)."""
         stream = StreamRun(batch.batch_id, batch.items[0], endpoint, self.instance, self._send,
                            run_blocking_in(asyncio.get_running_loop(), self.pool),
-                           self.stream_settings, self._clock, self.spec.name)
+                           self.stream_settings, self._clock, self.spec.name, self.tracing)
         self._streams[batch.batch_id] = stream
         task = asyncio.ensure_future(self._run_stream(stream))
         self._in_flight.add(task)

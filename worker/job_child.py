@@ -6,7 +6,8 @@ pipe in msgpack maps (never pickle): it receives ``{job_id, attempt, task,
 inputs}`` and answers ``started``, ``progress``, then ``succeeded`` (with the
 result as a codec payload, every array inline) or ``failed`` (also for a result over
 ``max_result_bytes``, which is never sent). The parent sets
-``cancel`` to make ``ctx.cancelled`` true.
+``cancel`` to make ``ctx.cancelled`` true. The inputs of a job submitted while the gateway
+traced carry the submission's trace context (for the lane's span): it is taken out first.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 from zeroserve.process import signal_on_parent_death
 from zeroserve.service import ServiceSpec, load_service
 from zeroserve.task import JobContext
+from zeroserve.tracing import TRACEPARENT_KEY, take_carried
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import pack_map, unpack_map
 
@@ -87,6 +89,8 @@ def run_job(spec: ServiceSpec, instance: Any, message: dict, send: Any,
         inputs = codec.decode(message["inputs"])
         if not isinstance(inputs, dict):
             raise codec.CodecError("inputs must be a map of names to values")
+        if TRACEPARENT_KEY in inputs:  # the submission's, for the lane's span: not an input
+            take_carried(inputs)
         if task.context_arg:
             inputs[task.context_arg] = JobContext(job_id, attempt, report, is_cancelled)
         method = getattr(instance, task.method)

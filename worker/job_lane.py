@@ -10,6 +10,10 @@ the host's real-time daemons get a busy CPU first. The lane also keeps each
 running job's lease alive, stops a job past its ``timeout_s`` (and one that
 ignores a cancel), and replaces a child that died; when each is due is decided
 by ``worker/job_timing.py``, which the lane feeds.
+
+While the worker traces, each attempt it runs has a ``job run`` span (from its dispatch to
+the child to its end), linked to the submission whose context the job's inputs carry
+(``docs/tracing.md``).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -33,9 +37,13 @@ from zeroserve.curve import Curve
 from zeroserve.loopsocket import NOBLOCK, LoopSocket
 from zeroserve.service import ServiceSpec
 from zeroserve.sockets import open_socket
+from zeroserve.tracing import carried_traceparent
 from zeroserve.wire import jobs as jp
 from zeroserve.wire.envelope import ProtocolError, pack_map, unpack_map
 from zeroserve.wire.jobs import EventKind
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import WorkerTracer
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -65,6 +73,7 @@ class _Slot:
     cancel: Any = None
     job: jp.JobDispatch | None = None
     timing: SlotTiming = field(default_factory=SlotTiming)  # running while ``job`` is set
+    span: Any = None  # the job's run span while tracing is on
 
 
 class JobLane:
@@ -95,6 +104,7 @@ class JobLane:
         self._addresses: tuple[str, str] = ("", "")
         self._draining = False
         self._watcher: asyncio.Task | None = None
+        self.tracing: WorkerTracer | None = None  # on: a span per attempt run
 
     # ------------------------------------------------------------ lifecycle
 
@@ -139,6 +149,9 @@ class JobLane:
         if self._watcher is not None:
             self._watcher.cancel()
         for slot in self._slots:
+            if slot.span is not None and self.tracing is not None:  # its lease will run out
+                self.tracing.job_ended(slot.span, "abandoned", "the worker stopped")
+                slot.span = None
             self._stop_child(slot)
         if self._pull is not None:
             self._pull.close()
@@ -178,6 +191,9 @@ class JobLane:
         if slot.timing.cancelled:
             kind, error, result = EventKind.CANCELLED, None, None
         self._event(job, kind, error=error, result=result)
+        if slot.span is not None and self.tracing is not None:
+            self.tracing.job_ended(slot.span, kind.value, error)
+            slot.span = None
         slot.job = None
         slot.timing.end()
 
@@ -272,6 +288,9 @@ class JobLane:
         slot.job = message
         slot.timing.begin(self._clock(), message.timeout_s, message.lease_s)
         inputs = message.inputs
+        if self.tracing is not None:
+            slot.span = self.tracing.job_run(carried_traceparent(inputs), message.job_id,
+                                             message.task, message.attempt)
         slot.conn.send_bytes(pack_map({
             "job_id": message.job_id, "attempt": message.attempt, "task": message.task,
             "inputs": inputs if isinstance(inputs, bytes) else bytes(inputs)}))

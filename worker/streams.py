@@ -8,21 +8,32 @@ generator when the caller cancels (``close()`` / ``aclose()``, so ``finally:`` b
 and ends with the batch's RESULT. A sync generator's ``next()`` runs off the event loop (it
 may block) and cannot be interrupted: a cancel takes effect when it yields. An async one is
 interrupted at once.
+
+While the worker traces (``docs/tracing.md``), a stream whose request carries a trace context
+has a ``worker stream`` span from the generator's first step to its end, current while the
+generator runs (in the thread of a sync one's steps too), so that the service's own spans and
+its dependency calls nest under it. The context is taken out of the inputs whatever the
+worker's tracing.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zeroserve.config import StreamSettings
 from zeroserve.service import EndpointSpec
+from zeroserve.tracing import TRACEPARENT_KEY, take_carried
 from zeroserve.wire import codec
 from zeroserve.wire.backend import BatchItem, Result, ResultItem
 from zeroserve.wire.envelope import Command, Status, pack_map
 from zeroserve.wire.stream import Chunks, batch_key, frames_size
+
+if TYPE_CHECKING:
+    from zeroserve.tracing.spans import WorkerTracer
 
 log = logging.getLogger("zeroserve.worker")
 
@@ -70,7 +81,8 @@ BURST_S = 0.001  # chunks produced within this long of each other go in one CHUN
 class StreamRun:
     """One stream: the generator of ``endpoint`` on ``instance`` for the request ``item`` of
     batch ``batch_id``. ``send`` sends frames to the broker; ``call_sync`` runs a blocking
-    function off the loop (the worker's thread pool); ``clock`` is monotonic seconds.
+    function off the loop (the worker's thread pool); ``clock`` is monotonic seconds;
+    ``tracing`` (None: off) makes the stream's span.
 
     The stream runs in one task, which awaits the generator directly; a cancel (or the first
     chunk's deadline) cancels that task, so an async generator is interrupted where it
@@ -80,7 +92,7 @@ class StreamRun:
     def __init__(self, batch_id: int, item: BatchItem, endpoint: EndpointSpec, instance: Any,
                  send: Callable[[list], None], call_sync: Callable[[Callable[[], Any]], Any],
                  settings: StreamSettings, clock: Callable[[], float] = time.monotonic,
-                 service: str = "") -> None:
+                 service: str = "", tracing: WorkerTracer | None = None) -> None:
         self.batch_id = batch_id
         self.item = item
         self.endpoint = endpoint
@@ -90,6 +102,8 @@ class StreamRun:
         self._clock = clock
         self._idle_s = settings.idle_timeout_s
         self._name = f"{service}.{endpoint.name}"
+        self._service = service
+        self._tracing = tracing
         self.window = StreamWindow(settings.window_chunks, settings.window_bytes)
         self._credited = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -137,6 +151,27 @@ class StreamRun:
                 raise codec.CodecError("inputs must be a map of names to values")
         except codec.CodecError as exc:
             return Status.BAD_REQUEST, str(exc)
+        carried = take_carried(inputs) if TRACEPARENT_KEY in inputs else None
+        span = None if self._tracing is None or carried is None else \
+            self._tracing.stream(carried, self._service, self.endpoint.name)
+        if span is None:
+            return await self._generate(inputs, contextvars.copy_context())
+        assert self._tracing is not None
+        token = self._tracing.attach(span)  # this task's context: the stream runs in its own
+        try:
+            status, message = await self._generate(inputs, contextvars.copy_context())
+        except BaseException as exc:
+            self._tracing.stream_ended(span, self.chunks, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._tracing.detach(token)
+        self._tracing.stream_ended(span, self.chunks, "" if status is Status.OK else message)
+        return status, message
+
+    async def _generate(self, inputs: dict, context: contextvars.Context
+                        ) -> tuple[Status, str]:
+        """Run the generator on ``inputs`` to its end; a sync one's steps run in ``context``
+        (a copy of the stream task's, which holds its span)."""
         try:
             gen = getattr(self.instance, self.endpoint.method)(**inputs)
         except Exception as exc:  # user code (a bad signature): report, keep serving
@@ -153,7 +188,8 @@ class StreamRun:
                 if self.endpoint.is_async:
                     value = await anext(gen, _END)
                 else:
-                    step = asyncio.ensure_future(self._call_sync(lambda: next(gen, _END)))
+                    step = asyncio.ensure_future(self._call_sync(
+                        lambda: context.run(next, gen, _END)))
                     value = await asyncio.shield(step)
                     step = None
                 if value is _END:
@@ -169,11 +205,11 @@ class StreamRun:
                 task.uncancel()
             if step is not None:  # next() cannot be interrupted: let it finish, then close
                 await asyncio.gather(step, return_exceptions=True)
-            await self._close(gen)
+            await self._close(gen, context)
             return self._stopped_for
         except _Stop as stop:
             self._in_generator = False
-            await self._close(gen)
+            await self._close(gen, context)
             return stop.status, str(stop)
         except Exception as exc:  # the user's generator raised
             log.warning("worker: %s raised %s after %d chunks: %s", self._name,
@@ -219,13 +255,13 @@ class StreamRun:
                        .to_frames(Command.STREAM_CHUNK))
             self._burst = []
 
-    async def _close(self, gen: Any) -> None:
+    async def _close(self, gen: Any, context: contextvars.Context) -> None:
         """Close the generator so that its ``finally:`` blocks run; what they raise is logged."""
         try:
             if self.endpoint.is_async:
                 await gen.aclose()
             else:
-                await self._call_sync(gen.close)
+                await self._call_sync(lambda: context.run(gen.close))
         except Exception as exc:  # user code
             log.warning("worker: closing %s raised %s: %s", self._name, type(exc).__name__,
                         exc)

@@ -5,23 +5,13 @@ spans nest under the caller's execute span; a sampling ratio of 0 sends nothing.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import gzip
-import os
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from cluster import Cluster, free_port
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from cluster import Cluster
+from otlp_receiver import CLIENT, SERVER, Collector, Span, caller_traceparent, one, tracing_env
 
 import zeroserve
 from zeroserve.grpc_gen import zeroserve_serving_pb2 as pb
@@ -31,108 +21,6 @@ from zeroserve.wire import codec
 pytestmark = pytest.mark.integration
 
 SERVICES = str(Path(__file__).resolve().parent.parent / "tracing_services.py")
-SERVER, CLIENT = 2, 3  # the protobuf's SpanKind values
-
-
-def _value(any_value: Any) -> Any:
-    return getattr(any_value, any_value.WhichOneof("value")) if any_value.WhichOneof("value") \
-        else None
-
-
-@dataclass
-class Span:
-    """One span as the collector received it; ids as hex."""
-
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent: str
-    kind: int
-    attributes: dict
-    links: list = field(default_factory=list)  # [(trace id, span id)]
-    error: bool = False
-
-
-class Collector:
-    """An OTLP/HTTP traces receiver on a free loopback port, keeping every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        self.exports = 0
-        self._lock = threading.Lock()
-        collector = self
-
-        class Receiver(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                collector.receive(ExportTraceServiceRequest.FromString(body))
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def receive(self, request: ExportTraceServiceRequest) -> None:
-        got = []
-        for resource_spans in request.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for s in scope_spans.spans:
-                    got.append(Span(
-                        resource.get("service.name", ""), s.name, s.trace_id.hex(),
-                        s.span_id.hex(), s.parent_span_id.hex(), s.kind,
-                        {a.key: _value(a.value) for a in s.attributes},
-                        [(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
-                        s.status.code == 2))
-        with self._lock:
-            self.exports += 1
-            self.spans += got
-
-    def wait(self, found: Callable[[list[Span]], bool], timeout: float = 10.0) -> list[Span]:
-        """Every span received, once ``found`` holds of them (the daemons export every 50 ms);
-        fails after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                spans = list(self.spans)
-            if found(spans):
-                return spans
-            if time.monotonic() > deadline:
-                names = sorted({(s.service, s.name) for s in spans})
-                raise AssertionError(f"spans not found within {timeout}s; got {names}")
-            time.sleep(0.05)
-
-    def trace(self, trace_id: str, *names: str, timeout: float = 10.0) -> dict[str, list[Span]]:
-        """The spans of one trace by name, once every one of ``names`` has come."""
-        spans = self.wait(lambda got: set(names) <= {s.name for s in got
-                                                      if s.trace_id == trace_id}, timeout)
-        by_name: dict[str, list[Span]] = {}
-        for s in spans:
-            if s.trace_id == trace_id:
-                by_name.setdefault(s.name, []).append(s)
-        return by_name
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _tracing_env(collector: Collector, **extra: str) -> dict[str, str]:
-    return {"ZEROSERVE_TRACING_OTLP_ENDPOINT": collector.url,
-            "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: spans reach the collector at once
-            **extra}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +28,7 @@ def traced(tmp_path_factory):
     """A cluster with tracing on: the ``traced`` service (one slot: batches form) and the
     ``relay`` service that calls it."""
     collector = Collector()
-    cluster = Cluster(tmp_path_factory.mktemp("tracing"), _tracing_env(collector))
+    cluster = Cluster(tmp_path_factory.mktemp("tracing"), tracing_env(collector))
     try:
         cluster.broker()
         cluster.gateway()
@@ -154,25 +42,13 @@ def traced(tmp_path_factory):
         collector.close()
 
 
-def _traceparent() -> tuple[str, str, str]:
-    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
-    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
-
-
 def _header(headers: dict, name: str) -> str:
     return {key.lower(): value for key, value in headers.items()}[name]
 
 
-def _one(by_name: dict[str, list[Span]], name: str, **attributes: Any) -> Span:
-    spans = [s for s in by_name[name]
-             if all(s.attributes.get(k) == v for k, v in attributes.items())]
-    assert len(spans) == 1, (name, attributes, by_name[name])
-    return spans[0]
-
-
 def test_a_rest_call_is_one_trace_across_the_three_daemons(traced) -> None:
     cluster, collector = traced
-    header, trace_id, caller_span = _traceparent()
+    header, trace_id, caller_span = caller_traceparent()
     status, body, headers = cluster.post("/traced/greet", {"name": "ada"},
                                          headers={"traceparent": header})
     assert (status, body) == (200, "hello ada")
@@ -181,7 +57,7 @@ def test_a_rest_call_is_one_trace_across_the_three_daemons(traced) -> None:
 
     spans = collector.trace(trace_id, "rest traced.greet", "broker queue", "broker batch",
                             "worker decode", "worker execute", "worker encode", "user greet")
-    gateway = _one(spans, "rest traced.greet")
+    gateway = one(spans, "rest traced.greet")
     assert (gateway.service, gateway.kind, gateway.parent) == (
         "zeroserve-gateway", SERVER, caller_span)
     assert gateway.span_id == answered[2]  # the answer names the gateway's span
@@ -190,16 +66,16 @@ def test_a_rest_call_is_one_trace_across_the_three_daemons(traced) -> None:
     assert gateway.attributes["zeroserve.endpoint"] == "greet"
     assert gateway.attributes["http.response.status_code"] == 200
     for name in ("broker queue", "broker batch"):
-        assert (_one(spans, name).service, _one(spans, name).parent) == (
+        assert (one(spans, name).service, one(spans, name).parent) == (
             "zeroserve-broker", gateway.span_id)
-    batch = _one(spans, "broker batch")
+    batch = one(spans, "broker batch")
     assert batch.links == [(trace_id, gateway.span_id)]
     assert batch.attributes["zeroserve.batch.size"] == 1
     for name in ("worker decode", "worker execute", "worker encode"):
-        assert (_one(spans, name).service, _one(spans, name).parent) == (
+        assert (one(spans, name).service, one(spans, name).parent) == (
             "zeroserve-worker", gateway.span_id)
-    execute = _one(spans, "worker execute")
-    user = _one(spans, "user greet")
+    execute = one(spans, "worker execute")
+    user = one(spans, "user greet")
     assert (user.service, user.parent) == ("zeroserve-worker", execute.span_id)
     assert {s.service for group in spans.values() for s in group} == {
         "zeroserve-gateway", "zeroserve-broker", "zeroserve-worker"}
@@ -212,28 +88,28 @@ def test_a_call_without_traceparent_starts_a_trace_and_async_code_nests(traced) 
     _, trace_id, span_id, flags = _header(headers, "traceparent").split("-")
     assert int(flags, 16) & 1  # sampled
     spans = collector.trace(trace_id, "rest traced.agreet", "worker execute", "user agreet")
-    gateway = _one(spans, "rest traced.agreet")
+    gateway = one(spans, "rest traced.agreet")
     assert (gateway.span_id, gateway.parent) == (span_id, "")  # the trace's root
-    assert _one(spans, "user agreet").parent == _one(spans, "worker execute").span_id
+    assert one(spans, "user agreet").parent == one(spans, "worker execute").span_id
 
 
 def test_a_failing_endpoint_marks_its_spans_failed_and_still_answers_traceparent(traced
                                                                                  ) -> None:
     cluster, collector = traced
-    header, trace_id, _ = _traceparent()
+    header, trace_id, _ = caller_traceparent()
     status, body, headers = cluster.post("/traced/fail", {"why": "no"},
                                          headers={"traceparent": header})
     assert status == 500 and "no" in body["error"]
     assert _header(headers, "traceparent").split("-")[1] == trace_id
     spans = collector.trace(trace_id, "rest traced.fail", "worker execute")
-    assert _one(spans, "worker execute").error
-    gateway = _one(spans, "rest traced.fail")
+    assert one(spans, "worker execute").error
+    gateway = one(spans, "rest traced.fail")
     assert gateway.error and gateway.attributes["http.response.status_code"] == 500
 
 
 def test_a_grpc_call_joins_its_callers_trace_and_answers_traceparent(traced) -> None:
     cluster, collector = traced
-    header, trace_id, caller_span = _traceparent()
+    header, trace_id, caller_span = caller_traceparent()
     with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
         stub = pb_grpc.ServingStub(channel)
         reply, call = stub.Call.with_call(
@@ -247,11 +123,11 @@ def test_a_grpc_call_joins_its_callers_trace_and_answers_traceparent(traced) -> 
     answered = dict(call.trailing_metadata())["traceparent"].split("-")
     assert answered[1] == trace_id
     spans = collector.trace(trace_id, "grpc traced.greet", "broker batch", "worker execute")
-    gateway = _one(spans, "grpc traced.greet")
+    gateway = one(spans, "grpc traced.greet")
     assert (gateway.service, gateway.kind, gateway.parent, gateway.span_id) == (
         "zeroserve-gateway", SERVER, caller_span, answered[2])
     assert gateway.attributes["rpc.grpc.status_code"] == 0
-    assert _one(spans, "worker execute").parent == gateway.span_id
+    assert one(spans, "worker execute").parent == gateway.span_id
     assert failed.value.code() is grpc.StatusCode.NOT_FOUND
     failed_trace = dict(failed.value.trailing_metadata())["traceparent"].split("-")[1]
     refused = collector.trace(failed_trace, "grpc")["grpc"][0]
@@ -260,7 +136,7 @@ def test_a_grpc_call_joins_its_callers_trace_and_answers_traceparent(traced) -> 
 
 def test_a_batch_span_links_every_request_it_served(traced) -> None:
     cluster, collector = traced
-    callers = [_traceparent() for _ in range(12)]
+    callers = [caller_traceparent() for _ in range(12)]
 
     def call(caller: tuple[str, str, str]) -> int:
         status, body, _ = cluster.post("/traced/size", {"x": [[1.0, 2.0]]},
@@ -276,7 +152,9 @@ def test_a_batch_span_links_every_request_it_served(traced) -> None:
     def all_came(got: list[Span]) -> bool:
         served = sum(s.attributes["zeroserve.batch.size"] for s in got
                      if s.name == "broker batch" and s.trace_id in ours)
-        return served == len(callers) and all(
+        executed = sum(s.attributes["zeroserve.batch.size"] for s in got
+                       if s.name == "worker execute" and s.trace_id in ours)
+        return served == executed == len(callers) and all(
             ours <= {s.trace_id for s in got if s.name == name}
             for name in ("worker decode", "rest traced.size"))
 
@@ -300,30 +178,31 @@ def test_a_batch_span_links_every_request_it_served(traced) -> None:
 @pytest.mark.parametrize("endpoint", ["relay", "relay_sync"])
 def test_a_dependency_call_nests_under_the_callers_execute_span(traced, endpoint) -> None:
     cluster, collector = traced
-    header, trace_id, _ = _traceparent()
+    header, trace_id, _ = caller_traceparent()
     status, body, _ = cluster.post(f"/relay/{endpoint}", {"name": "kim"},
                                    headers={"traceparent": header})
     assert (status, body) == (200, "hello kim")
     spans = collector.trace(trace_id, f"rest relay.{endpoint}", "call traced.greet",
-                            "user greet")
-    caller = _one(spans, "worker execute", **{"zeroserve.service": "relay"})
-    called = _one(spans, "call traced.greet")
+                            "user greet", "worker execute", "worker execute", "broker queue",
+                            "broker queue")  # the caller's and the callee's
+    caller = one(spans, "worker execute", **{"zeroserve.service": "relay"})
+    called = one(spans, "call traced.greet")
     assert called.kind == CLIENT and called.service == "zeroserve-worker"
     if endpoint == "relay_sync":  # the call from the endpoint's thread, inside its own span
-        assert called.parent == _one(spans, "user relay").span_id
-        assert _one(spans, "user relay").parent == caller.span_id
+        assert called.parent == one(spans, "user relay").span_id
+        assert one(spans, "user relay").parent == caller.span_id
     else:
         assert called.parent == caller.span_id
-    callee = _one(spans, "worker execute", **{"zeroserve.service": "traced"})
+    callee = one(spans, "worker execute", **{"zeroserve.service": "traced"})
     assert callee.parent == called.span_id
-    assert _one(spans, "broker queue", **{"zeroserve.service": "traced"}).parent == \
+    assert one(spans, "broker queue", **{"zeroserve.service": "traced"}).parent == \
         called.span_id
-    assert _one(spans, "user greet").parent == callee.span_id
+    assert one(spans, "user greet").parent == callee.span_id
 
 
 def test_streams_are_answered_with_tracing_on_and_get_the_gateways_span(traced) -> None:
     cluster, collector = traced
-    header, trace_id, caller_span = _traceparent()
+    header, trace_id, caller_span = caller_traceparent()
     with zeroserve.Client(cluster.url) as client:
         assert list(client.stream("traced", "count", n=3)) == [0, 1, 2]
     with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
@@ -334,13 +213,13 @@ def test_streams_are_answered_with_tracing_on_and_get_the_gateways_span(traced) 
         assert [codec.decode(c.value) for c in chunks] == [0, 1, 2, 3]
         answered = dict(chunks.trailing_metadata())["traceparent"]
     assert answered.split("-")[1] == trace_id
-    gateway = _one(collector.trace(trace_id, "grpc traced.count"), "grpc traced.count")
+    gateway = one(collector.trace(trace_id, "grpc traced.count"), "grpc traced.count")
     assert (gateway.parent, gateway.attributes["rpc.grpc.status_code"]) == (caller_span, 0)
 
 
 def test_a_sampling_ratio_of_zero_sends_nothing(tmp_path: Path) -> None:
     collector = Collector()
-    cluster = Cluster(tmp_path, _tracing_env(collector, ZEROSERVE_TRACING_SAMPLE_RATIO="0"))
+    cluster = Cluster(tmp_path, tracing_env(collector, ZEROSERVE_TRACING_SAMPLE_RATIO="0"))
     try:
         cluster.broker()
         cluster.gateway()
@@ -363,13 +242,13 @@ def test_sampled_spans_are_exported_when_the_daemons_stop(tmp_path: Path) -> Non
     """The export on SIGTERM: with a schedule delay far longer than the test, only the
     daemons' shutdown can deliver the spans."""
     collector = Collector()
-    cluster = Cluster(tmp_path, {**_tracing_env(collector), "OTEL_BSP_SCHEDULE_DELAY": "600000"})
+    cluster = Cluster(tmp_path, {**tracing_env(collector), "OTEL_BSP_SCHEDULE_DELAY": "600000"})
     try:
         cluster.broker()
         cluster.gateway()
         cluster.worker(f"{SERVICES}:Traced")
         cluster.wait_ready(1)
-        header, trace_id, _ = _traceparent()
+        header, trace_id, _ = caller_traceparent()
         assert cluster.post("/traced/greet", {"name": "z"},
                             headers={"traceparent": header})[0] == 200
         time.sleep(0.5)
@@ -387,13 +266,13 @@ def test_a_worker_without_tracing_serves_a_gateway_that_traces(tmp_path: Path) -
     """The trace context rides in the inputs map: a worker whose tracing is off still takes it
     out before the endpoint sees it."""
     collector = Collector()
-    cluster = Cluster(tmp_path, _tracing_env(collector))
+    cluster = Cluster(tmp_path, tracing_env(collector))
     try:
         cluster.broker()
         cluster.gateway()
         cluster.worker(f"{SERVICES}:Traced", env={"ZEROSERVE_TRACING_OTLP_ENDPOINT": ""})
         cluster.wait_ready(1)
-        header, trace_id, _ = _traceparent()
+        header, trace_id, _ = caller_traceparent()
         assert cluster.post("/traced/greet", {"name": "x"}, headers={"traceparent": header})[
             :2] == (200, "hello x")
         assert cluster.post("/traced/size", {"x": [[1.0, 2.0]]},

@@ -113,6 +113,12 @@ class GatewayTracer(DaemonTracer):
             return meta
         return with_trace(meta, *headers_of(span))
 
+    def submission(self, service: str, task: str) -> str:
+        """The ``traceparent`` naming the current span (a job submission's call, which
+        learns the task it submits), that the job's run links to; "" when none is valid."""
+        span = self.reaching(service, task)
+        return headers_of(span)[0] if span.get_span_context().is_valid else ""
+
     def end(self, span: Span, status: int | None, grpc_code: int | None = None,
             token: object | None = None) -> None:
         """End a call's span with its answer: the HTTP status, or the gRPC code; ``token``
@@ -147,10 +153,11 @@ class BrokerTracer(DaemonTracer):
         return int((t + self.wall_offset) * 1e9)
 
     def dispatched(self, batch_id: int, service: str, endpoint: str, worker: str,
-                   items: Sequence[Any], now: float) -> None:
+                   items: Sequence[Any], now: float, stream: bool = False) -> None:
         """A batch of ``items`` (the queue's ``Pending`` requests) goes to ``worker``. Only the
         requests that carry a trace context get spans; a batch none of them traces, none. The
-        batch span is the child of its first traced request, linked to each."""
+        batch span is the child of its first traced request, linked to each. A ``stream``'s
+        batch (its one request) is the ``broker stream`` span, from dispatch to its end."""
         attributes = {"zeroserve.service": service, "zeroserve.endpoint": endpoint}
         links: list[Link] = []
         parent: Context | None = None
@@ -166,7 +173,8 @@ class BrokerTracer(DaemonTracer):
                                    start_time=self._ns(item.arrived)).end(self._ns(now))
         if parent is None:
             return
-        span = self.tracer.start_span("broker batch", context=parent, links=links,
+        span = self.tracer.start_span("broker stream" if stream else "broker batch",
+                                      context=parent, links=links,
                                       start_time=self._ns(now), attributes={
             **attributes, "zeroserve.batch.size": len(items), "zeroserve.worker": worker,
             "zeroserve.batch.rows": sum(getattr(item, "rows", 1) for item in items)})
@@ -226,6 +234,58 @@ class WorkerTracer(DaemonTracer):
                 attributes={"zeroserve.service": service,
                             "zeroserve.endpoint": endpoint}) as span:
             yield headers_of(span)
+
+    def stream(self, carried: tuple[str, str] | None, service: str, endpoint: str
+               ) -> Span | None:
+        """The span of a stream's generator, started now (its first step), the child of the
+        context its request carries; None if it carries no valid one. The caller makes it
+        current while the generator runs and ends it with :meth:`stream_ended`."""
+        remote = None if carried is None else span_context(*carried)
+        if remote is None:
+            return None
+        return self.tracer.start_span("worker stream", context=parent_context(remote),
+                                      attributes={"zeroserve.service": service,
+                                                  "zeroserve.endpoint": endpoint})
+
+    @staticmethod
+    def stream_ended(span: Span, chunks: int, failure: str = "") -> None:
+        """End a stream's span after ``chunks`` chunks; ``failure`` (the stream's error, a
+        cancel included) marks it failed."""
+        span.set_attribute("zeroserve.stream.chunks", chunks)
+        if failure:
+            span.set_status(StatusCode.ERROR, failure)
+        span.end()
+
+    @staticmethod
+    def attach(span: Span) -> object:
+        """Make ``span`` the current span of the calling task (or thread); the token that
+        :meth:`detach` takes."""
+        return otel_context.attach(trace.set_span_in_context(span))
+
+    @staticmethod
+    def detach(token: object) -> None:
+        """Undo an :meth:`attach`, in the same task."""
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    def job_run(self, submitted: str | None, job_id: str, task: str, attempt: int) -> Span:
+        """The span of one attempt of a job, started now: a trace of its own, linked to the
+        submission's context (``submitted``, the traceparent its inputs carry; None: no
+        link), for a run may come long after the submission's trace has ended."""
+        remote = span_context(submitted)
+        return self.tracer.start_span(
+            f"job run {task}", context=otel_context.Context(),
+            links=[] if remote is None else [Link(remote)], attributes={
+                "zeroserve.job.id": job_id, "zeroserve.job.task": task,
+                "zeroserve.job.attempt": attempt})
+
+    @staticmethod
+    def job_ended(span: Span, outcome: str, error: str | None = None) -> None:
+        """End a job attempt's span with its ``outcome`` (the event kind that ended it);
+        any outcome but ``succeeded`` marks it failed."""
+        span.set_attribute("zeroserve.job.outcome", outcome)
+        if outcome != "succeeded":
+            span.set_status(StatusCode.ERROR, error or outcome)
+        span.end()
 
     def current(self) -> Context:
         """The calling thread's (or task's) context, for a call made from another one."""
