@@ -119,8 +119,13 @@ class Collector:
 
 
 def tracing_env(collector: Collector, **extra: str) -> dict[str, str]:
+    """The settings of a cluster that traces into ``collector``. Its liveness is the default's
+    (3 s) rather than the tests' fast one (0.6 s): a worker evicted on a loaded machine would
+    have its requests dispatched again, each with spans of its own, and these tests count
+    spans."""
     return {"ZEROSERVE_TRACING_OTLP_ENDPOINT": collector.url,
             "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: spans reach the collector at once
+            "ZEROSERVE_HEARTBEAT_INTERVAL_S": "1.0",
             **extra}
 
 
