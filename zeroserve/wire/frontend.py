@@ -30,6 +30,7 @@ _ROUTE = struct.Struct(">II")  # timeout_ms, rows
 # that the broker counts calls per (caller, callee); it is never trusted for anything else
 DEPENDENCY_PREFIX = b"dep:"
 _STATUS = struct.Struct(">H")
+_REQUEST, _REPLY = Command.REQUEST.value, Command.REPLY.value  # (an enum's .value costs)
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ class Request:
     def to_frames(self) -> list:
         return [
             PROTOCOL,
-            Command.REQUEST.value,
+            _REQUEST,
             self.request_id,
             self.service.encode(),
             self.endpoint.encode(),
@@ -100,7 +101,7 @@ class Reply:
     body: list = field(default_factory=list)
 
     def to_frames(self) -> list:
-        return [PROTOCOL, Command.REPLY.value, self.request_id, _STATUS.pack(self.status),
+        return [PROTOCOL, _REPLY, self.request_id, _STATUS.pack(self.status),
                 self.meta, *self.body]
 
 
