@@ -15,6 +15,7 @@ reason on anything malformed; they never decode payloads.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,9 +113,16 @@ def unpack_map(frame: Frame, what: str) -> Any:
         raise ProtocolError(f"{what} is not valid msgpack: {exc}") from None
 
 
+_per_thread = threading.local()  # a Packer each: packing is 3 us with packb, 1 us with a Packer
+
+
 def pack_map(value: Any) -> bytes:
     """Encode a msgpack control frame."""
-    return msgpack.packb(value, use_bin_type=True)
+    try:
+        packer = _per_thread.packer
+    except AttributeError:
+        packer = _per_thread.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def split_command(frames: Sequence[Frame]) -> tuple[Command, Sequence[Frame]]:
