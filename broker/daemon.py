@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -112,7 +113,9 @@ class BrokerDaemon:
                 if self.metrics is not None and now >= next_snapshot:
                     self.metrics.update(core.stats(now))
                     next_snapshot = now + _METRICS_EVERY_S
-            ready = dict(poller.poll(int(max(0.0, next_tick - now) * 1000)))
+            # rounded up: a timeout rounded down to 0 ms turns the last millisecond before
+            # each tick into a busy loop of polls
+            ready = dict(poller.poll(math.ceil(max(0.0, next_tick - now) * 1000)))
             if self.backend in ready:
                 self._drain(self.backend, core.on_backend, _BACKEND_COPIED)
             if self.frontend in ready:

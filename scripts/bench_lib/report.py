@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_lib.broker_stats import BatchFigures
@@ -25,6 +25,8 @@ class RunOutcome:
     ready_s: float | None = None
     batching: BatchFigures | None = None  # what the broker saw in the measured window
     server_cpu_s: float | None = None  # CPU the server's processes used in the window
+    # the same per daemon (broker, gateway, worker, other), seconds
+    server_cpu_by_daemon: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
 
     def server_ms_per_request(self) -> float | None:
@@ -32,6 +34,13 @@ class RunOutcome:
         if self.server_cpu_s is None or self.result is None or not self.result.requests:
             return None
         return 1000.0 * self.server_cpu_s / self.result.requests
+
+    def daemon_us_per_request(self) -> str:
+        """``gateway 380 us, broker 149 us, ...``: each daemon's CPU per answered request."""
+        if self.result is None or not self.result.requests:
+            return ""
+        return ", ".join(f"{name} {1e6 * used / self.result.requests:.0f} us"
+                         for name, used in sorted(self.server_cpu_by_daemon.items()))
 
 
 class Verdict(enum.Enum):
@@ -204,6 +213,8 @@ def to_document(meta: dict, outcomes: list[RunOutcome],
                 "server_cpu_s": None if o.server_cpu_s is None else round(o.server_cpu_s, 3),
                 "server_cpu_ms_per_request":
                     None if per_request is None else round(per_request, 4),
+                "server_cpu_s_by_daemon": {name: round(used, 3) for name, used
+                                           in o.server_cpu_by_daemon.items()},
                 "broker": None if o.batching is None else o.batching.to_json(),
             })
         doc_profiles.append({

@@ -205,12 +205,14 @@ class Bench:
                  + (f" with {threads} thread(s)" if run.tool is not LoadTool.K6 else ""))
             before = self._broker_snapshot(server)
             started = time.monotonic()
-            cpu_before = server.cpu_seconds()
+            cpu_before = server.cpu_seconds_by_daemon()
             result = tool.run(target, threads, connections, self.settings.duration_s)
-            cpu_after = server.cpu_seconds()
+            cpu_after = server.cpu_seconds_by_daemon()
             outcome.result = result
             if cpu_before is not None and cpu_after is not None:
-                outcome.server_cpu_s = cpu_after - cpu_before
+                outcome.server_cpu_by_daemon = {
+                    name: used - cpu_before.get(name, 0.0) for name, used in cpu_after.items()}
+                outcome.server_cpu_s = sum(outcome.server_cpu_by_daemon.values())
             after = self._broker_snapshot(server)
             if before is not None and after is not None:
                 try:
@@ -231,6 +233,9 @@ class Bench:
                     if result.tool_cpu_s is not None else "")
                  + (f", server {per_request:.2f} CPU-ms/request"
                     if per_request is not None else "")
+                 + (f" ({outcome.daemon_us_per_request()})"
+                    if per_request is not None and len(outcome.server_cpu_by_daemon) > 1
+                    else "")
                  + f" [{time.monotonic() - started:.1f}s]")
             if not server.alive():
                 raise ServerFailed(f"{server.spec.label} died during the run; see "

@@ -175,15 +175,26 @@ class ServerProcess:
     def cpu_seconds(self) -> float | None:
         """CPU (user + system) used so far by the live processes of the server's group, all
         threads; None where /proc cannot tell (not Linux)."""
-        total = 0
+        by_daemon = self.cpu_seconds_by_daemon()
+        return None if by_daemon is None else sum(by_daemon.values())
+
+    def cpu_seconds_by_daemon(self) -> dict[str, float] | None:
+        """:meth:`cpu_seconds` per daemon of the group: ``broker``, ``gateway``, ``worker``
+        (every worker together) and ``other`` (``zeroserve serve`` itself, an echo server)."""
+        if not Path("/proc").is_dir():
+            return None
+        totals: dict[str, float] = {}
         for pid in _live_group_members(self.proc.pid):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             fields = stat[stat.rfind(")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-        return total / _CLOCK_TICKS if Path("/proc").is_dir() else None
+            used = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (14, 15)
+            daemon = _daemon_of(argv)
+            totals[daemon] = totals.get(daemon, 0.0) + used
+        return totals
 
     def stop(self) -> StopReport:
         """Stop the server and everything in its process group; say how it went."""
@@ -226,6 +237,16 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+_DAEMONS = {b"broker", b"gateway", b"worker"}
+
+
+def _daemon_of(argv: list[bytes]) -> str:
+    """Which daemon a ``python -m broker|gateway|worker ...`` command line runs."""
+    if len(argv) > 2 and argv[1] == b"-m" and argv[2] in _DAEMONS:
+        return argv[2].decode()
+    return "other"
 
 
 def _live_group_members(pgid: int) -> list[int]:

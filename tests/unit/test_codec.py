@@ -116,3 +116,32 @@ def test_any_numeric_array_round_trips(arr):
     out = roundtrip(arr, threshold=64)
     assert out.dtype == arr.dtype and out.shape == arr.shape
     np.testing.assert_array_equal(out, arr)
+
+
+def test_an_encode_that_fails_leaves_no_frames_for_the_next_one() -> None:
+    with pytest.raises(codec.CodecError, match="cannot encode a value of type object"):
+        codec.encode({"big": np.zeros(4096, np.uint8), "bad": object()})
+    meta, frames = codec.encode({"small": np.arange(3)})
+    assert frames == []
+    assert codec.decode(meta, frames)["small"].tolist() == [0, 1, 2]
+
+
+def test_threads_encoding_at_once_each_get_their_own_frames() -> None:
+    import threading
+
+    failures: list = []
+
+    def encode_many(n: int) -> None:
+        for i in range(200):
+            value = np.full(1024 + n, n * 1000 + i, np.int64)  # its own frame
+            meta, frames = codec.encode({"v": value, "n": n})
+            out = codec.decode(meta, frames)
+            if len(frames) != 1 or out["n"] != n or not np.array_equal(out["v"], value):
+                failures.append((n, i))
+
+    threads = [threading.Thread(target=encode_many, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.json_body import JsonBodyError, dump_json, json_depth_exceeds, parse_json
 
@@ -56,3 +58,39 @@ def test_dump_writes_numpy_and_refuses_non_finite_answers_naming_the_place() -> 
         dump_json({"outputs": [{"name": "out", "data": [1.0, math.nan]}]})
     with pytest.raises(TypeError):
         dump_json({"x": object()})
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_every_body_reads_as_the_standard_parser_reads_it(value: object) -> None:
+    """The fast parser's value equals json's, integers past 64 bits and floats included."""
+    for body in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        parsed = parse_json(body.encode())
+        assert parsed == json.loads(body)
+        assert json.dumps(parsed) == json.dumps(json.loads(body))  # types too (int vs float)
+
+
+@pytest.mark.parametrize("body", [
+    b"[18446744073709551616]", b"[-9223372036854775809]", b'"\\ud800"', b"[1e400]",
+    "[1]".encode("utf-16"), b'\xef\xbb\xbf{"a": 1}', "[\"\u00e9\"]".encode("utf-32"),
+])
+def test_bodies_the_fast_parser_refuses_or_misreads_read_as_json_reads_them(
+        body: bytes) -> None:
+    expected = json.loads(body)
+    assert repr(parse_json(body)) == repr(expected)
+
+
+@pytest.mark.parametrize("body", [b"[1,]", b"{'a': 1}", b"[1] x", b"", b'{"a" 1}'])
+def test_malformed_bodies_keep_the_standard_parsers_message(body: bytes) -> None:
+    with pytest.raises(json.JSONDecodeError) as standard:
+        json.loads(body)
+    with pytest.raises(JsonBodyError) as ours:
+        parse_json(body)
+    assert str(ours.value) == str(standard.value)

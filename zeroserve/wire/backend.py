@@ -23,6 +23,7 @@ from zeroserve.wire.envelope import (
 from zeroserve.wire.frontend import parse_stages
 
 _BATCH_ID = struct.Struct(">Q")
+_BATCH, _RESULT = Command.BATCH.value, Command.RESULT.value  # (an enum's .value costs)
 
 
 @dataclass(slots=True)
@@ -157,7 +158,7 @@ class Batch:
         header = pack_map([[it.request_id, it.timeout_ms, len(it.frames), 1] if it.stages
                            else [it.request_id, it.timeout_ms, len(it.frames)]
                            for it in self.items])
-        frames = [PROTOCOL, Command.BATCH.value, _BATCH_ID.pack(self.batch_id),
+        frames = [PROTOCOL, _BATCH, _BATCH_ID.pack(self.batch_id),
                   self.endpoint.encode(), header]
         for it in self.items:
             frames.extend(it.frames)
@@ -230,7 +231,7 @@ class Result:
                                [it.request_id, int(it.status), len(it.frames)]
                                + ([it.stages] if it.stages is not None else [])
                                for it in self.items]})
-        frames = [PROTOCOL, Command.RESULT.value, _BATCH_ID.pack(self.batch_id), header]
+        frames = [PROTOCOL, _RESULT, _BATCH_ID.pack(self.batch_id), header]
         for it in self.items:
             frames.extend(it.frames)
         return frames
@@ -255,12 +256,13 @@ def parse_result(rest: Sequence[Frame]) -> Result:
             raise ProtocolError("RESULT item has a bad request id")
         stages = parse_stages(entry[3], "RESULT stages") if len(entry) == 4 else None
         items.append(ResultItem(entry[0], status, frames, stages))
-    timings = [header.get(key, 0.0) for key in _TIMINGS]
-    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0
-               for t in timings):
-        raise ProtocolError(f"RESULT {', '.join(_TIMINGS)} must be numbers of at least 0")
+    get = header.get
+    input_s, infer_s, output_s = get("input_s", 0.0), get("infer_s", 0.0), get("output_s", 0.0)
+    for t in (input_s, infer_s, output_s):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+            raise ProtocolError(f"RESULT {', '.join(_TIMINGS)} must be numbers of at least 0")
     return Result(_BATCH_ID.unpack(raw_id)[0], float(header["exec_s"]), items,
-                  *(float(t) for t in timings))
+                  float(input_s), float(infer_s), float(output_s))
 
 
 _TIMINGS = ("input_s", "infer_s", "output_s")  # optional RESULT header keys (absent: 0)

@@ -15,6 +15,7 @@ reason on anything malformed; they never decode payloads.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,13 +89,15 @@ class ProtocolError(ValueError):
 
 def raw(frame: Frame) -> bytes:
     """The bytes of a routing frame (a zmq.Frame received with copy=False, or bytes)."""
+    if frame.__class__ is bytes:  # how daemons receive routing frames: the common case first
+        return frame  # type: ignore[no-any-return]
     data: Any = getattr(frame, "bytes", frame)
     return data if isinstance(data, bytes) else bytes(data)
 
 
 def text(frame: Frame, what: str) -> str:
     try:
-        text = raw(frame).decode("utf-8")
+        text = (frame if frame.__class__ is bytes else raw(frame)).decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(f"{what} is not UTF-8") from None
     if not text:
@@ -110,9 +113,16 @@ def unpack_map(frame: Frame, what: str) -> Any:
         raise ProtocolError(f"{what} is not valid msgpack: {exc}") from None
 
 
+_per_thread = threading.local()  # a Packer each: packing is 3 us with packb, 1 us with a Packer
+
+
 def pack_map(value: Any) -> bytes:
     """Encode a msgpack control frame."""
-    return msgpack.packb(value, use_bin_type=True)
+    try:
+        packer = _per_thread.packer
+    except AttributeError:
+        packer = _per_thread.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def split_command(frames: Sequence[Frame]) -> tuple[Command, Sequence[Frame]]:
@@ -121,7 +131,7 @@ def split_command(frames: Sequence[Frame]) -> tuple[Command, Sequence[Frame]]:
         raise ProtocolError(f"message has {len(frames)} frame(s), at least 2 expected")
     if len(frames) > MAX_FRAMES:
         raise ProtocolError(f"message has {len(frames)} frames, at most {MAX_FRAMES} allowed")
-    if raw(frames[0]) != PROTOCOL:
+    if frames[0] != PROTOCOL and raw(frames[0]) != PROTOCOL:  # bytes, else a zmq.Frame
         raise ProtocolError(f"unknown protocol {raw(frames[0])[:16]!r}, expected {PROTOCOL!r}")
     command = _COMMANDS.get(raw(frames[1]))
     if command is None:
