@@ -145,3 +145,19 @@ def test_threads_encoding_at_once_each_get_their_own_frames() -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_a_large_message_does_not_leave_its_size_in_the_threads_packer():
+    from zeroserve.wire import envelope
+
+    codec.encode({"x": np.ones(8, np.float32)})
+    envelope.pack_map({"small": 1})
+    kept_encoder, kept_packer = codec._per_thread.encoder, envelope._per_thread.packer
+    codec.encode({"x": np.ones(envelope.KEEP_PACKER_BELOW, np.uint8)}, threshold=1 << 62)
+    envelope.pack_map({"r": bytes(envelope.KEEP_PACKER_BELOW)})
+    assert not hasattr(codec._per_thread, "encoder")  # let go: its buffer is freed with it
+    assert not hasattr(envelope._per_thread, "packer")
+    codec.encode({"x": np.ones(8, np.float32)})
+    envelope.pack_map({"small": 1})
+    assert codec._per_thread.encoder is not kept_encoder
+    assert envelope._per_thread.packer is not kept_packer

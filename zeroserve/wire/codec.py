@@ -29,6 +29,7 @@ import numpy as np
 
 from zeroserve.wire import shm_refs
 from zeroserve.wire.dtypes import BFLOAT16, dtype_named, name_of
+from zeroserve.wire.envelope import KEEP_PACKER_BELOW
 
 FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 
@@ -49,14 +50,12 @@ def _array_header(arr: np.ndarray) -> list:
     return [name_of(arr.dtype), list(arr.shape)]
 
 
-class _Encoder:
-    """One thread's Packer (packb makes one per call: 2 us of a 3 us encode) and the frames
-    of the value it is packing."""
+class _Frames:
+    """The frames of the value one thread is packing, and its Packer's ``default``."""
 
     def __init__(self) -> None:
         self.frames: list = []
         self.threshold = FRAME_THRESHOLD
-        self.packer = msgpack.Packer(default=self.default, use_bin_type=True)
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, shm_refs.ShmTensor):
@@ -70,23 +69,34 @@ class _Encoder:
         raise CodecError(f"cannot encode a value of type {type(obj).__name__}")
 
 
+# one Packer per thread (packb makes one per call: 2 us of a 3 us encode); the Packer refers
+# to its _Frames and not the other way, so that letting it go frees its buffer at once
 _per_thread = threading.local()
+
+
+def _encoder() -> tuple[_Frames, msgpack.Packer]:
+    try:
+        return _per_thread.encoder  # type: ignore[no-any-return]
+    except AttributeError:
+        state = _Frames()
+        _per_thread.encoder = state, msgpack.Packer(default=state.default, use_bin_type=True)
+        return _per_thread.encoder  # type: ignore[no-any-return]
 
 
 def encode(value: Any, threshold: int = FRAME_THRESHOLD) -> tuple[bytes, list]:
     """Encode ``value``; return the metadata frame and the list of raw tensor frames."""
-    try:
-        encoder = _per_thread.encoder
-    except AttributeError:
-        encoder = _per_thread.encoder = _Encoder()
+    state, packer = _encoder()
     frames: list = []
-    encoder.frames, encoder.threshold = frames, threshold
+    state.frames, state.threshold = frames, threshold
     try:
-        meta = encoder.packer.pack(value)
+        meta = packer.pack(value)
     except (TypeError, ValueError, OverflowError) as exc:  # CodecError included
+        del _per_thread.encoder
         raise CodecError(str(exc)) from None
     finally:
-        encoder.frames = []  # the arrays' memory is the caller's, not the encoder's
+        state.frames = []  # the arrays' memory is the caller's, not the encoder's
+    if len(meta) >= KEEP_PACKER_BELOW:  # its buffer grew to this size: let it go
+        del _per_thread.encoder
     return meta, frames
 
 
