@@ -10,8 +10,8 @@ reaches the worker one of two ways:
   BOOL, the gateway checks the slice as for a read (owner, bounds, the object's size now, the
   byte size against the shape) and sends a reference
   (:class:`~zeroserve.wire.shm_refs.ShmRef`, standing in as a
-  :class:`~zeroserve.wire.shm_refs.ShmTensor` through the schema checks); the worker maps the
-  bytes;
+  :class:`~zeroserve.wire.shm_refs.ShmTensor` through the schema checks); the worker reads the
+  bytes itself;
 - *copied*: otherwise the gateway reads the bytes (:func:`gateway.oip_rest_body.read_shm_inputs`)
   and they travel through the broker like a body's.
 

@@ -24,7 +24,7 @@ What the registry promises:
 - where every worker of the service shares the gateway's ``/dev/shm`` (its namespace, and a
   key prefix that admits the gateway's keys) and ``gateway.shm_direct`` is on, an input is not
   read at all: after the same checks, :meth:`RegionRegistry.reference` gives a
-  :class:`~zeroserve.wire.shm_refs.ShmRef` to it, which the worker maps
+  :class:`~zeroserve.wire.shm_refs.ShmRef` to it, which the worker reads
   (:mod:`gateway.shm_direct`).
 
 Every refusal is a :class:`RegionError`, a :class:`~zeroserve.wire.oip_tensors.TensorError`:
@@ -33,7 +33,6 @@ Every refusal is a :class:`RegionError`, a :class:`~zeroserve.wire.oip_tensors.T
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from zeroserve.wire.oip_tensors import TensorError
-from zeroserve.wire.shm_refs import ShmRef, namespace
+from zeroserve.wire.shm_refs import ShmRef, namespace, open_object
 
 SHM_DIR = Path("/dev/shm")
 REGION_PARAM = "shared_memory_region"
@@ -185,15 +184,8 @@ class RegionRegistry:
         if sum(1 for o, _ in self._regions if o == owner) >= MAX_REGIONS_PER_OWNER:
             raise RegionError(f"cannot register shared memory region '{name}': this caller has "
                               f"{MAX_REGIONS_PER_OWNER} regions, the most allowed")
+        fd, info = open_object(self.shm_dir / file_name, key, os.O_RDWR, RegionError)
         try:
-            fd = os.open(self.shm_dir / file_name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise RegionError(f"cannot open shared memory key {key!r}: {exc.strerror}"
-                              ) from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise RegionError(f"shared memory key {key!r} is not a shared memory object")
             if offset + byte_size > info.st_size:
                 raise RegionError(
                     f"shared memory region '{name}': offset {offset} + byte_size {byte_size} "

@@ -6,7 +6,7 @@ tensor's bytes, a :class:`ShmRef`: the object's file name in ``/dev/shm`` (its *
 the leading ``/``), the tensor's offset in it and byte size, its dtype and shape, and the
 gateway's :func:`namespace`. The codec carries it as its own extension type
 (:mod:`zeroserve.wire.codec`, docs/protocol.md); a worker decodes it with :meth:`ShmRefReader.open`
-into a read-only array that maps the object (no copy).
+into a read-only array of its own, read from the object.
 
 A *namespace* names one ``/dev/shm``: ``{boot_id}:{st_dev}:{st_ino}`` (the kernel's boot id,
 and the device and inode of the folder: a container with a private ``/dev/shm`` has another
@@ -22,9 +22,9 @@ the shape's element count times the dtype's item size; the dtype is a fixed-size
 The gateway checks the region (its owner, bounds, the tensor's size) before it sends a
 reference (:mod:`gateway.shm_regions`); the reader's checks make sure that whatever reaches a
 worker cannot make it read outside the prefix. A client that shrinks its object while a worker
-the reader reads it gets an error, not a crash: the worker reads with ``preadv`` into its own
-array instead of mapping the object, which would be killed by SIGBUS at the first page past a
-truncated end (docs/oip.md).
+reads it gets an error, not a crash: the worker reads with ``preadv`` into its own array
+instead of mapping the object (a mapping would kill the worker with SIGBUS at the first page
+past a truncated end; docs/oip.md).
 
 Which reader decodes references is a fact of the process (its ``/dev/shm``): a worker
 installs its reader with :func:`accept_references` at start; a process that installs none
@@ -193,16 +193,9 @@ class ShmRefReader:
         """The tensor ``ref`` names, read from the object into a read-only array of the worker's
         own (one copy, in this process: nothing travels through the gateway or the broker).
         :class:`ShmRefError` if a check fails or the object shrank while it was read."""
-        name = self.check(ref)
+        fd, info = open_object(self.shm_dir / self.check(ref), ref.key, os.O_RDONLY,
+                               ShmRefError)
         try:
-            fd = os.open(self.shm_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise ShmRefError(f"cannot open shared memory key {ref.key!r}: {exc.strerror}"
-                              ) from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ShmRefError(f"shared memory key {ref.key!r} is not a shared memory object")
             if ref.offset + ref.byte_size > info.st_size:
                 raise ShmRefError(
                     f"offset {ref.offset} + byte size {ref.byte_size} runs past the end of "
@@ -214,6 +207,22 @@ class ShmRefReader:
     def info(self) -> dict[str, str]:
         """What a worker's READY says of it (``info``: ``shm_namespace``, ``shm_key_prefix``)."""
         return {"shm_namespace": self.space, "shm_key_prefix": self.prefix}
+
+
+def open_object(path: Path, key: str, flags: int, error: type[Exception]
+                ) -> tuple[int, os.stat_result]:
+    """A descriptor of the shared memory object at ``path`` (``key`` names it in errors) and
+    its status: opened with ``flags`` without following a link, and only a regular file;
+    ``error`` (raised with the reason) otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise error(f"cannot open shared memory key {key!r}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise error(f"shared memory key {key!r} is not a shared memory object")
+    return fd, info
 
 
 def _read(fd: int, ref: ShmRef) -> np.ndarray:
