@@ -12,8 +12,8 @@ is sent binary even when JSON is asked for (tritonclient reads either).
 An input or requested output may name a system shared memory slice instead
 (:func:`gateway.shm_regions.slice_of`): the input is read from it
 (:func:`read_shm_inputs`, once its caller is known) and the output written to it
-(:func:`write_shm_outputs`); such an output has no data in the answer, only its
-shared memory parameters, as with Triton.
+(:func:`write_shm_outputs`); such an output has neither data nor parameters in the answer
+(over gRPC it names its region, :func:`shm_parameters`), as with Triton.
 """
 from __future__ import annotations
 
@@ -232,9 +232,8 @@ def encode_response(model: str, version: str, request: InferRequest,
     for name, arr in outputs:
         datatype = datatype_of(arr.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
-        if name in request.shm_written:
-            entry["parameters"] = shm_parameters(request, name)
-            described.append(entry)
+        if name in request.shm_written:  # no parameters, as Triton answers over HTTP: its C++
+            described.append(entry)        # client (perf_analyzer) reads any as binary data
             continue
         binary = request.outputs.get(name)
         if binary is None:

@@ -105,9 +105,8 @@ def test_inputs_and_outputs_travel_in_registered_regions(tri: Cluster, module, r
             shm.get_contents_as_numpy(outs, np.int32, [2, 16], offset=2 * ROW_BYTES), a - b)
         first = result.get_output("OUTPUT0")
         if module is httpclient:
-            assert first == {"name": "OUTPUT0", "datatype": "INT32", "shape": [2, 16],
-                             "parameters": {"shared_memory_region": "out",
-                                            "shared_memory_byte_size": 128}}
+            # no parameters, as Triton answers (its C++ client reads any as binary data)
+            assert first == {"name": "OUTPUT0", "datatype": "INT32", "shape": [2, 16]}
         else:
             assert list(first.shape) == [2, 16] and not first.HasField("contents")
             assert first.parameters["shared_memory_region"].string_param == "out"
