@@ -83,6 +83,6 @@ def test_a_thousand_readers_that_never_read_leave_memory_flat(cluster) -> None:
     _wait(lambda: _streams_figures(cluster)["active"] == 0, 30, "every stream to be cancelled")
     figures = _streams_figures(cluster)
     print(f"after closing: {figures['cancelled']} streams cancelled, {figures['active']} active,"
-          f" {figures['lost']} lost")
+          f" {figures['lost_mid_stream']} lost")
     assert figures["cancelled"] >= STREAMS
     assert all(d.alive() for d in cluster.daemons)
