@@ -362,15 +362,19 @@ class BrokerCore:
             self._recover(old, now, "registered again")
         for desc in ready.endpoints.values():
             self._endpoint(desc)
-        self.registry.register(identity, ready.worker_id, ready.service, ready.endpoints,
-                               ready.slots, now, ready.version)
-        self._worker_info = {w.identity: self._worker_info.get(w.identity, {})
-                             for w in self.registry} | {identity: ready.info}
+        worker = self.registry.register(identity, ready.worker_id, ready.service,
+                                        ready.endpoints, ready.slots, now, ready.version)
+        self._send_back([identity, *heartbeat()])  # the worker hears from us at once
         if self.jobs is not None:
             self.jobs.lane_ready(identity, ready)
         log.info("broker: worker %s joined, serving %s version %d (%s) with %d slots",
                  ready.worker_id, ready.service, ready.version,
                  ", ".join(sorted(ready.endpoints)), ready.slots)
+        previous = self.registry.other_connection(worker)
+        if previous is not None:
+            self._take_over(previous, worker, ready.holds, now)
+        self._worker_info = {w.identity: self._worker_info.get(w.identity, {})
+                             for w in self.registry} | {identity: ready.info}
         waiting, self._limbo = self._limbo, []
         for service, asked, endpoint, item in waiting:
             if service == ready.service:
@@ -644,6 +648,25 @@ class BrokerCore:
                     f"no worker serves '{endpoint.service}' (waited until the deadline)")
             endpoint.stats.record_status(status, item.deadline - item.arrived)
             self._reply(item.gateway, error_reply(item.request_id, status, message))
+
+    def _take_over(self, previous: WorkerState, worker: WorkerState, holds: frozenset[int],
+                   now: float) -> None:
+        """``worker`` is ``previous`` on a new connection (the same process): the batches it
+        still ``holds`` stay in flight on the new one; the others were lost with the old
+        connection and are requeued at once, not when the old identity would be evicted."""
+        self.registry.remove(previous.identity)
+        if self.jobs is not None:
+            self.jobs.lane_gone(previous.identity, lost=True)  # a no-op: the lane moved
+        kept = [batch_id for batch_id in previous.in_flight
+                if batch_id in holds and batch_id in self._in_flight]
+        for batch_id in kept:
+            self._in_flight[batch_id].worker = worker
+            self.registry.adopt(worker, batch_id, batch_id in previous.waiting)
+        previous.in_flight.difference_update(kept)
+        log.info("broker: worker %s reconnected, %d of its batches still run on it",
+                 worker.worker_id, len(kept))
+        if previous.in_flight:
+            self._recover(previous, now, "reconnected without them")
 
     def _recover(self, worker: WorkerState, now: float, why: str) -> None:
         """Requeue (or fail) the unanswered requests of a worker that is gone."""

@@ -81,6 +81,21 @@ class WorkerRegistry:
                 if w.service == service and not w.draining]
         return max(live) if live else max(known)
 
+    def other_connection(self, worker: WorkerState) -> WorkerState | None:
+        """The registered worker with ``worker``'s id on another connection (the same process,
+        reconnected), or None."""
+        for other in self._workers.values():
+            if other.worker_id == worker.worker_id and other is not worker:
+                return other
+        return None
+
+    def adopt(self, worker: WorkerState, batch_id: int, waiting: bool) -> None:
+        """``worker`` runs ``batch_id`` already (taken over from its previous connection)."""
+        worker.in_flight.add(batch_id)
+        if waiting:
+            worker.waiting.add(batch_id)
+        self._refresh(worker)
+
     def touch(self, identity: bytes, now: float) -> WorkerState | None:
         worker = self._workers.get(identity)
         if worker is not None:

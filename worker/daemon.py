@@ -89,7 +89,7 @@ class WorkerDaemon:
         self.shm_reader = shm_refs.local_reader(worker.shm_key_prefix)  # inputs read in place
         self.max_result_bytes = max_result_bytes
         self.jobs: JobLane | None = None  # the job lane (docs/jobs.md), if the service has tasks
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: dict[asyncio.Task, int] = {}  # -> its batch id
         self._broker_liveness = Liveness(self.liveness_s)
         self._draining = False
         self._acknowledged = False
@@ -107,7 +107,8 @@ class WorkerDaemon:
                         "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                         **(self.shm_reader.info() if self.shm_reader is not None else {})},
                        self.jobs.describe() if self.jobs is not None else {},
-                       self.cluster, self.spec.version).to_frames()
+                       self.cluster, self.spec.version,
+                       frozenset(self._in_flight.values())).to_frames()
 
     def _connect(self) -> None:
         if self.sock is not None:
@@ -210,7 +211,7 @@ class WorkerDaemon:
                     self._send(self.runner.run_inline(batch).to_frames())
                     return
                 task = asyncio.ensure_future(self._run(batch))
-                self._in_flight.add(task)
+                self._in_flight[task] = batch.batch_id
                 task.add_done_callback(self._done)
             elif command is Command.STREAM_CREDIT:
                 credit = parse_credit(rest)
@@ -277,7 +278,7 @@ class WorkerDaemon:
                            self.stream_settings, self._clock, self.spec.name, self.tracing)
         self._streams[batch.batch_id] = stream
         task = asyncio.ensure_future(self._run_stream(stream))
-        self._in_flight.add(task)
+        self._in_flight[task] = batch.batch_id
         task.add_done_callback(self._done)
 
     async def _run_stream(self, stream: StreamRun) -> None:
@@ -293,7 +294,7 @@ class WorkerDaemon:
         self._send(result.to_frames())
 
     def _done(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("worker %s: batch failed: %r", self.worker_id, task.exception())
         if self._draining:

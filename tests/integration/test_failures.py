@@ -173,3 +173,32 @@ def test_worker_given_a_bad_service_path_exits_with_a_usage_error(cluster):
     worker = cluster.worker("/nonexistent/file.py:Nope")
     assert worker.proc.wait(20) == 2
     assert "cannot load service" in worker.log()
+
+
+def test_a_worker_that_reconnects_mid_call_keeps_it_and_is_one_worker(cluster):
+    """The broker stops for 1 s, past the worker's liveness (0.6 s), while the worker runs a
+    call that must not run twice: the worker reconnects on a new socket and says it still
+    runs the batch; the broker keeps it in flight there and forgets the old connection at once
+    (its own liveness, 5 s here, has not run out)."""
+    broker = cluster.broker(env={"ZEROSERVE_HEARTBEAT_LIVENESS": "25"})
+    cluster.gateway()
+    worker = cluster.test_worker("Ledger")
+    cluster.wait_ready(1)
+    with cf.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(cluster.post, "/ledger/mark_once", {"tag": "held", "seconds": 2.5},
+                           headers={"X-Zeroserve-Timeout": "20"})
+        deadline = time.monotonic() + 5
+        while sum(w["in_flight"] for w in cluster.stats()["workers"]) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        broker.signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        broker.signal(signal.SIGCONT)
+        status, body, _ = call.result(timeout=30)
+    workers = cluster.stats()["workers"]
+    tags = cluster.post("/ledger/executed", {})[1]
+    assert (status, body) == (200, "held"), body
+    assert tags.count("held") == 1
+    assert len(workers) == 1, workers  # before: the old connection, until it was evicted
+    assert "reconnecting" in worker.log()
+    assert "reconnected, 1 of its batches still run on it" in broker.log()

@@ -350,8 +350,9 @@ def test_control_calls_of_this_cluster_or_naming_none_are_answered():
     assert replies[b"c1"].status is Status.OK and replies[b"c2"].status is Status.OK
 
 
-def _ready(h, identity, worker_id, now):
-    h.core.on_backend([identity, *Ready(worker_id, "svc", ENDPOINTS, 1).to_frames()], now)
+def _ready(h, identity, worker_id, now, holds=frozenset()):
+    h.core.on_backend([identity, *Ready(worker_id, "svc", ENDPOINTS, 1,
+                                        holds=frozenset(holds)).to_frames()], now)
 
 
 def test_a_worker_that_reconnected_answers_the_batch_it_took_before():
@@ -360,9 +361,33 @@ def test_a_worker_that_reconnected_answers_the_batch_it_took_before():
     rid = h.request(0.1)
     ((identity, batch),) = h.batches()
     assert identity == b"old"
-    _ready(h, b"new", "w-1", 0.2)  # the same worker on a new socket (it thought us silent)
+    # the same worker on a new socket (it thought us silent), still running the batch
+    _ready(h, b"new", "w-1", 0.2, holds={batch.batch_id})
+    assert h.batches() == []  # not sent again
+    assert [w.identity for w in h.core.registry] == [b"new"]  # the old connection is gone
     h.result(b"new", batch, 0.3)
     assert h.replies()[rid].status is Status.OK
+    h.core.on_tick(5.0)
+    assert h.batches() == [] and h.replies() == {}
+
+
+def test_a_batch_lost_with_a_workers_old_connection_is_sent_again_at_once():
+    h = Harness()
+    _ready(h, b"old", "w-1", 0.0)
+    rid = h.request(0.1, timeout_ms=60_000)
+    ((_, batch),) = h.batches()
+    _ready(h, b"new", "w-1", 0.2)  # reconnected, and the batch never reached it
+    ((identity, again),) = h.batches()  # long before the old connection would be evicted
+    assert identity == b"new" and h.origin(again.items[0]) == rid
+    h.result(b"new", again, 0.3)
+    assert h.replies()[rid].status is Status.OK
+
+
+def test_a_worker_hears_from_the_broker_as_soon_as_it_registers():
+    h = Harness()
+    _ready(h, b"W", "w-1", 0.0)
+    ((identity, *frames),) = h.back
+    assert identity == b"W" and split_command(frames)[0] is Command.HEARTBEAT
 
 
 def test_a_result_from_another_worker_leaves_the_batch_with_its_worker():

@@ -105,6 +105,17 @@ def test_ready_round_trips_and_is_validated():
                                    "endpoints": {"e": {}}, "slots": 0})])
 
 
+def test_ready_says_which_batches_its_worker_still_runs():
+    ready = Ready("w1", "s", {"e": EndpointDescription("s", "e", ())}, 1,
+                  holds=frozenset({7, 2 ** 63}))
+    _, rest = after_command(ready.to_frames())
+    assert parse_ready(rest).holds == {7, 2 ** 63}
+    for holds in ([-1], ["7"], [True], 7, list(range(65537))):
+        with pytest.raises(ProtocolError, match="holds"):
+            parse_ready([pack_map({"worker_id": "w", "service": "s", "endpoints": {"e": {}},
+                                   "slots": 1, "holds": holds})])
+
+
 def test_control_round_trips():
     ctl = Control(b"c", ControlOp.STATS, {"x": 1})
     _, rest = after_command(ctl.to_frames())

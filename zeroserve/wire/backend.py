@@ -36,7 +36,8 @@ class Ready:
     names the worker's cluster (``cluster.name``); a broker of another cluster refuses the
     worker, and one that names none ("") is admitted. ``version``: the version of the service
     the worker serves (at least 1; workers of several versions of one service serve side by
-    side, each version its own endpoints).
+    side, each version its own endpoints). ``holds``: the batches the worker still runs from
+    a previous connection (it reconnected): they stay in flight, on this connection.
     """
 
     worker_id: str
@@ -47,13 +48,14 @@ class Ready:
     jobs: dict = field(default_factory=dict)
     cluster: str = ""
     version: int = 1
+    holds: frozenset[int] = frozenset()
 
     def to_frames(self) -> list:
         return [PROTOCOL, Command.READY.value, pack_map({
             "worker_id": self.worker_id, "service": self.service, "version": self.version,
             "endpoints": {name: desc.to_map() for name, desc in self.endpoints.items()},
             "slots": self.slots, "info": self.info, "jobs": self.jobs,
-            "cluster": self.cluster})]
+            "cluster": self.cluster, **({"holds": sorted(self.holds)} if self.holds else {})})]
 
 
 def parse_ready(rest: Sequence[Frame]) -> Ready:
@@ -72,7 +74,8 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
         ready = Ready(str(body["worker_id"]), service,
                       endpoints_from_map(service, body["endpoints"], version) if service else {},
                       int(body["slots"]), dict(body.get("info") or {}),
-                      dict(body.get("jobs") or {}), body.get("cluster") or "", version)
+                      dict(body.get("jobs") or {}), body.get("cluster") or "", version,
+                      _holds(body.get("holds")))
     except (KeyError, TypeError, ValueError) as exc:  # ProtocolError, a ValueError, included
         raise ProtocolError(f"READY body is missing or has a bad field: {exc}") from None
     if not isinstance(ready.cluster, str):
@@ -82,6 +85,18 @@ def parse_ready(rest: Sequence[Frame]) -> Ready:
     if not 1 <= ready.slots <= 4096:
         raise ProtocolError(f"READY slots {ready.slots} out of range 1..4096")
     return ready
+
+
+MAX_HELD = 65536  # batches a READY may say its worker still runs
+
+
+def _holds(value: object) -> frozenset[int]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or len(value) > MAX_HELD or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 64 for v in value):
+        raise ProtocolError(f"READY holds must be a list of at most {MAX_HELD} batch ids")
+    return frozenset(value)
 
 
 def heartbeat(metrics: dict | None = None) -> list:
