@@ -22,17 +22,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import tornado.web
+
+_SLEEPER = ThreadPoolExecutor(1)
 
 
 class AnswerHandler(tornado.web.RequestHandler):
     """``POST <any path>``: the precomputed JSON body, 200, without reading the request."""
 
-    def initialize(self, body: bytes) -> None:
+    def initialize(self, body: bytes, sleep_s: float = 0.0) -> None:
         self.body = body
+        self.sleep_s = sleep_s
 
-    def post(self, _path: str) -> None:
+    async def post(self, _path: str) -> None:
+        if self.sleep_s:  # a model call in a worker thread, as gpu_sim's (sleep_echo.py)
+            await asyncio.get_running_loop().run_in_executor(_SLEEPER, time.sleep, self.sleep_s)
         self.set_header("Content-Type", "application/json")
         self.write(self.body)
 
@@ -44,11 +51,11 @@ class ReadyHandler(tornado.web.RequestHandler):
         self.write(b"ready")
 
 
-def make_app(body: bytes) -> tornado.web.Application:
-    """The echo application answering ``body`` to every POST."""
+def make_app(body: bytes, sleep_s: float = 0.0) -> tornado.web.Application:
+    """The echo application answering ``body`` to every POST, after ``sleep_s``."""
     return tornado.web.Application([
         (r"/readyz", ReadyHandler),
-        (r"/(.*)", AnswerHandler, {"body": body}),
+        (r"/(.*)", AnswerHandler, {"body": body, "sleep_s": sleep_s}),
     ])
 
 
@@ -74,14 +81,14 @@ async def start_grpc(port: int, host: str, body: bytes):  # -> grpc.aio.Server
 
 
 async def serve(port: int, host: str, body: bytes, grpc_port: int | None = None,
-                grpc_body: bytes = b"") -> None:
+                grpc_body: bytes = b"", sleep_s: float = 0.0) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     grpc_server = None if grpc_port is None else await start_grpc(grpc_port, host, grpc_body)
-    server = make_app(body).listen(port, address=host, xheaders=False)
+    server = make_app(body, sleep_s).listen(port, address=host, xheaders=False)
     await stop.wait()
     server.stop()
     if grpc_server is not None:
@@ -98,6 +105,9 @@ def main() -> None:
                         help="also answer gRPC ModelInfer calls on this port")
     parser.add_argument("--grpc-body-file", default=None,
                         help="file holding the serialized ModelInferResponse to answer with")
+    parser.add_argument("--sleep-s", type=float, default=0.0,
+                        help="sleep this long in a one-thread executor before each answer "
+                             "(the gpu_sim baseline)")
     args = parser.parse_args()
     if (args.grpc_port is None) != (args.grpc_body_file is None):
         parser.error("--grpc-port and --grpc-body-file go together")
@@ -107,7 +117,7 @@ def main() -> None:
     if args.grpc_body_file is not None:
         with open(args.grpc_body_file, "rb") as f:
             grpc_body = f.read()
-    asyncio.run(serve(args.port, args.host, body, args.grpc_port, grpc_body))
+    asyncio.run(serve(args.port, args.host, body, args.grpc_port, grpc_body, args.sleep_s))
 
 
 if __name__ == "__main__":

@@ -40,10 +40,12 @@ class EchoServer:
 
     model: str
     grpc: bool = False
+    sleep_s: float = 0.0  # each POST first sleeps this long in a one-thread executor
 
     @property
     def label(self) -> str:
-        return f"tornado{' + grpc' if self.grpc else ''} echo ({self.model})"
+        sleeps = f", {1000 * self.sleep_s:g} ms sleep in a thread" if self.sleep_s else ""
+        return f"tornado{' + grpc' if self.grpc else ''} echo ({self.model}{sleeps})"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ _GPU_SIM_1 = Cluster(GPU_SIM, workers=1)
 BATCH_MAX_ROWS = 64
 BATCH_MAX_LATENCY_MS = 20.0
 GPU_SIM_FULL_BATCH_MS = 5.0 + 0.1 * BATCH_MAX_ROWS  # 11.4 ms
+GPU_SIM_ONE_ROW_S = 0.0051  # what gpu_sim sleeps for one row (../shared/bench/sleep_echo.py)
 BATCH_P99_SLACK_MS = 10.0
 BATCH_P99_BOUND_MS = BATCH_MAX_LATENCY_MS + GPU_SIM_FULL_BATCH_MS + BATCH_P99_SLACK_MS
 BATCH_SPEEDUP_TARGET = 10.0
@@ -314,6 +317,17 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         model="mlp", connections=64, threads=2,
         runs=(_ECHO_MLP, _ZEROSERVE_MLP),
         checks=(Check("zeroserve", "echo", Measure.THROUGHPUT_RATIO, bound=0.4),),
+    ),
+    Profile(
+        name="gpu-sim-c1",
+        summary="latency one request at a time adds to gpu_sim over a bare tornado server "
+                "that sleeps as long in a thread (1 worker)",
+        model="gpu_sim", connections=1, threads=1,
+        runs=(Run("sleep echo", EchoServer("gpu_sim", sleep_s=GPU_SIM_ONE_ROW_S), "/gpu_sim"),
+              Run("batched", _GPU_SIM_1, "/gpu_sim/predict"),
+              Run("unbatched", _GPU_SIM_1, "/gpu_sim/predict_unbatched")),
+        checks=(Check("batched", "sleep echo", Measure.ADDED_P50_MS, bound=1.0),
+                Check("unbatched", "sleep echo", Measure.ADDED_P50_MS)),
     ),
     oip_profile(1),
     oip_profile(64),

@@ -326,6 +326,8 @@ def start_server(spec: ServerSpec, *, repo: Path, work_dir: Path, answer_file: P
             if grpc_answer_file is None:
                 raise ValueError("a gRPC echo needs grpc_answer_file")
             argv += ["--grpc-port", str(grpc_port), "--grpc-body-file", str(grpc_answer_file)]
+        if spec.sleep_s:
+            argv += ["--sleep-s", str(spec.sleep_s)]
         log_path = logs / f"{index:02d}-echo-{spec.model}.log"
         return ServerProcess(spec, argv, port, log_path, repo, env, stop_grace_s=5.0,
                              grpc_port=grpc_port if spec.grpc else None)
