@@ -439,11 +439,10 @@ class BrokerCore:
 
     def _on_result(self, worker: WorkerState, result: Result, now: float) -> None:
         flight = self._in_flight.get(result.batch_id)
-        # a worker that reconnected (a new identity, the same worker id) answers the batches
-        # it took before; any other sender's result is dropped and the batch stays with its
-        # worker (requeued if that one is evicted)
-        if flight is None or (flight.worker is not worker
-                              and flight.worker.worker_id != worker.worker_id):
+        # a worker that reconnected answers the batches it took before on its new connection
+        # (``_take_over`` moved them); any other sender's result is dropped and the batch
+        # stays with its worker (requeued if that one is evicted)
+        if flight is None or flight.worker is not worker:
             log.info("broker: result for unknown batch %d from worker %s dropped",
                      result.batch_id, worker.worker_id)
             return None
@@ -485,7 +484,7 @@ class BrokerCore:
     def _on_chunks(self, worker: WorkerState, chunks: Chunks, now: float) -> None:
         """Forward a stream's chunks to its gateway, unless its caller is gone."""
         flight = self._in_flight.get(batch_id_of(chunks.key))
-        if flight is None or not flight.streams or flight.worker.worker_id != worker.worker_id:
+        if flight is None or not flight.streams or flight.worker is not worker:
             return None  # a stream that ended or was never this worker's
         item = flight.waiting.get(item_key(0))
         if item is None:
@@ -656,7 +655,7 @@ class BrokerCore:
         connection and are requeued at once, not when the old identity would be evicted."""
         self.registry.remove(previous.identity)
         if self.jobs is not None:
-            self.jobs.lane_gone(previous.identity, lost=True)  # a no-op: the lane moved
+            self.jobs.lane_gone(previous.identity, lost=True)  # forgets it: its lane moved
         kept = [batch_id for batch_id in previous.in_flight
                 if batch_id in holds and batch_id in self._in_flight]
         for batch_id in kept:

@@ -92,9 +92,7 @@ class WorkerRegistry:
     def adopt(self, worker: WorkerState, batch_id: int, waiting: bool) -> None:
         """``worker`` runs ``batch_id`` already (taken over from its previous connection)."""
         worker.in_flight.add(batch_id)
-        if waiting:
-            worker.waiting.add(batch_id)
-        self._refresh(worker)
+        self.mark_waiting(worker, batch_id, waiting)
 
     def touch(self, identity: bytes, now: float) -> WorkerState | None:
         worker = self._workers.get(identity)

@@ -37,11 +37,18 @@ class AnswerHandler(tornado.web.RequestHandler):
         self.body = body
         self.sleep_s = sleep_s
 
-    async def post(self, _path: str) -> None:
-        if self.sleep_s:  # a model call in a worker thread, as gpu_sim's (sleep_echo.py)
-            await asyncio.get_running_loop().run_in_executor(_SLEEPER, time.sleep, self.sleep_s)
+    def post(self, _path: str) -> None:
         self.set_header("Content-Type", "application/json")
         self.write(self.body)
+
+
+class SleepingAnswerHandler(AnswerHandler):
+    """``AnswerHandler`` after ``sleep_s`` in a one-thread executor: a model call in a worker
+    thread, as gpu_sim's (``../shared/bench/sleep_echo.py``)."""
+
+    async def post(self, _path: str) -> None:  # type: ignore[override]
+        await asyncio.get_running_loop().run_in_executor(_SLEEPER, time.sleep, self.sleep_s)
+        super().post(_path)
 
 
 class ReadyHandler(tornado.web.RequestHandler):
@@ -55,7 +62,8 @@ def make_app(body: bytes, sleep_s: float = 0.0) -> tornado.web.Application:
     """The echo application answering ``body`` to every POST, after ``sleep_s``."""
     return tornado.web.Application([
         (r"/readyz", ReadyHandler),
-        (r"/(.*)", AnswerHandler, {"body": body, "sleep_s": sleep_s}),
+        (r"/(.*)", SleepingAnswerHandler if sleep_s else AnswerHandler,
+         {"body": body, "sleep_s": sleep_s}),
     ])
 
 
