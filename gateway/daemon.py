@@ -25,7 +25,7 @@ from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.shm_regions import RegionRegistry
 from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
 from gateway.ui.handlers import ui_routes
-from zeroserve import curve
+from zeroserve import curve, event_loop
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
 from zeroserve.container import Container
 from zeroserve.tracing import TracingError, start_tracing
@@ -103,8 +103,9 @@ async def may_share_ports(gateway: GatewaySettings, cluster: str) -> bool:
     return refusal is None
 
 
-async def serve(parts: Container) -> int:
-    """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code."""
+async def serve(parts: Container, loop_kind: str = "asyncio") -> int:
+    """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code. ``loop_kind`` names the
+    event loop it runs on, for the start-up line."""
     gateway, request, jobs = parts.gateway.get(), parts.request.get(), parts.jobs.get()
     heartbeat = parts.heartbeat.get()
     try:
@@ -169,9 +170,9 @@ async def serve(parts: Container) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s, API keys %s", host, port,
-             f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
-             "required" if access.enforced else "off")
+    log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s, API keys %s, event loop %s", host,
+             port, f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
+             "required" if access.enforced else "off", loop_kind)
     log.info("gateway: TLS %s", describe(tls))
     if tls:
         report_handshake_failures()
@@ -199,5 +200,12 @@ async def serve(parts: Container) -> int:
 
 def run(parts: Container) -> int:
     """Run the gateway until SIGINT or SIGTERM; return the exit code (the composition root:
-    every section it uses comes from ``parts``)."""
-    return asyncio.run(serve(parts))
+    every section it uses comes from ``parts``). The loop is ``gateway.event_loop``'s
+    (:mod:`zeroserve.event_loop`)."""
+    try:
+        loop_kind = event_loop.chosen_loop(parts.gateway.get().event_loop,
+                                           event_loop.uvloop_installed())
+    except event_loop.LoopUnavailable as exc:
+        log.error("gateway: %s", exc)
+        return 1
+    return event_loop.run(serve(parts, loop_kind), loop_kind)

@@ -1,0 +1,45 @@
+"""The gateway's choice of event loop (``gateway.event_loop``, zeroserve.event_loop)."""
+import asyncio
+
+import pytest
+
+from zeroserve import event_loop
+from zeroserve.config import load_settings
+from zeroserve.event_loop import LoopUnavailable, chosen_loop
+
+
+def test_auto_runs_on_uvloop_where_it_is_installed_and_on_asyncio_elsewhere():
+    assert chosen_loop("auto", uvloop_installed=True) == "uvloop"
+    assert chosen_loop("auto", uvloop_installed=False) == "asyncio"
+
+
+def test_asyncio_is_chosen_even_where_uvloop_is_installed():
+    assert chosen_loop("asyncio", uvloop_installed=True) == "asyncio"
+
+
+def test_uvloop_where_it_is_not_installed_says_how_to_get_it():
+    with pytest.raises(LoopUnavailable, match="pip install uvloop"):
+        chosen_loop("uvloop", uvloop_installed=False)
+
+
+def test_an_unknown_loop_is_refused_with_the_choices():
+    with pytest.raises(LoopUnavailable, match="auto, uvloop, asyncio"):
+        chosen_loop("trio", uvloop_installed=True)
+
+
+def test_the_default_is_auto_and_the_environment_sets_it():
+    assert load_settings(environ={}).gateway.event_loop == "auto"
+    settings = load_settings(environ={"ZEROSERVE_GATEWAY_EVENT_LOOP": "asyncio"})
+    assert settings.gateway.event_loop == "asyncio"
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_run_runs_the_coroutine_on_the_loop_it_names(kind):
+    if kind == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    module = event_loop.run(loop_module(), kind)
+    assert module.startswith("uvloop") == (kind == "uvloop")

@@ -1,0 +1,48 @@
+"""Which asyncio event loop the gateway runs on: ``gateway.event_loop``.
+
+The gateway's loop does little per callback and many callbacks per request (tornado's
+reads and writes, the broker link's ZeroMQ descriptor, timers). uvloop runs the loop
+itself (ready callbacks, timers, the selector) in C, which takes about a fifth off the
+gateway's CPU per request at one connection (docs/benchmarks.md). "auto" (the default)
+uses it where it is installed, asyncio's own loop elsewhere; "asyncio" and "uvloop" choose.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CHOICES = ("auto", "uvloop", "asyncio")
+
+
+class LoopUnavailable(RuntimeError):
+    """The setting names a loop that cannot run here (unknown, or uvloop not installed)."""
+
+
+def chosen_loop(choice: str, uvloop_installed: bool) -> str:
+    """The loop ``choice`` runs on ("uvloop" or "asyncio"); LoopUnavailable for a choice
+    outside :data:`CHOICES`, or "uvloop" where it is not installed."""
+    if choice not in CHOICES:
+        raise LoopUnavailable(f"gateway.event_loop must be one of {', '.join(CHOICES)}, "
+                              f"got {choice!r}")
+    if choice == "uvloop" and not uvloop_installed:
+        raise LoopUnavailable("gateway.event_loop is 'uvloop' but uvloop is not installed "
+                              "(pip install uvloop), or set it to 'auto' or 'asyncio'")
+    if choice == "asyncio" or not uvloop_installed:
+        return "asyncio"
+    return "uvloop"
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def run(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` to completion on a new loop of kind ``loop`` (see :func:`chosen_loop`)."""
+    if loop == "uvloop":
+        import uvloop
+        return uvloop.run(main)
+    return asyncio.run(main)
