@@ -10,12 +10,18 @@ a :class:`MalformedRequest` in place of the message (one parse per message, as b
 INVALID_ARGUMENT. Malformed requests are logged through an
 :class:`~gateway.accept.EventReport`: the first, then at most one line per interval with a
 count.
+
+A method may answer a :class:`BytesAfter` instead of its response message: the message and
+the entries of its last field, a repeated ``bytes`` one, kept apart (views of the tensors'
+memory); its serializer writes them after the message's own bytes, which is where protobuf
+writes that field, so that the bytes sent are those of the whole message, with one copy of
+each entry instead of three (into the message, its serialization, and ``bytes()`` before).
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +71,49 @@ class MalformedRequest:
         return failure
 
 
+@dataclass(frozen=True)
+class BytesAfter:
+    """A response ``message`` whose repeated ``bytes`` field number ``field`` holds
+    ``entries`` (in order), kept out of the message: ``message`` has no entry of its own in
+    that field, and no field numbered above it is set (protobuf writes known fields in
+    number order, so the entries come last). The entries' memory must stay unchanged until
+    the answer is serialized."""
+
+    message: Message
+    field: int
+    entries: Sequence[bytes | memoryview]
+
+    def serialize(self) -> bytes:
+        """The bytes of ``message`` with ``entries`` in ``field``: what ``SerializeToString``
+        of the whole message gives."""
+        tag = _varint(self.field << 3 | 2)  # wire type 2: length-delimited
+        parts: list[bytes | memoryview] = [self.message.SerializeToString()]
+        for entry in self.entries:
+            parts += (tag, _varint(len(entry)), entry)
+        return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def response_serializer(message: type[Message]) -> Callable[[Message | BytesAfter], bytes]:
+    """A response serializer for grpc: ``message``'s ``SerializeToString``, and
+    :meth:`BytesAfter.serialize` for an answer given that way."""
+    serialize = message.SerializeToString
+
+    def serialize_response(response: Message | BytesAfter) -> bytes:
+        if isinstance(response, BytesAfter):
+            return response.serialize()
+        return serialize(response)  # type: ignore[no-any-return]
+    return serialize_response
+
+
 def request_parser(message: type[Message], report: EventReport,
                    clock: Callable[[], float] = time.monotonic
                    ) -> Callable[[bytes], Message | MalformedRequest]:
@@ -87,14 +136,14 @@ def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescript
                 report: EventReport) -> None:
     """Register every method of ``service`` on ``server``, answered by ``servicer``'s method
     of the same name, its requests parsed by :func:`request_parser` (counted in
-    ``report``)."""
+    ``report``) and its answers written by :func:`response_serializer`."""
     handlers = {}
     for method in service.methods:
         make = _HANDLERS[method.client_streaming, method.server_streaming]
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=request_parser(GetMessageClass(method.input_type), report),
-            response_serializer=GetMessageClass(method.output_type).SerializeToString)
+            response_serializer=response_serializer(GetMessageClass(method.output_type)))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

@@ -19,8 +19,9 @@ from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
+from gateway.grpc_messages import BytesAfter
 from gateway.invoke import find_model
-from gateway.oip_grpc_body import build_response, parse_request
+from gateway.oip_grpc_body import build_response, build_unary_response, parse_request
 from gateway.oip_http import extensions, read_statistics
 from gateway.oip_infer import infer
 from gateway.oip_models import (
@@ -163,10 +164,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return statistics_message(await read_statistics(self.link, refs))
 
     @grpc_boundary
-    async def ModelInfer(self, request: pb.ModelInferRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ModelInferResponse | BytesAfter:
+        """One inference; raw outputs are answered as views of their memory, serialized once
+        (:class:`~gateway.grpc_messages.BytesAfter`)."""
         with Meter("oip_grpc") as meter:
-            return await self._infer(request, context, meter)
+            ref, info = await self._model(request.model_name, request.model_version, context,
+                                          by_traffic=True)
+            meter.name(ref.service, ref.endpoint)
+            return await infer(self.link, ref, info, _UnaryGrpcBody(
+                request, context, self.default_timeout_s, self.max_timeout_s,
+                self._shm(context), str(ref.version)))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
@@ -304,3 +312,12 @@ class _GrpcBody:
         write_shm_outputs(request, outputs, self.regions)
         return build_response(model, self.version, request, self.typed, outputs)
 
+
+class _UnaryGrpcBody(_GrpcBody):
+    """:class:`_GrpcBody` for a unary ``ModelInfer``: the same answer, its raw contents kept
+    apart until grpc serializes it (:func:`gateway.oip_grpc_body.build_unary_response`)."""
+
+    def encode(self, model: str, request: InferRequest,  # type: ignore[override]
+               outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse | BytesAfter:
+        write_shm_outputs(request, outputs, self.regions)
+        return build_unary_response(model, self.version, request, self.typed, outputs)

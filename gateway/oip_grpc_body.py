@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.grpc_messages import BytesAfter
 from gateway.oip_rest_body import InferRequest, shm_parameters
 from gateway.shm_regions import ShmSlice, slice_of
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
@@ -131,7 +132,31 @@ def _from_typed(name: str, datatype: str, shape: tuple[int, ...],
 def build_response(model: str, version: str, request: InferRequest, typed: bool,
                    outputs: list[tuple[str, np.ndarray]]) -> pb.ModelInferResponse:
     """The ModelInferResponse for the produced ``outputs`` (already selected and ordered)."""
+    response, raw = _response(model, version, request, typed, outputs)
+    for entry in raw:
+        response.raw_output_contents.append(bytes(entry))
+    return response
+
+
+def build_unary_response(model: str, version: str, request: InferRequest, typed: bool,
+                         outputs: list[tuple[str, np.ndarray]]
+                         ) -> pb.ModelInferResponse | BytesAfter:
+    """:func:`build_response`'s answer, its ``raw_output_contents`` (when it has any) kept
+    apart as views of the outputs' memory (:class:`~gateway.grpc_messages.BytesAfter`): the
+    same bytes on the wire, for a unary ``ModelInfer`` (a stream's response nests it)."""
+    response, raw = _response(model, version, request, typed, outputs)
+    return BytesAfter(response, _RAW_OUTPUT_FIELD, raw) if raw else response
+
+
+_RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+
+
+def _response(model: str, version: str, request: InferRequest, typed: bool,
+              outputs: list[tuple[str, np.ndarray]]
+              ) -> tuple[pb.ModelInferResponse, list[bytes | memoryview]]:
+    """The response without its raw contents, and those contents (views where they can be)."""
     response = pb.ModelInferResponse(model_name=model, model_version=version, id=request.id)
+    raw: list[bytes | memoryview] = []
     send_raw = not typed or any(datatype_of(arr.dtype) not in _TYPED_FIELD
                                 for _, arr in outputs)
     for name, arr in outputs:
@@ -144,12 +169,12 @@ def build_response(model: str, version: str, request: InferRequest, typed: bool,
                 else:
                     tensor.parameters[key].int64_param = value
             if send_raw:
-                response.raw_output_contents.append(b"")
+                raw.append(b"")
         elif send_raw:
-            response.raw_output_contents.append(bytes(raw_bytes(arr)))
+            raw.append(raw_bytes(arr))
         else:
             _fill_typed(tensor.contents, datatype, arr)
-    return response
+    return response, raw
 
 
 def _fill_typed(contents: pb.InferTensorContents, datatype: str, arr: np.ndarray) -> None:

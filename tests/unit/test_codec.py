@@ -161,3 +161,16 @@ def test_a_large_message_does_not_leave_its_size_in_the_threads_packer():
     envelope.pack_map({"small": 1})
     assert codec._per_thread.encoder is not kept_encoder
     assert envelope._per_thread.packer is not kept_packer
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 65537, 1 << 20])
+@pytest.mark.parametrize("dtype", ["<u1", "<f4", "<i8"])
+def test_a_large_inline_array_packs_to_the_same_bytes_as_packb(size, dtype):
+    arr = np.arange(size // np.dtype(dtype).itemsize).astype(dtype)
+    raw = arr.reshape(-1).view(np.uint8)
+    packed = msgpack.packb([codec.name_of(arr.dtype), list(arr.shape), bytes(raw)],
+                           use_bin_type=True)
+    assert codec._inline_payload(arr) == packed
+    meta, frames = codec.encode({"x": arr}, threshold=1 << 62)
+    assert not frames
+    np.testing.assert_array_equal(codec.decode(meta)["x"], arr)

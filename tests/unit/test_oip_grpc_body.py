@@ -5,7 +5,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from gateway.oip_grpc_body import build_response, parameter, parse_request
+from gateway.grpc_messages import BytesAfter, response_serializer
+from gateway.oip_grpc_body import build_response, build_unary_response, parameter, parse_request
 from zeroserve.grpc_gen import grpc_service_pb2 as pb
 from zeroserve.wire.oip_tensors import TensorError
 
@@ -104,3 +105,28 @@ def test_parameters_read_all_five_choices() -> None:
     assert parameter(request.parameters["p"]) == 2**63
     assert parameter(request.parameters["d"]) == 0.5
     assert parameter(pb.InferParameter()) is None
+
+
+@pytest.mark.parametrize("sizes", [[0], [1], [127, 128], [300, 0, 70000], [1 << 21]])
+def test_a_unary_answer_serializes_to_the_bytes_of_the_whole_response(sizes: list) -> None:
+    outputs = [(f"o{k}", np.arange(n, dtype=np.uint8)) for k, n in enumerate(sizes)]
+    parsed, typed = parse_request(pb.ModelInferRequest(
+        id="req-7", inputs=[Tensor(name="a", datatype="UINT8", shape=[1])],
+        raw_input_contents=[b"\x01"]))
+    whole = build_response("m", "3", parsed, typed, outputs)
+    apart = build_unary_response("m", "3", parsed, typed, outputs)
+    assert isinstance(apart, BytesAfter) and not apart.message.raw_output_contents
+    assert all(np.shares_memory(np.frombuffer(entry, np.uint8), arr)
+               for entry, (_, arr) in zip(apart.entries, outputs) if len(arr))
+    serialize = response_serializer(pb.ModelInferResponse)
+    assert serialize(apart) == whole.SerializeToString()
+    assert pb.ModelInferResponse.FromString(serialize(apart)) == whole
+    assert serialize(whole) == whole.SerializeToString()
+
+
+def test_a_typed_unary_answer_is_the_response_itself() -> None:
+    parsed, typed = parse_request(pb.ModelInferRequest(inputs=[Tensor(
+        name="a", datatype="INT32", shape=[1], contents=pb.InferTensorContents(
+            int_contents=[4]))]))
+    answer = build_unary_response("m", "1", parsed, typed, [("o", np.array([4], np.int32))])
+    assert answer == build_response("m", "1", parsed, typed, [("o", np.array([4], np.int32))])
