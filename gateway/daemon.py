@@ -103,9 +103,8 @@ async def may_share_ports(gateway: GatewaySettings, cluster: str) -> bool:
     return refusal is None
 
 
-async def serve(parts: Container, loop_kind: str = "asyncio") -> int:
-    """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code. ``loop_kind`` names the
-    event loop it runs on, for the start-up line."""
+async def serve(parts: Container) -> int:
+    """Serve HTTP and gRPC until SIGINT or SIGTERM; return the exit code."""
     gateway, request, jobs = parts.gateway.get(), parts.request.get(), parts.jobs.get()
     heartbeat = parts.heartbeat.get()
     try:
@@ -172,7 +171,7 @@ async def serve(parts: Container, loop_kind: str = "asyncio") -> int:
         loop.add_signal_handler(sig, stop.set)
     log.info("gateway: HTTP on %s:%d, gRPC %s, broker %s, API keys %s, event loop %s", host,
              port, f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
-             "required" if access.enforced else "off", loop_kind)
+             "required" if access.enforced else "off", event_loop.running_loop())
     log.info("gateway: TLS %s", describe(tls))
     if tls:
         report_handshake_failures()
@@ -208,4 +207,4 @@ def run(parts: Container) -> int:
     except event_loop.LoopUnavailable as exc:
         log.error("gateway: %s", exc)
         return 1
-    return event_loop.run(serve(parts, loop_kind), loop_kind)
+    return event_loop.run(serve(parts), loop_kind)

@@ -1,10 +1,13 @@
 """Which asyncio event loop the gateway runs on: ``gateway.event_loop``.
 
 The gateway's loop does little per callback and many callbacks per request (tornado's
-reads and writes, the broker link's ZeroMQ descriptor, timers). uvloop runs the loop
-itself (ready callbacks, timers, the selector) in C, which takes about a fifth off the
+reads and writes, the broker link's ZeroMQ descriptor, futures, timers). uvloop runs the
+loop itself (ready callbacks, timers, the selector) in C, which takes about a fifth off the
 gateway's CPU per request at one connection (docs/benchmarks.md). "auto" (the default)
 uses it where it is installed, asyncio's own loop elsewhere; "asyncio" and "uvloop" choose.
+
+Workers stay on asyncio's loop: uvloop's ``add_reader`` leaves a job child's pipe
+non-blocking, and a large job result then fails to arrive whole.
 """
 from __future__ import annotations
 
@@ -23,14 +26,14 @@ class LoopUnavailable(RuntimeError):
 
 
 def chosen_loop(choice: str, uvloop_installed: bool) -> str:
-    """The loop ``choice`` runs on ("uvloop" or "asyncio"); LoopUnavailable for a choice
+    """The loop ``choice`` runs on, "uvloop" or "asyncio"; LoopUnavailable for a choice
     outside :data:`CHOICES`, or "uvloop" where it is not installed."""
     if choice not in CHOICES:
         raise LoopUnavailable(f"gateway.event_loop must be one of {', '.join(CHOICES)}, "
                               f"got {choice!r}")
     if choice == "uvloop" and not uvloop_installed:
         raise LoopUnavailable("gateway.event_loop is 'uvloop' but uvloop is not installed "
-                              "(pip install uvloop), or set it to 'auto' or 'asyncio'")
+                              "(pip install uvloop); set it to 'auto' or 'asyncio'")
     if choice == "asyncio" or not uvloop_installed:
         return "asyncio"
     return "uvloop"
@@ -38,6 +41,12 @@ def chosen_loop(choice: str, uvloop_installed: bool) -> str:
 
 def uvloop_installed() -> bool:
     return importlib.util.find_spec("uvloop") is not None
+
+
+def running_loop() -> str:
+    """The kind of the running loop, "uvloop" or "asyncio" (for start-up lines)."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 def run(main: Coroutine[Any, Any, T], loop: str) -> T:

@@ -1,0 +1,41 @@
+"""The gateway on either event loop (``gateway.event_loop``): uvloop by default where it is
+installed, asyncio's own loop when asked; calls over HTTP and gRPC work on both, and the
+start-up line names the loop."""
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from cluster import Cluster
+from reference_models import mlp, sample_input
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("choice", ["auto", "asyncio"])
+def test_calls_work_on_the_loop_the_gateway_names(tmp_path, choice):
+    cluster = Cluster(tmp_path, env={"ZEROSERVE_GATEWAY_EVENT_LOOP": choice})
+    try:
+        cluster.start("mlp.py:MLP")
+        x = sample_input(2)
+        status, body, _ = cluster.post("/mlp/predict", {"x": x.tolist()})
+        assert status == 200
+        np.testing.assert_allclose(np.array(body, np.float32), mlp(x), rtol=1e-5)
+        with triton.InferenceServerClient(f"127.0.0.1:{cluster.grpc_port}") as client:
+            tensor = triton.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            answer = client.infer("mlp", [tensor])
+        assert answer.as_numpy(answer.get_response().outputs[0].name).shape == (2, 10)
+        kind = "uvloop" if choice == "auto" else "asyncio"
+        gateway = next(d for d in cluster.daemons if d.name == "gateway")
+        assert f"event loop {kind}" in gateway.log(), gateway.log()
+    finally:
+        cluster.stop()
+
+
+def test_a_loop_that_cannot_run_stops_the_gateway_with_the_reason(tmp_path):
+    cluster = Cluster(tmp_path, env={"ZEROSERVE_GATEWAY_EVENT_LOOP": "trio"})
+    try:
+        gateway = cluster.gateway()
+        assert gateway.proc.wait(20) == 1
+        assert "gateway.event_loop must be one of auto, uvloop, asyncio" in gateway.log()
+    finally:
+        cluster.stop()
