@@ -2,8 +2,8 @@
 
 The gateway's loop does little per callback and many callbacks per request (tornado's
 reads and writes, the broker link's ZeroMQ descriptor, futures, timers). uvloop runs the
-loop itself (ready callbacks, timers, the selector) in C, which takes about a fifth off the
-gateway's CPU per request at one connection (docs/benchmarks.md). "auto" (the default)
+loop itself (ready callbacks, timers, the selector) in C, which takes 6-9% off the gateway's
+CPU per request (docs/benchmarks.md, round 2). "auto" (the default)
 uses it where it is installed, asyncio's own loop elsewhere; "asyncio" and "uvloop" choose.
 
 Workers stay on asyncio's loop: uvloop's ``add_reader`` leaves a job child's pipe
