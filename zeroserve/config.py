@@ -85,7 +85,7 @@ class GatewaySettings:
     request_log_path: str = ""              # one JSON line per HTTP request: a file, "-" for
                                             # standard output; empty: off
     request_log_sample: float = 1.0         # the share of requests logged (0..1)
-    event_loop: str = "auto"                # auto (uvloop where installed), uvloop, asyncio
+    event_loop: str = "asyncio"             # asyncio, uvloop, auto (uvloop where installed)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 The gateway's loop does little per callback and many callbacks per request (tornado's
 reads and writes, the broker link's ZeroMQ descriptor, futures, timers). uvloop runs the
 loop itself (ready callbacks, timers, the selector) in C, which takes 6-9% off the gateway's
-CPU per request (docs/benchmarks.md, round 2). "auto" (the default)
-uses it where it is installed, asyncio's own loop elsewhere; "asyncio" and "uvloop" choose.
+CPU per request (docs/benchmarks.md, round 2). "asyncio" (the default) is asyncio's own
+loop; "uvloop" chooses uvloop (``pip install 'zeroserve[uvloop]'``), and "auto" uvloop where
+it is installed. The default stays asyncio's loop until one difference is understood: on
+uvloop, in two of three whole test runs, a client that left a stream between two chunks was
+noticed only at the next chunk's write (tests/integration/test_stream_rest.py).
 
 Workers stay on asyncio's loop: uvloop's ``add_reader`` leaves a job child's pipe
 non-blocking, and a large job result then fails to arrive whole.

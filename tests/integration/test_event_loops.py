@@ -1,6 +1,6 @@
-"""The gateway on either event loop (``gateway.event_loop``): uvloop by default where it is
-installed, asyncio's own loop when asked; calls over HTTP and gRPC work on both, and the
-start-up line names the loop."""
+"""The gateway on either event loop (``gateway.event_loop``): asyncio's own loop by default,
+uvloop when asked ("uvloop", or "auto" where it is installed: the test extra installs it);
+calls over HTTP and gRPC work on both, and the start-up line names the loop."""
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -10,7 +10,7 @@ from reference_models import mlp, sample_input
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("choice", ["auto", "asyncio"])
+@pytest.mark.parametrize("choice", ["auto", "uvloop", "asyncio"])
 def test_calls_work_on_the_loop_the_gateway_names(tmp_path, choice):
     cluster = Cluster(tmp_path, env={"ZEROSERVE_GATEWAY_EVENT_LOOP": choice})
     try:
@@ -24,7 +24,7 @@ def test_calls_work_on_the_loop_the_gateway_names(tmp_path, choice):
             tensor.set_data_from_numpy(x)
             answer = client.infer("mlp", [tensor])
         assert answer.as_numpy(answer.get_response().outputs[0].name).shape == (2, 10)
-        kind = "uvloop" if choice == "auto" else "asyncio"
+        kind = "asyncio" if choice == "asyncio" else "uvloop"
         gateway = next(d for d in cluster.daemons if d.name == "gateway")
         assert f"event loop {kind}" in gateway.log(), gateway.log()
     finally:

@@ -26,10 +26,10 @@ def test_an_unknown_loop_is_refused_with_the_choices():
         chosen_loop("trio", uvloop_installed=True)
 
 
-def test_the_default_is_auto_and_the_environment_sets_it():
-    assert load_settings(environ={}).gateway.event_loop == "auto"
-    settings = load_settings(environ={"ZEROSERVE_GATEWAY_EVENT_LOOP": "asyncio"})
-    assert settings.gateway.event_loop == "asyncio"
+def test_the_default_is_asyncio_and_the_environment_sets_it():
+    assert load_settings(environ={}).gateway.event_loop == "asyncio"
+    settings = load_settings(environ={"ZEROSERVE_GATEWAY_EVENT_LOOP": "uvloop"})
+    assert settings.gateway.event_loop == "uvloop"
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
