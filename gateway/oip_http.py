@@ -173,7 +173,7 @@ class InferHandler(BodyHandler):
         else:
             self.set_header("Content-Type", "application/json")
         size = len(header) + sum(map(len, blobs))
-        if size < _WRITE_APART_AT_BYTES or self._compresses(size):
+        if size < _WRITE_APART_AT_BYTES or self._encoding(size) is not None:
             self.finish(self._compress(b"".join([header, *blobs])))
         else:
             self._finish_parts([header, *blobs])
@@ -227,22 +227,21 @@ class InferHandler(BodyHandler):
                                                     "supported; use gzip or deflate")
         return body
 
-    def _compresses(self, size: int) -> bool:
-        """Whether :meth:`_compress` compresses a body of ``size`` bytes."""
+    def _encoding(self, size: int) -> str | None:
+        """The encoding an answer of ``size`` bytes goes in: "gzip" or "deflate" as the
+        client accepts them, None (as it is) below ``_COMPRESS_AT_BYTES`` or for neither."""
+        if size < _COMPRESS_AT_BYTES:
+            return None
         accepted = self.request.headers.get("Accept-Encoding", "").lower()
-        return size >= _COMPRESS_AT_BYTES and ("gzip" in accepted or "deflate" in accepted)
+        return next((e for e in ("gzip", "deflate") if e in accepted), None)
 
     def _compress(self, body: bytes) -> bytes:
-        accepted = self.request.headers.get("Accept-Encoding", "").lower()
-        if len(body) < _COMPRESS_AT_BYTES:
+        encoding = self._encoding(len(body))
+        if encoding is None:
             return body
-        if "gzip" in accepted:
-            self.set_header("Content-Encoding", "gzip")
-            return gzip.compress(body, compresslevel=1)
-        if "deflate" in accepted:
-            self.set_header("Content-Encoding", "deflate")
-            return zlib.compress(body, 1)
-        return body
+        self.set_header("Content-Encoding", encoding)
+        return gzip.compress(body, compresslevel=1) if encoding == "gzip" \
+            else zlib.compress(body, 1)
 
 
 @dataclass
