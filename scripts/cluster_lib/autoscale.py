@@ -6,9 +6,11 @@ The policy scales up when more than ``up_queue_per_worker`` requests per worker
 wait or utilisation is above ``up_utilisation``: to as many workers as the queue
 asks for (``queued / up_queue_per_worker``), at least one more and at most twice
 as many. It scales down by one when nothing has waited and utilisation stayed
-below ``down_utilisation`` for ``idle_s``. After any change it holds still for
-``cooldown_s``, so that the new workers' effect is seen before the next
-decision; it never leaves ``[minimum, maximum]``.
+below ``down_utilisation`` for ``idle_s``. After any change it holds still until
+the broker counts the new number of workers (a worker takes a while to start and
+register; at most ``settle_s``), then for ``cooldown_s``, so that the new
+workers' effect is seen before the next decision; it never leaves
+``[minimum, maximum]``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class ScalePolicy:
     down_utilisation: float = 0.3
     idle_s: float = 30.0
     cooldown_s: float = 15.0
+    settle_s: float = 60.0  # the longest wait for the broker to count a change
     smoothing: float = 0.5  # weight of the newest utilisation sample
 
     def __post_init__(self) -> None:
@@ -74,12 +77,14 @@ def observe(stats: dict, service: str) -> Observation:
 
 class Autoscaler:
     """Feeds observations to the policy; remembers the smoothed utilisation, the last change
-    and since when the service has been idle."""
+    (and the count it asked for until the broker shows it) and since when the service has
+    been idle."""
 
     def __init__(self, policy: ScalePolicy) -> None:
         self.policy = policy
         self.utilisation = 0.0
         self.changed_at = float("-inf")
+        self.settling: int | None = None
         self.idle_since: float | None = None
 
     def decide(self, seen: Observation, now: float) -> Decision:
@@ -91,6 +96,10 @@ class Autoscaler:
         self.idle_since = None if busy else (self.idle_since if self.idle_since is not None
                                              else now)
         workers = seen.workers
+        if self.settling is not None:
+            if workers != self.settling and now - self.changed_at < p.settle_s:
+                return Decision(workers, f"waiting for {self.settling} workers to register")
+            self.settling, self.changed_at = None, now
         if workers < p.minimum:
             return Decision(p.minimum, f"below the minimum of {p.minimum}")
         if workers > p.maximum:
@@ -111,7 +120,8 @@ class Autoscaler:
                                          f"utilisation {self.utilisation:.2f}")
         return Decision(workers, "steady")
 
-    def changed(self, now: float) -> None:
-        """Record that the fleet was resized at ``now``: cool down, and idle time restarts."""
-        self.changed_at = now
+    def changed(self, now: float, target: int) -> None:
+        """Record that the fleet was resized to ``target`` workers at ``now``: wait for the
+        broker to count them, then cool down; idle time restarts."""
+        self.changed_at, self.settling = now, target
         self.idle_since = None

@@ -23,11 +23,31 @@ POLICY = ScalePolicy(minimum=1, maximum=3, up_queue_per_worker=2, up_utilisation
 def test_a_queue_adds_a_worker_then_it_cools_down() -> None:
     scaler = Autoscaler(POLICY)
     assert scaler.decide(Observation(1, 3, 2, 2), now=0).target == 2
-    scaler.changed(0)
+    scaler.changed(0, 2)
     assert scaler.decide(Observation(2, 10, 4, 4), now=3).reason == "cooling down"
-    assert scaler.decide(Observation(2, 10, 4, 4), now=6).target == 3
-    scaler.changed(6)
+    assert scaler.decide(Observation(2, 10, 4, 4), now=8).target == 3  # 5 s after it showed
+    scaler.changed(8, 3)
     assert scaler.decide(Observation(3, 50, 6, 6), now=20).target == 3  # the maximum
+
+
+def test_it_waits_for_the_broker_to_count_a_change_then_cools_down_from_there() -> None:
+    scaler = Autoscaler(POLICY)
+    assert scaler.decide(Observation(1, 6, 2, 2), now=0).target == 2
+    scaler.changed(0, 2)
+    waiting = scaler.decide(Observation(1, 6, 2, 2), now=6)  # past the cooldown, not yet seen
+    assert waiting.target == 1 and waiting.reason == "waiting for 2 workers to register"
+    assert scaler.decide(Observation(2, 6, 4, 4), now=8).reason == "cooling down"
+    assert scaler.decide(Observation(2, 6, 4, 4), now=12.5).reason == "cooling down"
+    assert scaler.decide(Observation(2, 6, 4, 4), now=13).target == 3
+
+
+def test_a_change_that_never_shows_is_given_up_after_settle_s() -> None:
+    scaler = Autoscaler(ScalePolicy(minimum=1, maximum=3, cooldown_s=5, settle_s=30,
+                                    smoothing=1.0))
+    scaler.changed(0, 2)
+    assert scaler.decide(Observation(1, 6, 2, 2), now=29).target == 1
+    assert scaler.decide(Observation(1, 6, 2, 2), now=30).reason == "cooling down"
+    assert scaler.decide(Observation(1, 6, 2, 2), now=35).target == 2
 
 
 def test_full_slots_add_a_worker_even_without_a_queue() -> None:
@@ -42,7 +62,7 @@ def test_idleness_removes_a_worker_after_idle_s_down_to_the_minimum() -> None:
     assert scaler.decide(Observation(2, 0, 0, 4), now=12).target == 2   # idle again from 12
     decision = scaler.decide(Observation(2, 0, 0, 4), now=22)
     assert decision.target == 1 and "idle" in decision.reason
-    scaler.changed(22)
+    scaler.changed(22, 1)
     assert scaler.decide(Observation(1, 0, 0, 2), now=100).target == 1  # the minimum
 
 
