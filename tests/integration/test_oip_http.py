@@ -1,6 +1,7 @@
 """The Open Inference Protocol over HTTP, driven by the real tritonclient.http."""
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.request
 import zlib
@@ -152,6 +153,39 @@ def test_compressed_request_and_response(client: triton.InferenceServerClient,
                           request_compression_algorithm=algorithm,
                           response_compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("output"), x * 2)
+
+
+@pytest.mark.parametrize("accept, encoding", [
+    ("gzip, deflate", "gzip"), ("deflate", "deflate"), ("br", None), ("", None)])
+@pytest.mark.parametrize("rows", [2, 400, 8000],
+                         ids=["under-1-kib", "json-over-1-kib", "binary-128-kib"])
+def test_an_answer_is_compressed_as_the_client_accepts_from_1_kib(
+        oip: Cluster, accept: str, encoding: str | None, rows: int) -> None:
+    x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+    binary = rows > 1000  # binary outputs, written apart from their header when plain
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4],
+                                     "data": x.ravel().tolist()}],
+                         "outputs": [{"name": "output",
+                                      "parameters": {"binary_data": binary}}]}).encode()
+    request = urllib.request.Request(oip.url + "/v2/models/oip.double/infer", data=header,
+                                     headers={"Content-Type": "application/json",
+                                              "Accept-Encoding": accept})
+    with urllib.request.urlopen(request) as resp:
+        sent, body = resp.headers.get("Content-Encoding"), resp.read()
+        length = resp.headers.get("Inference-Header-Content-Length")
+        assert int(resp.headers["Content-Length"]) == len(body)
+    assert sent == (encoding if rows > 2 else None)
+    if sent == "gzip":
+        body = gzip.decompress(body)
+    elif sent == "deflate":
+        body = zlib.decompress(body)
+    if binary:
+        answer = json.loads(body[:int(length)])
+        output = np.frombuffer(body[int(length):], dtype=np.float32)
+        assert answer["outputs"][0]["parameters"]["binary_data_size"] == output.nbytes
+    else:
+        output = np.array(json.loads(body)["outputs"][0]["data"], dtype=np.float32)
+    np.testing.assert_array_equal(output.reshape(rows, 4), x * 2)
 
 
 def test_errors_surface_with_their_message(client: triton.InferenceServerClient) -> None:
