@@ -3,8 +3,9 @@
 A thread hop costs far more than a fast model (hundreds of microseconds on a
 small VM against tens for the `mlp` reference), but a slow call made inline
 would hold back the heartbeats. So each endpoint starts in threads, moves
-inline once its calls have proven short, and goes back to threads for good the
-first time an inline call runs long. Pure: durations are passed in.
+inline once its calls have proven short (the time each ran in its thread, not its wait
+for one), and goes back to threads for good the first time an inline call runs long.
+Pure: durations are passed in.
 """
 from __future__ import annotations
 

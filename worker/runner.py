@@ -165,14 +165,13 @@ class BatchRunner:
         try:
             if endpoint.is_async:
                 return await method(**inputs)
-            started = time.perf_counter()
-            try:
-                if (placement.inline and self._may_inline) or inline_only:
+            if (placement.inline and self._may_inline) or inline_only:
+                started = time.perf_counter()
+                try:
                     return method(**inputs)
-                context = contextvars.copy_context()
-                return await self._call_sync(lambda: context.run(method, **inputs))
-            finally:
-                placement.observe(time.perf_counter() - started)
+                finally:
+                    placement.observe(time.perf_counter() - started)
+            return await self._in_thread(method, inputs, placement)
         except DependencyError as exc:  # a stage it called failed: answer with that stage's
             log.info("worker: %s.%s: %s", self.spec.name, endpoint.name, exc)  # status
             raise UserError(f"dependency call failed: {exc}",
@@ -183,6 +182,27 @@ class BatchRunner:
             raise UserError(f"{type(exc).__name__}: {exc}") from None
         finally:
             CURRENT.reset(token)
+
+    async def _in_thread(self, method: Callable[..., Any], inputs: dict,
+                         placement: Placement) -> Any:
+        """``method(**inputs)`` through ``call_sync``. The placement is told how long the call
+        ran in its thread, not how long it waited for one: under load the hop alone can take
+        longer than ``inline_below_s``, and a fast endpoint would never move inline."""
+        context = contextvars.copy_context()
+        ran_s: list[float] = []
+
+        def timed() -> Any:
+            begun = time.perf_counter()
+            try:
+                return context.run(method, **inputs)
+            finally:
+                ran_s.append(time.perf_counter() - begun)
+
+        submitted = time.perf_counter()
+        try:
+            return await self._call_sync(timed)
+        finally:  # left before the thread ended (cancelled): at least as long as it waited
+            placement.observe(ran_s[0] if ran_s else time.perf_counter() - submitted)
 
     async def _invoke_traced(self, endpoint: EndpointSpec, inputs: dict, inline_only: bool,
                              call: CallContext) -> Any:

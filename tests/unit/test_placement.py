@@ -60,3 +60,40 @@ def test_inline_runner_returns_the_same_result_as_the_async_path():
         item = result.items[0]
         assert item.status is Status.OK
         assert codec.decode(item.frames[0], item.frames[1:]).tolist() == [0, 2, 4]
+
+
+def test_a_fast_endpoint_moves_inline_however_long_the_thread_hop_takes():
+    """Under load a thread hop can take longer than ``inline_below_s``: the placement must
+    judge the call by the time it ran, or a fast endpoint never leaves the threads."""
+    import asyncio
+
+    import numpy as np
+
+    import zeroserve
+    from worker.placement import Placement
+    from worker.runner import BatchRunner
+    from zeroserve.service import service_spec
+    from zeroserve.wire import codec
+    from zeroserve.wire.backend import Batch, BatchItem
+
+    @zeroserve.service(name="s")
+    class S:
+        @zeroserve.api
+        def double(self, x: np.ndarray) -> np.ndarray:
+            return x * 2
+
+    hop_s = Placement.inline_below_s * 2
+
+    async def slow_hop(fn):
+        await asyncio.sleep(hop_s)
+        return fn()
+
+    runner = BatchRunner(service_spec(S), S(), slow_hop)
+    meta, frames = codec.encode({"x": np.arange(3)})
+
+    async def calls() -> None:
+        for i in range(Placement.trial_calls):
+            await runner.run(Batch(i, "double", [BatchItem(b"r", 10_000, [meta, *frames])]))
+
+    asyncio.run(calls())
+    assert runner.can_run_inline("double")
