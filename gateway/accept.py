@@ -8,10 +8,12 @@ kernel's backlog holds the waiting connections meanwhile.
 
 :class:`GatewayHTTPServer` is tornado's HTTPServer with that loop, a bound on
 open connections (past it a new connection is closed at once), TLS when given
-``ssl_options`` (as on tornado's own accept path), and a header deadline: from
-a request's first byte, its headers must arrive within ``header_timeout_s``
-(tornado's own header timeout, measured from when the connection starts
-waiting, is the idle timeout). The body timeout is tornado's.
+``ssl_options`` (as on tornado's own accept path), and its own deadlines: a
+connection waiting for a request is closed after ``idle_timeout_s``; from a
+request's first byte, its headers must arrive within ``header_timeout_s``; from
+its headers, its body within ``body_timeout_s``. One periodic sweep checks them
+all, where tornado's own idle and body timeouts cost a timer and a wrapped
+future per request.
 
 Events that a client can cause many times a second are logged through
 :class:`EventReport`: once, then at most once per interval, with a count.
@@ -133,7 +135,7 @@ class AcceptLoop:
 
 
 class _Phase(enum.Enum):
-    IDLE = 0      # between requests (tornado's idle timeout applies)
+    IDLE = 0      # between requests: idle while the server waits for the next one
     HEADERS = 1   # a request's first byte came, its headers have not all
     BODY = 2      # the headers came, the body has not all
 
@@ -150,7 +152,14 @@ class _DeadlineStream(iostream.IOStream):
         self._awaiting_headers = False
 
     def await_headers(self) -> None:
+        """The server begins to wait for a request (the idle timeout runs from now)."""
         self._awaiting_headers = True
+        self.since = time.monotonic()
+
+    def waiting(self) -> bool:
+        """Whether a timeout applies now: the stream is open and the server waits on the
+        client (not, say, while an answer is computed or streamed after the body came)."""
+        return not self.closed() and (self.phase is not _Phase.IDLE or self._awaiting_headers)
 
     def headers_arrived(self) -> None:
         self._awaiting_headers = False
@@ -201,7 +210,8 @@ class GatewayHTTPServer(HTTPServer):
     def initialize(self, app: Any, limits: ConnectionLimits,  # type: ignore[override]
                    **kwargs: Any) -> None:
         # tornado's Configurable calls initialize, not __init__
-        super().initialize(app, idle_connection_timeout=limits.idle_timeout_s, **kwargs)
+        super().initialize(app, **kwargs)
+        self.conn_params.header_timeout = None  # the idle timeout is the sweep's (tornado: 1 h)
         self.limits = limits
         self.open_connections = 0
         self.refused = EventReport(5.0)
@@ -209,7 +219,8 @@ class GatewayHTTPServer(HTTPServer):
         self.body_timeouts = EventReport(5.0)
         self._accepting: list[tuple[AcceptLoop, socket.socket]] = []
         self._streams: set[_DeadlineStream] = set()
-        sweep_s = min(max(min(limits.header_timeout_s, limits.body_timeout_s) / 4, 0.05), 1.0)
+        shortest_s = min(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s)
+        sweep_s = min(max(shortest_s / 4, 0.05), 1.0)
         self._sweep = PeriodicCallback(self._close_overdue, sweep_s * 1000)
         self._sweep.start()
 
@@ -250,20 +261,24 @@ class GatewayHTTPServer(HTTPServer):
         self.handle_stream(stream, address)
 
     def _close_overdue(self) -> None:
-        """Close every connection whose headers or body took longer than their timeout
-        (from the request's first byte; from the end of its headers)."""
+        """Close every connection that waited for its next request, or whose headers or body
+        took, longer than their timeout (from when the server began to wait for a request;
+        from the request's first byte; from the end of its headers)."""
         now = time.monotonic()
-        late_headers = now - self.limits.header_timeout_s
-        late_body = now - self.limits.body_timeout_s
-        overdue = [s for s in self._streams
-                   if not s.closed() and ((s.phase is _Phase.HEADERS and s.since < late_headers)
-                                          or (s.phase is _Phase.BODY and s.since < late_body))]
+        limits = self.limits
+        late = {_Phase.IDLE: now - limits.idle_timeout_s,
+                _Phase.HEADERS: now - limits.header_timeout_s,
+                _Phase.BODY: now - limits.body_timeout_s}
+        overdue = [s for s in self._streams if s.waiting() and s.since < late[s.phase]]
         for stream in overdue:
-            report, what, limit = (self.header_timeouts, "headers", self.limits.header_timeout_s) \
-                if stream.phase is _Phase.HEADERS else \
-                (self.body_timeouts, "body", self.limits.body_timeout_s)
             self._streams.discard(stream)
             stream.close()
+            if stream.phase is _Phase.IDLE:
+                continue  # a kept-alive connection left unused: nothing to report
+            report, what, limit = \
+                (self.header_timeouts, "headers", limits.header_timeout_s) \
+                if stream.phase is _Phase.HEADERS else \
+                (self.body_timeouts, "body", limits.body_timeout_s)
             count = report.note(now)
             if count is not None:
                 log.info("gateway: closed %d HTTP connections whose %s took over %.1f s",
