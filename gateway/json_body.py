@@ -20,7 +20,10 @@ included.
 
 Writing (:func:`dump_json`): numpy values become lists and numbers, and a
 non-finite number is refused with the place it stands instead of being
-written as the ``NaN`` token no JSON client can read.
+written as the ``NaN`` token no JSON client can read. orjson writes the value
+(a tenth of :mod:`json`'s time for an answer of ten numbers) unless what it
+wrote holds ``null`` (which is how it writes NaN) or it refuses the value;
+then :mod:`json` writes it, or its error is the answer.
 
 Both raise :class:`JsonBodyError`, a ``ValueError`` whose message says what is
 wrong; a front end turns it into a 400 (or, for an answer, its own error).
@@ -119,6 +122,10 @@ def parse_json(body: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     return doc
 
 
+# what json cannot write goes to _json_default (and so fails alike) instead of being written
+_ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -141,6 +148,12 @@ def dump_json(value: Any, what: str = "the answer") -> bytes:
     """``value`` as JSON bytes (numpy arrays and scalars included). A non-finite number is a
     :class:`JsonBodyError` naming where in ``what`` it stands; a value JSON has no form for
     is a ``TypeError``."""
+    try:
+        written = orjson.dumps(value, default=_json_default, option=_ORJSON_AS_JSON)
+    except orjson.JSONEncodeError:
+        written = None  # json's error (or its value: non-string keys, huge integers) is the answer
+    if written is not None and b"null" not in written:  # orjson writes NaN and infinity as null
+        return written
     try:
         return json.dumps(value, default=_json_default, allow_nan=False).encode()
     except ValueError:

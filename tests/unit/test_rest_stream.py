@@ -27,8 +27,8 @@ def test_accept_picks_the_framing_sse_by_default(accept: str, framing: Framing) 
 
 def test_sse_events_are_data_lines_then_done_or_error() -> None:
     assert chunk_frame(Framing.SSE, {"i": 1, "text": "a\nb"}) == \
-        b'data: {"i": 1, "text": "a\\nb"}\n\n'
-    assert chunk_frame(Framing.SSE, np.arange(3, dtype=np.int16)) == b"data: [0, 1, 2]\n\n"
+        b'data: {"i":1,"text":"a\\nb"}\n\n'
+    assert chunk_frame(Framing.SSE, np.arange(3, dtype=np.int16)) == b"data: [0,1,2]\n\n"
     assert done_frame(Framing.SSE, 3) == b'event: done\ndata: {"chunks": 3}\n\n'
     event, data = error_frame(Framing.SSE, "boom", 500).split(b"\n", 1)
     assert event == b"event: error"
