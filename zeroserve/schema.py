@@ -154,7 +154,8 @@ def _narrow(field: Field, arr: np.ndarray, want: np.dtype) -> np.ndarray:
     if want.kind in "iu" and arr.dtype.kind in "iub":
         lost = not np.array_equal(out.astype(arr.dtype), arr)
     elif is_float(want):
-        lost = bool(np.any(np.isinf(out) & np.isfinite(arr)))
+        infinite = np.isinf(out)
+        lost = bool(infinite.any()) and bool(np.any(infinite & np.isfinite(arr)))
     else:
         lost = False
     if lost:
