@@ -16,12 +16,20 @@ the entries of its last field, a repeated ``bytes`` one, kept apart (views of th
 memory); its serializer writes them after the message's own bytes, which is where protobuf
 writes that field, so that the bytes sent are those of the whole message, with one copy of
 each entry instead of three (into the message, its serialization, and ``bytes()`` before).
+
+The other way, a method may have a repeated ``bytes`` field of its request kept apart
+(``add_service``'s ``apart``): a request of 64 KiB or more is scanned field by field at its
+top level, that field's entries are taken as views of the request's bytes, and protobuf
+parses the rest; the method receives a :class:`BytesApart`. What protobuf would make of the
+whole message is unchanged (the other fields keep their order); a request the scan cannot
+read is parsed whole, as before. This saves two copies of each entry (into the parsed
+message, and out of it as ``bytes``).
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,16 +122,88 @@ def response_serializer(message: type[Message]) -> Callable[[Message | BytesAfte
     return serialize_response
 
 
+@dataclass(frozen=True)
+class BytesApart:
+    """A request ``message`` parsed without the entries of one repeated ``bytes`` field (the
+    one :func:`request_parser` keeps apart), which are ``entries``: views of the request's
+    bytes, in order. A method given one reads ``entries`` in place of that field."""
+
+    message: Message
+    entries: list[memoryview]
+
+
+_APART_FROM_BYTES = 1 << 16  # a smaller request is parsed whole: copying costs less than the scan
+_WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
+
+
+def split_field(data: bytes, field: int) -> tuple[bytes, list[memoryview]] | None:
+    """The serialized message ``data`` with its top-level length-delimited ``field`` taken
+    out: the other fields' bytes (in order) and views of that field's entries. None if the
+    scan meets anything but well-formed fields of wire types 0, 1, 2 and 5 (protobuf, given
+    the whole message, decides what such bytes are)."""
+    view = memoryview(data)
+    rest: list[memoryview] = []
+    entries: list[memoryview] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        key, pos = _read_varint(data, pos)
+        wire = key & 7
+        if key >> 3 == 0 or pos < 0:
+            return None
+        if wire == _WIRE_VARINT:
+            pos = _read_varint(data, pos)[1]
+        elif wire == _WIRE_I64:
+            pos += 8
+        elif wire == _WIRE_I32:
+            pos += 4
+        elif wire == _WIRE_LEN:
+            length, pos = _read_varint(data, pos)
+            if pos < 0:
+                return None
+            value_start, pos = pos, pos + length
+            if key >> 3 == field and pos <= end:
+                entries.append(view[value_start:pos])
+                continue
+        else:
+            return None
+        if pos < 0 or pos > end:
+            return None
+        rest.append(view[start:pos])
+    return b"".join(rest), entries
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; the position is -1 when the varint
+    runs past the end or past 10 bytes."""
+    value = shift = 0
+    end = min(len(data), pos + 10)
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return 0, -1
+
+
 def request_parser(message: type[Message], report: EventReport,
-                   clock: Callable[[], float] = time.monotonic
-                   ) -> Callable[[bytes], Message | MalformedRequest]:
+                   clock: Callable[[], float] = time.monotonic, apart: int | None = None
+                   ) -> Callable[[bytes], Message | BytesApart | MalformedRequest]:
     """A request deserializer for grpc: the ``message`` its bytes hold, or a
-    :class:`MalformedRequest` (counted in ``report`` at ``clock()``) when they hold none."""
+    :class:`MalformedRequest` (counted in ``report`` at ``clock()``) when they hold none.
+    With ``apart`` (a field number), a request of 64 KiB or more with entries in that field
+    is a :class:`BytesApart`."""
     message_type = message.DESCRIPTOR.full_name
     parse = message.FromString
 
-    def parse_request(data: bytes) -> Message | MalformedRequest:
+    def parse_request(data: bytes) -> Message | BytesApart | MalformedRequest:
         try:
+            if apart is not None and len(data) >= _APART_FROM_BYTES:
+                split = split_field(data, apart)
+                if split is not None and split[1]:
+                    return BytesApart(parse(split[0]), split[1])
             return parse(data)
         except _PARSE_FAILURES as exc:
             return MalformedRequest(
@@ -133,16 +213,20 @@ def request_parser(message: type[Message], report: EventReport,
 
 
 def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor,
-                report: EventReport) -> None:
+                report: EventReport, apart: Mapping[str, str] | None = None) -> None:
     """Register every method of ``service`` on ``server``, answered by ``servicer``'s method
     of the same name, its requests parsed by :func:`request_parser` (counted in
-    ``report``) and its answers written by :func:`response_serializer`."""
+    ``report``) and its answers written by :func:`response_serializer`. ``apart`` names, by
+    method, the repeated ``bytes`` field of its request to keep apart (:class:`BytesApart`)."""
     handlers = {}
     for method in service.methods:
         make = _HANDLERS[method.client_streaming, method.server_streaming]
+        field = (apart or {}).get(method.name)
+        number = None if field is None else method.input_type.fields_by_name[field].number
         handlers[method.name] = make(
             getattr(servicer, method.name),
-            request_deserializer=request_parser(GetMessageClass(method.input_type), report),
+            request_deserializer=request_parser(GetMessageClass(method.input_type), report,
+                                                apart=number),
             response_serializer=response_serializer(GetMessageClass(method.output_type)))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))

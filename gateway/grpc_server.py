@@ -66,7 +66,8 @@ async def start_server(link: BrokerLink, host: str, port: int, default_timeout_s
     malformed = EventReport(REPORT_INTERVAL_S)
     add_service(server, InferenceService(link, default_timeout_s, max_timeout_s, access, stream,
                                             server_identity or ServerIdentity(), shm_regions),
-                grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed)
+                grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], malformed,
+                apart={"ModelInfer": "raw_input_contents"})
     add_service(server, ServingService(link, default_timeout_s, max_timeout_s, access, stream),
                 zeroserve_serving_pb2.DESCRIPTOR.services_by_name["Serving"], malformed)
     add_service(server, JobsService(link, access, max_job_input_bytes),

@@ -19,7 +19,7 @@ from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
-from gateway.grpc_messages import BytesAfter
+from gateway.grpc_messages import BytesAfter, BytesApart
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, build_unary_response, parse_request
 from gateway.oip_http import extensions, read_statistics
@@ -164,17 +164,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return statistics_message(await read_statistics(self.link, refs))
 
     @grpc_boundary
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    async def ModelInfer(self, request: pb.ModelInferRequest | BytesApart,
+                         context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse | BytesAfter:
-        """One inference; raw outputs are answered as views of their memory, serialized once
-        (:class:`~gateway.grpc_messages.BytesAfter`)."""
+        """One inference; a large request's raw inputs arrive as views of its bytes
+        (:class:`~gateway.grpc_messages.BytesApart`), raw outputs are answered as views of
+        their memory, serialized once (:class:`~gateway.grpc_messages.BytesAfter`)."""
+        message, raw = (request.message, request.entries) if isinstance(request, BytesApart) \
+            else (request, None)
         with Meter("oip_grpc") as meter:
-            ref, info = await self._model(request.model_name, request.model_version, context,
+            ref, info = await self._model(message.model_name, message.model_version, context,
                                           by_traffic=True)
             meter.name(ref.service, ref.endpoint)
             return await infer(self.link, ref, info, _UnaryGrpcBody(
-                request, context, self.default_timeout_s, self.max_timeout_s,
-                self._shm(context), str(ref.version)))
+                message, context, self.default_timeout_s, self.max_timeout_s,
+                self._shm(context), str(ref.version), raw))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
@@ -287,8 +291,10 @@ class _GrpcBody:
 
     def __init__(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                  default_timeout_s: float, max_timeout_s: float,
-                 regions: CallerRegions | None = None, version: str = "1") -> None:
+                 regions: CallerRegions | None = None, version: str = "1",
+                 raw_apart: list[memoryview] | None = None) -> None:
         self.request = request
+        self.raw_apart = raw_apart  # its raw_input_contents, kept out of the message
         self.version = version
         self.regions = regions
         self.context = context
@@ -297,7 +303,7 @@ class _GrpcBody:
         self.typed = False
 
     def parse(self) -> InferRequest:
-        parsed, self.typed = parse_request(self.request)
+        parsed, self.typed = parse_request(self.request, self.raw_apart)
         return parsed
 
     def deadline_s(self, requested_us: int | None) -> float:

@@ -13,6 +13,7 @@ entries at their outputs' positions.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,12 @@ def parameter(param: pb.InferParameter) -> Any:
     return None if choice is None else getattr(param, choice)
 
 
-def parse_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bool]:
-    """The parsed request, and whether its inputs came typed (answer typed) or raw."""
-    raw = request.raw_input_contents
+def parse_request(request: pb.ModelInferRequest, raw_apart: Sequence[memoryview] | None = None
+                  ) -> tuple[InferRequest, bool]:
+    """The parsed request, and whether its inputs came typed (answer typed) or raw.
+    ``raw_apart``: its ``raw_input_contents``, when they were kept out of the message
+    (:class:`~gateway.grpc_messages.BytesApart`)."""
+    raw = request.raw_input_contents if raw_apart is None else raw_apart
     if not request.inputs:
         raise TensorError("the request has no inputs")
     in_shm: dict[str, tuple[str, tuple[int, ...], ShmSlice]] = {}
