@@ -1,4 +1,6 @@
 """The tensor codec: round trips of every dtype, zero copy for large arrays, bad input rejected."""
+import tracemalloc
+
 import ml_dtypes
 import msgpack
 import numpy as np
@@ -170,7 +172,39 @@ def test_a_large_inline_array_packs_to_the_same_bytes_as_packb(size, dtype):
     raw = arr.reshape(-1).view(np.uint8)
     packed = msgpack.packb([codec.name_of(arr.dtype), list(arr.shape), bytes(raw)],
                            use_bin_type=True)
-    assert codec._inline_payload(arr) == packed
+    if arr.nbytes >= codec._JOIN_INLINE_AT:  # smaller arrays are packed by packb itself
+        assert codec._inline_payload(arr) == packed
     meta, frames = codec.encode({"x": arr}, threshold=1 << 62)
     assert not frames
+    assert codec.decode(meta)["x"].dtype == arr.dtype
     np.testing.assert_array_equal(codec.decode(meta)["x"], arr)
+
+
+def test_a_large_inline_array_is_decoded_with_one_copy_of_its_bytes():
+    arr = np.arange(1 << 20, dtype=np.float32)  # 4 MiB
+    meta, _ = codec.encode([arr], threshold=1 << 62)
+    tracemalloc.start()
+    try:
+        decoded = codec.decode(meta)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(decoded, arr)
+    assert peak < 1.5 * arr.nbytes  # msgpack's copy of the ext data; the array is a view of it
+
+
+def _inline_ext(body: bytes) -> bytes:
+    return msgpack.packb(msgpack.ExtType(codec._EXT_INLINE, body))
+
+
+@pytest.mark.parametrize("body", [
+    codec._inline_payload(np.ones(1 << 15, np.float32)) + b"\x00",  # a byte after the bin
+    codec._inline_payload(np.ones(1 << 15, np.float32))[:-1],  # the bin cut short
+    b"\x93" + msgpack.packb("float32") + msgpack.packb([1 << 15]) + b"\xd9" + bytes(1 << 17),
+    b"\x92" + msgpack.packb("float32") + msgpack.packb(bytes(1 << 17)),
+    b"\x93" + msgpack.packb("object") + msgpack.packb([4]) + msgpack.packb(bytes(1 << 17)),
+    b"\x93" + msgpack.packb("float32") + msgpack.packb([7]) + msgpack.packb(bytes(1 << 17)),
+])
+def test_a_malformed_large_inline_array_is_refused(body):
+    with pytest.raises(codec.CodecError):
+        codec.decode(_inline_ext(body))

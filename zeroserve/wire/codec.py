@@ -20,6 +20,7 @@ that accepts references opens (:mod:`zeroserve.wire.shm_refs`).
 """
 from __future__ import annotations
 
+import io
 import struct
 import threading
 from collections.abc import Sequence
@@ -36,7 +37,10 @@ FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 # inline arrays at least this large are joined to their header (_inline_payload) rather than
 # packed with it: one copy of their bytes instead of three; below it packb is quicker
 _JOIN_INLINE_AT = 64 * 1024
-_BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
+_BIN32_CODE = 0xC6
+_BIN_HEADS = {0xC4: struct.Struct(">BB"), 0xC5: struct.Struct(">BH"),
+              _BIN32_CODE: struct.Struct(">BI")}  # msgpack's bin 8, 16 and 32 headers
+_BIN32 = _BIN_HEADS[_BIN32_CODE]
 
 _EXT_INLINE = 1   # [dtype, shape, raw bytes]
 _EXT_FRAME = 2    # [dtype, shape, frame index]
@@ -138,10 +142,33 @@ def _inline_payload(arr: np.ndarray) -> bytes:
     if size >= 1 << 32:  # msgpack refuses it (ValueError): let it say so
         return msgpack.packb([*_array_header(arr), raw], use_bin_type=True)
     name, shape = _array_header(arr)
-    head = _BIN8.pack(0xC4, size) if size < 1 << 8 else _BIN16.pack(0xC5, size) \
-        if size < 1 << 16 else _BIN32.pack(0xC6, size)
+    head = _BIN32.pack(_BIN32_CODE, size)  # what msgpack writes from 64 KiB (_JOIN_INLINE_AT) up
     return b"".join((b"\x93", msgpack.packb(name, use_bin_type=True), msgpack.packb(shape),
                      head, raw))
+
+
+def _inline_view(data: bytes) -> np.ndarray | None:
+    """The array of a large inline payload (``[dtype, shape, bin]``, as
+    :func:`_inline_payload` writes it) as a view of ``data``, where unpacking it whole would
+    copy the bin out; None when ``data`` is laid out otherwise (unpack it whole: its value
+    or error is the answer)."""
+    try:
+        unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, read_size=256)
+        if unpacker.read_array_header() != 3:
+            return None
+        name, shape = unpacker.unpack(), unpacker.unpack()
+        start = unpacker.tell()
+    except (ValueError, msgpack.UnpackException, TypeError, StopIteration):
+        return None
+    head = _BIN_HEADS.get(data[start]) if start < len(data) else None
+    if head is None or start + head.size > len(data):
+        return None
+    size = head.unpack_from(data, start)[1]
+    start += head.size
+    if start + size != len(data):
+        return None
+    dtype, dims = _check_header(name, shape)
+    return _from_buffer(dtype, dims, memoryview(data)[start:])
 
 
 def _check_header(dtype_str: Any, shape: Any) -> tuple[np.dtype, tuple]:
@@ -184,6 +211,10 @@ def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
                 return shm_refs.open_packed(data)
             except shm_refs.ShmRefError as exc:
                 raise CodecError(str(exc)) from None
+        if code == _EXT_INLINE and len(data) >= _JOIN_INLINE_AT:
+            view = _inline_view(data)
+            if view is not None:
+                return view
         try:
             header = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.UnpackException) as exc:
