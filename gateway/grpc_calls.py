@@ -18,7 +18,7 @@ from gateway.access import Access
 from gateway.api_keys import Identity
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed, failure_of, grpc_code, http_status, known_failure
-from gateway.grpc_messages import BytesApart, MalformedRequest
+from gateway.grpc_messages import MalformedRequest, kept_apart
 from gateway.metrics import observe
 from zeroserve.wire import codec
 from zeroserve.wire.envelope import Status
@@ -50,8 +50,7 @@ def grpc_boundary(method: Method) -> Method:
         return request
 
     async def abort(context: grpc.aio.ServicerContext, request: Any, exc: Exception) -> None:
-        message = request.message if isinstance(request, BytesApart) else request
-        request_id = getattr(message, "id", "")
+        request_id = getattr(kept_apart(request)[0], "id", "")
         where = f"gRPC {name} from {context.peer()}" + (
             f" (request {request_id!r})" if isinstance(request_id, str) and request_id else "")
         failure = failure_of(exc, where)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +133,8 @@ class BytesApart:
 
 
 _APART_FROM_BYTES = 1 << 16  # a smaller request is parsed whole: copying costs less than the scan
-_WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
+_WIRE_VARINT, _WIRE_LEN = 0, 2
+_FIXED_WIDTH = {1: 8, 5: 4}  # wire types I64 and I32: their bytes
 
 
 def split_field(data: bytes, field: int) -> tuple[bytes, list[memoryview]] | None:
@@ -144,48 +145,59 @@ def split_field(data: bytes, field: int) -> tuple[bytes, list[memoryview]] | Non
     view = memoryview(data)
     rest: list[memoryview] = []
     entries: list[memoryview] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(data, pos)
-        wire = key & 7
-        if key >> 3 == 0 or pos < 0:
-            return None
-        if wire == _WIRE_VARINT:
-            pos = _read_varint(data, pos)[1]
-        elif wire == _WIRE_I64:
-            pos += 8
-        elif wire == _WIRE_I32:
-            pos += 4
-        elif wire == _WIRE_LEN:
-            length, pos = _read_varint(data, pos)
-            if pos < 0:
-                return None
-            value_start, pos = pos, pos + length
-            if key >> 3 == field and pos <= end:
-                entries.append(view[value_start:pos])
-                continue
-        else:
-            return None
-        if pos < 0 or pos > end:
-            return None
-        rest.append(view[start:pos])
+    try:
+        for number, wire, start, value_start, end in _top_fields(data):
+            if number == field and wire == _WIRE_LEN:
+                entries.append(view[value_start:end])
+            else:
+                rest.append(view[start:end])
+    except ValueError:
+        return None
     return b"".join(rest), entries
 
 
+def _top_fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(number, wire type, start, start of the value, end) of each top-level field of
+    ``data``; ValueError at the first field that is not well formed."""
+    pos, size = 0, len(data)
+    while pos < size:
+        start = pos
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        value_start = pos
+        if wire == _WIRE_VARINT:
+            pos = _read_varint(data, pos)[1]
+        elif wire == _WIRE_LEN:
+            length, value_start = _read_varint(data, pos)
+            pos = value_start + length
+        elif wire in _FIXED_WIDTH:
+            pos += _FIXED_WIDTH[wire]
+        else:
+            raise ValueError(f"wire type {wire}")
+        if number == 0 or pos > size:
+            raise ValueError(f"field {number} does not end in the message")
+        yield number, wire, start, value_start, pos
+
+
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at ``pos`` and the position after it; the position is -1 when the varint
-    runs past the end or past 10 bytes."""
+    """The varint at ``pos`` and the position after it; ValueError when it runs past the
+    end or past 10 bytes."""
     value = shift = 0
-    end = min(len(data), pos + 10)
-    while pos < end:
-        byte = data[pos]
-        pos += 1
+    for at in range(pos, min(len(data), pos + 10)):
+        byte = data[at]
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return value, pos
+            return value, at + 1
         shift += 7
-    return 0, -1
+    raise ValueError("truncated or overlong varint")
+
+
+def kept_apart(request: Any) -> tuple[Any, list[memoryview] | None]:
+    """The message a method received and the entries kept apart from it: ``request`` and
+    None for anything but a :class:`BytesApart`."""
+    if isinstance(request, BytesApart):
+        return request.message, request.entries
+    return request, None
 
 
 def request_parser(message: type[Message], report: EventReport,

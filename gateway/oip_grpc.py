@@ -19,7 +19,7 @@ from gateway.access import Access
 from gateway.broker_link import BrokerLink
 from gateway.errors import RequestFailed
 from gateway.grpc_calls import Meter, caller, grpc_boundary, visible_services
-from gateway.grpc_messages import BytesAfter, BytesApart
+from gateway.grpc_messages import BytesAfter, BytesApart, kept_apart
 from gateway.invoke import find_model
 from gateway.oip_grpc_body import build_response, build_unary_response, parse_request
 from gateway.oip_http import extensions, read_statistics
@@ -170,8 +170,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """One inference; a large request's raw inputs arrive as views of its bytes
         (:class:`~gateway.grpc_messages.BytesApart`), raw outputs are answered as views of
         their memory, serialized once (:class:`~gateway.grpc_messages.BytesAfter`)."""
-        message, raw = (request.message, request.entries) if isinstance(request, BytesApart) \
-            else (request, None)
+        message, raw = kept_apart(request)
         with Meter("oip_grpc") as meter:
             ref, info = await self._model(message.model_name, message.model_version, context,
                                           by_traffic=True)
