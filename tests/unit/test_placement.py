@@ -1,5 +1,15 @@
 """Sync endpoints move inline once proven fast, and back to threads for good when slow."""
+import asyncio
+
+import numpy as np
+
+import zeroserve
 from worker.placement import Placement
+from worker.runner import BatchRunner
+from zeroserve.service import service_spec
+from zeroserve.wire import codec
+from zeroserve.wire.backend import Batch, BatchItem
+from zeroserve.wire.envelope import Status
 
 
 def test_fast_endpoint_moves_inline_after_the_trial():
@@ -29,30 +39,24 @@ def test_slow_inline_call_sends_the_endpoint_back_to_threads_for_good():
     assert not place.inline
 
 
+@zeroserve.service(name="s")
+class Doubler:
+    @zeroserve.api
+    def double(self, x: np.ndarray) -> np.ndarray:
+        return x * 2
+
+
+def _double_batch(batch_id: int, timeout_ms: int) -> Batch:
+    meta, frames = codec.encode({"x": np.arange(3)})
+    return Batch(batch_id, "double", [BatchItem(b"r", timeout_ms, [meta, *frames])])
+
+
 def test_inline_runner_returns_the_same_result_as_the_async_path():
-    import asyncio
-
-    import numpy as np
-
-    import zeroserve
-    from worker.runner import BatchRunner
-    from zeroserve.service import service_spec
-    from zeroserve.wire import codec
-    from zeroserve.wire.backend import Batch, BatchItem
-    from zeroserve.wire.envelope import Status
-
-    @zeroserve.service(name="s")
-    class S:
-        @zeroserve.api
-        def double(self, x: np.ndarray) -> np.ndarray:
-            return x * 2
-
     async def threads(fn):
         return fn()
 
-    runner = BatchRunner(service_spec(S), S(), threads)
-    meta, frames = codec.encode({"x": np.arange(3)})
-    batch = Batch(1, "double", [BatchItem(b"r", 1000, [meta, *frames])])
+    runner = BatchRunner(service_spec(Doubler), Doubler(), threads)
+    batch = _double_batch(1, 1000)
     assert not runner.can_run_inline("double")  # not proven fast yet
     via_loop = asyncio.run(runner.run(batch))
     inline = runner.run_inline(batch)
@@ -65,35 +69,17 @@ def test_inline_runner_returns_the_same_result_as_the_async_path():
 def test_a_fast_endpoint_moves_inline_however_long_the_thread_hop_takes():
     """Under load a thread hop can take longer than ``inline_below_s``: the placement must
     judge the call by the time it ran, or a fast endpoint never leaves the threads."""
-    import asyncio
-
-    import numpy as np
-
-    import zeroserve
-    from worker.placement import Placement
-    from worker.runner import BatchRunner
-    from zeroserve.service import service_spec
-    from zeroserve.wire import codec
-    from zeroserve.wire.backend import Batch, BatchItem
-
-    @zeroserve.service(name="s")
-    class S:
-        @zeroserve.api
-        def double(self, x: np.ndarray) -> np.ndarray:
-            return x * 2
-
     hop_s = Placement.inline_below_s * 2
 
     async def slow_hop(fn):
         await asyncio.sleep(hop_s)
         return fn()
 
-    runner = BatchRunner(service_spec(S), S(), slow_hop)
-    meta, frames = codec.encode({"x": np.arange(3)})
+    runner = BatchRunner(service_spec(Doubler), Doubler(), slow_hop)
 
     async def calls() -> None:
         for i in range(Placement.trial_calls):
-            await runner.run(Batch(i, "double", [BatchItem(b"r", 10_000, [meta, *frames])]))
+            await runner.run(_double_batch(i, 10_000))
 
     asyncio.run(calls())
     assert runner.can_run_inline("double")
