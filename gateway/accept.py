@@ -6,33 +6,34 @@ gateway spins, logging a traceback each time. :class:`AcceptLoop` instead
 stops watching the listening socket for a short pause and tries again; the
 kernel's backlog holds the waiting connections meanwhile.
 
-:class:`GatewayHTTPServer` is tornado's HTTPServer with that loop, a bound on
-open connections (past it a new connection is closed at once), TLS when given
-``ssl_options`` (as on tornado's own accept path), and its own deadlines: a
-connection waiting for a request is closed after ``idle_timeout_s``; from a
-request's first byte, its headers must arrive within ``header_timeout_s``; from
-its headers, its body within ``body_timeout_s``. One periodic sweep checks them
-all, where tornado's own idle and body timeouts cost a timer and a wrapped
-future per request.
+:class:`GatewayHTTPServer` serves the gateway's tornado application on that loop, one
+:class:`~gateway.http_connection.HttpConnection` per connection, with a bound on open
+connections (past it a new connection is closed at once), TLS when given an
+``ssl_context``, and deadlines: a connection waiting for a request is closed after
+``idle_timeout_s``; from a request's first byte, its headers must arrive within
+``header_timeout_s``; from its headers, its body within ``body_timeout_s``. One periodic
+sweep checks them all, where a timer per request would cost on every request.
 
 Events that a client can cause many times a second are logged through
 :class:`EventReport`: once, then at most once per interval, with a count.
 """
 from __future__ import annotations
 
-import enum
+import asyncio
 import errno
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tornado import httputil, iostream
-from tornado.httpserver import HTTPServer
+from tornado import httputil
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.netutil import ssl_wrap_socket
+from tornado.netutil import bind_sockets
+
+from gateway.http_connection import ConnectionSettings, HttpConnection, Phase, RequestContext
 
 log = logging.getLogger("zeroserve.gateway")
 
@@ -134,95 +135,36 @@ class AcceptLoop:
             self.start()
 
 
-class _Phase(enum.Enum):
-    IDLE = 0      # between requests: idle while the server waits for the next one
-    HEADERS = 1   # a request's first byte came, its headers have not all
-    BODY = 2      # the headers came, the body has not all
+class GatewayHTTPServer:
+    """The gateway's HTTP/1.1 server: ``app`` (tornado's ``web.Application``) served on
+    :class:`~gateway.http_connection.HttpConnection`s accepted by :class:`AcceptLoop`, at most
+    ``max_connections`` open, TLS when given ``ssl_context``, and the header, idle and body
+    timeouts of :class:`ConnectionLimits` checked by one periodic sweep."""
 
-
-class _DeadlineStream(iostream.IOStream):
-    """An IOStream that notes where its current request is (:class:`_Phase`) and since when;
-    the server's sweep closes it when a phase outlasts its timeout. Noting costs a clock read
-    per phase, not a timer per request."""
-
-    def __init__(self, sock: socket.socket, **kwargs: Any) -> None:
-        super().__init__(sock, **kwargs)
-        self.phase = _Phase.IDLE
-        self.since = 0.0
-        self._awaiting_headers = False
-
-    def await_headers(self) -> None:
-        """The server begins to wait for a request (the idle timeout runs from now)."""
-        self._awaiting_headers = True
-        self.since = time.monotonic()
-
-    def waiting(self) -> bool:
-        """Whether a timeout applies now: the stream is open and the server waits on the
-        client (not, say, while an answer is computed or streamed after the body came)."""
-        return not self.closed() and (self.phase is not _Phase.IDLE or self._awaiting_headers)
-
-    def headers_arrived(self) -> None:
-        self._awaiting_headers = False
-        self.phase, self.since = _Phase.BODY, time.monotonic()
-
-    def request_read(self) -> None:
-        self.phase = _Phase.IDLE
-
-    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
-        count = super().read_from_fd(buf)
-        if count and self._awaiting_headers and self.phase is _Phase.IDLE:
-            self.phase, self.since = _Phase.HEADERS, time.monotonic()
-        return count
-
-
-class _TlsDeadlineStream(_DeadlineStream, iostream.SSLIOStream):
-    """:class:`_DeadlineStream` over TLS; the handshake runs on the first reads."""
-
-
-class _PhaseNotes(httputil.HTTPMessageDelegate):
-    """Passes a request through, telling its stream when the headers and the body are in."""
-
-    def __init__(self, delegate: httputil.HTTPMessageDelegate,
-                 stream: _DeadlineStream) -> None:
-        self.delegate = delegate
-        self.stream = stream
-
-    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-                         headers: httputil.HTTPHeaders) -> Any:
-        self.stream.headers_arrived()
-        return self.delegate.headers_received(start_line, headers)
-
-    def data_received(self, chunk: bytes) -> Any:
-        return self.delegate.data_received(chunk)
-
-    def finish(self) -> None:
-        self.stream.request_read()
-        self.delegate.finish()
-
-    def on_connection_close(self) -> None:
-        self.delegate.on_connection_close()
-
-
-class GatewayHTTPServer(HTTPServer):
-    """tornado's HTTPServer with :class:`AcceptLoop`, at most ``max_connections`` open
-    connections, and the header, idle and body timeouts of :class:`ConnectionLimits`."""
-
-    def initialize(self, app: Any, limits: ConnectionLimits,  # type: ignore[override]
-                   **kwargs: Any) -> None:
-        # tornado's Configurable calls initialize, not __init__
-        super().initialize(app, **kwargs)
-        self.conn_params.header_timeout = None  # the idle timeout is the sweep's (tornado: 1 h)
+    def __init__(self, app: httputil.HTTPServerConnectionDelegate, limits: ConnectionLimits,
+                 settings: ConnectionSettings, ssl_context: ssl.SSLContext | None = None,
+                 handshake_failures: Callable[[Any, BaseException], None] | None = None
+                 ) -> None:
+        self.app = app
         self.limits = limits
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.handshake_failures = handshake_failures
         self.open_connections = 0
         self.refused = EventReport(5.0)
         self.header_timeouts = EventReport(5.0)
         self.body_timeouts = EventReport(5.0)
         self._accepting: list[tuple[AcceptLoop, socket.socket]] = []
-        self._streams: set[_DeadlineStream] = set()
+        self._connections: set[HttpConnection] = set()
+        self._starting: set[asyncio.Task] = set()  # connections in their TLS handshake
         shortest_s = min(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s)
         sweep_s = min(max(shortest_s / 4, 0.05), 1.0)
         self._sweep = PeriodicCallback(self._close_overdue, sweep_s * 1000)
         self._sweep.start()
+
+    def listen(self, port: int, address: str = "", reuse_port: bool = False) -> None:
+        """Bind ``address:port`` and accept on it."""
+        self.add_sockets(bind_sockets(port, address=address, reuse_port=reuse_port))
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -238,6 +180,17 @@ class GatewayHTTPServer(HTTPServer):
             sock.close()
         self._accepting.clear()
 
+    async def close_all_connections(self) -> None:
+        """Close every open connection, and return once they are closed."""
+        for task in list(self._starting):
+            task.cancel()
+        for connection in list(self._connections):
+            connection.close()
+        for _ in range(100):
+            if not self._connections and not self._starting:
+                return
+            await asyncio.sleep(0.01)
+
     def _accepted(self, connection: socket.socket, address: Any) -> None:
         if self.open_connections >= self.limits.max_connections:
             connection.close()
@@ -246,19 +199,37 @@ class GatewayHTTPServer(HTTPServer):
                 log.warning("gateway: %d HTTP connections closed at once: %d are open, the "
                             "limit (gateway.max_connections)", count, self.open_connections)
             return
-        stream_class: type[_DeadlineStream] = _DeadlineStream
-        if self.ssl_options is not None:  # tornado's own accept path does the same
-            try:
-                connection = ssl_wrap_socket(connection, self.ssl_options, server_side=True,
-                                             do_handshake_on_connect=False)
-            except OSError:  # the client went away at once (SSLError is an OSError)
-                connection.close()
-                return
-            stream_class = _TlsDeadlineStream
-        stream = stream_class(connection, max_buffer_size=self.max_buffer_size,
-                              read_chunk_size=self.read_chunk_size)
-        self._streams.add(stream)
-        self.handle_stream(stream, address)
+        self.open_connections += 1
+        served = HttpConnection(self.app, self.settings,
+                                RequestContext(address, self.ssl_context is not None),
+                                self._lost)
+        self._connections.add(served)
+        start = asyncio.get_running_loop().create_task(self._start(connection, address, served))
+        self._starting.add(start)
+        start.add_done_callback(self._starting.discard)
+
+    async def _start(self, connection: socket.socket, address: Any,
+                     served: HttpConnection) -> None:
+        """Hand the socket to ``served``, after the TLS handshake if TLS is on."""
+        loop = asyncio.get_running_loop()
+        tls = self.ssl_context
+        try:
+            await loop.connect_accepted_socket(
+                lambda: served, connection, ssl=tls,
+                ssl_handshake_timeout=self.limits.header_timeout_s if tls else None)
+        except (OSError, asyncio.CancelledError, ConnectionError) as exc:
+            connection.close()
+            if served.made:
+                return  # served.connection_lost counts it
+            self._lost(served)
+            if self.handshake_failures is not None and not isinstance(
+                    exc, asyncio.CancelledError):
+                self.handshake_failures(address, exc)
+
+    def _lost(self, connection: HttpConnection) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self.open_connections -= 1
 
     def _close_overdue(self) -> None:
         """Close every connection that waited for its next request, or whose headers or body
@@ -266,38 +237,19 @@ class GatewayHTTPServer(HTTPServer):
         from the request's first byte; from the end of its headers)."""
         now = time.monotonic()
         limits = self.limits
-        late = {_Phase.IDLE: now - limits.idle_timeout_s,
-                _Phase.HEADERS: now - limits.header_timeout_s,
-                _Phase.BODY: now - limits.body_timeout_s}
-        overdue = [s for s in self._streams if s.waiting() and s.since < late[s.phase]]
-        for stream in overdue:
-            self._streams.discard(stream)
-            stream.close()
-            if stream.phase is _Phase.IDLE:
+        late = {Phase.IDLE: now - limits.idle_timeout_s,
+                Phase.HEADERS: now - limits.header_timeout_s,
+                Phase.BODY: now - limits.body_timeout_s}
+        overdue = [c for c in self._connections if c.waiting() and c.since < late[c.phase]]
+        for connection in overdue:
+            connection.close()
+            if connection.phase is Phase.IDLE:
                 continue  # a kept-alive connection left unused: nothing to report
             report, what, limit = \
                 (self.header_timeouts, "headers", limits.header_timeout_s) \
-                if stream.phase is _Phase.HEADERS else \
+                if connection.phase is Phase.HEADERS else \
                 (self.body_timeouts, "body", limits.body_timeout_s)
             count = report.note(now)
             if count is not None:
                 log.info("gateway: closed %d HTTP connections whose %s took over %.1f s",
                          count, what, limit)
-
-    def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
-        self.open_connections += 1
-        super().handle_stream(stream, address)
-
-    def on_close(self, server_conn: object) -> None:
-        self.open_connections -= 1
-        self._streams.discard(getattr(server_conn, "stream", None))  # type: ignore[arg-type]
-        super().on_close(server_conn)
-
-    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection
-                      ) -> httputil.HTTPMessageDelegate:
-        delegate = super().start_request(server_conn, request_conn)
-        stream = getattr(server_conn, "stream", None)
-        if not isinstance(stream, _DeadlineStream):
-            return delegate
-        stream.await_headers()
-        return _PhaseNotes(delegate, stream)

@@ -1,5 +1,5 @@
-"""The gateway process: one asyncio loop serving HTTP (tornado) and gRPC (grpc.aio) over one
-broker link."""
+"""The gateway process: one asyncio loop serving HTTP (tornado's handlers on
+:mod:`gateway.http_connection`) and gRPC (grpc.aio) over one broker link."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +14,7 @@ from gateway.api_keys import KeysFileError
 from gateway.broker_link import BrokerLink
 from gateway.cors import cors_policy
 from gateway.grpc_server import GrpcKeepalive, start_server
+from gateway.http_connection import ConnectionSettings
 from gateway.jobs_rest import job_routes
 from gateway.metrics import observe
 from gateway.oip_http import oip_routes
@@ -23,7 +24,7 @@ from gateway.port_owner import check_sharing
 from gateway.request_log import RequestLog, open_request_log
 from gateway.rest import NotFoundHandler, handler_args, routes
 from gateway.shm_regions import RegionRegistry
-from gateway.tls import TlsError, describe, exposure_warning, load_tls, report_handshake_failures
+from gateway.tls import HandshakeFailures, TlsError, describe, exposure_warning, load_tls
 from gateway.ui.handlers import ui_routes
 from zeroserve import curve, event_loop
 from zeroserve.config import GatewaySettings, JobsSettings, RequestSettings, StreamSettings
@@ -141,12 +142,12 @@ async def serve(parts: Container) -> int:
         make_app(link, gateway, request, jobs, access, parts.stream.get(), shm_regions,
                  request_log),
         http_limits,
-        decompress_request=True,
-        # one read chunk of slack: handlers refuse at the limit with a JSON 413, while
-        # tornado would close the connection without an answer
-        max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
-        max_buffer_size=gateway.max_body_bytes + _CHUNK_BYTES,
-        chunk_size=_CHUNK_BYTES, ssl_options=tls.http if tls else None)
+        # one read chunk of slack: handlers refuse at the limit with a JSON 413, while the
+        # connection would answer a bare 400 and close
+        ConnectionSettings(max_body_size=gateway.max_body_bytes + _CHUNK_BYTES,
+                           chunk_size=_CHUNK_BYTES),
+        ssl_context=tls.http if tls else None,
+        handshake_failures=HandshakeFailures() if tls else None)
     host, port, grpc_port = gateway.http_host, gateway.http_port, gateway.grpc_port
     grpc_server = None
     try:
@@ -173,8 +174,6 @@ async def serve(parts: Container) -> int:
              port, f"on {host}:{grpc_port}" if grpc_server else "off", link.address,
              "required" if access.enforced else "off", event_loop.running_loop())
     log.info("gateway: TLS %s", describe(tls))
-    if tls:
-        report_handshake_failures()
     exposed = exposure_warning(host, access.enforced, tls)
     if exposed:
         log.warning(exposed)

@@ -1,4 +1,4 @@
-"""TLS on the gateway's own ports: HTTP (tornado) and gRPC serve TLS with the certificate and
+"""TLS on the gateway's own ports: HTTP and gRPC serve TLS with the certificate and
 key of ``gateway.tls_cert_file`` / ``gateway.tls_key_file``; with ``gateway.tls_client_ca_file``
 they also require a client certificate issued by that CA (mTLS).
 
@@ -6,8 +6,8 @@ they also require a client certificate issued by that CA (mTLS).
 do not match, or a file that is not PEM, is a :class:`TlsError` naming the setting and the
 file); both servers then use the same bytes. :func:`exposure_warning` is the start-up line of
 a gateway that takes API keys in clear text from other hosts. :class:`HandshakeFailures`
-turns tornado's warning per failed handshake, which any client can cause many times a second
-(a plain request to the TLS port, a missing client certificate), into one line per interval.
+logs the failed handshakes, which any client can cause many times a second (a plain request
+to the TLS port, a missing client certificate), as one line per interval.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import grpc
 from gateway.accept import EventReport
 from zeroserve import curve
 from zeroserve.config import GatewaySettings
+
+log = logging.getLogger("zeroserve.gateway")
 
 
 class TlsError(Exception):
@@ -99,38 +101,24 @@ def exposure_warning(host: str, keys_enforced: bool, tls: GatewayTls | None) -> 
             "gateway.tls_key_file (docs/security.md)")
 
 
-class HandshakeFailures(logging.Filter):
-    """A filter for tornado's ``tornado.general`` logger: its ``SSL Error on FD PEER: ERROR``
-    warnings (one per failed TLS handshake) become one line at the first, then at most one per
-    ``interval_s``, with the count since the last line and the last failure; the other records
-    pass untouched."""
+class HandshakeFailures:
+    """Logs the HTTP server's failed TLS handshakes: one line at the first, then at most one
+    per ``interval_s``, with the count since the last line and the last failure."""
 
     def __init__(self, interval_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
         self.report = EventReport(interval_s)
         self._clock = clock
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not (isinstance(record.msg, str) and record.msg.startswith("SSL Error on ")):
-            return True
+    def line(self, peer: object, error: BaseException) -> str | None:
+        """Count one failure, from ``peer``; the line to log now, or None to stay quiet."""
         count = self.report.note(self._clock())
         if count is None:
-            return False
-        args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
-        peer, error = (args[1], args[2]) if args else ("?", record.getMessage())
-        record.msg = "gateway: %d TLS handshakes failed since the last report (the last, from " \
-                     "%s: %s)"
-        record.args = (count, peer, error)
-        return True
+            return None
+        return (f"gateway: {count} TLS handshakes failed since the last report (the last, "
+                f"from {peer}: {error})")
 
-
-def report_handshake_failures() -> HandshakeFailures:
-    """Install :class:`HandshakeFailures` on tornado's logger (once per process)."""
-    logger = logging.getLogger("tornado.general")
-    for existing in logger.filters:
-        if isinstance(existing, HandshakeFailures):
-            return existing
-    added = HandshakeFailures()
-    logger.addFilter(added)
-    return added
+    def __call__(self, peer: object, error: BaseException) -> None:
+        line = self.line(peer, error)
+        if line is not None:
+            log.warning(line)
