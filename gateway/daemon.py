@@ -33,7 +33,7 @@ from zeroserve.tracing import TracingError, start_tracing
 
 log = logging.getLogger("zeroserve.gateway")
 
-_CHUNK_BYTES = 64 * 1024  # tornado's read size, also the most a gzip chunk inflates to at once
+_CHUNK_BYTES = 64 * 1024  # the most a gzip piece inflates to at once; the body limit's slack
 
 
 def _finished(handler: tornado.web.RequestHandler) -> None:

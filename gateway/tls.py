@@ -33,7 +33,7 @@ class TlsError(Exception):
 
 @dataclass(frozen=True)
 class GatewayTls:
-    """The gateway's TLS, ready for both servers: tornado's context and gRPC's credentials."""
+    """The gateway's TLS, ready for both servers: the HTTP context and gRPC's credentials."""
 
     http: ssl.SSLContext
     grpc: grpc.ServerCredentials
