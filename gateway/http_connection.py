@@ -429,6 +429,7 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
             return
         self._delegate = None
         self._start_line = self._request_headers = None
+        self._headers_written = False
         self.since = time.monotonic()  # the idle time runs from here
         if self._blocked:
             self._blocked = False

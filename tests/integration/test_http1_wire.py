@@ -1,7 +1,8 @@
 """The gateway's HTTP/1.1 on the wire, from raw sockets: keep-alive and pipelining, chunked
 and gzip request bodies, ``Connection: close`` and HTTP/1.0, ``Expect: 100-continue``, HEAD,
-malformed requests (400, then the connection closes), clients that leave mid-body, JSON 404s,
-and a streamed answer's chunked framing. What a client relies on, not one server's bytes."""
+malformed requests (400, then the connection closes; 431 for headers past 64 KiB), clients
+that leave mid-body, JSON 404s, and a streamed answer's chunked framing. What a client
+relies on, not one server's bytes."""
 from __future__ import annotations
 
 import gzip
@@ -279,6 +280,23 @@ def test_malformed_request_gets_400_then_the_connection_closes(
     with Wire(gateway) as wire:
         wire.send(request_bytes)
         assert wire.response().status == 400
+        assert wire.closed()
+    _assert_serving(gateway)
+
+
+def test_a_malformed_request_pipelined_behind_a_good_one_waits_for_its_answer(
+        gateway: Cluster) -> None:
+    with Wire(gateway) as wire:
+        wire.send(_predict(json.dumps(_rows(0.3)).encode()) + b"NOT HTTP AT ALL\r\n\r\n")
+        _assert_predicted(wire.response(), 0.3)
+        assert wire.response().status == 400
+        assert wire.closed()
+
+
+def test_headers_past_64_kib_get_431_then_the_connection_closes(gateway: Cluster) -> None:
+    with Wire(gateway) as wire:
+        wire.send(_get("/healthz", *(f"X-Filler-{i}: {'a' * 1000}" for i in range(70))))
+        assert wire.response().status == 431
         assert wire.closed()
     _assert_serving(gateway)
 
