@@ -150,7 +150,6 @@ class GatewayHTTPServer:
         self.settings = settings
         self.ssl_context = ssl_context
         self.handshake_failures = handshake_failures
-        self.open_connections = 0
         self.refused = EventReport(5.0)
         self.header_timeouts = EventReport(5.0)
         self.body_timeouts = EventReport(5.0)
@@ -161,6 +160,11 @@ class GatewayHTTPServer:
         sweep_s = min(max(shortest_s / 4, 0.05), 1.0)
         self._sweep = PeriodicCallback(self._close_overdue, sweep_s * 1000)
         self._sweep.start()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed (those in their TLS handshake included)."""
+        return len(self._connections)
 
     def listen(self, port: int, address: str = "", reuse_port: bool = False) -> None:
         """Bind ``address:port`` and accept on it."""
@@ -199,7 +203,6 @@ class GatewayHTTPServer:
                 log.warning("gateway: %d HTTP connections closed at once: %d are open, the "
                             "limit (gateway.max_connections)", count, self.open_connections)
             return
-        self.open_connections += 1
         served = HttpConnection(self.app, self.settings,
                                 RequestContext(address, self.ssl_context is not None),
                                 self._lost)
@@ -217,19 +220,16 @@ class GatewayHTTPServer:
             await loop.connect_accepted_socket(
                 lambda: served, connection, ssl=tls,
                 ssl_handshake_timeout=self.limits.header_timeout_s if tls else None)
-        except (OSError, asyncio.CancelledError, ConnectionError) as exc:
+        except (OSError, asyncio.CancelledError) as exc:  # a failed or cut-short handshake
             connection.close()
             if served.made:
-                return  # served.connection_lost counts it
+                return  # served.connection_lost has removed it
             self._lost(served)
-            if self.handshake_failures is not None and not isinstance(
-                    exc, asyncio.CancelledError):
+            if self.handshake_failures is not None and isinstance(exc, OSError):
                 self.handshake_failures(address, exc)
 
     def _lost(self, connection: HttpConnection) -> None:
-        if connection in self._connections:
-            self._connections.discard(connection)
-            self.open_connections -= 1
+        self._connections.discard(connection)
 
     def _close_overdue(self) -> None:
         """Close every connection that waited for its next request, or whose headers or body

@@ -46,7 +46,7 @@ from tornado.iostream import StreamClosedError
 log = logging.getLogger("zeroserve.gateway")
 app_log = logging.getLogger("tornado.application")
 
-_CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
+_CONTINUE_LINE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _MAX_QUEUED_BODY_BYTES = 1 << 20  # parsed and not yet taken by the delegate: stop reading
 
@@ -73,7 +73,6 @@ class RequestContext:
     ``remote_ip`` and ``protocol`` from it)."""
 
     def __init__(self, address: Any, tls: bool) -> None:
-        self.address = address
         self.remote_ip = address[0] if isinstance(address, tuple) and address else "0.0.0.0"
         self.protocol = "https" if tls else "http"
 
@@ -348,7 +347,7 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
             return None
         if kind == _CONTINUE_EVENT:
             if not self._write_finished:
-                self._send(_CONTINUE)
+                self._send(_CONTINUE_LINE)
             return None
         raise value  # _REFUSED
 
