@@ -49,6 +49,9 @@ app_log = logging.getLogger("tornado.application")
 _CONTINUE_LINE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _MAX_QUEUED_BODY_BYTES = 1 << 20  # parsed and not yet taken by the delegate: stop reading
+# the most handed to the transport at once: what the socket does not take of it is copied into
+# the transport's buffer, so a larger answer waits in the backlog, as views, until it drains
+_WRITE_SLICE_BYTES = 256 * 1024
 
 
 class Phase(enum.Enum):
@@ -116,6 +119,7 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._writing_paused = False
         self._drained: list[asyncio.Future[None]] = []
         self._finish_when_drained = False
+        self._backlog: deque[memoryview] = deque()  # written, not yet handed to the transport
         # the request being parsed
         self._url = b""
         self._headers = httputil.HTTPHeaders()
@@ -168,6 +172,7 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._events.clear()
+        self._backlog.clear()
         self._fail_drained()
         delegate, self._delegate = self._delegate, None
         if delegate is not None and not self._read_finished:
@@ -182,6 +187,9 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._write_backlog()
+        if self._writing_paused or self._backlog:
+            return
         drained, self._drained = self._drained, []
         for future in drained:
             if not future.done():
@@ -276,13 +284,11 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
             raise ValueError(f"Illegal characters (CR or LF) in header: {head!r}")
         self._headers_written = True
         data = head.encode("latin1") + b"\r\n\r\n"
-        if chunk:
-            data += self._framed(chunk)
-        return self._send(data)
+        return self._send(data, *self._framed(chunk)) if chunk else self._send(data)
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         """Write a piece of the answer's body."""
-        return self._send(self._framed(chunk))
+        return self._send(*self._framed(chunk))
 
     def finish(self) -> None:
         """The answer is complete."""
@@ -295,7 +301,7 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._write_finished = True
         if not self._read_finished:
             self._disconnect_on_finish = True  # the rest of the body is not read
-        if self._writing_paused and not self._closed:
+        if (self._writing_paused or self._backlog) and not self._closed:
             self._finish_when_drained = True
         else:
             self._finish_request()
@@ -449,29 +455,48 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
 
     # writing and closing
 
-    def _framed(self, chunk: bytes) -> bytes:
+    def _framed(self, chunk: bytes) -> tuple[bytes, ...]:
+        """``chunk`` as its pieces on the wire (a chunked answer's frame around it)."""
         if self._expected_remaining is not None:
             self._expected_remaining -= len(chunk)
             if self._expected_remaining < 0:
                 self._close()
                 raise httputil.HTTPOutputError("Tried to write more data than Content-Length")
         if self._chunking_output and chunk:
-            return b"%x\r\n" % len(chunk) + chunk + b"\r\n"
-        return chunk
+            return b"%x\r\n" % len(chunk), chunk, b"\r\n"
+        return (chunk,)
 
-    def _send(self, data: bytes) -> asyncio.Future[None]:
+    def _send(self, *pieces: bytes | memoryview) -> asyncio.Future[None]:
+        """Write ``pieces`` in order: joined, when they are small together; else as views,
+        a slice at a time as the socket takes them (:meth:`_write_backlog`). The future
+        resolves once everything is handed to the socket."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed or self._transport is None or self._transport.is_closing():
             future.set_exception(StreamClosedError())
             future.exception()  # a caller that does not wait for it is not warned
             return future
-        if data:
-            self._transport.write(data)
-        if self._writing_paused:
+        size = sum(map(len, pieces))
+        if size > _WRITE_SLICE_BYTES or self._backlog:
+            self._backlog.extend(memoryview(piece).cast("B") for piece in pieces if len(piece))
+            self._write_backlog()
+        elif size:
+            self._transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if self._writing_paused or self._backlog:
             self._drained.append(future)
         else:
             future.set_result(None)
         return future
+
+    def _write_backlog(self) -> None:
+        """Hand the backlog to the transport a slice at a time while the socket takes it all
+        (the transport pauses this protocol when it does not)."""
+        backlog, transport = self._backlog, self._transport
+        while backlog and not self._writing_paused and transport is not None:
+            piece = backlog.popleft()
+            if len(piece) > _WRITE_SLICE_BYTES:
+                backlog.appendleft(piece[_WRITE_SLICE_BYTES:])
+                piece = piece[:_WRITE_SLICE_BYTES]
+            transport.write(piece)
 
     def _fail_drained(self) -> None:
         drained, self._drained = self._drained, []
@@ -485,6 +510,8 @@ class HttpConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._discarding = True
         self._events.clear()
         if self._transport is not None and not self._transport.is_closing():
+            while self._backlog:  # the transport sends its buffer before it closes
+                self._transport.write(self._backlog.popleft())
             self._transport.close()
 
     @staticmethod

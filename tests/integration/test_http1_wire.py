@@ -1,7 +1,8 @@
 """The gateway's HTTP/1.1 on the wire, from raw sockets: keep-alive and pipelining, chunked
 and gzip request bodies, ``Connection: close`` and HTTP/1.0, ``Expect: 100-continue``, HEAD,
 malformed requests (400, then the connection closes; 431 for headers past 64 KiB), clients
-that leave mid-body, JSON 404s, and a streamed answer's chunked framing. What a client
+that leave mid-body, JSON 404s, a large answer to a slow reader, and a streamed answer's
+chunked framing. What a client
 relies on, not one server's bytes."""
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ TIMEOUT_S = 10.0
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A broker, a gateway, an mlp worker and a streamer worker."""
+    """A broker, a gateway, an mlp worker, a streamer worker and a probe worker."""
     cluster = Cluster(tmp_path_factory.mktemp("http1-wire"))
     try:
         cluster.broker()
         cluster.gateway()
         cluster.worker()
         cluster.test_worker("Streamer")
-        cluster.wait_ready(2)
+        cluster.test_worker("Probe")
+        cluster.wait_ready(3)
         yield cluster
     finally:
         cluster.stop()
@@ -56,9 +58,12 @@ class Response:
 class Wire:
     """One raw connection: send bytes, read whole responses (several on one connection)."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", cluster.http_port),
-                                             timeout=TIMEOUT_S)
+    def __init__(self, cluster: Cluster, receive_buffer: int | None = None) -> None:
+        self.sock = socket.socket()
+        if receive_buffer is not None:  # before connecting, so that the window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(TIMEOUT_S)
+        self.sock.connect(("127.0.0.1", cluster.http_port))
         self.buffer = b""
         self.eof = False
 
@@ -352,6 +357,25 @@ def _stream(version: str) -> bytes:
     return (f"POST /streamer/count HTTP/{version}\r\nHost: x\r\nContent-Type: "
             f"application/json\r\nContent-Length: {len(STREAM_BODY)}\r\n\r\n").encode() + \
         STREAM_BODY
+
+
+def test_large_answer_to_a_slow_reader_comes_whole_and_the_next_request_parses(
+        gateway: Cluster) -> None:
+    rows = 400_000  # about 7 MB of JSON each way, more than the kernel buffers: the gateway
+    # hands the answer over in slices as the socket drains
+    body = json.dumps({"x": [[0.25] * 4] * rows}, separators=(",", ":")).encode()
+    request = ("POST /probe/double HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with Wire(gateway, receive_buffer=16384) as wire:
+        wire.send(request + _get("/healthz"))  # pipelined behind the large answer
+        time.sleep(1.0)  # the gateway's socket fills while nobody reads
+        response = wire.response()
+        assert response.status == 200, response.body[:200]
+        assert int(response.header("Content-Length") or 0) == len(response.body)
+        assert np.array_equal(np.asarray(response.json(), np.float32),
+                              np.full((rows, 4), 0.5, np.float32))
+        _assert_healthy(wire.response())
+        assert not wire.closed(0.3)
 
 
 def test_streamed_answer_is_chunked_on_http11_and_the_connection_is_kept(
