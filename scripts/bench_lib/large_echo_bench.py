@@ -15,9 +15,14 @@ connection (the cheapest honest client here: one ``sendall`` of the headers and 
 ``read`` of the answer), the same ``--mib`` bytes as ``application/octet-stream``.
 
 Each path: 2 warm-up calls, the echoed bytes checked equal to the input once, then ``--calls``
-sequential calls. Prints p50 and p90 latency (client included), the ratio of each p50 to the
-bare echo's p50, and the server's CPU time per call (user + system of every process of the
-server's process group: gateway, broker, worker; for ``bare``, the echo process), and writes
+sequential calls. Then each path's client floor: the same client against
+``scripts/bench_lib/replay_server.py``, a bare tornado (and grpc.aio) server answering the
+gateway's own answer, recorded on the first call: what is left of the path's latency when the
+cluster costs nothing, the part of the ratio that no server change can take.
+
+Prints p50 and p90 latency (client included), the ratio of each p50 to the bare echo's p50,
+the server's CPU time per call (user + system of every process of the server's process group:
+gateway, broker, worker; for ``bare``, the echo process) and each client floor, and writes
 ``large-echo-<time>.json`` under ``--out``.
 
     scripts/bench large-echo [--calls 20] [--mib 16]
@@ -103,12 +108,50 @@ def _bare(x: np.ndarray, calls: int, tmp: Path) -> dict:
         stop(proc)
 
 
+class _Clients:
+    """The three zeroserve paths' clients, aimed at one gateway's HTTP and gRPC ports."""
+
+    def __init__(self, port: int, grpc_port: int) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.http as httpclient
+
+        import zeroserve
+
+        self.http = httpclient.InferenceServerClient(
+            f"127.0.0.1:{port}", connection_timeout=120, network_timeout=120)
+        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        self.sdk = zeroserve.Client(f"http://127.0.0.1:{port}")
+
+    def calls(self, x: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
+        """A call per path (``PATHS`` after the bare one), each echoing ``x``."""
+        import tritonclient.grpc as grpcclient
+        import tritonclient.http as httpclient
+
+        def oip_http() -> np.ndarray:
+            tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=True)
+            wanted = [httpclient.InferRequestedOutput("output", binary_data=True)]
+            return self.http.infer(MODEL, [tensor], outputs=wanted).as_numpy("output")
+
+        def oip_grpc() -> np.ndarray:
+            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            return self.grpc.infer(MODEL, [tensor], client_timeout=120).as_numpy("output")
+
+        def sdk() -> np.ndarray:
+            return np.asarray(self.sdk.call("echo", "same", x=x, timeout=120))
+
+        return {"oip_http": oip_http, "oip_grpc": oip_grpc, "sdk": sdk}
+
+    def close(self) -> None:
+        self.sdk.close()
+        self.grpc.close()
+        self.http.close()
+
+
 def _zeroserve(x: np.ndarray, calls: int, tmp: Path) -> dict:
-    import tritonclient.grpc as grpcclient
-    import tritonclient.http as httpclient
-
-    import zeroserve
-
+    """The three paths through the cluster, then each client's floor: the same client
+    against ``replay_server.py``, which answers the gateway's recorded answer."""
     port, grpc_port = free_port(), free_port()
     argv = serve_argv([SERVICE], port, "--workers", "1")
     argv[argv.index("--grpc-port") + 1] = str(grpc_port)
@@ -117,36 +160,28 @@ def _zeroserve(x: np.ndarray, calls: int, tmp: Path) -> dict:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                        os.environ.get("PYTHONPATH")]))}
     proc = start(argv, port, tmp / "serve.log", env)
-    http_client = httpclient.InferenceServerClient(
-        f"127.0.0.1:{port}", connection_timeout=120, network_timeout=120)
-    grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-    sdk = zeroserve.Client(f"http://127.0.0.1:{port}")
     figures: dict = {}
     try:
-        def oip_http() -> np.ndarray:
-            tensor = httpclient.InferInput("x", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x, binary_data=True)
-            wanted = [httpclient.InferRequestedOutput("output", binary_data=True)]
-            return client_answer(http_client.infer(MODEL, [tensor], outputs=wanted))
-
-        def oip_grpc() -> np.ndarray:
-            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            return client_answer(grpc_client.infer(MODEL, [tensor], client_timeout=120))
-
-        def sdk_call() -> np.ndarray:
-            return np.asarray(sdk.call("echo", "same", x=x, timeout=120))
-
-        def client_answer(result: object) -> np.ndarray:
-            return result.as_numpy("output")  # type: ignore[attr-defined, no-any-return]
-
-        figures["oip_http"] = _measure("oip_http", oip_http, x, calls, proc.pid)
-        figures["oip_grpc"] = _measure("oip_grpc", oip_grpc, x, calls, proc.pid)
-        figures["sdk"] = _measure("sdk", sdk_call, x, calls, proc.pid)
+        clients = _Clients(port, grpc_port)
+        try:
+            for name, call in clients.calls(x).items():
+                figures[name] = _measure(name, call, x, calls, proc.pid)
+        finally:
+            clients.close()
+        replay_port, replay_grpc_port = free_port(), free_port()
+        replay = start([sys.executable, str(REPO / "scripts/bench_lib/replay_server.py"),
+                        "--port", str(replay_port), "--upstream", f"127.0.0.1:{port}",
+                        "--grpc-port", str(replay_grpc_port),
+                        "--grpc-upstream", f"127.0.0.1:{grpc_port}"],
+                       replay_port, tmp / "replay.log", {})
+        clients = _Clients(replay_port, replay_grpc_port)
+        try:
+            for name, call in clients.calls(x).items():
+                figures[name]["floor"] = _measure(f"{name} floor", call, x, calls, replay.pid)
+        finally:
+            clients.close()
+            stop(replay)
     finally:
-        sdk.close()
-        grpc_client.close()
-        http_client.close()
         stop(proc)
     return figures
 
@@ -173,6 +208,8 @@ def main(argv: list[str]) -> int:
     bare = figures["bare"]["p50_ms"]
     for f in figures.values():
         f["p50_over_bare"] = f["p50_ms"] / bare
+        if "floor" in f:
+            f["floor"]["p50_over_bare"] = f["floor"]["p50_ms"] / bare
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     doc = {"time_utc": stamp, "cpus": os.cpu_count(), "mib": args.mib, "calls": args.calls,
@@ -184,11 +221,15 @@ def main(argv: list[str]) -> int:
     print(f"{args.mib} MiB FP32 tensor echoed, {args.calls} sequential calls per path after 2 "
           f"warm-ups, {os.cpu_count()} cpus, load average {' '.join(load_before)} (before) "
           f"{' '.join(doc['load_average_after'])} (after), commit {commit}\n")
-    print("| path | p50 ms | p90 ms | p50 / bare | server CPU ms/call |\n|---|---|---|---|---|")
+    print("| path | p50 ms | p90 ms | p50 / bare | server CPU ms/call "
+          "| client floor: p50 ms, / bare |\n|---|---|---|---|---|---|")
     for path, name in PATHS:
         f = figures[path]
+        floor = f.get("floor")
+        floor_cell = "" if floor is None else \
+            f"{floor['p50_ms']:.1f}, {floor['p50_over_bare']:.2f}"
         print(f"| {name} | {f['p50_ms']:.1f} | {f['p90_ms']:.1f} | "
-              f"{f['p50_over_bare']:.2f} | {f['server_cpu_ms_per_call']:.1f} |")
+              f"{f['p50_over_bare']:.2f} | {f['server_cpu_ms_per_call']:.1f} | {floor_cell} |")
     missed = [path for path, _ in PATHS[1:] if figures[path]["p50_over_bare"] > TARGET_RATIO]
     print(f"\ntarget p50 <= {TARGET_RATIO} x bare: "
           + ("met on every path" if not missed else f"missed on {', '.join(missed)}"))
