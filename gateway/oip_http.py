@@ -178,24 +178,6 @@ class InferHandler(BodyHandler):
         else:
             self._finish_parts([header, *blobs])
 
-    def _finish_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Finish with the body ``parts`` written as they are (the blobs are views of the
-        outputs' memory): the headers first, with the body's Content-Length, then each part,
-        so that neither a joined body nor tornado's headers-and-body join copies them."""
-        if self._transforms:  # type: ignore[attr-defined]  # (none in the gateway)
-            self.finish(b"".join(parts))
-            return
-        size = sum(map(len, parts))
-        self.set_header("Content-Length", size)
-        self.flush()
-        connection = self.request.connection
-        assert connection is not None
-        for part in parts:
-            if len(part):
-                connection.write(part)  # type: ignore[arg-type]  # bytes or a memoryview
-        self.bytes_out += size
-        self.finish()
-
     def _header_length(self) -> int | None:
         raw = self.request.headers.get(HEADER_LENGTH)
         if raw is None:

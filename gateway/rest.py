@@ -117,6 +117,24 @@ class BaseHandler(tornado.web.RequestHandler):
         self.bytes_out += sum(map(len, self._write_buffer))  # type: ignore[attr-defined]
         return super().flush(include_footers)
 
+    def _finish_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Finish with the body ``parts`` written as they are (a large tensor's are views of
+        its memory): the headers first, with the body's Content-Length, then each part, so
+        that neither a joined body nor tornado's headers-and-body join copies them."""
+        if self._transforms:  # type: ignore[attr-defined]  # (none in the gateway)
+            self.finish(b"".join(parts))
+            return
+        size = sum(map(len, parts))
+        self.set_header("Content-Length", size)
+        self.flush()
+        connection = self.request.connection
+        assert connection is not None
+        for part in parts:
+            if len(part):
+                connection.write(part)  # type: ignore[arg-type]  # bytes or a memoryview
+        self.bytes_out += size
+        self.finish()
+
     def set_default_headers(self) -> None:
         cors = self.settings.get("cors")  # gateway.cors.CorsPolicy, None while CORS is off
         if cors is not None:
@@ -300,8 +318,11 @@ class InvokeHandler(CancelsWhenGone, BodyHandler):
         self.answer_stages()
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
-            meta, _ = codec.encode(value, threshold=1 << 62)
-            self.finish(meta)
+            parts = codec.encode_parts(value)
+            if len(parts) == 1 and isinstance(parts[0], bytes):  # no large array in it
+                self.finish(parts[0])
+            else:
+                self._finish_parts(parts)
         else:
             self.set_header("Content-Type", "application/json")
             self.finish(answer_json(value, f"the answer of {info.service}.{info.name}"))

@@ -44,6 +44,15 @@ def test_calls_services_health_and_infer(url: str) -> None:
         assert health["ready"] and health["services"] == {"probe": 1}
 
 
+def test_a_large_tensor_comes_back_whole(url: str) -> None:
+    # 8 MiB each way: the gateway writes the answer's array as a view, in slices
+    x = np.random.default_rng(7).random((1 << 19, 4), dtype=np.float32)
+    with zeroserve.Client(url) as client:
+        answer = client.call("probe", "double", x=x, timeout=60)
+        np.testing.assert_array_equal(answer, x * 2)
+        np.testing.assert_array_equal(client.call("probe", "double", x=x[:2]), x[:2] * 2)
+
+
 def test_every_error_is_a_typed_exception_with_the_servers_message(url: str) -> None:
     with zeroserve.Client(url, retry=False) as client:
         cases = [

@@ -193,6 +193,29 @@ def test_a_large_inline_array_is_decoded_with_one_copy_of_its_bytes():
     assert peak < 1.5 * arr.nbytes  # msgpack's copy of the ext data; the array is a view of it
 
 
+@pytest.mark.parametrize("value", [
+    np.ones(1 << 15, np.float32),  # 128 KiB: a part of its own
+    {"a": np.arange(20_000, dtype=np.int64), "b": [1, "x", np.arange(10)], "c": None},
+    [np.ones(65_536, np.uint8), b"\xd8\x01" * 9, np.ones(65_535, np.uint8)],  # 64 KiB - 1: packed
+    np.ones((1000, 200), np.float32)[:, ::2],  # not contiguous: a contiguous copy goes apart
+    {"small": np.ones(3), "none": None, "text": np.array(["a", "b"])},
+])
+def test_encode_parts_join_to_the_inline_encoding(value):
+    assert b"".join(codec.encode_parts(value)) == codec.encode(value, threshold=1 << 62)[0]
+
+
+def test_encode_parts_keep_each_large_array_as_a_view_of_its_memory():
+    big, other = np.arange(1 << 18, dtype=np.float32), np.arange(1 << 16, dtype=np.int32)
+    parts = codec.encode_parts({"big": big, "small": np.arange(4), "other": other})
+    views = [part for part in parts if isinstance(part, memoryview)]
+    assert len(views) == 2
+    assert np.shares_memory(np.frombuffer(views[0], np.float32), big)
+    assert np.shares_memory(np.frombuffer(views[1], np.int32), other)
+    decoded = codec.decode(b"".join(parts))
+    np.testing.assert_array_equal(decoded["big"], big)
+    np.testing.assert_array_equal(decoded["other"], other)
+
+
 def _inline_ext(body: bytes) -> bytes:
     return msgpack.packb(msgpack.ExtType(codec._EXT_INLINE, body))
 

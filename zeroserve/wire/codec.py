@@ -5,6 +5,10 @@ of at least :data:`FRAME_THRESHOLD` bytes travel as their own frames, which are
 views of the array's memory (no copy: send them with ``copy=False`` and keep
 the array alive until sent). Smaller arrays are inlined in ``meta``.
 
+``encode_parts(value)`` is the same value with every array inline, as the parts of one
+buffer; an array of at least 64 KiB is a part of its own, a view of its memory (write the
+parts in order, then let the array go).
+
 ``decode(meta, frames)`` rebuilds the value; arrays that arrived in frames are
 read-only views of those frames (``np.frombuffer``), not copies.
 
@@ -21,6 +25,7 @@ that accepts references opens (:mod:`zeroserve.wire.shm_refs`).
 from __future__ import annotations
 
 import io
+import os
 import struct
 import threading
 from collections.abc import Sequence
@@ -41,6 +46,9 @@ _BIN32_CODE = 0xC6
 _BIN_HEADS = {0xC4: struct.Struct(">BB"), 0xC5: struct.Struct(">BH"),
               _BIN32_CODE: struct.Struct(">BI")}  # msgpack's bin 8, 16 and 32 headers
 _BIN32 = _BIN_HEADS[_BIN32_CODE]
+_EXT32 = struct.Struct(">BIb")  # msgpack's ext 32 header: code, payload length, ext type
+_EXT32_CODE = 0xC9
+_FIXEXT16_CODE = 0xD8
 
 _EXT_INLINE = 1   # [dtype, shape, raw bytes]
 _EXT_FRAME = 2    # [dtype, shape, frame index]
@@ -65,12 +73,15 @@ class _Frames:
     def __init__(self) -> None:
         self.frames: list = []
         self.threshold = FRAME_THRESHOLD
+        # encode_parts: the large inline arrays kept apart, each as (its stand-in, its
+        # payload's head, its bytes); None: they are packed in place
+        self.apart: list[tuple[bytes, bytes, memoryview]] | None = None
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, shm_refs.ShmTensor):
             return msgpack.ExtType(_EXT_SHM, shm_refs.pack_stand_in(obj))
         if isinstance(obj, np.ndarray):
-            return _encode_array(obj, self.frames, self.threshold)
+            return _encode_array(obj, self.frames, self.threshold, self.apart)
         if isinstance(obj, np.generic):
             return obj.item()
         if isinstance(obj, tuple):
@@ -94,22 +105,46 @@ def _encoder() -> tuple[_Frames, msgpack.Packer]:
 
 def encode(value: Any, threshold: int = FRAME_THRESHOLD) -> tuple[bytes, list]:
     """Encode ``value``; return the metadata frame and the list of raw tensor frames."""
-    state, packer = _encoder()
     frames: list = []
-    state.frames, state.threshold = frames, threshold
+    return _pack(value, frames, threshold, None), frames
+
+
+def encode_parts(value: Any) -> list[bytes | memoryview]:
+    """``encode(value, threshold=inf)[0]`` (every array inline) as parts whose join is those
+    bytes: each inline array of at least 64 KiB is a part of its own, a view of its memory,
+    where packing it would copy it three times."""
+    apart: list[tuple[bytes, bytes, memoryview]] = []
+    meta = _pack(value, [], 1 << 62, apart)
+    parts: list[bytes | memoryview] = []
+    start = 0
+    for stand_in, head, raw in apart:  # in the order packed, so in the order of ``meta``
+        at = meta.index(stand_in, start)
+        parts += [meta[start:at],
+                  _EXT32.pack(_EXT32_CODE, len(head) + len(raw), _EXT_INLINE) + head, raw]
+        start = at + len(stand_in)
+    parts.append(meta[start:])
+    return [part for part in parts if len(part)]
+
+
+def _pack(value: Any, frames: list, threshold: int,
+          apart: list[tuple[bytes, bytes, memoryview]] | None) -> bytes:
+    state, packer = _encoder()
+    state.frames, state.threshold, state.apart = frames, threshold, apart
     try:
-        meta = packer.pack(value)
+        meta: bytes = packer.pack(value)
     except (TypeError, ValueError, OverflowError) as exc:  # CodecError included
         del _per_thread.encoder
         raise CodecError(str(exc)) from None
     finally:
-        state.frames = []  # the arrays' memory is the caller's, not the encoder's
+        state.frames, state.apart = [], None  # the arrays' memory is the caller's
     if len(meta) >= KEEP_PACKER_BELOW:  # its buffer grew to this size: let it go
         del _per_thread.encoder
-    return meta, frames
+    return meta
 
 
-def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtType:
+def _encode_array(arr: np.ndarray, frames: list, threshold: int,
+                  apart: list[tuple[bytes, bytes, memoryview]] | None = None
+                  ) -> msgpack.ExtType:
     kind = arr.dtype.kind
     if kind == "U" or kind == "O":
         flat = arr.reshape(-1).tolist()
@@ -127,6 +162,13 @@ def _encode_array(arr: np.ndarray, frames: list, threshold: int) -> msgpack.ExtT
         return msgpack.ExtType(_EXT_FRAME, msgpack.packb(
             [*_array_header(arr), len(frames) - 1]))
     if arr.nbytes >= _JOIN_INLINE_AT:
+        if apart is not None and arr.nbytes < 1 << 32:
+            # a stand-in that no other bytes of the value can match by chance, replaced by
+            # the array's ext header, payload head and bytes once the rest is packed
+            token = os.urandom(16)
+            apart.append((bytes((_FIXEXT16_CODE, _EXT_INLINE)) + token, _inline_head(arr),
+                          arr.reshape(-1).view(np.uint8).data))
+            return msgpack.ExtType(_EXT_INLINE, token)
         return msgpack.ExtType(_EXT_INLINE, _inline_payload(arr))
     return msgpack.ExtType(_EXT_INLINE, msgpack.packb(
         [*_array_header(arr), bytes(raw)], use_bin_type=True))
@@ -138,13 +180,18 @@ def _inline_payload(arr: np.ndarray) -> bytes:
     joined after the msgpack of the rest and a bin header written as msgpack writes it (bin 8,
     16 or 32)."""
     raw = arr.reshape(-1).view(np.uint8).data
-    size = len(raw)
-    if size >= 1 << 32:  # msgpack refuses it (ValueError): let it say so
+    if len(raw) >= 1 << 32:  # msgpack refuses it (ValueError): let it say so
         return msgpack.packb([*_array_header(arr), raw], use_bin_type=True)
+    return b"".join((_inline_head(arr), raw))
+
+
+def _inline_head(arr: np.ndarray) -> bytes:
+    """What comes before the bytes of ``arr`` in :func:`_inline_payload`: the array header,
+    dtype and shape, and a bin 32 header, as msgpack writes them from 64 KiB
+    (``_JOIN_INLINE_AT``) up."""
     name, shape = _array_header(arr)
-    head = _BIN32.pack(_BIN32_CODE, size)  # what msgpack writes from 64 KiB (_JOIN_INLINE_AT) up
     return b"".join((b"\x93", msgpack.packb(name, use_bin_type=True), msgpack.packb(shape),
-                     head, raw))
+                     _BIN32.pack(_BIN32_CODE, arr.nbytes)))
 
 
 def _inline_view(data: bytes) -> np.ndarray | None:
