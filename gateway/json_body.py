@@ -91,7 +91,7 @@ def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     return False
 
 
-def parse_json(body: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def parse_json(body: bytes | memoryview | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """The value of a JSON request body; :class:`JsonBodyError` if it is nested more than
     ``max_depth`` levels, holds a non-finite number, or is not JSON."""
     raw = body.encode() if isinstance(body, str) else bytes(body)

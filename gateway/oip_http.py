@@ -188,7 +188,7 @@ class InferHandler(BodyHandler):
             raise RequestFailed(Status.BAD_REQUEST,
                                 f"{HEADER_LENGTH} must be an integer, got {raw!r}") from None
 
-    def _body(self) -> bytes:
+    def _body(self) -> bytes | memoryview:
         body = self.body
         encoding = self.request.headers.get("Content-Encoding", "").strip().lower()
         if encoding == "deflate":  # tornado's decompress_request handles gzip only
@@ -233,7 +233,7 @@ class _HttpBody:
     shared memory are read from and written to the caller's ``regions``; the answer names the
     model's ``version`` that ran."""
 
-    body: bytes
+    body: bytes | memoryview
     header_length: int | None
     header_timeout_s: Callable[[], float]
     max_timeout_s: float

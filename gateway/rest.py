@@ -64,7 +64,7 @@ def answer_json(value: Any, what: str = "the answer") -> bytes:
         raise RequestFailed(Status.USER_ERROR, f"answer cannot be sent as JSON: {exc}") from None
 
 
-def decode_body(body: bytes, is_msgpack: bool, max_json_depth: int) -> Any:
+def decode_body(body: bytes | memoryview, is_msgpack: bool, max_json_depth: int) -> Any:
     """The value of a JSON or msgpack (the codec's format) body; 400 if it does not parse,
     is nested deeper than ``max_json_depth`` or holds NaN or infinity (JSON)."""
     try:
@@ -243,14 +243,14 @@ class BodyHandler(BaseHandler):
     (declared, or once inflated from gzip) is answered 413 without being kept in memory."""
 
     def prepare(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._size = 0
         super().prepare()
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large()
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes | memoryview) -> None:  # type: ignore[override]
         if self._finished:
             return
         self._size += len(chunk)
@@ -265,8 +265,9 @@ class BodyHandler(BaseHandler):
                              f"the gateway's limit of {self.max_body_bytes} bytes")
 
     @property
-    def body(self) -> bytes:
-        """The whole request body (inflated when it came gzip-encoded)."""
+    def body(self) -> bytes | memoryview:
+        """The whole request body (inflated when it came gzip-encoded); a large one is a
+        view of the buffer it was read into (:mod:`gateway.http_connection`)."""
         if len(self._chunks) != 1:
             self._chunks = [b"".join(self._chunks)]
         return self._chunks[0]

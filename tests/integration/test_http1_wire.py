@@ -1,8 +1,8 @@
 """The gateway's HTTP/1.1 on the wire, from raw sockets: keep-alive and pipelining, chunked
 and gzip request bodies, ``Connection: close`` and HTTP/1.0, ``Expect: 100-continue``, HEAD,
 malformed requests (400, then the connection closes; 431 for headers past 64 KiB), clients
-that leave mid-body, JSON 404s, a large answer to a slow reader, and a streamed answer's
-chunked framing. What a client
+that leave mid-body, large bodies however they arrive, a large answer to a slow reader, JSON
+404s, and a streamed answer's chunked framing. What a client
 relies on, not one server's bytes."""
 from __future__ import annotations
 
@@ -316,16 +316,70 @@ def test_head_has_headers_and_no_body_and_the_next_request_parses(gateway: Clust
         assert not wire.closed(0.3)
 
 
+@pytest.mark.parametrize("declared", [1000, 8 << 20], ids=["small", "read-into-one-buffer"])
 @pytest.mark.parametrize("sent", [b"", b'{"x": [[0.5'], ids=["headers-only", "part-body"])
 def test_client_leaving_mid_body_leaves_the_gateway_serving(
-        gateway: Cluster, sent: bytes) -> None:
+        gateway: Cluster, sent: bytes, declared: int) -> None:
     for _ in range(3):
         with Wire(gateway) as wire:
             wire.send(b"POST /mlp/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: 1000\r\n\r\n" + sent)
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % declared + sent)
             time.sleep(0.05)
     _assert_serving(gateway)
     assert "Traceback" not in gateway.daemons[1].log()
+
+
+def _large_double(rows: int, *headers: str) -> tuple[bytes, bytes]:
+    """A request of about ``rows`` × 21 bytes for probe.double, split before its body."""
+    body = json.dumps({"x": [[0.25] * 4] * rows}, separators=(",", ":")).encode()
+    head = "\r\n".join(["POST /probe/double HTTP/1.1", "Host: x",
+                         "Content-Type: application/json", f"Content-Length: {len(body)}",
+                         *headers]) + "\r\n\r\n"
+    return head.encode(), body
+
+
+def _assert_doubled(response: Response, rows: int) -> None:
+    assert response.status == 200, response.body[:200]
+    assert np.array_equal(np.asarray(response.json(), np.float32),
+                          np.full((rows, 4), 0.5, np.float32))
+
+
+def test_large_body_sent_in_pieces_is_read_whole_and_the_next_request_parses(
+        gateway: Cluster) -> None:
+    rows = 100_000  # a 2 MB body: read straight into one buffer, however it arrives
+    head, body = _large_double(rows)
+    with Wire(gateway) as wire:
+        wire.send(head + body[:1000])
+        for start in range(1000, len(body), 300_000):
+            time.sleep(0.02)
+            wire.send(body[start:start + 300_000])
+        wire.send(_predict(json.dumps(_rows(0.5)).encode()) + _get("/healthz"))
+        _assert_doubled(wire.response(), rows)
+        _assert_predicted(wire.response(), 0.5)
+        _assert_healthy(wire.response())
+        assert not wire.closed(0.3)
+
+
+def test_large_body_and_the_next_request_in_one_send_are_both_answered(
+        gateway: Cluster) -> None:
+    rows = 60_000
+    head, body = _large_double(rows)
+    with Wire(gateway) as wire:
+        wire.send(head + body + _get("/healthz") + head + body)
+        _assert_doubled(wire.response(), rows)
+        _assert_healthy(wire.response())
+        _assert_doubled(wire.response(), rows)
+
+
+def test_large_body_after_100_continue_is_read_whole(gateway: Cluster) -> None:
+    rows = 60_000
+    head, body = _large_double(rows, "Expect: 100-continue")
+    with Wire(gateway) as wire:
+        wire.send(head)
+        interim = wire.response()
+        assert (interim.version, interim.status) == (b"HTTP/1.1", 100)
+        wire.send(body)
+        _assert_doubled(wire.response(), rows)
 
 
 def test_unknown_path_is_a_json_404_on_a_kept_connection(gateway: Cluster) -> None:
@@ -363,17 +417,13 @@ def test_large_answer_to_a_slow_reader_comes_whole_and_the_next_request_parses(
         gateway: Cluster) -> None:
     rows = 400_000  # about 7 MB of JSON each way, more than the kernel buffers: the gateway
     # hands the answer over in slices as the socket drains
-    body = json.dumps({"x": [[0.25] * 4] * rows}, separators=(",", ":")).encode()
-    request = ("POST /probe/double HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    head, body = _large_double(rows)
     with Wire(gateway, receive_buffer=16384) as wire:
-        wire.send(request + _get("/healthz"))  # pipelined behind the large answer
+        wire.send(head + body + _get("/healthz"))  # pipelined behind the large answer
         time.sleep(1.0)  # the gateway's socket fills while nobody reads
         response = wire.response()
-        assert response.status == 200, response.body[:200]
         assert int(response.header("Content-Length") or 0) == len(response.body)
-        assert np.array_equal(np.asarray(response.json(), np.float32),
-                              np.full((rows, 4), 0.5, np.float32))
+        _assert_doubled(response, rows)
         _assert_healthy(wire.response())
         assert not wire.closed(0.3)
 
