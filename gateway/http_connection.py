@@ -159,7 +159,9 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self._transport.set_write_buffer_limits(high=0)  # paused while anything waits to be sent
+        # paused while anything waits to be sent; 1, not 0: asyncio's TLS transport pauses at
+        # a buffer of high or more, so at 0 it would pause on every write, empty or not
+        self._transport.set_write_buffer_limits(high=1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._sink is not None:

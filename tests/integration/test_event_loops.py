@@ -1,11 +1,14 @@
 """The gateway on either event loop (``gateway.event_loop``): asyncio's own loop by default,
 uvloop when asked ("uvloop", or "auto" where it is installed: the test extra installs it);
-calls over HTTP and gRPC work on both, and the start-up line names the loop."""
+calls over HTTP and gRPC work on both, large bodies included, and the start-up line names
+the loop."""
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from cluster import Cluster
 from reference_models import mlp, sample_input
+
+import zeroserve
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +27,10 @@ def test_calls_work_on_the_loop_the_gateway_names(tmp_path, choice):
             tensor.set_data_from_numpy(x)
             answer = client.infer("mlp", [tensor])
         assert answer.as_numpy(answer.get_response().outputs[0].name).shape == (2, 10)
+        big = sample_input(1 << 15)  # 8 MiB in, 1.3 MiB out: read into one buffer, sliced out
+        with zeroserve.Client(cluster.url) as sdk:
+            np.testing.assert_allclose(sdk.call("mlp", "predict", x=big, timeout=60), mlp(big),
+                                       rtol=1e-5)
         kind = "asyncio" if choice == "asyncio" else "uvloop"
         gateway = next(d for d in cluster.daemons if d.name == "gateway")
         assert f"event loop {kind}" in gateway.log(), gateway.log()

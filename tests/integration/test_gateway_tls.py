@@ -125,6 +125,8 @@ def test_tls_gateway_answers_clients_that_trust_its_ca_and_only_them(cluster, pk
         with zeroserve.Client(url, ca_file=str(pki.ca)) as client:
             assert client.call("mlp", "predict", x=ROW).shape == (1, 10)
             assert client.infer("mlp", {"x": ROW})["output"].shape == (1, 10)
+            big = np.ones((1 << 15, 64), np.float32)  # 8 MiB: read into one buffer over TLS
+            assert client.call("mlp", "predict", x=big, timeout=60).shape == (1 << 15, 10)
         with zeroserve.Client(url, ca_file=str(pki.stranger_ca), timeout=5.0,
                               retry=False) as client, pytest.raises(zeroserve.Unreachable):
             client.call("mlp", "predict", x=ROW)
@@ -133,6 +135,18 @@ def test_tls_gateway_answers_clients_that_trust_its_ca_and_only_them(cluster, pk
                 pytest.raises(zeroserve.ZeroserveError):
             client.call("mlp", "predict", x=ROW)
     assert "gateway: TLS on" in cluster.daemons[1].log()
+
+
+def test_a_stream_over_https_comes_chunk_by_chunk_to_its_end(cluster, pki):
+    _start(cluster, pki)
+    cluster.test_worker("Streamer")
+    url = f"https://127.0.0.1:{cluster.http_port}"
+    with zeroserve.Client(url, ca_file=str(pki.ca), timeout=20.0) as client:
+        deadline = time.monotonic() + 30
+        while "streamer" not in client.services() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # each chunk is written while the client sends nothing: none may wait for it to
+        assert list(client.stream("streamer", "count", n=5, delay_s=0.05)) == list(range(5))
 
 
 def test_tritonclient_infers_over_https(cluster, pki):
