@@ -169,14 +169,15 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         return self._read_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._sink is not None:
-            self._sink_filled += nbytes
-            if self._sink_filled == len(self._sink):
-                self._end_sink()
-                self._parser = httptools.HttpRequestParser(self)  # the next request's
-                self._pump()
+        if self._sink is None:
+            self.data_received(self._read_view[:nbytes])
             return
-        self.data_received(self._read_view[:nbytes])
+        self._sink_filled += nbytes
+        if self._sink_filled == len(self._sink):
+            self._end_sink()
+            self._parser = httptools.HttpRequestParser(self)  # the next request's
+            self._pump()
+            self._pause_if_queued()
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Parse ``data`` (what one read brought)."""
@@ -192,6 +193,9 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         if self._discarding:
             self._sink = None
         self._pump()
+        self._pause_if_queued()
+
+    def _pause_if_queued(self) -> None:
         if self._queued_body_bytes > _MAX_QUEUED_BODY_BYTES and not self._reading_paused \
                 and self._transport is not None:
             self._reading_paused = True  # the delegate is slower than the client
@@ -561,6 +565,7 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         """Close once what was written is sent."""
         self._discarding = True
         self._events.clear()
+        self._sink = None
         if self._transport is not None and not self._transport.is_closing():
             while self._backlog:  # the transport sends its buffer before it closes
                 self._transport.write(self._backlog.popleft())
