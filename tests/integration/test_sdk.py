@@ -45,7 +45,8 @@ def test_calls_services_health_and_infer(url: str) -> None:
 
 
 def test_a_large_tensor_comes_back_whole(url: str) -> None:
-    # 8 MiB each way: the gateway writes the answer's array as a view, in slices
+    # 8 MiB each way, sent as a view of the array, read into one buffer by the gateway, its
+    # answer written as a view, in slices
     x = np.random.default_rng(7).random((1 << 19, 4), dtype=np.float32)
     with zeroserve.Client(url) as client:
         answer = client.call("probe", "double", x=x, timeout=60)
@@ -116,6 +117,9 @@ def test_async_client(url: str) -> None:
             assert (await client.infer("probe.double", {"x": x}))["output"].tolist() == \
                 [[2.0] * 4]
             assert (await client.health())["ready"]
+            big = np.random.default_rng(3).random((1 << 18, 4), dtype=np.float32)  # 4 MiB
+            np.testing.assert_array_equal(await client.call("probe", "double", x=big,
+                                                            timeout=60), big * 2)
             with pytest.raises(zeroserve.NotFound):
                 await client.call("probe", "nope")
             with pytest.raises(zeroserve.DeadlineExceeded):

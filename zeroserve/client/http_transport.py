@@ -17,7 +17,7 @@ import contextlib
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -57,6 +57,20 @@ def _network_errors(url: str) -> Iterator[None]:
         raise Unreachable(503, f"no gateway answered at {url}: {exc}") from None
     except httpx.TransportError as exc:  # after the request was (partly) written
         raise interrupted(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+def _content(request: HttpRequest) -> tuple[Any, Mapping[str, str]]:
+    """What httpx sends of ``request``, and with which headers: parts one after another,
+    after the Content-Length of them all."""
+    body = request.body
+    if body is None or isinstance(body, bytes):
+        return body, request.headers
+    return list(body), {**request.headers, "Content-Length": str(sum(map(len, body)))}
+
+
+async def _each(parts: list) -> AsyncIterator[Any]:
+    for part in parts:  # (httpx's asyncio client takes parts from an async iterator only)
+        yield part
 
 
 def _within(deadline: float, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -107,9 +121,10 @@ class HttpTransport:
 
     def send(self, operation: Operation, timeout_s: float) -> Any:
         request = operation.http(timeout_s)
+        content, headers = _content(request)
         deadline = time.monotonic() + timeout_s + request.grace_s
         with _network_errors(self.url), self._client.stream(
-                request.method, request.path, content=request.body, headers=request.headers,
+                request.method, request.path, content=content, headers=headers,
                 timeout=deadline - time.monotonic()) as response:
             body = b"".join(_within(deadline, response.iter_bytes()))
         return operation.from_http(HttpAnswer(response.status_code, response.headers, body))
@@ -119,8 +134,9 @@ class HttpTransport:
         """The chunks of a stream (:meth:`zeroserve.client.transport.Transport.stream`)."""
         request, timeout = _stream_request(service, endpoint, inputs, timeout_s,
                                            idle_timeout_s)
+        content, headers = _content(request)  # (a stream's request is one bytes)
         with _network_errors(self.url), self._client.stream(
-                request.method, request.path, content=request.body, headers=request.headers,
+                request.method, request.path, content=content, headers=headers,
                 timeout=timeout) as response:
             if response.status_code != 200:
                 deadline = time.monotonic() + timeout_s + request.grace_s
@@ -147,11 +163,13 @@ class AsyncHttpTransport:
 
     async def send(self, operation: Operation, timeout_s: float) -> Any:
         request = operation.http(timeout_s)
+        content, headers = _content(request)
         limit_s = timeout_s + request.grace_s
         with _network_errors(self.url):
             response = await asyncio.wait_for(self._client.request(
-                request.method, request.path, content=request.body, headers=request.headers,
-                timeout=limit_s), limit_s)
+                request.method, request.path,
+                content=_each(content) if isinstance(content, list) else content,
+                headers=headers, timeout=limit_s), limit_s)
         return operation.from_http(
             HttpAnswer(response.status_code, response.headers, response.content))
 
@@ -161,10 +179,11 @@ class AsyncHttpTransport:
         """The chunks of a stream, as :meth:`HttpTransport.stream`."""
         request, timeout = _stream_request(service, endpoint, inputs, timeout_s,
                                            idle_timeout_s)
+        content, headers = _content(request)  # (a stream's request is one bytes)
         with _network_errors(self.url):
             async with self._client.stream(
-                    request.method, request.path, content=request.body,
-                    headers=request.headers, timeout=timeout) as response:
+                    request.method, request.path, content=content, headers=headers,
+                    timeout=timeout) as response:
                 if response.status_code != 200:
                     limit_s = timeout_s + request.grace_s
                     raise _stream_failure(response, await asyncio.wait_for(response.aread(),

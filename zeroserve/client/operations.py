@@ -47,7 +47,8 @@ class Call(Operation):
     def http(self, timeout_s: float) -> HttpRequest:
         version = {payloads.VERSION_HEADER: str(self.version)} if self.version else {}
         return HttpRequest(
-            "POST", f"/{self.service}/{self.endpoint}", payloads.encode_inputs(self.inputs),
+            "POST", f"/{self.service}/{self.endpoint}",
+            payloads.encode_inputs_parts(self.inputs),
             {"Content-Type": payloads.MSGPACK, "Accept": payloads.MSGPACK,
              **_deadline_header(timeout_s), **version}, GATEWAY_504_GRACE_S)
 

@@ -41,6 +41,13 @@ def encode_inputs(inputs: Mapping[str, Any]) -> bytes:
     return codec.encode(dict(inputs), threshold=_INLINE)[0]
 
 
+def encode_inputs_parts(inputs: Mapping[str, Any]) -> bytes | list[bytes | memoryview]:
+    """:func:`encode_inputs` as the parts of its bytes, a large tensor's a view of its memory
+    (:func:`zeroserve.wire.codec.encode_parts`); the bytes themselves when there is one."""
+    parts = codec.encode_parts(dict(inputs))
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else parts
+
+
 def decode_value(payload: bytes) -> Any:
     """An endpoint's answer from its msgpack payload."""
     try:

@@ -34,11 +34,12 @@ from typing import Any, Protocol
 @dataclass(frozen=True)
 class HttpRequest:
     """An operation over HTTP: ``path`` is below the URL's own path and carries its query;
-    the client waits ``grace_s`` past the call's deadline for the gateway's own 504."""
+    ``body`` is bytes, or parts sent one after another (a large tensor's are views of its
+    memory); the client waits ``grace_s`` past the call's deadline for the gateway's own 504."""
 
     method: str
     path: str
-    body: bytes | None = None
+    body: bytes | Sequence[bytes | memoryview] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     grace_s: float = 0.0
 
