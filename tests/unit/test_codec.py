@@ -216,6 +216,30 @@ def test_encode_parts_keep_each_large_array_as_a_view_of_its_memory():
     np.testing.assert_array_equal(decoded["other"], other)
 
 
+def test_a_map_of_large_inline_arrays_is_decoded_to_views_of_its_buffer():
+    x, y = np.arange(1 << 18, dtype=np.float32), np.arange(1 << 15, dtype=np.int64)
+    buffer = b"".join(codec.encode_parts({"x": x, "n": 3, "y": y, "s": ["a", {"b": None}]}))
+    value = codec.decode(buffer)
+    assert value["n"] == 3 and value["s"] == ["a", {"b": None}]
+    for name, arr in (("x", x), ("y", y)):
+        np.testing.assert_array_equal(value[name], arr)
+        assert np.shares_memory(value[name], np.frombuffer(buffer, np.uint8))
+        assert not value[name].flags.writeable
+    assert not codec.decode(bytearray(buffer))["x"].flags.writeable  # of a writable buffer too
+
+
+@pytest.mark.parametrize("cut", [
+    lambda b: b[:-1],  # the last array cut short
+    lambda b: b + b"\x00",  # a byte after the map
+    lambda b: b[:40],  # cut inside the first array's header
+    lambda b: b"\x83" + b[1:],  # a map that claims an entry more than it has
+])
+def test_a_malformed_map_of_large_arrays_is_refused(cut):
+    buffer = b"".join(codec.encode_parts({"x": np.ones(1 << 16, np.float32), "n": 1}))
+    with pytest.raises(codec.CodecError):
+        codec.decode(cut(buffer))
+
+
 def _inline_ext(body: bytes) -> bytes:
     return msgpack.packb(msgpack.ExtType(codec._EXT_INLINE, body))
 

@@ -24,7 +24,6 @@ that accepts references opens (:mod:`zeroserve.wire.shm_refs`).
 """
 from __future__ import annotations
 
-import io
 import os
 import struct
 import threading
@@ -194,13 +193,39 @@ def _inline_head(arr: np.ndarray) -> bytes:
                      _BIN32.pack(_BIN32_CODE, arr.nbytes)))
 
 
-def _inline_view(data: bytes) -> np.ndarray | None:
+class _Reader:
+    """``buf`` from ``pos`` as a file for ``msgpack.Unpacker``, which copies only what it
+    reads."""
+
+    def __init__(self, buf: memoryview, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def read(self, size: int) -> bytes:
+        piece = bytes(self.buf[self.pos:self.pos + size])
+        self.pos += len(piece)
+        return piece
+
+
+def _large_inline_at(buf: memoryview, pos: int) -> tuple[np.ndarray, int] | None:
+    """The large inline array whose ext 32 starts at ``pos`` (a view of ``buf``) and the
+    position after it; None when none starts there."""
+    if len(buf) < pos + _EXT32_HEAD or buf[pos] != _EXT32_CODE:
+        return None
+    _, size, code = _EXT32.unpack_from(buf, pos)
+    start, end = pos + _EXT32_HEAD, pos + _EXT32_HEAD + size
+    if code != _EXT_INLINE or size < _JOIN_INLINE_AT or end > len(buf):
+        return None
+    array = _inline_view(buf[start:end].toreadonly())  # read-only, as a view of bytes is
+    return None if array is None else (array, end)
+
+
+def _inline_view(data: bytes | memoryview) -> np.ndarray | None:
     """The array of a large inline payload (``[dtype, shape, bin]``, as
     :func:`_inline_payload` writes it) as a view of ``data``, where unpacking it whole would
     copy the bin out; None when ``data`` is laid out otherwise (unpack it whole: its value
     or error is the answer)."""
     try:
-        unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, read_size=256)
+        unpacker = msgpack.Unpacker(_Reader(memoryview(data), 0), raw=False, read_size=256)
         if unpacker.read_array_header() != 3:
             return None
         name, shape = unpacker.unpack(), unpacker.unpack()
@@ -294,8 +319,52 @@ def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
 
     raw = getattr(meta, "bytes", meta)
     try:
+        if len(raw) >= _JOIN_INLINE_AT:
+            value = _map_with_views(memoryview(raw).cast("B"), ext_hook)
+            if value is not _NOT_SUCH_A_MAP:
+                return value
         return msgpack.unpackb(raw, ext_hook=ext_hook, raw=False, strict_map_key=False)
     except CodecError:
         raise
     except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
         raise CodecError(f"malformed payload: {exc}") from None
+
+
+_NOT_SUCH_A_MAP = object()
+_MAP_HEADS = {0xDE: struct.Struct(">BH"), 0xDF: struct.Struct(">BI")}  # map 16, map 32
+_EXT32_HEAD = _EXT32.size
+_MAX_MAP_ENTRIES = 64
+_READ_AHEAD = 4096  # what a per-entry Unpacker may copy past its object
+
+
+def _map_with_views(buf: memoryview, ext_hook: Any) -> Any:
+    """The value of ``buf`` when it is a map of at most 64 entries (a request's named
+    inputs, an answer's named outputs): the large inline arrays among its values come as
+    read-only views of ``buf``, where msgpack would copy each into a ``bytes`` for the ext
+    hook; every other key and value is unpacked as ``unpackb`` unpacks it.
+    ``_NOT_SUCH_A_MAP`` for anything else (unpack it whole)."""
+    head = buf[0]
+    if 0x80 <= head <= 0x8F:
+        count, pos = head & 0x0F, 1
+    elif head in _MAP_HEADS and len(buf) >= _MAP_HEADS[head].size:
+        count, pos = _MAP_HEADS[head].unpack_from(buf)[1], _MAP_HEADS[head].size
+    else:
+        return _NOT_SUCH_A_MAP
+    if count > _MAX_MAP_ENTRIES:
+        return _NOT_SUCH_A_MAP
+    items: list[Any] = []  # keys and values, in turn
+    for index in range(2 * count):
+        found = _large_inline_at(buf, pos) if index % 2 else None
+        if found is not None:
+            item, pos = found
+        else:
+            unpacker = msgpack.Unpacker(  # with unpackb's limit: the whole buffer
+                _Reader(buf, pos), read_size=_READ_AHEAD, max_buffer_size=len(buf),
+                ext_hook=ext_hook, raw=False, strict_map_key=False)
+            item = unpacker.unpack()  # OutOfData if the map is cut short
+            pos += unpacker.tell()
+        items.append(item)
+    if pos != len(buf):
+        raise CodecError(f"malformed payload: {len(buf) - pos} bytes after the value")
+    return dict(zip(items[::2], items[1::2]))
+
