@@ -228,6 +228,15 @@ def test_a_map_of_large_inline_arrays_is_decoded_to_views_of_its_buffer():
     assert not codec.decode(bytearray(buffer))["x"].flags.writeable  # of a writable buffer too
 
 
+def test_a_map_with_a_large_bin_beside_its_arrays_decodes_as_unpackb_does():
+    x = np.arange(1 << 16, dtype=np.float32)
+    value = codec.decode(b"".join(codec.encode_parts(
+        {"x": x, "raw": b"\x01" * (1 << 17), "text": "t" * (1 << 16), "n": 1})))
+    np.testing.assert_array_equal(value["x"], x)
+    assert value["raw"] == b"\x01" * (1 << 17) and value["text"] == "t" * (1 << 16)
+    assert value["n"] == 1
+
+
 @pytest.mark.parametrize("cut", [
     lambda b: b[:-1],  # the last array cut short
     lambda b: b + b"\x00",  # a byte after the map

@@ -219,6 +219,13 @@ def _large_inline_at(buf: memoryview, pos: int) -> tuple[np.ndarray, int] | None
     return None if array is None else (array, end)
 
 
+def _large_sized_at(buf: memoryview, pos: int) -> bool:
+    """Whether a bin, str or ext of at least 64 KiB starts at ``pos``."""
+    head = _SIZED_HEADS.get(buf[pos]) if pos < len(buf) else None
+    return head is not None and len(buf) >= pos + head.size and \
+        head.unpack_from(buf, pos)[1] >= _JOIN_INLINE_AT
+
+
 def _inline_view(data: bytes | memoryview) -> np.ndarray | None:
     """The array of a large inline payload (``[dtype, shape, bin]``, as
     :func:`_inline_payload` writes it) as a view of ``data``, where unpacking it whole would
@@ -335,6 +342,10 @@ _MAP_HEADS = {0xDE: struct.Struct(">BH"), 0xDF: struct.Struct(">BI")}  # map 16,
 _EXT32_HEAD = _EXT32.size
 _MAX_MAP_ENTRIES = 64
 _READ_AHEAD = 4096  # what a per-entry Unpacker may copy past its object
+# the length headers of bin, str and ext 8/16/32: a large one is better unpacked by unpackb
+_SIZED_HEADS = {code: struct.Struct(">B" + width) for codes, width in (
+    ((0xC4, 0xD9, 0xC7), "B"), ((0xC5, 0xDA, 0xC8), "H"), ((0xC6, 0xDB, 0xC9), "I"))
+    for code in codes}
 
 
 def _map_with_views(buf: memoryview, ext_hook: Any) -> Any:
@@ -357,6 +368,8 @@ def _map_with_views(buf: memoryview, ext_hook: Any) -> Any:
         found = _large_inline_at(buf, pos) if index % 2 else None
         if found is not None:
             item, pos = found
+        elif _large_sized_at(buf, pos):  # (a large bin, say) read 4 KiB at a time: no
+            return _NOT_SUCH_A_MAP
         else:
             unpacker = msgpack.Unpacker(  # with unpackb's limit: the whole buffer
                 _Reader(buf, pos), read_size=_READ_AHEAD, max_buffer_size=len(buf),
