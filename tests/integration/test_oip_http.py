@@ -41,9 +41,14 @@ BF16 = BF16_BITS.view(ml_dtypes.bfloat16).reshape(2, 4)
 HUGE_SHAPES = [[0, 2**70], [2**32, 2**32], [0, 2**40, 2**40], [0, 2**62, 4]]
 
 
+# a 64 MiB call may hold a loaded host's worker past the tests' fast liveness (0.6 s): this
+# module's calls are about the protocol, not about workers that go away
+SLOW_LIVENESS = {"ZEROSERVE_HEARTBEAT_LIVENESS": "15"}
+
+
 @pytest.fixture(scope="module")
 def oip(tmp_path_factory: pytest.TempPathFactory):
-    cluster = Cluster(tmp_path_factory.mktemp("oip-http"))
+    cluster = Cluster(tmp_path_factory.mktemp("oip-http"), env=SLOW_LIVENESS)
     try:
         yield cluster.start(SERVICE)
     finally:
