@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 import time
 import zlib
 from collections import deque
@@ -59,6 +60,9 @@ _MAX_QUEUED_BODY_BYTES = 1 << 20  # parsed and not yet taken by the delegate: st
 # the transport's buffer, so a larger answer waits in the backlog, as views, until it drains
 _WRITE_SLICE_BYTES = 256 * 1024
 _READ_BYTES = 256 * 1024  # the most one read takes, outside a sized body (asyncio's own limit)
+# one read buffer per thread, shared by its connections: the loop fills it and the parser
+# consumes it (copying what it keeps) within one callback, so none holds 256 KiB while idle
+_scratch = threading.local()
 _SINK_AT_BYTES = 1 << 20  # a plain body declaring this many bytes or more is read into one buffer
 
 
@@ -103,6 +107,13 @@ class _Refused(Exception):
 _HEADERS, _CONTINUE_EVENT, _BODY, _END, _REFUSED = range(5)
 
 
+def _read_buffer() -> memoryview:
+    view: memoryview | None = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(_READ_BYTES))
+    return view
+
+
 class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
     """An HTTP/1.1 server connection serving ``app``; ``on_lost`` is called once, when it
     closes."""
@@ -118,7 +129,6 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         self._on_lost = on_lost
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._read_view = memoryview(bytearray(_READ_BYTES))
         # a sized body read straight into its buffer (None: reads go to the parser)
         self._sink: memoryview | None = None
         self._sink_filled = 0
@@ -167,11 +177,11 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._sink is not None:
             return self._sink[self._sink_filled:]
-        return self._read_view
+        return _read_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._sink is None:
-            self.data_received(self._read_view[:nbytes])
+            self.data_received(_read_buffer()[:nbytes])
             return
         self._sink_filled += nbytes
         if self._sink_filled == len(self._sink):
