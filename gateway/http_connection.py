@@ -234,7 +234,7 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._write_backlog()
-        if self._writing_paused or self._backlog:
+        if self._unsent:
             return
         drained, self._drained = self._drained, []
         for future in drained:
@@ -271,14 +271,15 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         headers = self._headers
         self._events.append((_HEADERS, (start_line, headers)))
         declared = headers.get("Content-Length")
-        if declared is not None and int(declared) > self._settings.max_body_size:
+        length = None if declared is None else int(declared)
+        if length is not None and length > self._settings.max_body_size:
             self._refuse(_Refused("Content-Length too long"))
             return
         if headers.get("Expect") == "100-continue":
             self._events.append((_CONTINUE_EVENT, None))
-        if declared is not None and int(declared) >= _SINK_AT_BYTES \
+        if length is not None and length >= _SINK_AT_BYTES \
                 and "Transfer-Encoding" not in headers and "Content-Encoding" not in headers:
-            self._sink, self._sink_filled = np.empty(int(declared), np.uint8).data, 0
+            self._sink, self._sink_filled = np.empty(length, np.uint8).data, 0
 
     def on_body(self, body: bytes) -> None:
         if self._discarding:
@@ -307,7 +308,6 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         """The sized body is in: queue it, whole, and the request's end."""
         body, self._sink = self._sink, None
         assert body is not None
-        self._body_bytes = len(body)
         self._queued_body_bytes += len(body)
         self.phase = Phase.IDLE
         self._events.extend(((_BODY, body), (_END, None)))
@@ -367,7 +367,7 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
         self._write_finished = True
         if not self._read_finished:
             self._disconnect_on_finish = True  # the rest of the body is not read
-        if (self._writing_paused or self._backlog) and not self._closed:
+        if self._unsent and not self._closed:
             self._finish_when_drained = True
         else:
             self._finish_request()
@@ -547,11 +547,17 @@ class HttpConnection(asyncio.BufferedProtocol, httputil.HTTPConnection):
             self._write_backlog()
         elif size:
             self._transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        if self._writing_paused or self._backlog:
+        if self._unsent:
             self._drained.append(future)
         else:
             future.set_result(None)
         return future
+
+    @property
+    def _unsent(self) -> bool:
+        """Whether something written is not yet with the kernel (in the backlog or in the
+        transport's buffer)."""
+        return self._writing_paused or bool(self._backlog)
 
     def _write_backlog(self) -> None:
         """Hand the backlog to the transport a slice at a time while the socket takes it all

@@ -120,7 +120,11 @@ class BaseHandler(tornado.web.RequestHandler):
     def _finish_parts(self, parts: list[bytes | memoryview]) -> None:
         """Finish with the body ``parts`` written as they are (a large tensor's are views of
         its memory): the headers first, with the body's Content-Length, then each part, so
-        that neither a joined body nor tornado's headers-and-body join copies them."""
+        that neither a joined body nor tornado's headers-and-body join copies them. One
+        ``bytes`` part is simply the body."""
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            self.finish(parts[0])
+            return
         if self._transforms:  # type: ignore[attr-defined]  # (none in the gateway)
             self.finish(b"".join(parts))
             return
@@ -319,11 +323,7 @@ class InvokeHandler(CancelsWhenGone, BodyHandler):
         self.answer_stages()
         if self._wants_msgpack(is_msgpack):
             self.set_header("Content-Type", MSGPACK)
-            parts = codec.encode_parts(value)
-            if len(parts) == 1 and isinstance(parts[0], bytes):  # no large array in it
-                self.finish(parts[0])
-            else:
-                self._finish_parts(parts)
+            self._finish_parts(codec.encode_parts(value))
         else:
             self.set_header("Content-Type", "application/json")
             self.finish(answer_json(value, f"the answer of {info.service}.{info.name}"))

@@ -41,13 +41,21 @@ FRAME_THRESHOLD = 1024  # bytes; arrays at least this large get their own frame
 # inline arrays at least this large are joined to their header (_inline_payload) rather than
 # packed with it: one copy of their bytes instead of three; below it packb is quicker
 _JOIN_INLINE_AT = 64 * 1024
+# msgpack's headers that carry a length (code, length): bin, str and ext of 8, 16 and 32 bits
+# (an ext's type byte follows), and maps of 16 and 32 (a count)
+_LENGTH_HEADS = {code: struct.Struct(">B" + width) for codes, width in (
+    ((0xC4, 0xD9, 0xC7), "B"), ((0xC5, 0xDA, 0xC8, 0xDE), "H"), ((0xC6, 0xDB, 0xC9, 0xDF), "I"))
+    for code in codes}
+_BIN_HEADS = {code: _LENGTH_HEADS[code] for code in (0xC4, 0xC5, 0xC6)}
+_MAP_HEADS = {code: _LENGTH_HEADS[code] for code in (0xDE, 0xDF)}
+_SIZED_HEADS = {code: head for code, head in _LENGTH_HEADS.items() if code not in _MAP_HEADS}
 _BIN32_CODE = 0xC6
-_BIN_HEADS = {0xC4: struct.Struct(">BB"), 0xC5: struct.Struct(">BH"),
-              _BIN32_CODE: struct.Struct(">BI")}  # msgpack's bin 8, 16 and 32 headers
 _BIN32 = _BIN_HEADS[_BIN32_CODE]
 _EXT32 = struct.Struct(">BIb")  # msgpack's ext 32 header: code, payload length, ext type
 _EXT32_CODE = 0xC9
 _FIXEXT16_CODE = 0xD8
+_MAX_MAP_ENTRIES = 64  # a larger map is unpacked whole (see _map_with_views)
+_READ_AHEAD = 4096  # what a per-entry Unpacker may copy past its object
 
 _EXT_INLINE = 1   # [dtype, shape, raw bytes]
 _EXT_FRAME = 2    # [dtype, shape, frame index]
@@ -209,10 +217,11 @@ class _Reader:
 def _large_inline_at(buf: memoryview, pos: int) -> tuple[np.ndarray, int] | None:
     """The large inline array whose ext 32 starts at ``pos`` (a view of ``buf``) and the
     position after it; None when none starts there."""
-    if len(buf) < pos + _EXT32_HEAD or buf[pos] != _EXT32_CODE:
+    if len(buf) < pos + _EXT32.size or buf[pos] != _EXT32_CODE:
         return None
     _, size, code = _EXT32.unpack_from(buf, pos)
-    start, end = pos + _EXT32_HEAD, pos + _EXT32_HEAD + size
+    start = pos + _EXT32.size
+    end = start + size
     if code != _EXT_INLINE or size < _JOIN_INLINE_AT or end > len(buf):
         return None
     array = _inline_view(buf[start:end].toreadonly())  # read-only, as a view of bytes is
@@ -220,7 +229,8 @@ def _large_inline_at(buf: memoryview, pos: int) -> tuple[np.ndarray, int] | None
 
 
 def _large_sized_at(buf: memoryview, pos: int) -> bool:
-    """Whether a bin, str or ext of at least 64 KiB starts at ``pos``."""
+    """Whether a bin, str or ext of at least 64 KiB starts at ``pos`` (better unpacked by
+    ``unpackb`` than 4 KiB at a time)."""
     head = _SIZED_HEADS.get(buf[pos]) if pos < len(buf) else None
     return head is not None and len(buf) >= pos + head.size and \
         head.unpack_from(buf, pos)[1] >= _JOIN_INLINE_AT
@@ -338,14 +348,6 @@ def decode(meta: Any, frames: Sequence[Any] = ()) -> Any:
 
 
 _NOT_SUCH_A_MAP = object()
-_MAP_HEADS = {0xDE: struct.Struct(">BH"), 0xDF: struct.Struct(">BI")}  # map 16, map 32
-_EXT32_HEAD = _EXT32.size
-_MAX_MAP_ENTRIES = 64
-_READ_AHEAD = 4096  # what a per-entry Unpacker may copy past its object
-# the length headers of bin, str and ext 8/16/32: a large one is better unpacked by unpackb
-_SIZED_HEADS = {code: struct.Struct(">B" + width) for codes, width in (
-    ((0xC4, 0xD9, 0xC7), "B"), ((0xC5, 0xDA, 0xC8), "H"), ((0xC6, 0xDB, 0xC9), "I"))
-    for code in codes}
 
 
 def _map_with_views(buf: memoryview, ext_hook: Any) -> Any:
